@@ -1,0 +1,1 @@
+//! The circular event buffer (being written).

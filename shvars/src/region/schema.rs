@@ -1,0 +1,392 @@
+//! The schema of a region: what each variable is. Written once per variable by the owner as one
+//! JSON line in the schema area, parsed once by readers.
+
+use serde::{Deserialize, Serialize};
+
+use super::error::SetError;
+use super::layout::{str_slot_size, MAX_STR_CAP, NUM_SLOT_SIZE};
+
+/// The type of a variable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "UPPERCASE")]
+pub enum VarType {
+    /// A signed 64-bit integer.
+    Integer,
+    /// A 64-bit float.
+    Float,
+    /// UTF-8 text of at most `cap` bytes.
+    String {
+        /// Capacity in bytes.
+        cap: usize,
+    },
+    /// An integer with a label for each value `0..labels.len()`.
+    Enum {
+        /// The labels, indexed by value.
+        labels: Vec<String>,
+    },
+}
+
+impl VarType {
+    /// The name used in listings: INTEGER, FLOAT, STRING, ENUM.
+    pub fn name(&self) -> &'static str {
+        match self {
+            VarType::Integer => "INTEGER",
+            VarType::Float => "FLOAT",
+            VarType::String { .. } => "STRING",
+            VarType::Enum { .. } => "ENUM",
+        }
+    }
+
+    /// Size of the value slot of this type.
+    pub fn slot_size(&self) -> usize {
+        match self {
+            VarType::String { cap } => str_slot_size(*cap),
+            _ => NUM_SLOT_SIZE,
+        }
+    }
+}
+
+/// Who may change a variable through the owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Access {
+    /// Read-only: only the owner's own code changes it.
+    #[serde(rename = "R")]
+    ReadOnly,
+    /// Read/write: `set VAR VALUE` on the control FIFO may change it.
+    #[serde(rename = "R/W")]
+    ReadWrite,
+}
+
+impl Access {
+    /// `R` or `R/W`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::ReadOnly => "R",
+            Access::ReadWrite => "R/W",
+        }
+    }
+}
+
+/// A value of a variable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    /// INTEGER or ENUM value.
+    Int(i64),
+    /// FLOAT value.
+    Float(f64),
+    /// STRING value.
+    Str(String),
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Int(v) => write!(f, "{v}"),
+            Value::Float(v) => write!(f, "{v}"),
+            Value::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Everything about one variable except its value. One JSON line of the schema area.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VarSpec {
+    /// Name, unique in the region.
+    pub name: String,
+    /// Type (and string capacity or enum labels).
+    #[serde(flatten)]
+    pub ty: VarType,
+    /// R or R/W.
+    pub access: Access,
+    /// What it is, for people.
+    #[serde(default)]
+    pub desc: String,
+    /// Unit, if any (`ms`, `Hz`, `bytes`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// Smallest accepted value (numbers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Largest accepted value (numbers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Initial value.
+    pub default: Value,
+    /// Counter (only grows, Prometheus `counter`) rather than a gauge.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub counter: bool,
+    /// Offset of the slot from the start of the data area (set by the region).
+    #[serde(default)]
+    pub offset: usize,
+}
+
+impl VarSpec {
+    fn new(name: &str, ty: VarType, default: Value) -> Self {
+        VarSpec {
+            name: name.to_owned(),
+            ty,
+            access: Access::ReadOnly,
+            desc: String::new(),
+            unit: None,
+            min: None,
+            max: None,
+            default,
+            counter: false,
+            offset: 0,
+        }
+    }
+
+    /// A read-only INTEGER with default `default`.
+    pub fn int(name: &str, default: i64) -> Self {
+        Self::new(name, VarType::Integer, Value::Int(default))
+    }
+
+    /// A read-only FLOAT with default `default`.
+    pub fn float(name: &str, default: f64) -> Self {
+        Self::new(name, VarType::Float, Value::Float(default))
+    }
+
+    /// A read-only STRING of capacity `cap` bytes with default `default`.
+    pub fn string(name: &str, cap: usize, default: &str) -> Self {
+        Self::new(name, VarType::String { cap }, Value::Str(default.to_owned()))
+    }
+
+    /// A read-only ENUM with the given labels and default value (an index into `labels`).
+    pub fn enumeration(name: &str, labels: &[&str], default: i64) -> Self {
+        Self::new(
+            name,
+            VarType::Enum {
+                labels: labels.iter().map(|s| (*s).to_owned()).collect(),
+            },
+            Value::Int(default),
+        )
+    }
+
+    /// Makes it read/write.
+    pub fn rw(mut self) -> Self {
+        self.access = Access::ReadWrite;
+        self
+    }
+
+    /// Sets the description.
+    pub fn desc(mut self, d: &str) -> Self {
+        self.desc = d.to_owned();
+        self
+    }
+
+    /// Sets the unit.
+    pub fn unit(mut self, u: &str) -> Self {
+        self.unit = Some(u.to_owned());
+        self
+    }
+
+    /// Sets the accepted range.
+    pub fn range(mut self, min: Option<f64>, max: Option<f64>) -> Self {
+        self.min = min;
+        self.max = max;
+        self
+    }
+
+    /// Marks it a counter.
+    pub fn counter(mut self) -> Self {
+        self.counter = true;
+        self
+    }
+
+    /// The label of enum value `v`, if this is an ENUM and `v` has one.
+    pub fn label(&self, v: i64) -> Option<&str> {
+        match &self.ty {
+            VarType::Enum { labels } => usize::try_from(v)
+                .ok()
+                .and_then(|i| labels.get(i))
+                .map(String::as_str),
+            _ => None,
+        }
+    }
+
+    /// Formats `v` for people: enum values as their label.
+    pub fn display(&self, v: &Value) -> String {
+        match (v, &self.ty) {
+            (Value::Int(i), VarType::Enum { .. }) => match self.label(*i) {
+                Some(l) => l.to_owned(),
+                None => i.to_string(),
+            },
+            _ => v.to_string(),
+        }
+    }
+
+    /// Checks the spec is self-consistent (used by the owner before publishing it, and by
+    /// readers on what they parse).
+    ///
+    /// # Errors
+    /// A message saying what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        crate::dir::check_var_name(&self.name).map_err(|e| e.to_string())?;
+        match &self.ty {
+            VarType::String { cap } => {
+                if *cap == 0 || *cap > MAX_STR_CAP {
+                    return Err(format!(
+                        "variable {}: string capacity {cap} is outside 1..={MAX_STR_CAP}",
+                        self.name
+                    ));
+                }
+            }
+            VarType::Enum { labels } => {
+                if labels.is_empty() {
+                    return Err(format!("variable {}: an enum needs labels", self.name));
+                }
+            }
+            _ => {}
+        }
+        self.parse_value(&self.default.to_string())
+            .map(|_| ())
+            .map_err(|e| format!("variable {}: bad default: {e}", self.name))
+    }
+
+    /// Parses `text` as a value of this variable and checks it against the type, the enum
+    /// labels, the string capacity and the limits. Enums accept a label or its number.
+    ///
+    /// # Errors
+    /// A [`SetError`] saying what is wrong and what would be accepted.
+    pub fn parse_value(&self, text: &str) -> Result<Value, SetError> {
+        let bad = |why: String| SetError::BadValue {
+            var: self.name.clone(),
+            value: text.to_owned(),
+            why,
+        };
+        let v = match &self.ty {
+            VarType::Integer => Value::Int(parse_int(text).ok_or_else(|| {
+                bad("not an integer (expected e.g. 42, -1, 0x1f, 1e6)".to_owned())
+            })?),
+            VarType::Float => {
+                let f: f64 = text
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad("not a number (expected e.g. 2.5, 1e-3)".to_owned()))?;
+                if !f.is_finite() {
+                    return Err(bad("must be a finite number".to_owned()));
+                }
+                Value::Float(f)
+            }
+            VarType::String { cap } => {
+                if text.len() > *cap {
+                    return Err(bad(format!(
+                        "{} bytes long, the variable holds at most {cap}",
+                        text.len()
+                    )));
+                }
+                Value::Str(text.to_owned())
+            }
+            VarType::Enum { labels } => {
+                let t = text.trim();
+                if let Some(i) = labels.iter().position(|l| l.eq_ignore_ascii_case(t)) {
+                    Value::Int(i as i64)
+                } else {
+                    match parse_int(t) {
+                        Some(i) if i >= 0 && (i as usize) < labels.len() => Value::Int(i),
+                        _ => {
+                            return Err(bad(format!(
+                                "not one of {} (or 0..{})",
+                                labels.join(", "),
+                                labels.len() - 1
+                            )))
+                        }
+                    }
+                }
+            }
+        };
+        let num = match v {
+            Value::Int(i) => Some(i as f64),
+            Value::Float(f) => Some(f),
+            Value::Str(_) => None,
+        };
+        if let Some(n) = num {
+            if let Some(min) = self.min {
+                if n < min {
+                    return Err(SetError::OutOfRange {
+                        var: self.name.clone(),
+                        value: text.to_owned(),
+                        min: self.min,
+                        max: self.max,
+                    });
+                }
+            }
+            if let Some(max) = self.max {
+                if n > max {
+                    return Err(SetError::OutOfRange {
+                        var: self.name.clone(),
+                        value: text.to_owned(),
+                        min: self.min,
+                        max: self.max,
+                    });
+                }
+            }
+        }
+        Ok(v)
+    }
+}
+
+/// Parses an integer written as decimal, `0x` hex, or a float with an exact integer value
+/// (`1e6`).
+pub fn parse_int(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let (neg, body) = match t.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    if let Some(hex) = body
+        .strip_prefix("0x")
+        .or_else(|| body.strip_prefix("0X"))
+    {
+        let v = i64::from_str_radix(hex, 16).ok()?;
+        return Some(if neg { v.checked_neg()? } else { v });
+    }
+    if let Ok(v) = t.parse::<i64>() {
+        return Some(v);
+    }
+    let f: f64 = t.parse().ok()?;
+    if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e18 {
+        Some(f as i64)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_roundtrip() {
+        let s = VarSpec::enumeration("runstate", &["A", "B"], 0).desc("state");
+        let j = serde_json::to_string(&s).unwrap();
+        assert!(j.contains("\"type\":\"ENUM\""), "{j}");
+        let back: VarSpec = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, s);
+        let f = VarSpec::float("x", 1.5).rw().unit("Hz");
+        let back: VarSpec = serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
+        assert_eq!(back.default, Value::Float(1.5));
+    }
+
+    #[test]
+    fn parsing() {
+        let r = VarSpec::int("rate", 10).range(Some(1.0), Some(1000.0));
+        assert_eq!(r.parse_value("50").unwrap(), Value::Int(50));
+        assert_eq!(r.parse_value("0x10").unwrap(), Value::Int(16));
+        assert!(matches!(
+            r.parse_value("0"),
+            Err(SetError::OutOfRange { .. })
+        ));
+        assert!(matches!(r.parse_value("abc"), Err(SetError::BadValue { .. })));
+        let e = VarSpec::enumeration("m", &["next", "latest"], 0);
+        assert_eq!(e.parse_value("LATEST").unwrap(), Value::Int(1));
+        assert_eq!(e.parse_value("1").unwrap(), Value::Int(1));
+        assert!(e.parse_value("2").is_err());
+        let s = VarSpec::string("l", 4, "");
+        assert!(s.parse_value("abcde").is_err());
+        assert_eq!(parse_int("1e6"), Some(1_000_000));
+        assert_eq!(parse_int("-0x10"), Some(-16));
+        assert_eq!(parse_int("1.5"), None);
+    }
+}

@@ -1,0 +1,98 @@
+//! Process-level system calls the framework needs and safe Rust does not offer: detaching a
+//! daemon from its terminal while telling the parent when it is ready.
+//!
+//! Must never be used once the process has more than one thread: `fork` copies only the calling
+//! thread, so locks held by others would stay locked forever in the child.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::unistd::{dup2, fork, pipe, setsid, ForkResult};
+
+/// The child's end of a detach: tells the waiting parent whether start-up worked.
+#[derive(Debug)]
+pub struct Detached {
+    ready: Option<File>,
+}
+
+impl Detached {
+    /// Tells the parent that start-up worked; it exits 0.
+    pub fn ready(&mut self) {
+        if let Some(mut f) = self.ready.take() {
+            let _ = f.write_all(b"ok\n");
+        }
+    }
+
+    /// Tells the parent that start-up failed with `msg`; it prints it and exits 1.
+    pub fn failed(&mut self, msg: &str) {
+        if let Some(mut f) = self.ready.take() {
+            let _ = f.write_all(format!("error {msg}\n").as_bytes());
+        }
+    }
+}
+
+fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(usize::MAX)
+}
+
+/// Detaches the process: forks, the parent waits until the child calls [`Detached::ready`] or
+/// [`Detached::failed`] (or dies) and exits with 0 or 1; the child starts a new session, reads
+/// stdin from `/dev/null` and writes stdout and stderr to `log` (appending).
+///
+/// # Errors
+/// If the process already runs more than one thread, or a system call fails.
+pub fn daemonize(log: &Path) -> io::Result<Detached> {
+    if thread_count() != 1 {
+        return Err(io::Error::other(
+            "cannot detach: the process already runs several threads (detach first)",
+        ));
+    }
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| io::Error::new(e.kind(), format!("log file {}: {e}", log.display())))?;
+    let devnull = File::open("/dev/null")?;
+    let (rd, wr): (OwnedFd, OwnedFd) = pipe()?;
+    // SAFETY: the process has exactly one thread (checked above), so the child is a complete
+    // copy and may go on running arbitrary Rust code, including allocation.
+    match unsafe { fork() }? {
+        ForkResult::Parent { .. } => {
+            drop(wr);
+            let mut msg = String::new();
+            let _ = File::from(rd).read_to_string(&mut msg);
+            if msg.starts_with("ok") {
+                std::process::exit(0);
+            }
+            let msg = msg.strip_prefix("error ").unwrap_or(&msg).trim();
+            if msg.is_empty() {
+                eprintln!(
+                    "error: the detached process died during start-up; see {}",
+                    log.display()
+                );
+            } else {
+                eprintln!("error: {msg}");
+            }
+            std::process::exit(1);
+        }
+        ForkResult::Child => {
+            drop(rd);
+            setsid()?;
+            dup2(devnull.as_raw_fd(), 0)?;
+            dup2(logf.as_raw_fd(), 1)?;
+            dup2(logf.as_raw_fd(), 2)?;
+            Ok(Detached {
+                ready: Some(File::from(wr)),
+            })
+        }
+    }
+}
