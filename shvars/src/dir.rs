@@ -300,7 +300,17 @@ mod tests {
         for ok in ["spy1", "B_1_1", "a", "x.y-z", &"a".repeat(31)] {
             assert!(ProcName::new(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".", "..", "a/b", "../x", "a b", "é", "a\0", &"a".repeat(32)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../x",
+            "a b",
+            "é",
+            "a\0",
+            &"a".repeat(32),
+        ] {
             let e = ProcName::new(bad).unwrap_err();
             assert!(e.to_string().starts_with("invalid process name"), "{e}");
         }

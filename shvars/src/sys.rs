@@ -96,3 +96,12 @@ pub fn daemonize(log: &Path) -> io::Result<Detached> {
         }
     }
 }
+
+/// Restores the default action of SIGPIPE, so a command-line tool whose output goes to a closed
+/// pipe (`shvar watch ... | head`) ends quietly like any Unix tool instead of failing on EPIPE.
+pub fn default_sigpipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: installing SIG_DFL runs no Rust code in signal context; it only changes what the
+    // kernel does on SIGPIPE. No other code of ours relies on SIGPIPE being ignored.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}

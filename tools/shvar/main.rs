@@ -1,1 +1,40 @@
-fn main() {}
+//! `shvar`: list processes, read and watch their shared variables, set them and send commands
+//! through their owners, and clean up after dead processes.
+#![forbid(unsafe_code)]
+
+mod cleanup;
+mod cli;
+mod cmd;
+mod dump;
+mod get;
+mod list;
+mod set;
+mod util;
+mod watch;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cli::{Cli, Verb};
+
+fn main() -> ExitCode {
+    shvars::sys::default_sigpipe();
+    let cli = Cli::parse();
+    let dir = shvars::RuntimeDir::resolve(cli.dir.as_deref());
+    let result = match &cli.verb {
+        Verb::List(a) => list::run(&dir, a),
+        Verb::Dump(a) => dump::run(&dir, a),
+        Verb::Get(a) => get::run(&dir, a),
+        Verb::Set(a) => set::run(&dir, a, cli.wait()),
+        Verb::Watch(a) => watch::run(&dir, a),
+        Verb::Cmd(a) => cmd::run(&dir, a, cli.wait()),
+        Verb::Cleanup(a) => cleanup::run(&dir, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("shvar: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

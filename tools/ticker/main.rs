@@ -1,1 +1,14 @@
-fn main() {}
+//! `ticker`: the framework's example process. `ticker -n t1 -c init -c start`.
+#![forbid(unsafe_code)]
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use daqproc::ticker::{Ticker, SPEC};
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    daqproc::process::run(cli.process, SPEC, Ticker::build)
+}

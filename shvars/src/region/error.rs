@@ -9,7 +9,9 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum CreateError {
     /// Another live process owns the region.
-    #[error("{name} is already running as pid {pid} (stop it first, or pick another name with -n)")]
+    #[error(
+        "{name} is already running as pid {pid} (stop it first, or pick another name with -n)"
+    )]
     AlreadyRunning {
         /// The process name.
         name: String,

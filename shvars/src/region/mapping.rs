@@ -123,7 +123,12 @@ impl Mapping {
     /// Reads the string slot at `off` of capacity `cap` into `buf` under the seqlock.
     /// Returns the length, `Err(true)` when every retry saw a write in progress, `Err(false)`
     /// when the stored length is impossible.
-    pub(crate) fn read_str(&self, off: usize, cap: usize, buf: &mut Vec<u8>) -> Result<usize, bool> {
+    pub(crate) fn read_str(
+        &self,
+        off: usize,
+        cap: usize,
+        buf: &mut Vec<u8>,
+    ) -> Result<usize, bool> {
         let slot = self.str_slot(off);
         let data = off + STR_SLOT_HEADER;
         for attempt in 0..STRING_READ_TRIES {

@@ -170,8 +170,8 @@ impl VarRegion {
         for _ in 0..50 {
             match OpenOptions::new().read(true).write(true).open(&path) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    let (tmp, file) = Self::make_file(&path, name, schema_cap, data_cap)
-                        .map_err(io_err)?;
+                    let (tmp, file) =
+                        Self::make_file(&path, name, schema_cap, data_cap).map_err(io_err)?;
                     // link() refuses to replace: if someone created the region meanwhile we
                     // start over and meet them.
                     let linked = fs::hard_link(&tmp, &path);
@@ -213,8 +213,8 @@ impl VarRegion {
                         });
                     }
                     // Stale: we hold the old file's lock, so no other newcomer can be here.
-                    let (tmp, file) = Self::make_file(&path, name, schema_cap, data_cap)
-                        .map_err(io_err)?;
+                    let (tmp, file) =
+                        Self::make_file(&path, name, schema_cap, data_cap).map_err(io_err)?;
                     if let Err(e) = fs::rename(&tmp, &path) {
                         let _ = fs::remove_file(&tmp);
                         return Err(io_err(e));
@@ -277,8 +277,7 @@ impl VarRegion {
             w.store(u64::from_ne_bytes(b), Ordering::Relaxed);
         }
         // The magic goes last: a file without it is never taken for a region.
-        h.magic
-            .store(u64::from_ne_bytes(MAGIC), Ordering::Release);
+        h.magic.store(u64::from_ne_bytes(MAGIC), Ordering::Release);
         Ok((tmp, file))
     }
 
@@ -362,10 +361,8 @@ impl VarRegion {
         st.data_used = off + size;
         let h = self.map.header();
         h.data_used.store(st.data_used as u64, Ordering::Relaxed);
-        h.nvars
-            .store(st.specs.len() as u64 + 1, Ordering::Relaxed);
-        h.schema_len
-            .store(st.schema_len as u64, Ordering::Release);
+        h.nvars.store(st.specs.len() as u64 + 1, Ordering::Relaxed);
+        h.schema_len.store(st.schema_len as u64, Ordering::Release);
         let i = st.specs.len();
         st.index.insert(var.spec.name.clone(), i);
         st.specs.push(var.spec.clone());
@@ -470,9 +467,7 @@ impl VarRegion {
 /// distance of `name`.
 pub fn suggest<'a>(name: &str, names: impl Iterator<Item = &'a str>) -> String {
     let mut close: Vec<&str> = names
-        .filter(|n| {
-            n.starts_with(name) || name.starts_with(*n) || edit_distance(n, name) <= 2
-        })
+        .filter(|n| n.starts_with(name) || name.starts_with(*n) || edit_distance(n, name) <= 2)
         .collect();
     close.sort();
     close.truncate(5);
@@ -864,7 +859,7 @@ impl RegionReader {
             path: self.path.clone(),
             why,
         };
-        if len < self.schema_seen || len > self.schema_cap || len % 8 != 0 {
+        if len < self.schema_seen || len > self.schema_cap || !len.is_multiple_of(8) {
             return Err(corrupt(format!(
                 "schema length {len} is impossible (capacity {}, seen {})",
                 self.schema_cap, self.schema_seen
@@ -888,7 +883,12 @@ impl RegionReader {
             spec.validate()
                 .map_err(|e| corrupt(format!("schema entry {n}: {e}")))?;
             let size = spec.ty.slot_size();
-            if spec.offset % 8 != 0 || spec.offset.checked_add(size).is_none_or(|e| e > self.data_cap) {
+            if !spec.offset.is_multiple_of(8)
+                || spec
+                    .offset
+                    .checked_add(size)
+                    .is_none_or(|e| e > self.data_cap)
+            {
                 return Err(corrupt(format!(
                     "variable {} has its slot outside the data area",
                     spec.name
@@ -1089,7 +1089,10 @@ impl IntReader {
 
     /// Time of the last change, ns since the Unix epoch.
     pub fn changed_ns(&self) -> u64 {
-        self.map.num_slot(self.off).changed_ns.load(Ordering::Acquire)
+        self.map
+            .num_slot(self.off)
+            .changed_ns
+            .load(Ordering::Acquire)
     }
 }
 

@@ -149,7 +149,11 @@ impl VarSpec {
 
     /// A read-only STRING of capacity `cap` bytes with default `default`.
     pub fn string(name: &str, cap: usize, default: &str) -> Self {
-        Self::new(name, VarType::String { cap }, Value::Str(default.to_owned()))
+        Self::new(
+            name,
+            VarType::String { cap },
+            Value::Str(default.to_owned()),
+        )
     }
 
     /// A read-only ENUM with the given labels and default value (an index into `labels`).
@@ -224,18 +228,14 @@ impl VarSpec {
     pub fn validate(&self) -> Result<(), String> {
         crate::dir::check_var_name(&self.name).map_err(|e| e.to_string())?;
         match &self.ty {
-            VarType::String { cap } => {
-                if *cap == 0 || *cap > MAX_STR_CAP {
-                    return Err(format!(
-                        "variable {}: string capacity {cap} is outside 1..={MAX_STR_CAP}",
-                        self.name
-                    ));
-                }
+            VarType::String { cap } if *cap == 0 || *cap > MAX_STR_CAP => {
+                return Err(format!(
+                    "variable {}: string capacity {cap} is outside 1..={MAX_STR_CAP}",
+                    self.name
+                ));
             }
-            VarType::Enum { labels } => {
-                if labels.is_empty() {
-                    return Err(format!("variable {}: an enum needs labels", self.name));
-                }
+            VarType::Enum { labels } if labels.is_empty() => {
+                return Err(format!("variable {}: an enum needs labels", self.name));
             }
             _ => {}
         }
@@ -335,10 +335,7 @@ pub fn parse_int(text: &str) -> Option<i64> {
         Some(b) => (true, b),
         None => (false, t.strip_prefix('+').unwrap_or(t)),
     };
-    if let Some(hex) = body
-        .strip_prefix("0x")
-        .or_else(|| body.strip_prefix("0X"))
-    {
+    if let Some(hex) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
         let v = i64::from_str_radix(hex, 16).ok()?;
         return Some(if neg { v.checked_neg()? } else { v });
     }
@@ -378,7 +375,10 @@ mod tests {
             r.parse_value("0"),
             Err(SetError::OutOfRange { .. })
         ));
-        assert!(matches!(r.parse_value("abc"), Err(SetError::BadValue { .. })));
+        assert!(matches!(
+            r.parse_value("abc"),
+            Err(SetError::BadValue { .. })
+        ));
         let e = VarSpec::enumeration("m", &["next", "latest"], 0);
         assert_eq!(e.parse_value("LATEST").unwrap(), Value::Int(1));
         assert_eq!(e.parse_value("1").unwrap(), Value::Int(1));

@@ -29,7 +29,10 @@ fn create_read_write() {
     e.set(2);
     assert_eq!(rd.int("ticks").unwrap().get(), 10);
     assert_eq!(rd.float("temp").unwrap().get(), -2.25);
-    assert_eq!(rd.string("label").unwrap().get().unwrap(), "a much longer te");
+    assert_eq!(
+        rd.string("label").unwrap().get().unwrap(),
+        "a much longer te"
+    );
     let v = rd.find("runstate").unwrap();
     assert_eq!(rd.read(&v).unwrap(), Value::Int(2));
     assert_eq!(v.spec().display(&Value::Int(2)), "C");

@@ -1,0 +1,135 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Read and change the shared variables of framework processes; send them commands.
+///
+/// Exit status: 0 ok, 1 the operation failed (the process refused, is not running, did not
+/// answer...), 2 bad usage.
+#[derive(Debug, Parser)]
+#[command(name = "shvar", version)]
+pub struct Cli {
+    /// Runtime directory [default: $SHVAR_DIR, else /dev/shm/shvars, else $XDG_RUNTIME_DIR/shvars]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Seconds to wait for a process's reply
+    #[arg(short = 'w', long = "wait", global = true, value_name = "SECONDS", default_value_t = 5.0,
+          value_parser = parse_secs)]
+    pub wait: f64,
+    #[command(subcommand)]
+    pub verb: Verb,
+}
+
+impl Cli {
+    pub fn wait(&self) -> Duration {
+        Duration::from_secs_f64(self.wait)
+    }
+}
+
+pub fn parse_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() && v < 1e6 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number of seconds")),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Verb {
+    /// Every process in the runtime directory: name, pid, alive or stale, runstate, heartbeat age
+    List(ListArgs),
+    /// Every variable of a process: name, type, access, value, unit, last change, description
+    Dump(DumpArgs),
+    /// Values only, one per line, for scripts
+    Get(GetArgs),
+    /// Change a R/W variable through its owner (checked there); prints VAR: old -> new
+    Set(SetArgs),
+    /// Print a line per change of the variables, with its time (like camonitor)
+    Watch(WatchArgs),
+    /// Send a command to a process and print its reply
+    Cmd(CmdArgs),
+    /// Remove the regions, FIFOs and leftovers of dead processes (never a live one's)
+    Cleanup(CleanupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// Process name
+    pub name: String,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Process name
+    pub name: String,
+    /// Variables
+    #[arg(required = true, value_name = "VAR")]
+    pub vars: Vec<String>,
+    /// Add the time of the last change
+    #[arg(short = 'a', long = "all")]
+    pub all: bool,
+    /// Enums as numbers, not labels
+    #[arg(long)]
+    pub raw: bool,
+    /// Print JSON: {"VAR": value, ...} (with -a: {"VAR": {"value": v, "changed": t}})
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    /// Process name
+    pub name: String,
+    /// Variable
+    pub var: String,
+    /// New value (several words are joined with spaces)
+    #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
+    pub value: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Process name
+    pub name: String,
+    /// Variables (all of them if none given)
+    #[arg(value_name = "VAR")]
+    pub vars: Vec<String>,
+    /// Seconds between looks
+    #[arg(short, long, default_value_t = 0.1, value_parser = parse_secs)]
+    pub interval: f64,
+    /// Stop after this many lines
+    #[arg(short, long)]
+    pub count: Option<u64>,
+    /// Enums as numbers, not labels
+    #[arg(long)]
+    pub raw: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CmdArgs {
+    /// Process name
+    pub name: String,
+    /// Command and its arguments
+    #[arg(required = true, num_args = 1.., allow_hyphen_values = true, trailing_var_arg = true)]
+    pub command: Vec<String>,
+    /// Send without waiting for a reply (like `echo CMD > NAME.ctl`)
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Only say what would be removed
+    #[arg(long)]
+    pub dry_run: bool,
+}

@@ -1,0 +1,48 @@
+//! `shvar get`
+
+use std::process::ExitCode;
+
+use serde_json::json;
+use shvars::RuntimeDir;
+
+use crate::cli::GetArgs;
+use crate::util::{open, print_json, time_text, value_json, value_text};
+
+pub fn run(dir: &RuntimeDir, a: &GetArgs) -> anyhow::Result<ExitCode> {
+    let (_, r) = open(dir, &a.name)?;
+    // Resolve every name first: a typo fails the whole call before anything is printed.
+    let vars = a
+        .vars
+        .iter()
+        .map(|v| r.find(v))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut values = Vec::with_capacity(vars.len());
+    for v in &vars {
+        values.push((r.read(v)?, r.changed_ns(v)));
+    }
+    if a.json {
+        let mut obj = serde_json::Map::new();
+        for (v, (val, t)) in vars.iter().zip(&values) {
+            let j = value_json(v.spec(), val, a.raw);
+            let j = if a.all {
+                json!({"value": j, "changed": time_text(*t)})
+            } else {
+                j
+            };
+            obj.insert(v.spec().name.clone(), j);
+        }
+        print_json(&obj)?;
+    } else {
+        let mut out = String::new();
+        for (v, (val, t)) in vars.iter().zip(&values) {
+            out.push_str(&value_text(v.spec(), val, a.raw));
+            if a.all {
+                out.push('\t');
+                out.push_str(&time_text(*t));
+            }
+            out.push('\n');
+        }
+        print!("{out}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
