@@ -1,0 +1,703 @@
+//! The reading algorithm shared by [`SamplingReader`](super::SamplingReader) and
+//! [`LosslessReader`](super::LosslessReader), and the in-place read guard [`Peeked`].
+//!
+//! Everything read from the buffer is untrusted here: positions are reduced modulo the ring,
+//! every record header is checked against the position it was read at (its stored position and
+//! a checksum), lengths are clamped to the largest event and to the end of the ring, and a
+//! record is returned only after the re-check that proves the producer did not overwrite it
+//! while it was copied (sampling: `tail` did not pass it; lossless: the reader was not
+//! evicted). This module never writes to the buffer except a reader's own slot and the waiter
+//! count.
+
+use std::path::PathBuf;
+use std::sync::atomic::{fence, Ordering};
+use std::time::{Duration, Instant};
+
+use super::error::{
+    Evicted, OpenError, Overrun, ProducerGone, ReadError, ReadTimeoutError, TooSmall, TryReadError,
+};
+use super::futex;
+use super::layout::{
+    decode, fmix64, now_ns, read_record, record_size, Record, RECORD_HEADER, STATE_CLOSED,
+};
+use super::stats::{CircStats, ReaderStats};
+use super::storage::Storage;
+use super::view::View;
+
+/// Longest single futex sleep: a sleeping reader re-checks the producer's liveness this often.
+const WAIT_SLICE: Duration = Duration::from_millis(100);
+/// How often an idle reader tests whether the producer is alive (a system call).
+const LIVENESS_EVERY: Duration = Duration::from_millis(100);
+/// A reader that cannot write the header (read-only file) polls this often instead.
+const POLL_SLICE: Duration = Duration::from_millis(1);
+
+/// Where a new reader starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartAt {
+    /// The oldest event still in the buffer.
+    Oldest,
+    /// The freshest event already in the buffer (or the next one if there is none): the spy
+    /// default.
+    #[default]
+    Latest,
+    /// The first event committed after opening.
+    Next,
+}
+
+/// What a read returned: the event number and the number of bytes written to the caller's
+/// buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventInfo {
+    /// The event number the producer gave.
+    pub evnr: u64,
+    /// Its size in bytes.
+    pub len: usize,
+}
+
+/// A located record (not yet validated).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Loc {
+    off: u64,
+    evnr: u64,
+    seq: u64,
+    len: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Lossless {
+    slot: usize,
+    token: u64,
+    evicted: bool,
+}
+
+/// The state of one reader (sampling or lossless).
+#[derive(Debug)]
+pub(crate) struct Core<S: Storage> {
+    pub(crate) v: View<S>,
+    path: PathBuf,
+    ring: u64,
+    max_event: u64,
+    rpos: u64,
+    roff: u64,
+    /// The producer's head as last loaded: only re-read when the reader runs out.
+    head: u64,
+    expected_seq: Option<u64>,
+    pub(crate) stats: ReaderStats,
+    lossless: Option<Lossless>,
+    pid: u32,
+    checked_alive: Option<Instant>,
+    gone: Option<ProducerGone>,
+}
+
+impl<S: Storage> Core<S> {
+    pub(crate) fn new(st: S, start: StartAt, lossless: bool) -> Result<Self, OpenError> {
+        let v = View::open(st)?;
+        let mut c = Core {
+            path: v.path().to_owned(),
+            ring: v.ring,
+            max_event: v.max_event,
+            pid: v.header().producer_pid(),
+            v,
+            rpos: 0,
+            roff: 0,
+            head: 0,
+            expected_seq: None,
+            stats: ReaderStats::default(),
+            lossless: None,
+            checked_alive: None,
+            gone: None,
+        };
+        if lossless {
+            c.register(start)?;
+        } else {
+            let p = c.start_pos(start);
+            c.set_pos(p);
+            c.expected_seq = c.seq_at(p);
+        }
+        Ok(c)
+    }
+
+    /// The sequence number the event at stream position `p` has (or, at the head, will have),
+    /// so that losses count from the start. `None` if it cannot be told (the record is being
+    /// overwritten).
+    fn seq_at(&self, p: u64) -> Option<u64> {
+        let h = self.v.header();
+        let written = h.events_written.load(Ordering::Acquire);
+        if p >= h.head.load(Ordering::Acquire) {
+            return Some(written);
+        }
+        let mut p = p;
+        let mut off = p % self.ring;
+        for _ in 0..2 {
+            let room = self.ring - off;
+            if room < RECORD_HEADER as u64 {
+                p += room;
+                off = 0;
+                continue;
+            }
+            // SAFETY: off is 8-aligned and RECORD_HEADER bytes remain in the ring.
+            let words = unsafe { read_record(self.v.data(), off as usize) };
+            return match decode(words, p) {
+                Some(Record::Event { seq, .. }) => Some(seq),
+                Some(Record::Pad { .. }) => Some(words[2]),
+                None => None,
+            };
+        }
+        None
+    }
+
+    fn start_pos(&self, start: StartAt) -> u64 {
+        let h = self.v.header();
+        let head = h.head.load(Ordering::Acquire);
+        let tail = h.tail.load(Ordering::Acquire);
+        match start {
+            StartAt::Oldest => tail.min(head),
+            StartAt::Next => head,
+            StartAt::Latest => {
+                if h.events_written.load(Ordering::Acquire) == 0 {
+                    head
+                } else {
+                    h.last.load(Ordering::Acquire).max(tail).min(head)
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn set_pos(&mut self, p: u64) {
+        self.rpos = p;
+        self.roff = p % self.ring;
+    }
+
+    #[inline]
+    fn advance(&mut self, n: u64) {
+        self.rpos += n;
+        self.roff += n;
+        if self.roff >= self.ring {
+            self.roff -= self.ring;
+        }
+    }
+
+    /// Registers in the lossless reader table.
+    fn register(&mut self, start: StartAt) -> Result<(), OpenError> {
+        if !self.v.st.writable() {
+            return Err(OpenError::Io {
+                path: self.path.clone(),
+                what: "register as a lossless reader",
+                source: std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "the buffer file is not writable by this user (read in sampling mode, or ask the producer for mode 0666)",
+                ),
+            });
+        }
+        let h = self.v.header();
+        let slots = self.v.slots();
+        for (i, s) in slots.iter().enumerate() {
+            match self.v.st.try_lock_reader_slot(i) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(source) => {
+                    return Err(OpenError::Io {
+                        path: self.path.clone(),
+                        what: "lock a lossless reader slot",
+                        source,
+                    })
+                }
+            }
+            // We hold the slot's lock: any previous owner is dead. Block the producer (pos 0)
+            // until our real position is set.
+            s.pos.store(0, Ordering::SeqCst);
+            let old = s.token.load(Ordering::SeqCst);
+            let token = fmix64(now_ns() ^ (u64::from(std::process::id()) << 32) ^ i as u64) | 1;
+            match s
+                .token
+                .compare_exchange(old, token, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) if old != 0 => {
+                    // A dead reader's slot, taken over: it counts as evicted.
+                    h.readers_evicted.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    // The producer evicted the dead owner meanwhile; the slot is free now.
+                    if s.token
+                        .compare_exchange(0, token, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_err()
+                    {
+                        self.v.st.unlock_reader_slot(i);
+                        continue;
+                    }
+                }
+            }
+            s.pid.store(std::process::id(), Ordering::Relaxed);
+            s.registered_ns.store(now_ns(), Ordering::Relaxed);
+            s.active_ns.store(now_ns(), Ordering::Relaxed);
+            let mut p = self.start_pos(start);
+            s.pos.store(p, Ordering::SeqCst);
+            // Announce the registration, then chase `tail`: either the producer sees the
+            // registration counter change and rescans the table, or we see its new tail.
+            h.reg_seq.fetch_add(1, Ordering::SeqCst);
+            loop {
+                let t = h.tail.load(Ordering::SeqCst);
+                if t <= p {
+                    break;
+                }
+                p = t;
+                s.pos.store(p, Ordering::SeqCst);
+            }
+            self.set_pos(p);
+            self.head = p;
+            if self.expected_seq.is_none() {
+                self.expected_seq = self.seq_at(p);
+            }
+            self.lossless = Some(Lossless {
+                slot: i,
+                token,
+                evicted: false,
+            });
+            self.notify_producer();
+            return Ok(());
+        }
+        Err(OpenError::NoFreeSlot {
+            path: self.path.clone(),
+            slots: slots.len(),
+        })
+    }
+
+    /// Leaves the reader table.
+    pub(crate) fn unregister(&mut self) {
+        if let Some(l) = self.lossless.take() {
+            let s = &self.v.slots()[l.slot];
+            let _ = s
+                .token
+                .compare_exchange(l.token, 0, Ordering::SeqCst, Ordering::SeqCst);
+            self.v.st.unlock_reader_slot(l.slot);
+            self.notify_producer();
+        }
+    }
+
+    /// Re-registers an evicted lossless reader at the oldest event in the buffer.
+    pub(crate) fn rejoin(&mut self) -> Result<(), OpenError> {
+        if let Some(l) = self.lossless {
+            if !l.evicted {
+                return Ok(());
+            }
+            self.unregister();
+        }
+        self.register(StartAt::Oldest)
+    }
+
+    fn evicted_err(&self) -> Evicted {
+        Evicted {
+            path: self.path.clone(),
+        }
+    }
+
+    /// Wakes the producer if it sleeps waiting for lossless readers.
+    #[inline]
+    fn notify_producer(&self) {
+        let h = self.v.header();
+        if h.producer_waiting.load(Ordering::SeqCst) != 0 {
+            h.space_seq.fetch_add(1, Ordering::SeqCst);
+            futex::wake_all(&h.space_seq);
+        }
+    }
+
+    /// After reading record bytes (and an acquire fence): were they possibly overwritten?
+    /// A sampling reader then skips to the oldest valid record (`Ok(true)`); a lossless reader
+    /// that was evicted gets the error.
+    #[inline]
+    fn overrun(&mut self) -> Result<bool, Evicted> {
+        match &mut self.lossless {
+            None => {
+                let t = self.v.header().tail.load(Ordering::Relaxed);
+                if t > self.rpos {
+                    self.stats.overruns += 1;
+                    self.set_pos(t);
+                    return Ok(true);
+                }
+                Ok(false)
+            }
+            Some(l) => {
+                if l.evicted || self.v.slots()[l.slot].token.load(Ordering::Relaxed) != l.token {
+                    l.evicted = true;
+                    return Err(self.evicted_err());
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// Finds the next record at or after the reader's position. `Ok(None)`: none committed yet.
+    #[inline]
+    fn locate(&mut self) -> Result<Option<Loc>, Evicted> {
+        if let Some(l) = &self.lossless {
+            if l.evicted {
+                return Err(self.evicted_err());
+            }
+        }
+        let data = self.v.data();
+        loop {
+            if self.rpos >= self.head {
+                self.head = self.v.header().head.load(Ordering::Acquire);
+                if self.rpos >= self.head {
+                    return Ok(None);
+                }
+            }
+            let room = self.ring - self.roff;
+            if room < RECORD_HEADER as u64 {
+                self.advance(room);
+                continue;
+            }
+            // SAFETY: roff < ring is 8-aligned (positions only move by multiples of 8 and the
+            // ring size is a multiple of 8), and RECORD_HEADER bytes remain before its end.
+            let words = unsafe { read_record(data, self.roff as usize) };
+            match decode(words, self.rpos) {
+                Some(Record::Event { evnr, seq, len })
+                    if len >= 1
+                        && u64::from(len) <= self.max_event
+                        && record_size(len.into()) <= room =>
+                {
+                    return Ok(Some(Loc {
+                        off: self.roff,
+                        evnr,
+                        seq,
+                        len: len as usize,
+                    }));
+                }
+                Some(Record::Pad { total }) if u64::from(total) == room => {
+                    self.advance(room);
+                }
+                _ => {
+                    // Stale, torn or junk. Overwritten under us, or really damaged?
+                    fence(Ordering::Acquire);
+                    if self.overrun()? {
+                        continue;
+                    }
+                    self.stats.corrupt_records += 1;
+                    let head = self.v.header().head.load(Ordering::Acquire);
+                    self.head = head;
+                    self.set_pos(head);
+                    self.publish_pos();
+                }
+            }
+        }
+    }
+
+    /// Publishes a lossless reader's position (everything below it consumed).
+    #[inline]
+    fn publish_pos(&mut self) {
+        if let Some(l) = &self.lossless {
+            let s = &self.v.slots()[l.slot];
+            s.pos.store(self.rpos, Ordering::SeqCst);
+            self.notify_producer();
+        }
+    }
+
+    /// Marks the located record consumed.
+    #[inline]
+    fn consume(&mut self, loc: &Loc) {
+        if let Some(exp) = self.expected_seq {
+            if loc.seq > exp {
+                self.stats.events_lost += loc.seq - exp;
+            }
+        }
+        self.expected_seq = Some(loc.seq + 1);
+        self.stats.events_read += 1;
+        self.stats.bytes_read += loc.len as u64;
+        self.advance(record_size(loc.len as u64));
+        if let Some(l) = &self.lossless {
+            if self.stats.events_read % 1024 == 0 {
+                let s = &self.v.slots()[l.slot];
+                s.events_read
+                    .store(self.stats.events_read, Ordering::Relaxed);
+                s.active_ns.store(now_ns(), Ordering::Relaxed);
+            }
+        }
+        self.publish_pos();
+    }
+
+    /// Copies the next event into `buf` and validates it.
+    #[inline]
+    pub(crate) fn try_read(&mut self, buf: &mut [u8]) -> Result<EventInfo, TryReadError> {
+        loop {
+            let Some(loc) = self.locate()? else {
+                return Err(self.empty_or_gone());
+            };
+            if buf.len() < loc.len {
+                fence(Ordering::Acquire);
+                if self.overrun()? {
+                    continue;
+                }
+                return Err(TooSmall {
+                    evnr: loc.evnr,
+                    needed: loc.len,
+                    given: buf.len(),
+                }
+                .into());
+            }
+            // SAFETY: the payload [off+HDR, off+HDR+len) lies inside the ring (len was clamped
+            // against the room left in the ring in `locate`), `buf` has at least len bytes and
+            // does not overlap the shared mapping. The producer may be overwriting these bytes
+            // concurrently (sampling reader being lapped): the copy is then discarded by the
+            // re-check below.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    self.v.data().add(loc.off as usize + RECORD_HEADER),
+                    buf.as_mut_ptr(),
+                    loc.len,
+                );
+            }
+            fence(Ordering::Acquire);
+            if self.overrun()? {
+                continue;
+            }
+            self.consume(&loc);
+            return Ok(EventInfo {
+                evnr: loc.evnr,
+                len: loc.len,
+            });
+        }
+    }
+
+    /// Locates the next record for an in-place read.
+    pub(crate) fn try_locate(&mut self) -> Result<Loc, TryReadError> {
+        match self.locate()? {
+            Some(l) => Ok(l),
+            None => Err(self.empty_or_gone()),
+        }
+    }
+
+    /// Nothing to read: is more coming? `Empty`, or the producer is gone for good.
+    fn empty_or_gone(&mut self) -> TryReadError {
+        if let Some(g) = &self.gone {
+            return TryReadError::ProducerGone(g.clone());
+        }
+        let h = self.v.header();
+        let closed = h.state.load(Ordering::Acquire) == STATE_CLOSED;
+        let dead = !closed && {
+            let now = Instant::now();
+            let due = self
+                .checked_alive
+                .is_none_or(|c| now.duration_since(c) >= LIVENESS_EVERY);
+            if due {
+                self.checked_alive = Some(now);
+                !self.v.st.producer_alive()
+            } else {
+                false
+            }
+        };
+        if !(closed || dead) {
+            return TryReadError::Empty;
+        }
+        // The producer's last head store precedes its close / its death: one more look.
+        if h.head.load(Ordering::Acquire) > self.rpos {
+            return TryReadError::Empty;
+        }
+        let g = ProducerGone {
+            path: self.path.clone(),
+            pid: self.pid,
+            closed,
+            recreated: self.v.st.recreated(),
+        };
+        self.gone = Some(g.clone());
+        TryReadError::ProducerGone(g)
+    }
+
+    /// True if an event may be waiting (without validating it).
+    fn has_data(&self) -> bool {
+        self.v.header().head.load(Ordering::SeqCst) > self.rpos
+    }
+
+    /// Sleeps until the producer commits something past our position, closes, or `limit`
+    /// passes (at most WAIT_SLICE, so that liveness gets re-checked).
+    fn wait(&mut self, limit: Duration) {
+        let h = self.v.header();
+        let limit = limit.min(WAIT_SLICE);
+        if !self.v.st.writable() {
+            // Cannot announce ourselves: poll.
+            if !self.has_data() {
+                let seen = h.wake_seq.load(Ordering::SeqCst);
+                futex::wait(&h.wake_seq, seen, limit.min(POLL_SLICE));
+            }
+            return;
+        }
+        h.waiters.fetch_add(1, Ordering::SeqCst);
+        let seen = h.wake_seq.load(Ordering::SeqCst);
+        if !self.has_data() && h.state.load(Ordering::SeqCst) != STATE_CLOSED {
+            if let Some(l) = &self.lossless {
+                self.v.slots()[l.slot]
+                    .active_ns
+                    .store(now_ns(), Ordering::Relaxed);
+            }
+            futex::wait(&h.wake_seq, seen, limit);
+        }
+        h.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn read_timeout(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Option<Duration>,
+    ) -> Result<EventInfo, ReadTimeoutError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            match self.try_read(buf) {
+                Err(TryReadError::Empty) => {}
+                r => return r.map_err(ReadTimeoutError::from),
+            }
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(l) if !l.is_zero() => l,
+                    _ => return Err(ReadTimeoutError::Timeout),
+                },
+                None => WAIT_SLICE,
+            };
+            self.wait(left);
+        }
+    }
+
+    pub(crate) fn locate_timeout(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Loc, ReadTimeoutError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            match self.try_locate() {
+                Err(TryReadError::Empty) => {}
+                r => return r.map_err(ReadTimeoutError::from),
+            }
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(l) if !l.is_zero() => l,
+                    _ => return Err(ReadTimeoutError::Timeout),
+                },
+                None => WAIT_SLICE,
+            };
+            self.wait(left);
+        }
+    }
+
+    /// Jumps to the freshest event (KLOE's `spy_refresh`); skipped events are not counted lost.
+    pub(crate) fn refresh(&mut self) {
+        let p = self.start_pos(StartAt::Latest).max(self.rpos);
+        self.set_pos(p);
+        self.head = p;
+        self.expected_seq = self.seq_at(p);
+        self.publish_pos();
+    }
+
+    pub(crate) fn buffer_stats(&self) -> CircStats {
+        CircStats::read(self.v.header(), self.v.slots())
+    }
+
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl<S: Storage> Drop for Core<S> {
+    fn drop(&mut self) {
+        self.unregister();
+    }
+}
+
+pub(crate) fn timeout_to_read(e: ReadTimeoutError) -> ReadError {
+    match e {
+        ReadTimeoutError::TooSmall(x) => x.into(),
+        ReadTimeoutError::Evicted(x) => x.into(),
+        ReadTimeoutError::ProducerGone(x) => x.into(),
+        // Without a deadline the loop never times out.
+        ReadTimeoutError::Timeout => unreachable!("a read without a time limit timed out"),
+    }
+}
+
+/// An event read in place: its bytes stay in the buffer until [`finish`](Peeked::finish)
+/// validates and consumes it.
+///
+/// For a sampling reader the producer may overwrite the bytes while you look at them;
+/// [`finish`](Peeked::finish) then returns [`Overrun`] and whatever you computed from
+/// [`bytes`](Peeked::bytes) must be discarded. (A lossless reader's bytes stay put unless it
+/// blocks the producer past the timeout and is evicted; `finish` reports that as `Overrun`
+/// too.) Dropping a `Peeked` without `finish` leaves the event unconsumed: the next read
+/// returns it again.
+///
+/// # Examples
+/// ```
+/// use shvars::circ::{CircOptions, CircWriter, HeapStorage, SamplingReader, StartAt};
+/// let mem = HeapStorage::for_capacity(4096);
+/// let mut w = CircWriter::on_storage(mem.clone(), &CircOptions::new(4096)).unwrap();
+/// let mut r = SamplingReader::on_storage(mem, StartAt::Oldest).unwrap();
+/// w.write(7, b"payload").unwrap();
+/// let ev = r.try_peek().unwrap();
+/// let sum: u32 = ev.bytes().iter().map(|&b| u32::from(b)).sum();
+/// ev.finish().expect("not overwritten"); // only now is `sum` known to be of a valid event
+/// assert!(sum > 0);
+/// ```
+#[derive(Debug)]
+#[must_use = "finish() tells whether the bytes were valid"]
+pub struct Peeked<'r, S: Storage> {
+    core: &'r mut Core<S>,
+    loc: Loc,
+}
+
+impl<'r, S: Storage> Peeked<'r, S> {
+    pub(crate) fn new(core: &'r mut Core<S>, loc: Loc) -> Self {
+        Peeked { core, loc }
+    }
+
+    /// The event's bytes, in place in the shared buffer. Only trustworthy once
+    /// [`finish`](Peeked::finish) returned `Ok`.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: the range lies inside the ring (clamped in `locate`) and the mapping lives as
+        // long as the reader this guard borrows. The bytes are u8, so any value the producer
+        // may write concurrently (when this reader is overrun) is a valid u8; such a read is
+        // detected and reported by `finish`, which the #[must_use] guard asks for.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.core
+                    .v
+                    .data()
+                    .add(self.loc.off as usize + RECORD_HEADER),
+                self.loc.len,
+            )
+        }
+    }
+
+    /// The event number.
+    pub fn evnr(&self) -> u64 {
+        self.loc.evnr
+    }
+
+    /// The event's size in bytes.
+    pub fn len(&self) -> usize {
+        self.loc.len
+    }
+
+    /// Always false: events have at least one byte.
+    pub fn is_empty(&self) -> bool {
+        self.loc.len == 0
+    }
+
+    /// Validates and consumes the event.
+    ///
+    /// # Errors
+    /// [`Overrun`] if the producer overwrote (or may have overwritten) the event while it was
+    /// in use. The reader has then moved on; discard the results.
+    pub fn finish(self) -> Result<EventInfo, Overrun> {
+        fence(Ordering::Acquire);
+        match self.core.overrun() {
+            Ok(false) => {
+                self.core.consume(&self.loc);
+                Ok(EventInfo {
+                    evnr: self.loc.evnr,
+                    len: self.loc.len,
+                })
+            }
+            Ok(true) | Err(_) => Err(Overrun {
+                path: self.core.path.clone(),
+                evnr: self.loc.evnr,
+            }),
+        }
+    }
+}

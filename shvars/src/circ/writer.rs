@@ -1,0 +1,622 @@
+//! The producer side: [`CircWriter`] creates a buffer and writes events into it, either copied
+//! in ([`CircWriter::write`]) or filled in place ([`CircWriter::reserve`] -> [`Reservation`]).
+//!
+//! The writer never waits for sampling readers. It waits for lossless readers only when it is
+//! about to overwrite a record one of them has not consumed, and then for at most the
+//! configured timeout per reader before it evicts it. Its fast path (a record that needs no new
+//! space, or space no lossless reader holds) makes no system call: a futex wake is issued only
+//! when a reader has announced that it sleeps.
+
+use std::path::Path;
+use std::sync::atomic::{fence, Ordering};
+use std::time::{Duration, Instant};
+
+use super::error::{CreateError, WriteError};
+use super::futex;
+use super::layout::{decode, read_record, Record};
+use super::layout::{
+    encode_event, encode_pad, file_size, fmix64, now_ns, record_size, write_record, CircHeader,
+    DATA_OFFSET, MAGIC, MAX_CAPACITY, MIN_CAPACITY, READER_SLOTS, RECORD_HEADER, STATE_CLOSED,
+    STATE_READY, VERSION,
+};
+use super::stats::CircStats;
+use super::storage::{FileStorage, Storage};
+use super::view::View;
+use crate::RuntimeDir;
+
+/// Default time a lossless reader may block the producer before it is evicted.
+pub const DEFAULT_LOSSLESS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How often a blocked producer re-checks whether the readers blocking it are alive.
+const LIVENESS_POLL: Duration = Duration::from_millis(10);
+
+/// Options for creating a buffer.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use shvars::circ::CircOptions;
+/// let o = CircOptions::new(4 << 20).lossless_timeout(Duration::from_millis(200));
+/// assert_eq!(o.capacity, 4 << 20);
+/// ```
+#[derive(Debug, Clone)]
+pub struct CircOptions {
+    /// Capacity in bytes: a multiple of 8 from 64 bytes to 16 TiB. Events may have up to half
+    /// of it. (The file is 4 KiB of header plus the capacity plus 64 bytes.)
+    pub capacity: u64,
+    /// The longest a lossless reader may block the producer (per blocking episode) before it is
+    /// evicted.
+    pub lossless_timeout: Duration,
+    /// Permission bits of the file. Readers need write permission to sleep on the futex
+    /// (otherwise they poll every millisecond) and to read losslessly.
+    pub mode: u32,
+    /// Remove the file when the writer is dropped (default true). A producer that dies leaves
+    /// the file behind; the next producer of the same name takes it over.
+    pub remove_on_drop: bool,
+}
+
+impl CircOptions {
+    /// Defaults for a buffer of `capacity` bytes: 1 s lossless timeout, mode 0644, removed on
+    /// drop.
+    pub fn new(capacity: u64) -> Self {
+        CircOptions {
+            capacity,
+            lossless_timeout: DEFAULT_LOSSLESS_TIMEOUT,
+            mode: 0o644,
+            remove_on_drop: true,
+        }
+    }
+
+    /// Sets [`lossless_timeout`](CircOptions::lossless_timeout).
+    pub fn lossless_timeout(mut self, t: Duration) -> Self {
+        self.lossless_timeout = t;
+        self
+    }
+
+    /// Sets [`mode`](CircOptions::mode).
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets [`remove_on_drop`](CircOptions::remove_on_drop).
+    pub fn remove_on_drop(mut self, yes: bool) -> Self {
+        self.remove_on_drop = yes;
+        self
+    }
+
+    fn check(&self, path: &Path) -> Result<(), CreateError> {
+        let c = self.capacity;
+        let why = if c < MIN_CAPACITY {
+            Some(format!("the smallest capacity is {MIN_CAPACITY} bytes"))
+        } else if c > MAX_CAPACITY {
+            Some(format!("the largest capacity is {MAX_CAPACITY} bytes"))
+        } else if c % 8 != 0 {
+            Some(format!(
+                "it must be a multiple of 8 (use {} or {})",
+                c & !7,
+                (c + 7) & !7
+            ))
+        } else {
+            None
+        };
+        match why {
+            Some(why) => Err(CreateError::BadCapacity {
+                path: path.to_owned(),
+                capacity: c,
+                why,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The producer of a circular buffer. There is exactly one per buffer; it lives as long as the
+/// buffer does (it holds the liveness lock, and by default removes the file when dropped).
+///
+/// # Examples
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// use shvars::circ::{CircWriter, SamplingReader, StartAt};
+/// let path = dir.path().join("B_1_1");
+/// let mut w = CircWriter::create(&path, 1 << 20).unwrap();
+/// w.write(1, b"first").unwrap();
+/// let mut ev = w.reserve(2, 6).unwrap();      // in place, e.g. straight from a socket
+/// ev.buf().copy_from_slice(b"second");
+/// ev.commit();
+/// let mut r = SamplingReader::open_with(&path, StartAt::Oldest).unwrap();
+/// let mut buf = vec![0u8; 64];
+/// assert_eq!(r.try_read(&mut buf).unwrap().evnr, 1);
+/// assert_eq!(r.try_read(&mut buf).unwrap().evnr, 2);
+/// ```
+#[derive(Debug)]
+pub struct CircWriter<S: Storage = FileStorage> {
+    v: View<S>,
+    name: String,
+    remove_on_drop: bool,
+    ring: u64,
+    max_event: u64,
+    /// Stream position after the last committed record, and its ring offset.
+    head: u64,
+    head_off: u64,
+    /// Oldest readable record (published as `tail`).
+    tail: u64,
+    /// Stream position of the latest committed record.
+    last: u64,
+    seq: u64,
+    last_evnr: Option<u64>,
+    bytes: u64,
+    overwritten: u64,
+    refused: u64,
+    /// How far ahead of what it needs the producer reclaims space at once.
+    chunk: u64,
+    timeout: Duration,
+    /// Registration counter last seen, and the smallest lossless reader position then.
+    reg_seen: u64,
+    min_reader: u64,
+}
+
+impl CircWriter<FileStorage> {
+    /// Creates the buffer file at `path` with `capacity` bytes and default options.
+    ///
+    /// # Errors
+    /// [`CreateError::AlreadyProduced`] if a live producer holds the buffer (a stale buffer, whose
+    /// producer died, is taken over), [`CreateError::BadCapacity`], or an I/O error naming the
+    /// path.
+    pub fn create(path: &Path, capacity: u64) -> Result<Self, CreateError> {
+        Self::create_with(path, &CircOptions::new(capacity))
+    }
+
+    /// Creates buffer `lname` (a bare name in the runtime directory `dir`, created if needed,
+    /// or an absolute path) with `capacity` bytes.
+    ///
+    /// # Errors
+    /// As [`create`](CircWriter::create), plus a bad name or an unusable runtime directory.
+    pub fn create_named(dir: &RuntimeDir, lname: &str, capacity: u64) -> Result<Self, CreateError> {
+        let path = dir.buffer_path(lname)?;
+        if !lname.starts_with('/') {
+            dir.ensure()?;
+        }
+        Self::create(&path, capacity)
+    }
+
+    /// Creates the buffer file at `path` with the given options.
+    ///
+    /// # Errors
+    /// As [`create`](CircWriter::create).
+    pub fn create_with(path: &Path, opts: &CircOptions) -> Result<Self, CreateError> {
+        opts.check(path)?;
+        let st = FileStorage::create(path, file_size(opts.capacity), opts.mode, |st| {
+            init_header(st, opts);
+        })?;
+        Ok(Self::from_view(
+            View::new_unchecked(st, opts.capacity),
+            opts,
+        ))
+    }
+}
+
+/// Writes a fresh header into zeroed storage.
+fn init_header<S: Storage>(st: &S, opts: &CircOptions) {
+    // SAFETY: the storage holds at least DATA_OFFSET bytes, 64-aligned; CircHeader is all
+    // atomics and fits in them.
+    let h = unsafe { &*(st.as_ptr() as *const CircHeader) };
+    let pid = std::process::id();
+    let created = now_ns();
+    let local = 0u8;
+    let instance = fmix64(created ^ u64::from(pid) << 32 ^ (&local as *const u8 as u64)) | 1;
+    h.magic.store(MAGIC, Ordering::Relaxed);
+    h.version.store(VERSION, Ordering::Relaxed);
+    h.header_size.store(DATA_OFFSET as u32, Ordering::Relaxed);
+    h.capacity.store(opts.capacity, Ordering::Relaxed);
+    h.max_event.store(opts.capacity / 2, Ordering::Relaxed);
+    h.instance.store(instance, Ordering::Relaxed);
+    h.producer_pid.store(pid, Ordering::Relaxed);
+    h.reader_slots.store(READER_SLOTS as u32, Ordering::Relaxed);
+    h.created_ns.store(created, Ordering::Relaxed);
+    h.ident_check
+        .store(h.computed_ident_check(), Ordering::Relaxed);
+    h.lossless_timeout_ns.store(
+        opts.lossless_timeout.as_nanos().min(u64::MAX as u128) as u64,
+        Ordering::Relaxed,
+    );
+    h.state.store(STATE_READY, Ordering::Release);
+}
+
+impl<S: Storage> CircWriter<S> {
+    /// Creates a buffer in any storage (for example [`HeapStorage`](super::HeapStorage)), which
+    /// must be zeroed and at least `file_size(capacity)` bytes long.
+    ///
+    /// # Errors
+    /// [`CreateError::BadCapacity`] for a bad capacity or a storage that is too small,
+    /// [`CreateError::AlreadyProduced`] if the storage already has a producer.
+    pub fn on_storage(st: S, opts: &CircOptions) -> Result<Self, CreateError> {
+        opts.check(st.path())?;
+        if (st.len() as u64) < file_size(opts.capacity) {
+            return Err(CreateError::BadCapacity {
+                path: st.path().to_owned(),
+                capacity: opts.capacity,
+                why: format!(
+                    "the storage has {} bytes, {} are needed",
+                    st.len(),
+                    file_size(opts.capacity)
+                ),
+            });
+        }
+        if !st.claim_producer() {
+            // SAFETY: as in init_header.
+            let h = unsafe { &*(st.as_ptr() as *const CircHeader) };
+            return Err(CreateError::AlreadyProduced {
+                path: st.path().to_owned(),
+                pid: h.producer_pid(),
+            });
+        }
+        init_header(&st, opts);
+        Ok(Self::from_view(
+            View::new_unchecked(st, opts.capacity),
+            opts,
+        ))
+    }
+
+    fn from_view(v: View<S>, opts: &CircOptions) -> Self {
+        let ring = v.ring;
+        CircWriter {
+            name: v.path().display().to_string(),
+            max_event: v.max_event,
+            v,
+            remove_on_drop: opts.remove_on_drop,
+            ring,
+            head: 0,
+            head_off: 0,
+            tail: 0,
+            last: 0,
+            seq: 0,
+            last_evnr: None,
+            bytes: 0,
+            overwritten: 0,
+            refused: 0,
+            chunk: (ring / 16) & !7,
+            timeout: opts.lossless_timeout,
+            reg_seen: 0,
+            min_reader: u64::MAX,
+        }
+    }
+
+    /// The buffer's path.
+    pub fn path(&self) -> &Path {
+        self.v.path()
+    }
+
+    /// The buffer's header (identity and counters).
+    pub fn header(&self) -> &CircHeader {
+        self.v.header()
+    }
+
+    /// A snapshot of the buffer's counters.
+    pub fn stats(&self) -> CircStats {
+        CircStats::read(self.v.header(), self.v.slots())
+    }
+
+    /// The largest event accepted, in bytes.
+    pub fn max_event(&self) -> usize {
+        self.max_event as usize
+    }
+
+    /// Copies one event into the buffer and publishes it.
+    ///
+    /// # Errors
+    /// [`WriteError::TooLarge`] (counted in `events_refused`), [`WriteError::Empty`],
+    /// [`WriteError::NotIncreasing`]. Nothing is written then.
+    pub fn write(&mut self, evnr: u64, data: &[u8]) -> Result<(), WriteError> {
+        let mut r = self.reserve(evnr, data.len())?;
+        r.buf().copy_from_slice(data);
+        r.commit();
+        Ok(())
+    }
+
+    /// Reserves room for an event of `len` bytes, to be filled in place and then committed.
+    /// Readers see nothing of it until [`Reservation::commit`]; dropping the reservation
+    /// abandons it.
+    ///
+    /// May wait for lossless readers (at most the lossless timeout per reader).
+    ///
+    /// # Errors
+    /// As [`write`](CircWriter::write).
+    pub fn reserve(&mut self, evnr: u64, len: usize) -> Result<Reservation<'_, S>, WriteError> {
+        if len == 0 {
+            return Err(WriteError::Empty {
+                buffer: self.name.clone(),
+                evnr,
+            });
+        }
+        if len as u64 > self.max_event {
+            self.refused += 1;
+            self.v
+                .header()
+                .events_refused
+                .store(self.refused, Ordering::Relaxed);
+            return Err(WriteError::TooLarge {
+                buffer: self.name.clone(),
+                evnr,
+                len,
+                max: self.max_event,
+            });
+        }
+        if let Some(last) = self.last_evnr {
+            if evnr <= last {
+                return Err(WriteError::NotIncreasing {
+                    buffer: self.name.clone(),
+                    evnr,
+                    last,
+                });
+            }
+        }
+        let rec = record_size(len as u64);
+        let room = self.ring - self.head_off;
+        let (pos, off, pad) = if room >= rec {
+            (self.head, self.head_off, 0)
+        } else {
+            (self.head + room, 0, room)
+        };
+        let end = pos + rec;
+        if end > self.tail + self.ring {
+            self.make_room(end - self.ring);
+        }
+        if pad >= RECORD_HEADER as u64 {
+            // SAFETY: head_off is 8-aligned and at least RECORD_HEADER bytes remain before the
+            // end of the ring; the space was reclaimed above.
+            unsafe {
+                write_record(
+                    self.v.data(),
+                    self.head_off as usize,
+                    encode_pad(self.head, self.seq, pad as u32),
+                )
+            };
+        }
+        Ok(Reservation {
+            w: self,
+            evnr,
+            pos,
+            off,
+            len,
+        })
+    }
+
+    /// Reclaims space so that every stream position below `need` may be overwritten: advances
+    /// `tail` over whole records (a chunk further than needed, so that this happens rarely),
+    /// publishes it, and waits for lossless readers still behind it.
+    #[cold]
+    fn make_room(&mut self, need: u64) {
+        let data = self.v.data();
+        // Reclaim a chunk ahead, but never the latest event unless it must go.
+        let target = need.max((need + self.chunk).min(self.last));
+        let mut t = self.tail;
+        let mut n = 0;
+        while t < target && t < self.head {
+            let off = t % self.ring;
+            let room = self.ring - off;
+            if room < RECORD_HEADER as u64 {
+                t += room;
+                continue;
+            }
+            // SAFETY: off is 8-aligned and at least RECORD_HEADER bytes remain in the ring.
+            let rec = decode(unsafe { read_record(data, off as usize) }, t);
+            match rec {
+                Some(Record::Pad { total }) if u64::from(total) == room => t += room,
+                Some(Record::Event { len, .. })
+                    if u64::from(len) <= self.max_event && record_size(len.into()) <= room =>
+                {
+                    t += record_size(len.into());
+                    n += 1;
+                }
+                _ => {
+                    // Someone damaged our records: nothing older than head can be trusted.
+                    t = self.head;
+                    break;
+                }
+            }
+        }
+        self.tail = t.min(self.head).max(self.tail);
+        self.overwritten += n;
+        let h = self.v.header();
+        h.events_overwritten
+            .store(self.overwritten, Ordering::Relaxed);
+        // Publish how far we are about to overwrite BEFORE overwriting (readers re-check it
+        // after copying), then order every later write to the ring after this store.
+        h.tail.store(self.tail, Ordering::SeqCst);
+        fence(Ordering::Release);
+        let reg = h.reg_seq.load(Ordering::SeqCst);
+        if reg != self.reg_seen || self.min_reader < self.tail {
+            self.reg_seen = reg;
+            self.wait_for_readers(self.tail);
+        }
+    }
+
+    /// Waits until every registered lossless reader has consumed everything below `t`,
+    /// evicting dead readers at once and live ones after the timeout.
+    #[cold]
+    fn wait_for_readers(&mut self, t: u64) {
+        let h = self.v.header();
+        let slots = self.v.slots();
+        let mut since: Option<Instant> = None;
+        let mut checked_alive: Option<Instant> = None;
+        loop {
+            let mut min = u64::MAX;
+            let mut blockers = [0u64; READER_SLOTS];
+            let mut nblock = 0;
+            for (i, s) in slots.iter().enumerate() {
+                let tok = s.token.load(Ordering::SeqCst);
+                if tok == 0 {
+                    continue;
+                }
+                let pos = s.pos.load(Ordering::SeqCst);
+                if pos < t {
+                    blockers[i] = tok;
+                    nblock += 1;
+                } else {
+                    min = min.min(pos);
+                }
+            }
+            if nblock == 0 {
+                self.min_reader = min;
+                return;
+            }
+            let now = Instant::now();
+            let start = *since.get_or_insert(now);
+            let timed_out = now.duration_since(start) >= self.timeout;
+            let check_alive = checked_alive.is_none_or(|c| now.duration_since(c) >= LIVENESS_POLL);
+            if check_alive {
+                checked_alive = Some(now);
+            }
+            let mut evicted = false;
+            for (i, &tok) in blockers.iter().enumerate() {
+                if tok == 0 {
+                    continue;
+                }
+                if timed_out || (check_alive && !self.v.st.reader_slot_alive(i)) {
+                    if slots[i]
+                        .token
+                        .compare_exchange(tok, 0, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_ok()
+                    {
+                        h.readers_evicted.fetch_add(1, Ordering::SeqCst);
+                    }
+                    evicted = true;
+                }
+            }
+            if evicted {
+                continue;
+            }
+            // Sleep until a reader advances (it wakes us when it sees producer_waiting) or the
+            // next liveness check / the timeout is due.
+            let seen = h.space_seq.load(Ordering::SeqCst);
+            h.producer_waiting.store(1, Ordering::SeqCst);
+            let still = blockers.iter().enumerate().any(|(i, &tok)| {
+                tok != 0
+                    && slots[i].token.load(Ordering::SeqCst) == tok
+                    && slots[i].pos.load(Ordering::SeqCst) < t
+            });
+            if still {
+                let left = self.timeout.saturating_sub(now.duration_since(start));
+                futex::wait(&h.space_seq, seen, left.min(LIVENESS_POLL));
+            }
+            h.producer_waiting.store(0, Ordering::SeqCst);
+        }
+    }
+
+    fn commit(&mut self, evnr: u64, pos: u64, off: u64, len: usize) {
+        let rec = record_size(len as u64);
+        // SAFETY: off is 8-aligned and the record (header + payload) fits before the end of the
+        // ring (checked in reserve).
+        unsafe {
+            write_record(
+                self.v.data(),
+                off as usize,
+                encode_event(pos, evnr, self.seq, len as u32),
+            )
+        };
+        self.head = pos + rec;
+        self.head_off = off + rec;
+        if self.head_off == self.ring {
+            self.head_off = 0;
+        }
+        self.last = pos;
+        self.seq += 1;
+        self.bytes += len as u64;
+        self.last_evnr = Some(evnr);
+        let h = self.v.header();
+        h.last.store(pos, Ordering::Relaxed);
+        h.events_written.store(self.seq, Ordering::Relaxed);
+        h.bytes_written.store(self.bytes, Ordering::Relaxed);
+        h.last_evnr.store(evnr, Ordering::Relaxed);
+        // Publish (release: the record and the counters become visible with it). SeqCst orders
+        // it before the load of `waiters` below: a reader that announced itself before this
+        // store is seen, one that announces itself after sees the new head.
+        h.head.store(self.head, Ordering::SeqCst);
+        if h.waiters.load(Ordering::SeqCst) != 0 {
+            h.wake_seq.fetch_add(1, Ordering::SeqCst);
+            futex::wake_all(&h.wake_seq);
+        }
+    }
+
+    /// Closes the buffer: readers get every event written so far, then
+    /// [`ProducerGone`](super::ProducerGone) with `closed: true`. Same as dropping the writer.
+    pub fn close(self) {}
+}
+
+impl<S: Storage> Drop for CircWriter<S> {
+    fn drop(&mut self) {
+        let h = self.v.header();
+        h.state.store(STATE_CLOSED, Ordering::SeqCst);
+        h.wake_seq.fetch_add(1, Ordering::SeqCst);
+        futex::wake_all(&h.wake_seq);
+        if self.remove_on_drop {
+            self.v.st.release_producer();
+        }
+    }
+}
+
+/// Room for one event, reserved by [`CircWriter::reserve`]: fill [`buf`](Reservation::buf), then
+/// [`commit`](Reservation::commit). Dropping it abandons the event (readers never see it).
+#[derive(Debug)]
+#[must_use = "an event is only published by commit()"]
+pub struct Reservation<'w, S: Storage = FileStorage> {
+    w: &'w mut CircWriter<S>,
+    evnr: u64,
+    pos: u64,
+    off: u64,
+    len: usize,
+}
+
+impl<S: Storage> Reservation<'_, S> {
+    /// The event's bytes, to fill in place (their previous content is unspecified).
+    pub fn buf(&mut self) -> &mut [u8] {
+        // SAFETY: the payload area [off+HDR, off+HDR+len) lies inside the ring (checked in
+        // reserve) and below the space the producer reclaimed; lossless readers do not read it
+        // and sampling readers that still look at the old bytes detect it through `tail`, which
+        // was published before this call. Only this writer writes to the ring, and the
+        // reservation borrows the writer mutably, so no other &mut exists.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.w.v.data().add(self.off as usize + RECORD_HEADER),
+                self.len,
+            )
+        }
+    }
+
+    /// The event number.
+    pub fn evnr(&self) -> u64 {
+        self.evnr
+    }
+
+    /// The reserved size in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: reservations have at least one byte.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Publishes the event with its full reserved size.
+    pub fn commit(self) {
+        let len = self.len;
+        self.commit_len(len);
+    }
+
+    /// Publishes the event with only its first `len` bytes (for a socket read that returned
+    /// less than reserved).
+    ///
+    /// # Panics
+    /// If `len` is 0 or larger than the reserved size.
+    pub fn commit_len(self, len: usize) {
+        assert!(
+            len >= 1 && len <= self.len,
+            "commit_len({len}) outside 1..={}",
+            self.len
+        );
+        let (evnr, pos, off) = (self.evnr, self.pos, self.off);
+        self.w.commit(evnr, pos, off, len);
+    }
+}
