@@ -175,7 +175,20 @@ fn make_reply_fifo(dir: &RuntimeDir, name: &ProcName) -> Result<(String, ReplyFi
 /// # Errors
 /// [`ClientError`] saying what is wrong with it.
 pub fn check_running(dir: &RuntimeDir, name: &ProcName) -> Result<u32, ClientError> {
-    let r = RegionReader::open(dir, name)?;
+    let r = match RegionReader::open(dir, name) {
+        Ok(r) => r,
+        // A damaged region does not stop a live owner from taking commands: its lock still
+        // says whether it runs.
+        Err(
+            e @ (OpenError::Corrupt { .. } | OpenError::TooNew { .. } | OpenError::NotReady { .. }),
+        ) => {
+            return match shvars::region::owner_alive(&dir.region_path(name)) {
+                Some(true) => Ok(0),
+                _ => Err(e.into()),
+            };
+        }
+        Err(e) => return Err(e.into()),
+    };
     let info = r.info();
     if !r.is_alive() {
         return Err(if info.state == STATE_STOPPED {

@@ -1,1 +1,8 @@
+//! Integration tests: the real binaries, as separate processes, over real FIFOs, each test in
+//! its own runtime directory.
 
+mod util;
+
+mod framework;
+mod shvar_tool;
+mod spyctl;

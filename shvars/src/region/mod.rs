@@ -463,6 +463,19 @@ impl VarRegion {
     }
 }
 
+/// Whether a live process holds the owner's lock on the region file at `path`, without reading
+/// the file (which may be damaged). `None` if the file cannot be opened.
+pub fn owner_alive(path: &Path) -> Option<bool> {
+    let f = File::open(path).ok()?;
+    match f.try_lock_shared() {
+        Ok(()) => {
+            let _ = f.unlock();
+            Some(false)
+        }
+        Err(_) => Some(true),
+    }
+}
+
 /// Builds a "did you mean" hint from the names that share a prefix or are within a small edit
 /// distance of `name`.
 pub fn suggest<'a>(name: &str, names: impl Iterator<Item = &'a str>) -> String {

@@ -1,0 +1,130 @@
+//! `shvar`'s verbs and output formats.
+
+use std::fs;
+
+use crate::util::Env;
+
+#[test]
+fn list_dump_get_json() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init", "-c", "set label hello"]);
+    env.ticker("t2", &[]);
+    let l = env.shvar(&["list", "--json"]);
+    l.ok();
+    let v: serde_json::Value = serde_json::from_str(&l.stdout).unwrap();
+    let arr = v.as_array().unwrap();
+    assert_eq!(arr.len(), 2);
+    assert_eq!(arr[0]["name"], "t1");
+    assert_eq!(arr[0]["status"], "alive");
+    assert_eq!(arr[0]["runstate"], "INIT_STATE");
+    assert!(arr[0]["heartbeat_age"].as_f64().unwrap() < 5.0);
+
+    let d = env.shvar(&["dump", "t1"]);
+    d.ok()
+        .stdout_has("t1 (pid ")
+        .stdout_has("rate")
+        .stdout_has("R/W")
+        .stdout_has("Ticks per second while RUNNING_STATE");
+    let row = d.stdout.lines().find(|l| l.starts_with("rate ")).unwrap();
+    assert!(
+        row.contains("INTEGER") && row.contains("10") && row.contains("Hz"),
+        "{row}"
+    );
+
+    let dj = env.shvar(&["dump", "--json", "t1"]);
+    dj.ok();
+    let v: serde_json::Value = serde_json::from_str(&dj.stdout).unwrap();
+    let label = v["vars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "label")
+        .unwrap();
+    assert_eq!(label["value"], "hello");
+    assert_eq!(label["type"], "STRING");
+
+    let g = env.shvar(&["get", "t1", "runstate", "rate", "label"]);
+    g.ok();
+    assert_eq!(g.stdout, "INIT_STATE\n10\nhello\n");
+    let g = env.shvar(&["get", "--raw", "t1", "runstate"]);
+    assert_eq!(g.stdout, "1\n");
+    let g = env.shvar(&["get", "-a", "t1", "rate"]);
+    let (val, time) = g.stdout.trim_end().split_once('\t').unwrap();
+    assert_eq!(val, "10");
+    assert!(time.starts_with("20") && time.ends_with('Z'), "{time}");
+    let g = env.shvar(&["get", "--json", "t1", "rate", "runstate"]);
+    let v: serde_json::Value = serde_json::from_str(&g.stdout).unwrap();
+    assert_eq!(v, serde_json::json!({"rate": 10, "runstate": "INIT_STATE"}));
+}
+
+#[test]
+fn watch_prints_changes_with_timestamps() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init", "-c", "set rate 100", "-c", "start"]);
+    let o = env.shvar(&["watch", "t1", "ticks", "--count", "5", "--interval", "0.05"]);
+    o.ok();
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{}", o.stdout);
+    let mut last = -1;
+    for l in lines {
+        let parts: Vec<&str> = l.split(' ').collect();
+        assert_eq!(parts.len(), 4, "{l}");
+        assert!(parts[0].ends_with('Z'));
+        assert_eq!(&parts[1..3], ["t1", "ticks"]);
+        let v: i64 = parts[3].parse().unwrap();
+        assert!(v > last, "{v} after {last}");
+        last = v;
+    }
+    env.shvar(&["watch", "t1", "nosuch"])
+        .expect_code(1)
+        .stderr_has("t1 has no variable nosuch");
+}
+
+#[test]
+fn cmd_no_wait_and_exit_codes() {
+    let mut env = Env::new();
+    env.ticker("t1", &[]);
+    env.shvar(&["cmd", "--no-wait", "t1", "init"]).ok();
+    env.wait_until("init", || env.get("t1", "runstate") == "INIT_STATE");
+    // Usage errors exit 2.
+    env.shvar(&["get", "t1"]).expect_code(2);
+    env.shvar(&["frob"]).expect_code(2);
+    env.shvar(&["-w", "-1", "cmd", "t1", "status"])
+        .expect_code(2);
+}
+
+#[test]
+fn cleanup_removes_only_dead_processes() {
+    let mut env = Env::new();
+    env.ticker("live", &[]);
+    env.ticker("dead", &[]);
+    env.kill9("dead");
+    // A reply FIFO left by a client that died (pid 1 is never ours, use an impossible pid).
+    fs::write(env.path("x.999999999.0.reply"), "").unwrap();
+    let o = env.shvar(&["cleanup", "--dry-run"]);
+    o.ok().stdout_has("would remove");
+    assert!(env.path("dead.shv").exists());
+    let o = env.shvar(&["cleanup"]);
+    o.ok().stdout_has("kept 1 live process");
+    assert!(!env.path("dead.shv").exists());
+    assert!(!env.path("dead.ctl").exists());
+    assert!(!env.path("x.999999999.0.reply").exists());
+    assert!(env.path("live.shv").exists());
+    env.shvar(&["cmd", "live", "status"]).ok();
+}
+
+#[test]
+fn watch_follows_a_restart() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init"]);
+    let mut c = env.command("shvar");
+    c.args(["watch", "t1", "pid", "--interval", "0.05"]);
+    env.spawn("watcher", c);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    env.kill9("t1");
+    let pid2 = env.ticker("t1", &[]);
+    env.wait_until("the watcher to notice the restart", || {
+        env.stderr_of("watcher")
+            .contains(&format!("t1 restarted (pid {pid2})"))
+    });
+}

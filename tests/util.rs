@@ -1,0 +1,324 @@
+//! The integration-test harness: every test gets its own runtime directory (`SHVAR_DIR`) and an
+//! [`Env`] that kills every process it started when the test ends, even by panic.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of one of the workspace's binaries (built by cargo before the integration tests).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/tests-HASH -> target/<profile>/NAME
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(p.exists(), "binary {} not built", p.display());
+    p
+}
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    /// Panics with everything printed unless the exit code is `code`.
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}, got {}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn ok(&self) -> &Self {
+        self.expect_code(0)
+    }
+
+    #[track_caller]
+    pub fn stderr_has(&self, s: &str) -> &Self {
+        assert!(
+            self.stderr.contains(s),
+            "stderr lacks {s:?}:\n{}\n(stdout: {})",
+            self.stderr,
+            self.stdout
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stdout_has(&self, s: &str) -> &Self {
+        assert!(
+            self.stdout.contains(s),
+            "stdout lacks {s:?}:\n{}\n(stderr: {})",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+/// A test's world: a runtime directory and the processes started in it.
+pub struct Env {
+    tmp: tempfile::TempDir,
+    children: Vec<(String, Child)>,
+    adopted: Vec<i32>,
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            tmp: tempfile::Builder::new()
+                .prefix("daqproc-test")
+                .tempdir()
+                .expect("temp dir"),
+            children: Vec::new(),
+            adopted: Vec::new(),
+        }
+    }
+
+    /// Kills process `pid` (started by a child, e.g. a detached daemon) when the test ends.
+    pub fn adopt(&mut self, pid: u32) {
+        self.adopted.push(pid as i32);
+    }
+
+    /// The runtime directory.
+    pub fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir().join(file)
+    }
+
+    /// A command for binary `name` with SHVAR_DIR set to this test's directory.
+    pub fn command(&self, name: &str) -> Command {
+        let mut c = Command::new(bin(name));
+        c.env("SHVAR_DIR", self.dir())
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Starts a long-running process; its stderr goes to DIR/LABEL.stderr. Killed on drop.
+    pub fn spawn(&mut self, label: &str, mut cmd: Command) -> u32 {
+        let log = fs::File::create(self.path(&format!("{label}.stderr"))).unwrap();
+        cmd.stdout(Stdio::null()).stderr(log);
+        let child = cmd.spawn().expect("spawning a test process");
+        let pid = child.id();
+        self.children.push((label.to_owned(), child));
+        pid
+    }
+
+    /// What a spawned process wrote to stderr so far.
+    pub fn stderr_of(&self, label: &str) -> String {
+        fs::read_to_string(self.path(&format!("{label}.stderr"))).unwrap_or_default()
+    }
+
+    /// Starts `ticker -n NAME` (plus `extra` arguments) and waits for its control FIFO.
+    pub fn ticker(&mut self, name: &str, extra: &[&str]) -> u32 {
+        let mut c = self.command("ticker");
+        c.args(["-n", name]).args(extra);
+        let pid = self.spawn(name, c);
+        self.wait_ready(name, pid);
+        pid
+    }
+
+    /// Waits until process `name` with pid `pid` owns its region and its control FIFO is up.
+    #[track_caller]
+    pub fn wait_ready(&self, name: &str, pid: u32) {
+        let dir = shvars::RuntimeDir::at(self.dir());
+        let n = shvars::ProcName::new(name).unwrap();
+        let fifo = self.path(&format!("{name}.ctl"));
+        self.wait_until(&format!("{name} (pid {pid}) to be ready"), || {
+            shvars::region::RegionReader::open(&dir, &n)
+                .is_ok_and(|r| r.info().pid == pid && r.is_alive())
+                && fifo.exists()
+        });
+    }
+
+    /// Waits until NAME.ctl exists.
+    #[track_caller]
+    pub fn wait_for_fifo(&self, name: &str) {
+        let fifo = self.path(&format!("{name}.ctl"));
+        self.wait_until(&format!("{} to appear", fifo.display()), || fifo.exists());
+    }
+
+    /// Polls `f` for up to 20 s.
+    #[track_caller]
+    pub fn wait_until(&self, what: &str, mut f: impl FnMut() -> bool) {
+        let t0 = Instant::now();
+        while !f() {
+            if t0.elapsed() > Duration::from_secs(20) {
+                panic!("timed out waiting for {what}\n{}", self.all_stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn all_stderr(&self) -> String {
+        self.children
+            .iter()
+            .map(|(l, _)| format!("--- {l} stderr:\n{}", self.stderr_of(l)))
+            .collect()
+    }
+
+    /// Runs a command to completion (at most 60 s, then it is killed and the test fails).
+    #[track_caller]
+    pub fn run(&self, mut cmd: Command) -> Out {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawning a command");
+        let mut so = child.stdout.take().unwrap();
+        let mut se = child.stderr.take().unwrap();
+        let t_out = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = so.read_to_string(&mut s);
+            s
+        });
+        let t_err = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = se.read_to_string(&mut s);
+            s
+        });
+        let t0 = Instant::now();
+        let status: ExitStatus = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if t0.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("command {cmd:?} did not finish within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        Out {
+            code: status.code().unwrap_or(-1),
+            stdout: t_out.join().unwrap(),
+            stderr: t_err.join().unwrap(),
+        }
+    }
+
+    /// Runs `shvar ARGS...`.
+    #[track_caller]
+    pub fn shvar(&self, args: &[&str]) -> Out {
+        let mut c = self.command("shvar");
+        c.args(args);
+        self.run(c)
+    }
+
+    /// `shvar get NAME VAR` as an integer.
+    #[track_caller]
+    pub fn get_int(&self, name: &str, var: &str) -> i64 {
+        let o = self.shvar(&["get", "--raw", name, var]);
+        o.ok();
+        o.stdout
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("not an integer: {:?}", o.stdout))
+    }
+
+    /// `shvar get NAME VAR` as text.
+    #[track_caller]
+    pub fn get(&self, name: &str, var: &str) -> String {
+        let o = self.shvar(&["get", name, var]);
+        o.ok();
+        o.stdout.trim_end_matches('\n').to_owned()
+    }
+
+    /// Sends SIGKILL to the spawned process `label` and reaps it.
+    pub fn kill9(&mut self, label: &str) {
+        if let Some(i) = self.children.iter().position(|(l, _)| l == label) {
+            let (_, mut c) = self.children.remove(i);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends `sig` to process `label`.
+    pub fn signal(&self, label: &str, sig: nix::sys::signal::Signal) {
+        let (_, c) = self
+            .children
+            .iter()
+            .find(|(l, _)| l == label)
+            .expect("no such child");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig).unwrap();
+    }
+
+    /// Waits (up to 20 s) for process `label` to exit by itself; returns its exit code.
+    #[track_caller]
+    pub fn wait_exit(&mut self, label: &str) -> i32 {
+        let i = self
+            .children
+            .iter()
+            .position(|(l, _)| l == label)
+            .expect("no such child");
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = self.children[i].1.try_wait().unwrap() {
+                self.children.remove(i);
+                return st.code().unwrap_or(-1);
+            }
+            if t0.elapsed() > Duration::from_secs(20) {
+                panic!("{label} did not exit within 20 s\n{}", self.all_stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for pid in &self.adopted {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+        }
+        for (_, c) in &mut self.children {
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Writes raw bytes into a FIFO (non-blocking open: fails if nobody reads it).
+pub fn write_fifo(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn junk(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
