@@ -10,7 +10,11 @@ use shvars::{ProcName, RuntimeDir};
 fn bench(c: &mut Criterion) {
     let tmp = tempfile::Builder::new()
         .prefix("shvars-bench")
-        .tempdir_in(if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" })
+        .tempdir_in(if std::path::Path::new("/dev/shm").is_dir() {
+            "/dev/shm"
+        } else {
+            "/tmp"
+        })
         .unwrap();
     let dir = RuntimeDir::at(tmp.path());
     let name = ProcName::new("bench").unwrap();
@@ -18,7 +22,7 @@ fn bench(c: &mut Criterion) {
     let counter = owner.add_int(VarSpec::int("counter", 0)).unwrap();
     counter.set(123_456);
     let label = owner.add_str(VarSpec::string("label", 64, "")).unwrap();
-    label.set("farm node fibm05, builder B_L3BHA_1_1, run 4711");
+    label.set("farm node fibm05, builder B_L3BHA_1_1, run 47110");
     assert_eq!(label.get().len(), 48);
     for i in 0..998 {
         owner

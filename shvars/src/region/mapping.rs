@@ -46,11 +46,13 @@ impl Mapping {
         Ok(Mapping { raw, writable })
     }
 
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.raw.len()
     }
 
     /// The header.
+    #[inline]
     pub(crate) fn header(&self) -> &Header {
         // SAFETY: `map` refuses mappings shorter than HEADER_SIZE == size_of::<Header>(); the
         // mapping is page aligned, so offset 0 is aligned for Header (align 8). Header consists
@@ -61,11 +63,13 @@ impl Mapping {
     }
 
     /// Checks that `[off, off+size)` lies in the mapping and `off` is 8-byte aligned.
+    #[inline]
     pub(crate) fn check(&self, off: usize, size: usize) -> bool {
         off.is_multiple_of(ALIGN) && off.checked_add(size).is_some_and(|end| end <= self.len())
     }
 
     /// The atomic word at `off`. Panics if the bounds were not checked (a bug, not bad input).
+    #[inline]
     pub(crate) fn word(&self, off: usize) -> &AtomicU64 {
         assert!(self.check(off, 8), "word offset {off} outside the mapping");
         // SAFETY: checked just above: 8 bytes at `off` are inside the mapping and `off` is a
@@ -76,6 +80,7 @@ impl Mapping {
     }
 
     /// The number slot at `off` (bounds checked like [`Mapping::word`]).
+    #[inline]
     pub(crate) fn num_slot(&self, off: usize) -> &NumSlot {
         assert!(
             self.check(off, std::mem::size_of::<NumSlot>()),
@@ -87,6 +92,7 @@ impl Mapping {
     }
 
     /// The header of the string slot at `off` (bounds checked like [`Mapping::word`]).
+    #[inline]
     pub(crate) fn str_slot(&self, off: usize) -> &StrSlotHeader {
         assert!(
             self.check(off, STR_SLOT_HEADER),
@@ -120,17 +126,26 @@ impl Mapping {
         }
     }
 
+    /// The `n` atomic words starting at the 8-aligned `off`, bounds checked once.
+    #[inline]
+    pub(crate) fn words(&self, off: usize, n: usize) -> &[AtomicU64] {
+        assert!(
+            n.checked_mul(8).is_some_and(|len| self.check(off, len)),
+            "words {off}+{n} outside the mapping"
+        );
+        // SAFETY: checked just above: n*8 bytes at `off` lie inside the mapping and `off` is a
+        // multiple of 8, so this is a valid, aligned array of AtomicU64 (any bit pattern valid,
+        // only accessed atomically by every process). The borrow is tied to `self`.
+        unsafe { std::slice::from_raw_parts(self.raw.as_ptr().add(off) as *const AtomicU64, n) }
+    }
+
     /// Reads the string slot at `off` of capacity `cap` into `buf` under the seqlock.
-    /// Returns the length, `Err(true)` when every retry saw a write in progress, `Err(false)`
-    /// when the stored length is impossible.
-    pub(crate) fn read_str(
-        &self,
-        off: usize,
-        cap: usize,
-        buf: &mut Vec<u8>,
-    ) -> Result<usize, bool> {
+    /// Returns whether the text is plain ASCII (`buf` holds exactly the text), `Err(true)` when
+    /// every retry saw a write in progress, `Err(false)` when the stored length is impossible.
+    #[inline]
+    pub(crate) fn read_str(&self, off: usize, cap: usize, buf: &mut Vec<u8>) -> Result<bool, bool> {
         let slot = self.str_slot(off);
-        let data = off + STR_SLOT_HEADER;
+        let text = self.words(off + STR_SLOT_HEADER, cap.div_ceil(8));
         for attempt in 0..STRING_READ_TRIES {
             let s1 = slot.seq.load(Ordering::Acquire);
             if s1 & 1 == 1 {
@@ -138,12 +153,25 @@ impl Mapping {
                 continue;
             }
             let len = slot.len.load(Ordering::Relaxed) as usize;
-            let clamped = len.min(cap);
-            self.copy_out(data, clamped, buf);
+            let nw = len.min(cap).div_ceil(8);
+            if buf.len() != nw * 8 {
+                buf.resize(nw * 8, 0);
+            }
+            let mut high = 0u64;
+            for (chunk, w) in buf.chunks_exact_mut(8).zip(&text[..nw]) {
+                let w = w.load(Ordering::Relaxed);
+                high |= w;
+                chunk.copy_from_slice(&w.to_ne_bytes());
+            }
             fence(Ordering::Acquire);
             let s2 = slot.seq.load(Ordering::Relaxed);
             if s1 == s2 {
-                return if len > cap { Err(false) } else { Ok(len) };
+                if len > cap {
+                    return Err(false);
+                }
+                buf.truncate(len);
+                // The padding after the text is zero, so no high bit anywhere means ASCII.
+                return Ok(high & 0x8080_8080_8080_8080 == 0);
             }
             backoff(attempt);
         }

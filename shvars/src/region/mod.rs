@@ -1142,6 +1142,13 @@ impl StrReader {
     #[inline]
     pub fn read_into<'b>(&self, buf: &'b mut Vec<u8>) -> Result<&'b str, ReadError> {
         match self.map.read_str(self.off, self.cap, buf) {
+            Ok(true) => {
+                debug_assert!(buf.is_ascii());
+                // SAFETY: `read_str` returns true only when no byte of the text has its high bit
+                // set, i.e. all of it is ASCII, which is valid UTF-8. (The common case: this
+                // saves a second pass over the text.)
+                Ok(unsafe { std::str::from_utf8_unchecked(buf) })
+            }
             Ok(_) => std::str::from_utf8(buf).map_err(|_| ReadError::Corrupt {
                 var: self.name.clone(),
                 why: "text is not valid UTF-8".to_owned(),
