@@ -470,7 +470,11 @@ impl<S: Storage> Core<S> {
 
     /// Nothing to read: is more coming? `Empty`, or the producer is gone for good.
     fn empty_or_gone(&mut self) -> TryReadError {
-        if let Some(g) = &self.gone {
+        if let Some(g) = &mut self.gone {
+            // A new producer may have re-created the buffer since we noticed.
+            if !g.recreated {
+                g.recreated = self.v.st.recreated();
+            }
             return TryReadError::ProducerGone(g.clone());
         }
         let h = self.v.header();
