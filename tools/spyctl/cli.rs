@@ -1,0 +1,49 @@
+//! The command line of `spyctl`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// The operator console: select a framework process, send it commands (init, start, pause,
+/// resume, end, exit, ...), read, set and watch its shared variables.
+///
+/// With no -c and a terminal on stdin, spyctl opens an interactive console (`help` lists its
+/// verbs, Tab completes, Ctrl-D or `quit` leaves). With -c, or with lines on a non-terminal
+/// stdin (`#` comments and blank lines skipped), it runs them in order and stops at the first
+/// failure.
+///
+/// Exit status: 0 ok, 1 a command failed (refused, process not running, no answer...), 2 bad
+/// usage.
+#[derive(Debug, Parser)]
+#[command(name = "spyctl", version)]
+pub struct Cli {
+    /// Runtime directory [default: $SHVAR_DIR, else /dev/shm/shvars, else $XDG_RUNTIME_DIR/shvars]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Process to select at start (as `open NAME`)
+    #[arg(short = 'n', long = "name", value_name = "NAME")]
+    pub name: Option<String>,
+    /// A console line to run (repeatable: run in order, stop at the first failure)
+    #[arg(short = 'c', long = "command", value_name = "CMD")]
+    pub commands: Vec<String>,
+    /// Seconds to wait for a process's reply
+    #[arg(short = 'w', long = "wait", value_name = "SECONDS", default_value_t = 5.0,
+          value_parser = parse_secs)]
+    pub wait: f64,
+}
+
+impl Cli {
+    /// The reply timeout.
+    pub fn wait(&self) -> Duration {
+        Duration::from_secs_f64(self.wait)
+    }
+}
+
+/// A positive number of seconds.
+pub fn parse_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() && v < 1e6 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number of seconds")),
+    }
+}

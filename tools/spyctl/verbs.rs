@@ -1,0 +1,237 @@
+//! spyctl's own verbs: `open`/`use`, `list`, `get`, `set`, `vars`, `help`. Reads come straight
+//! from the region (no lock, the owner never waits); writes go through the owner.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail};
+use daqproc::client;
+use daqproc::command::join;
+use shvars::ProcName;
+
+use crate::console::{is_own_verb, print_reply, Console, VERBS};
+
+/// A change time for people (UTC, milliseconds), or `-` if never.
+pub fn time_text(ns: u64) -> String {
+    if ns == 0 {
+        return "-".to_owned();
+    }
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
+}
+
+/// `open NAME`: selects a process whose region exists; a dead one is selected with a note.
+pub fn open(c: &mut Console, args: &[String]) -> anyhow::Result<()> {
+    let [name] = args else {
+        bail!("usage: open NAME (`list` shows the processes)");
+    };
+    let name = ProcName::new(name)?;
+    if !c.dir().region_path(&name).exists() {
+        bail!(
+            "no process named {name} in {} (`list` shows the processes there; --dir or SHVAR_DIR choose another directory)",
+            c.dir()
+        );
+    }
+    let st = client::process_status(c.dir(), &name);
+    match st.status {
+        "alive" => {}
+        "bad" => bail!(
+            "{}",
+            st.error
+                .unwrap_or_else(|| format!("cannot read the region of {name}"))
+        ),
+        other => eprintln!(
+            "spyctl: note: {name} is not running ({} pid {}): its variables show their last values; start it again to send it commands",
+            if other == "stopped" { "exited, was" } else { "died, was" },
+            st.pid
+        ),
+    }
+    c.select(name);
+    Ok(())
+}
+
+/// `list`: every process in the runtime directory; `*` marks the selected one.
+pub fn list(c: &Console, args: &[String]) -> anyhow::Result<()> {
+    if !args.is_empty() {
+        bail!("usage: list");
+    }
+    let procs = client::list(c.dir())?;
+    if procs.is_empty() {
+        println!("no processes in {}", c.dir());
+        return Ok(());
+    }
+    let w = procs.iter().map(|p| p.name.len()).max().unwrap_or(4).max(4);
+    println!("  {:<w$}  {:>7}  {:<7}  RUNSTATE", "NAME", "PID", "STATUS");
+    for p in &procs {
+        let mark = if c.selected().is_some_and(|s| s.as_str() == p.name) {
+            '*'
+        } else {
+            ' '
+        };
+        let state = match (&p.error, &p.runstate) {
+            (Some(e), _) => e.as_str(),
+            (None, Some(s)) => s.as_str(),
+            (None, None) => "-",
+        };
+        println!(
+            "{mark} {:<w$}  {:>7}  {:<7}  {state}",
+            p.name, p.pid, p.status
+        );
+    }
+    Ok(())
+}
+
+/// `get VAR...`: `VAR = value [unit]` per variable, read from the region.
+pub fn get(c: &Console, args: &[String]) -> anyhow::Result<()> {
+    if args.is_empty() {
+        bail!("usage: get VAR... (`vars` lists the variables)");
+    }
+    let (name, r) = c.reader()?;
+    // Resolve every name first: a typo fails the whole line before anything is printed.
+    let vars = args
+        .iter()
+        .map(|v| r.find(v))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = String::new();
+    for v in &vars {
+        let spec = v.spec();
+        let value = r.read(v)?;
+        out.push_str(&format!("{} = {}", spec.name, spec.display(&value)));
+        if let Some(u) = spec.unit.as_deref().filter(|u| !u.is_empty()) {
+            out.push(' ');
+            out.push_str(u);
+        }
+        out.push('\n');
+    }
+    print!("{out}");
+    if !r.is_alive() {
+        eprintln!("spyctl: note: {name} is not running: these are its last values");
+    }
+    Ok(())
+}
+
+/// `set VAR VALUE...`: sent to the owner as `set VAR VALUE`, which checks and answers.
+pub fn set(c: &Console, args: &[String]) -> anyhow::Result<()> {
+    let [var, value @ ..] = args else {
+        bail!("usage: set VAR VALUE");
+    };
+    if value.is_empty() {
+        bail!("usage: set VAR VALUE (to set an empty string: set {var} \"\")");
+    }
+    let value = value.join(" ");
+    let reply = c.send(&join(&["set", var.as_str(), value.as_str()]))?;
+    print_reply(&reply);
+    Ok(())
+}
+
+/// `vars`: a table of every variable of the selected process.
+pub fn vars(c: &Console, args: &[String]) -> anyhow::Result<()> {
+    if !args.is_empty() {
+        bail!("usage: vars (`get VAR...` shows some)");
+    }
+    let (name, r) = c.reader()?;
+    let rows: Vec<_> = r
+        .specs()
+        .iter()
+        .map(|s| {
+            let text = r
+                .find(&s.name)
+                .map_err(|e| e.to_string())
+                .and_then(|v| r.read(&v).map_err(|e| e.to_string()))
+                .map(|v| s.display(&v))
+                .unwrap_or_else(|e| format!("<{e}>"));
+            (s, text)
+        })
+        .collect();
+    let wn = rows
+        .iter()
+        .map(|(s, _)| s.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let wv = rows
+        .iter()
+        .map(|(_, t)| t.chars().count())
+        .max()
+        .unwrap_or(5)
+        .clamp(5, 40);
+    let wu = rows
+        .iter()
+        .map(|(s, _)| s.unit.as_deref().unwrap_or("").len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut out = format!(
+        "{:<wn$}  {:<7}  {:<6}  {:<wv$}  {:<wu$}  DESCRIPTION\n",
+        "NAME", "TYPE", "ACCESS", "VALUE", "UNIT"
+    );
+    for (s, text) in &rows {
+        out.push_str(&format!(
+            "{:<wn$}  {:<7}  {:<6}  {:<wv$}  {:<wu$}  {}\n",
+            s.name,
+            s.ty.name(),
+            s.access.as_str(),
+            text,
+            s.unit.as_deref().unwrap_or(""),
+            s.desc
+        ));
+    }
+    print!("{out}");
+    if !r.is_alive() {
+        eprintln!("spyctl: note: {name} is not running: these are its last values");
+    }
+    Ok(())
+}
+
+fn own_verbs_text() -> String {
+    let usage: Vec<String> = VERBS
+        .iter()
+        .map(|(v, a, _)| {
+            if a.is_empty() {
+                (*v).to_owned()
+            } else {
+                format!("{v} {a}")
+            }
+        })
+        .collect();
+    let w = usage.iter().map(String::len).max().unwrap_or(0);
+    let mut out = String::from("spyctl verbs:\n");
+    for (u, (_, _, help)) in usage.iter().zip(VERBS) {
+        out.push_str(&format!("  {u:<w$}  {help}\n"));
+    }
+    out.push_str(
+        "Any other line is sent to the selected process as typed (init, start, pause, exit, ...).",
+    );
+    out
+}
+
+/// `help`: the selected process's command table (from the process), or spyctl's verbs.
+pub fn help(c: &Console, args: &[String]) -> anyhow::Result<()> {
+    match args {
+        [] if c.selected().is_none() => {
+            println!("{}", own_verbs_text());
+            println!("No process selected: `open NAME` (`list` shows them), then `help` shows its commands.");
+        }
+        [] => {
+            let reply = c.send("help")?;
+            print_reply(&reply);
+            println!(
+                "spyctl's own verbs: open/use, list, get, set, vars, watch, quit (`help spyctl`)"
+            );
+        }
+        [w] if w == "spyctl" => println!("{}", own_verbs_text()),
+        [w] if is_own_verb(w) => {
+            let (v, a, h) = VERBS
+                .iter()
+                .find(|(v, _, _)| v == w)
+                .ok_or_else(|| anyhow!("no verb {w}"))?;
+            println!("usage: {v} {a}\n  {h}");
+        }
+        _ if c.selected().is_none() => {
+            bail!("no process selected: `open NAME` first (`help` alone lists spyctl's verbs)")
+        }
+        _ => {
+            let line = join(&[&["help".to_owned()], args].concat());
+            print_reply(&c.send(&line)?);
+        }
+    }
+    Ok(())
+}
