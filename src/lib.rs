@@ -14,6 +14,7 @@ pub mod command;
 pub mod ctl;
 pub mod eventlog;
 pub mod process;
+pub mod spy;
 pub mod state;
 pub mod stats;
 pub mod ticker;

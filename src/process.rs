@@ -139,6 +139,11 @@ impl Ctx {
         self.runstate.clone()
     }
 
+    /// A handle on the `lasterror` variable, for worker threads that report failures.
+    pub fn lasterror_var(&self) -> StrVar {
+        self.lasterror.clone()
+    }
+
     /// The event log (shared with worker threads).
     pub fn log(&self) -> &Arc<EventLog> {
         &self.log

@@ -1,0 +1,9 @@
+//! The spy daemons: `farmspydaemon` serves samples of a farm buffer over TCP, `rspydaemon`
+//! fetches them into a local buffer on a monitoring node. [`proto`] is the wire protocol,
+//! [`client`] its client side, [`serve`] one server connection.
+
+pub mod client;
+pub mod farm;
+pub mod proto;
+pub mod remote;
+pub mod serve;

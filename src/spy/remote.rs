@@ -1,0 +1,499 @@
+//! `rspydaemon`: gives the monitoring tasks of a node transparent access to the events of a
+//! remote farm, through a local circular buffer (`lname`, `circsize`) that a prefetch thread
+//! fills from a farm spy daemon.
+//!
+//! Commands, variables and state rules are those of the KLOE rspydaemon; see
+//! `docs/operations.md` for the prefetch policy and its knobs.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use shvars::circ::{CircWriter, WriteError};
+use shvars::region::{IntVar, StrVar, VarSpec};
+
+use super::client::{Received, SpyClient};
+use super::proto::Mode;
+use crate::command::{Command, Outcome};
+use crate::eventlog::EventLog;
+use crate::process::{App, BoxError, Ctx, ProcessSpec};
+use crate::state::{RunState, INIT_FROM, IN_INIT, IN_PAUSE, IN_RUNNING, SERVING};
+use crate::stats::{Stats, StatsConfig};
+
+/// How the framework runs a remote spy daemon.
+pub const SPEC: ProcessSpec = ProcessSpec {
+    default_name: "rspy",
+    stats: Some(StatsConfig {
+        upfreq: 5,
+        upfreq_l: 10,
+        pack_name: "packets",
+    }),
+};
+
+/// Mode labels of the `mode` variable.
+pub const MODE_LABELS: [&str; 3] = ["next", "latest", "push"];
+
+/// Requests kept in flight in `next` and `latest` modes.
+const PIPELINE: usize = 2;
+/// First and largest wait between connection attempts.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+#[derive(Debug, Clone)]
+struct Vars {
+    timeout_us: IntVar,
+    timeoutcounts: IntVar,
+    timeouts: IntVar,
+    raddr: StrVar,
+    rport: IntVar,
+    lname: StrVar,
+    circsize: IntVar,
+    ignored: IntVar,
+    maxevents: IntVar,
+    no_conn: IntVar,
+    lastevent: IntVar,
+    lost: IntVar,
+    reconnects: IntVar,
+    mode: IntVar,
+    packevents: IntVar,
+    lasterror: StrVar,
+}
+
+/// What the command side tells the prefetch thread.
+#[derive(Debug)]
+struct Control {
+    /// Where to fetch from; `None`: serve what the buffer holds, fetch nothing.
+    target: Mutex<Option<(String, u16)>>,
+    /// Bumped to drop the connection and connect again.
+    generation: AtomicU64,
+    paused: AtomicBool,
+    stop: AtomicBool,
+}
+
+/// The remote spy daemon.
+pub struct Remote {
+    vars: Vars,
+    writer: Option<CircWriter>,
+    control: Arc<Control>,
+    worker: Option<JoinHandle<CircWriter>>,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote").finish_non_exhaustive()
+    }
+}
+
+impl Remote {
+    /// Publishes the daemon's variables (the seed's, with their defaults, and the additions).
+    ///
+    /// # Errors
+    /// If a variable cannot be published.
+    pub fn build(ctx: &mut Ctx) -> Result<Remote, BoxError> {
+        let r = ctx.region();
+        let vars = Vars {
+            timeout_us: r.add_int(VarSpec::int("timeout_us", 10_000).rw().unit("us").range(Some(1.0), Some(60e6))
+                .desc("Timeout time in microseconds: how long one wait for data lasts"))?,
+            timeoutcounts: r.add_int(VarSpec::int("timeoutcounts", 100).rw().range(Some(1.0), None)
+                .desc("Number of timeouts in a row that count as one timeout loop"))?,
+            timeouts: r.add_int(VarSpec::int("timeouts", 0).counter()
+                .desc("Number of timeout loops from the start of serving (reset by start)"))?,
+            raddr: r.add_str(VarSpec::string("raddr", 256, "fibm01-f").rw()
+                .desc("Name of the remote farm machine"))?,
+            rport: r.add_int(VarSpec::int("rport", super::farm::DEFAULT_PORT).rw().range(Some(1.0), Some(65535.0))
+                .desc("Port address of the farm spy daemon"))?,
+            lname: r.add_str(VarSpec::string("lname", 200, "/tmp/B_1_1").rw()
+                .desc("Name of the circular buffer (a name in the runtime directory, or an absolute path)"))?,
+            circsize: r.add_int(VarSpec::int("circsize", 1 << 20).rw().unit("bytes").range(Some(4096.0), Some((1u64 << 34) as f64))
+                .desc("Size of the circular buffer (applied by init)"))?,
+            ignored: r.add_int(VarSpec::int("ignored", 0).counter()
+                .desc("Number of events ignored because too large for the buffer (reset by start)"))?,
+            maxevents: r.add_int(VarSpec::int("maxevents", -1).rw().range(Some(-1.0), Some(1e6))
+                .desc("Maximum number of events per packet; -1 means no limit"))?,
+            no_conn: r.add_int(VarSpec::int("no_conn", 1).range(Some(0.0), Some(1.0))
+                .desc("0 if the daemon is connected to a farm machine, 1 else"))?,
+            lastevent: r.add_int(VarSpec::int("lastevent", 0).desc("Number of the last event received"))?,
+            lost: r.add_int(VarSpec::int("lost", 0).counter()
+                .desc("Events the farm side skipped for us (overwritten there before they could be sent, or jumped over in latest/push mode)"))?,
+            reconnects: r.add_int(VarSpec::int("reconnects", 0).counter()
+                .desc("Connections made again after a loss"))?,
+            mode: r.add_int(VarSpec::enumeration("mode", &MODE_LABELS, 0).rw()
+                .desc("next: every event in order; latest: the freshest on each request; push: the farm streams"))?,
+            packevents: r.add_int(VarSpec::int("packevents", 0).desc("Events in the last packet received"))?,
+            lasterror: ctx.lasterror_var(),
+        };
+        Ok(Remote {
+            vars,
+            writer: None,
+            control: Arc::new(Control {
+                target: Mutex::new(None),
+                generation: AtomicU64::new(0),
+                paused: AtomicBool::new(false),
+                stop: AtomicBool::new(false),
+            }),
+            worker: None,
+        })
+    }
+
+    fn stop_worker(&mut self) {
+        if let Some(w) = self.worker.take() {
+            self.control.stop.store(true, Ordering::Relaxed);
+            if let Ok(writer) = w.join() {
+                self.writer = Some(writer);
+            }
+            self.control.stop.store(false, Ordering::Relaxed);
+        }
+        self.vars.no_conn.set(1);
+    }
+
+    fn set_target(&self, args: &[String]) -> Result<(), String> {
+        if let Some(a) = args.first() {
+            if a != "-" && self.vars.raddr.set(a) {
+                return Err(format!(
+                    "raddr longer than {} bytes",
+                    self.vars.raddr.capacity()
+                ));
+            }
+        }
+        if let Some(p) = args.get(1) {
+            let port: u16 = p
+                .parse()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("bad rport {p:?}: a TCP port 1-65535"))?;
+            self.vars.rport.set(port as i64);
+        }
+        let serve_empty = args.first().is_some_and(|a| a == "-");
+        *self.control.target.lock() = if serve_empty {
+            None
+        } else {
+            Some((self.vars.raddr.get(), self.vars.rport.get() as u16))
+        };
+        self.control.generation.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn init(r: &mut Remote, ctx: &mut Ctx, args: &[String]) -> Outcome {
+    if let Some(b) = args.first() {
+        ctx.dir().buffer_path(b).map_err(|e| e.to_string())?;
+        if r.vars.lname.set(b) {
+            return Err(format!(
+                "buffer name longer than {} bytes",
+                r.vars.lname.capacity()
+            ));
+        }
+    }
+    let lname = r.vars.lname.get();
+    let size = r.vars.circsize.get() as u64;
+    // Keep the buffer (and its readers) if nothing about it changed.
+    if let Some(w) = &r.writer {
+        let same = ctx.dir().buffer_path(&lname).ok().as_deref() == Some(w.path())
+            && w.stats().capacity == size;
+        if same {
+            return Ok(format!("buffer {lname} ({size} bytes) kept"));
+        }
+    }
+    r.writer = None;
+    let w = CircWriter::create_named(ctx.dir(), &lname, size).map_err(|e| e.to_string())?;
+    ctx.log().info(format!(
+        "created buffer {} ({size} bytes)",
+        w.path().display()
+    ));
+    r.writer = Some(w);
+    Ok(format!("buffer {lname} ({size} bytes) ready"))
+}
+
+fn start(r: &mut Remote, ctx: &mut Ctx, args: &[String]) -> Outcome {
+    let writer = r.writer.take().ok_or("no local buffer: run init first")?;
+    if let Err(e) = r.set_target(args) {
+        r.writer = Some(writer);
+        return Err(e);
+    }
+    r.vars.timeouts.set(0);
+    r.vars.ignored.set(0);
+    r.control.paused.store(false, Ordering::Relaxed);
+    let stats = ctx.stats().cloned().ok_or("rspydaemon needs statistics")?;
+    let (vars, control, log) = (r.vars.clone(), r.control.clone(), ctx.log().clone());
+    let worker = std::thread::Builder::new()
+        .name("prefetch".into())
+        .spawn(move || prefetch(writer, &vars, &control, &stats, &log))
+        .map_err(|e| e.to_string())?;
+    r.worker = Some(worker);
+    Ok(match &*r.control.target.lock() {
+        Some((h, p)) => format!("fetching from {h}:{p}"),
+        None => "serving with no events".to_owned(),
+    })
+}
+
+fn pause(r: &mut Remote, _: &mut Ctx, _: &[String]) -> Outcome {
+    r.control.paused.store(true, Ordering::Relaxed);
+    Ok("paused: no new events".into())
+}
+
+fn resume(r: &mut Remote, _: &mut Ctx, _: &[String]) -> Outcome {
+    r.control.paused.store(false, Ordering::Relaxed);
+    Ok("receiving events again".into())
+}
+
+fn reconnect(r: &mut Remote, _: &mut Ctx, args: &[String]) -> Outcome {
+    r.set_target(args)?;
+    Ok(match &*r.control.target.lock() {
+        Some((h, p)) => format!("reconnecting to {h}:{p}"),
+        None => "disconnected, serving with no events".to_owned(),
+    })
+}
+
+fn disconnect(r: &mut Remote, _: &mut Ctx, _: &[String]) -> Outcome {
+    *r.control.target.lock() = None;
+    r.control.generation.fetch_add(1, Ordering::Relaxed);
+    Ok("disconnected; serving what the buffer holds".into())
+}
+
+fn update(_: &mut Remote, _: &mut Ctx, _: &[String]) -> Outcome {
+    Ok("statistics updated".into())
+}
+
+fn end(r: &mut Remote, _: &mut Ctx, _: &[String]) -> Outcome {
+    r.stop_worker();
+    Ok("stopped serving".into())
+}
+
+impl App for Remote {
+    fn commands() -> Vec<Command<Self>> {
+        vec![
+            Command::new("init", "Initialize: create the local buffer lname of circsize bytes; the argument sets lname", INIT_FROM, Some(RunState::Init), init)
+                .args("[circbuf]", 0, 1),
+            Command::new("start", "Connect to the farm spy daemon and start serving; raddr '-': serve with no events", IN_INIT, Some(RunState::Running), start)
+                .args("[raddr [rport]]", 0, 2),
+            Command::new("pause", "Pause receiving new events", IN_RUNNING, Some(RunState::Pause), pause),
+            Command::new("resume", "Resume receiving new events", IN_PAUSE, Some(RunState::Running), resume),
+            Command::new("reconnect", "Drop the connection and connect to another farm spy daemon", SERVING, None, reconnect)
+                .args("[raddr [rport]]", 0, 2),
+            Command::new("disconnect", "Drop the connection, but continue serving empty", SERVING, None, disconnect),
+            Command::new("update", "Update the shared variables now", IN_RUNNING, None, update),
+            Command::new("end", "End serving", IN_RUNNING, Some(RunState::Init), end),
+        ]
+    }
+
+    fn status(&self, _ctx: &Ctx) -> Vec<String> {
+        let target = match &*self.control.target.lock() {
+            Some((h, p)) => format!("{h}:{p}"),
+            None => "-".to_owned(),
+        };
+        vec![
+            format!(
+                "farm: {target} ({})",
+                if self.vars.no_conn.get() == 0 {
+                    "connected"
+                } else {
+                    "not connected"
+                }
+            ),
+            format!("buffer: {}", self.vars.lname.get()),
+            format!(
+                "mode: {}",
+                MODE_LABELS[self.vars.mode.get().clamp(0, 2) as usize]
+            ),
+        ]
+    }
+
+    fn shutdown(&mut self, _ctx: &mut Ctx) {
+        self.stop_worker();
+    }
+}
+
+/// The prefetch thread: keeps the local buffer filled from the farm, reconnecting with capped
+/// backoff when the farm side goes away. Returns the writer when told to stop.
+fn prefetch(
+    mut writer: CircWriter,
+    vars: &Vars,
+    control: &Control,
+    stats: &Stats,
+    log: &EventLog,
+) -> CircWriter {
+    let mut conn: Option<SpyClient> = None;
+    let mut generation = u64::MAX;
+    let mut backoff = BACKOFF.0;
+    let mut next_try = Instant::now();
+    let mut in_flight = 0usize;
+    let mut limits = (0u32, 0u32, 0u16);
+    let mut waits = 0i64;
+    let mut connected_once = false;
+    let mut last_err = String::new();
+    let mut last_evnr = writer.stats().last_evnr.unwrap_or(0);
+    let max_event = writer.max_event();
+    while !control.stop.load(Ordering::Relaxed) {
+        let g = control.generation.load(Ordering::Relaxed);
+        if g != generation {
+            generation = g;
+            if conn.take().is_some() {
+                log.info("connection dropped");
+            }
+            vars.no_conn.set(1);
+            backoff = BACKOFF.0;
+            next_try = Instant::now();
+        }
+        let target = control.target.lock().clone();
+        let paused = control.paused.load(Ordering::Relaxed);
+        let Some((host, port)) = target else {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        let mode = Mode::from_u16(vars.mode.get().clamp(0, 2) as u16).unwrap_or_default();
+        if paused && (mode == Mode::Push || in_flight == 0) {
+            // Push streams whatever we do: drop it while paused; otherwise stop asking.
+            if mode == Mode::Push && conn.take().is_some() {
+                in_flight = 0;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        if conn.is_none() {
+            let now = Instant::now();
+            if now < next_try {
+                std::thread::sleep((next_try - now).min(Duration::from_millis(20)));
+                continue;
+            }
+            match SpyClient::connect(&host, port, Duration::from_secs(1)) {
+                Ok(c) => {
+                    log.info(format!("connected to {host}:{port}"));
+                    if connected_once {
+                        vars.reconnects.add(1);
+                    }
+                    connected_once = true;
+                    vars.no_conn.set(0);
+                    backoff = BACKOFF.0;
+                    in_flight = 0;
+                    waits = 0;
+                    last_err.clear();
+                    conn = Some(c);
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    if msg != last_err {
+                        log.warn(format!(
+                            "{msg}; retrying every {} ms at most",
+                            BACKOFF.1.as_millis()
+                        ));
+                        vars.lasterror.set(&msg);
+                        last_err = msg;
+                    }
+                    vars.no_conn.set(1);
+                    next_try = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(BACKOFF.1);
+                    continue;
+                }
+            }
+        }
+        let c = conn.as_mut().expect("connected");
+        let maxev = vars.maxevents.get();
+        let max_events = if maxev <= 0 { 0 } else { maxev as u32 };
+        let max_bytes = (max_event as u64 / 2).clamp(4096, 8 << 20) as u32;
+        let want = (max_events, max_bytes, mode as u16);
+        let sent = if mode == Mode::Push {
+            if in_flight == 0 || want != limits {
+                in_flight = 1;
+                limits = want;
+                c.ask(mode, max_events, max_bytes, last_evnr)
+            } else {
+                Ok(())
+            }
+        } else {
+            let mut r = Ok(());
+            while !paused && in_flight < PIPELINE && r.is_ok() {
+                r = c.ask(mode, max_events, max_bytes, last_evnr);
+                in_flight += 1;
+                limits = want;
+            }
+            r
+        };
+        let got = sent
+            .and_then(|()| c.receive(Duration::from_micros(vars.timeout_us.get().max(1) as u64)));
+        match got {
+            Ok(Received::Packet(p)) => {
+                if mode != Mode::Push {
+                    in_flight = in_flight.saturating_sub(1);
+                }
+                waits = 0;
+                let mut n = 0u64;
+                let mut bytes = 0u64;
+                let mut bad = None;
+                for ev in p.events() {
+                    match ev {
+                        Ok((evnr, data)) => {
+                            if data.len() > max_event {
+                                vars.ignored.add(1);
+                                continue;
+                            }
+                            match writer.write(evnr, data) {
+                                Ok(()) => {
+                                    n += 1;
+                                    bytes += data.len() as u64;
+                                    last_evnr = evnr;
+                                }
+                                Err(WriteError::NotIncreasing { .. }) => {
+                                    // Already have it (a pipelined request crossed a reconnect).
+                                }
+                                Err(e) => {
+                                    vars.ignored.add(1);
+                                    log.warn(e.to_string());
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            bad = Some(e);
+                            break;
+                        }
+                    }
+                }
+                vars.lost.add(p.header.skipped as i64);
+                vars.packevents.set(p.header.nevents as i64);
+                if n > 0 {
+                    vars.lastevent.set(last_evnr as i64);
+                }
+                stats.count(n, 1, bytes);
+                stats.end_loop();
+                if let Some(e) = bad {
+                    let msg = format!("{}: bad packet: {e}", c.addr());
+                    log.error(&msg);
+                    vars.lasterror.set(&msg);
+                    conn = None;
+                    vars.no_conn.set(1);
+                    next_try = Instant::now() + backoff;
+                }
+            }
+            Ok(Received::NoData { skipped, .. }) => {
+                if mode != Mode::Push {
+                    in_flight = in_flight.saturating_sub(1);
+                }
+                vars.lost.add(skipped as i64);
+                count_wait(vars, &mut waits);
+            }
+            Ok(Received::Timeout) => count_wait(vars, &mut waits),
+            Err(e) => {
+                let msg = e.to_string();
+                log.warn(format!("{msg}; reconnecting"));
+                vars.lasterror.set(&msg);
+                last_err = msg;
+                conn = None;
+                vars.no_conn.set(1);
+                next_try = Instant::now() + backoff;
+                backoff = (backoff * 2).min(BACKOFF.1);
+            }
+        }
+    }
+    vars.no_conn.set(1);
+    writer
+}
+
+/// A wait for data gave up after `timeout_us`; `timeoutcounts` of them in a row count one
+/// `timeouts`.
+fn count_wait(vars: &Vars, waits: &mut i64) {
+    *waits += 1;
+    if *waits >= vars.timeoutcounts.get().max(1) {
+        vars.timeouts.add(1);
+        *waits = 0;
+    }
+}

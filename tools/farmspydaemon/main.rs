@@ -1,0 +1,14 @@
+//! `farmspydaemon`: serves samples of a farm circular buffer to remote spy daemons over TCP.
+#![forbid(unsafe_code)]
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use daqproc::spy::farm::{Farm, SPEC};
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    daqproc::process::run(cli.process, SPEC, Farm::build)
+}

@@ -1,0 +1,14 @@
+//! `rspydaemon`: fills a local circular buffer with events fetched from a farm spy daemon.
+#![forbid(unsafe_code)]
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use daqproc::spy::remote::{Remote, SPEC};
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    daqproc::process::run(cli.process, SPEC, Remote::build)
+}
