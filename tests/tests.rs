@@ -5,4 +5,5 @@ mod util;
 
 mod framework;
 mod shvar_tool;
+mod spy;
 mod spyctl;
