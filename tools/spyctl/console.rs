@@ -5,7 +5,7 @@
 //! Nothing here knows a daemon's commands: they come from the process (`help --json`).
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use daqproc::client::{self, Reply};
@@ -153,9 +153,12 @@ impl Console {
             "vars" => verbs::vars(self, args)?,
             "watch" => watch::run(self, args)?,
             "help" => verbs::help(self, args)?,
-            _ => {
+            other => {
                 let reply = self.send(line)?;
                 print_reply(&reply);
+                if other == "exit" {
+                    self.wait_for_exit();
+                }
             }
         }
         Ok(Flow::Continue)
@@ -176,6 +179,26 @@ impl Console {
             bail!("{name} refused '{line}': {}", reply.text());
         }
         Ok(reply)
+    }
+
+    /// After `exit` was accepted: waits (up to the reply timeout) for the process to be gone, so
+    /// the next prompt already says so.
+    fn wait_for_exit(&self) {
+        let Some(name) = &self.selected else { return };
+        let Ok(r) = RegionReader::open(&self.dir, name) else {
+            return;
+        };
+        let deadline = Instant::now() + self.wait;
+        while r.is_alive() && !r.is_replaced() {
+            if Instant::now() >= deadline {
+                eprintln!(
+                    "spyctl: note: {name} accepted exit but is still running after {} s",
+                    self.wait.as_secs_f64()
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The prompt: the selected process and its run state, read now.
