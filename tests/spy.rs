@@ -35,11 +35,21 @@ pub struct Producer {
 
 impl Producer {
     pub fn start(path: std::path::PathBuf, cap: u64, size: usize, period: Duration) -> Producer {
+        Self::start_at(path, cap, size, period, 0)
+    }
+
+    pub fn start_at(
+        path: std::path::PathBuf,
+        cap: u64,
+        size: usize,
+        period: Duration,
+        first: u64,
+    ) -> Producer {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let mut w = CircWriter::create(&path, cap).expect("farm buffer");
         let handle = std::thread::spawn(move || {
-            let mut evnr = 0;
+            let mut evnr = first;
             while !s.load(Ordering::Relaxed) {
                 evnr += 1;
                 w.write(evnr, &payload(evnr, size)).unwrap();
@@ -126,4 +136,413 @@ fn events_flow_end_to_end() {
     }
     assert_eq!(got, 200, "{}", env.stderr_of("spy1"));
     assert!(env.get_int("spy1", "lastevent") > 0);
+}
+
+/// A port nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_spy(env: &mut Env, name: &str, lname: &str, extra: &[&str]) -> u32 {
+    let mut c = env.command("rspydaemon");
+    c.args(["-n", name, "-c", &format!("init {lname}")])
+        .args(extra);
+    let pid = env.spawn(name, c);
+    env.wait_ready(name, pid);
+    pid
+}
+
+/// Reads `n` events from `r`, checking payloads and order; returns the last event number.
+fn read_events(env: &Env, r: &mut SamplingReader, n: usize, size: usize, after: u64) -> u64 {
+    let mut buf = vec![0u8; size.max(4096) * 2];
+    let mut got = 0;
+    let mut last = after;
+    let t0 = Instant::now();
+    while got < n {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "only {got} of {n} events in 20 s\n{}",
+            env.stderr_of("spy1")
+        );
+        match r.try_read(&mut buf) {
+            Ok(ev) => {
+                assert!(ev.evnr > last, "event {} after {last}", ev.evnr);
+                assert_eq!(
+                    &buf[..ev.len],
+                    &payload(ev.evnr, size)[..],
+                    "event {}",
+                    ev.evnr
+                );
+                last = ev.evnr;
+                got += 1;
+            }
+            Err(TryReadError::Empty) => std::thread::sleep(Duration::from_millis(2)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    last
+}
+
+fn cmd(env: &Env, name: &str, line: &[&str]) -> crate::util::Out {
+    let mut args = vec!["cmd", name];
+    args.extend_from_slice(line);
+    env.shvar(&args)
+}
+
+#[test]
+fn farm_commands_in_every_state() {
+    let mut env = Env::new();
+    let mut c = env.command("farmspydaemon");
+    c.args(["-n", "farm1", "-c", "set port 0"]);
+    let pid = env.spawn("farm1", c);
+    env.wait_ready("farm1", pid);
+    cmd(&env, "farm1", &["start"])
+        .expect_code(1)
+        .stderr_has("not allowed in UNDEFINED_STATE (allowed in: INIT_STATE)");
+    for refused in ["pause", "resume", "update", "end"] {
+        cmd(&env, "farm1", &[refused])
+            .expect_code(1)
+            .stderr_has("UNDEFINED_STATE");
+    }
+    cmd(&env, "farm1", &["init", "B_1_1"]).ok();
+    assert_eq!(env.get("farm1", "bcname"), "B_1_1");
+    cmd(&env, "farm1", &["start"])
+        .expect_code(1)
+        .stderr_has("cannot serve B_1_1: buffer")
+        .stderr_has("does not exist");
+    assert_eq!(env.get("farm1", "runstate"), "INIT_STATE");
+    let _p = Producer::start(env.path("B_1_1"), 1 << 20, 100, Duration::from_millis(1));
+    cmd(&env, "farm1", &["start"])
+        .ok()
+        .stdout_has("listening on port");
+    assert_eq!(env.get("farm1", "runstate"), "RUNNING_STATE");
+    cmd(&env, "farm1", &["init"])
+        .expect_code(1)
+        .stderr_has("not allowed in RUNNING_STATE");
+    cmd(&env, "farm1", &["resume"])
+        .expect_code(1)
+        .stderr_has("allowed in: PAUSE_STATE");
+    cmd(&env, "farm1", &["update"]).ok();
+    cmd(&env, "farm1", &["pause"]).ok();
+    cmd(&env, "farm1", &["update"])
+        .expect_code(1)
+        .stderr_has("not allowed in PAUSE_STATE");
+    cmd(&env, "farm1", &["end"])
+        .expect_code(1)
+        .stderr_has("not allowed in PAUSE_STATE");
+    cmd(&env, "farm1", &["resume"]).ok();
+    cmd(&env, "farm1", &["end"]).ok();
+    assert_eq!(env.get("farm1", "runstate"), "INIT_STATE");
+    cmd(&env, "farm1", &["exit"]).ok();
+    assert_eq!(env.wait_exit("farm1"), 0);
+}
+
+#[test]
+fn rspy_commands_in_every_state() {
+    let mut env = Env::new();
+    let _p = Producer::start(env.path("B_1_1"), 1 << 20, 200, Duration::from_micros(500));
+    let port = start_farm(&mut env, "farm1", "B_1_1");
+    let mut c = env.command("rspydaemon");
+    c.args(["-n", "spy1"]);
+    let pid = env.spawn("spy1", c);
+    env.wait_ready("spy1", pid);
+    // The seed's defaults.
+    for (var, val) in [
+        ("timeout_us", "10000"),
+        ("timeoutcounts", "100"),
+        ("timeouts", "0"),
+        ("raddr", "fibm01-f"),
+        ("rport", "2115"),
+        ("lname", "/tmp/B_1_1"),
+        ("circsize", "1048576"),
+        ("ignored", "0"),
+        ("maxevents", "-1"),
+        ("no_conn", "1"),
+        ("upfreq", "5"),
+        ("upfreq_l", "10"),
+        ("mode", "next"),
+    ] {
+        assert_eq!(env.get("spy1", var), val, "{var}");
+    }
+    for refused in [
+        "start",
+        "pause",
+        "resume",
+        "reconnect",
+        "disconnect",
+        "update",
+        "end",
+    ] {
+        cmd(&env, "spy1", &[refused])
+            .expect_code(1)
+            .stderr_has("UNDEFINED_STATE");
+    }
+    cmd(&env, "spy1", &["init", "L_1"]).ok();
+    assert!(env.path("L_1").exists());
+    cmd(&env, "spy1", &["reconnect"])
+        .expect_code(1)
+        .stderr_has("not allowed in INIT_STATE (allowed in: RUNNING_STATE, PAUSE_STATE)");
+    // start - : serve with no events, raddr untouched.
+    cmd(&env, "spy1", &["start", "-"])
+        .ok()
+        .stdout_has("serving with no events");
+    assert_eq!(env.get("spy1", "raddr"), "fibm01-f");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(env.get_int("spy1", "no_conn"), 1);
+    assert_eq!(env.get_int("spy1", "lastevent"), 0);
+    cmd(&env, "spy1", &["start"])
+        .expect_code(1)
+        .stderr_has("allowed in: INIT_STATE");
+    cmd(&env, "spy1", &["reconnect", "127.0.0.1", &port.to_string()]).ok();
+    assert_eq!(env.get("spy1", "raddr"), "127.0.0.1");
+    assert_eq!(env.get_int("spy1", "rport"), port as i64);
+    env.wait_until("connected", || env.get_int("spy1", "no_conn") == 0);
+    env.wait_until("events", || env.get_int("spy1", "lastevent") > 0);
+    cmd(&env, "spy1", &["pause"]).ok();
+    cmd(&env, "spy1", &["update"])
+        .expect_code(1)
+        .stderr_has("not allowed in PAUSE_STATE");
+    cmd(&env, "spy1", &["end"])
+        .expect_code(1)
+        .stderr_has("not allowed in PAUSE_STATE (allowed in: RUNNING_STATE)");
+    cmd(&env, "spy1", &["disconnect"]).ok();
+    env.wait_until("disconnected", || env.get_int("spy1", "no_conn") == 1);
+    cmd(&env, "spy1", &["reconnect"]).ok();
+    cmd(&env, "spy1", &["resume"]).ok();
+    env.wait_until("connected again", || env.get_int("spy1", "no_conn") == 0);
+    cmd(&env, "spy1", &["update"]).ok();
+    cmd(&env, "spy1", &["start"])
+        .expect_code(1)
+        .stderr_has("not allowed in RUNNING_STATE");
+    cmd(&env, "spy1", &["end"]).ok();
+    assert_eq!(env.get("spy1", "runstate"), "INIT_STATE");
+    assert_eq!(env.get_int("spy1", "no_conn"), 1);
+    cmd(&env, "spy1", &["start", "127.0.0.1", "notaport"])
+        .expect_code(1)
+        .stderr_has("bad rport \"notaport\"");
+    cmd(&env, "spy1", &["exit"]).ok();
+    assert_eq!(env.wait_exit("spy1"), 0);
+}
+
+#[test]
+fn pause_stops_the_flow_and_resume_restarts_it() {
+    let mut env = Env::new();
+    let _p = Producer::start(env.path("B_1_1"), 1 << 20, 300, Duration::from_micros(300));
+    let port = start_farm(&mut env, "farm1", "B_1_1");
+    start_spy(
+        &mut env,
+        "spy1",
+        "L_1",
+        &["-c", &format!("start 127.0.0.1 {port}")],
+    );
+    env.wait_until("events", || env.get_int("spy1", "lastevent") > 0);
+    cmd(&env, "spy1", &["pause"]).ok();
+    std::thread::sleep(Duration::from_millis(200));
+    let a = env.get_int("spy1", "lastevent");
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        env.get_int("spy1", "lastevent"),
+        a,
+        "events kept coming while paused"
+    );
+    cmd(&env, "spy1", &["resume"]).ok();
+    env.wait_until("events after resume", || {
+        env.get_int("spy1", "lastevent") > a
+    });
+    // The same through the farm: pause there stops serving, connections stay.
+    cmd(&env, "farm1", &["pause"]).ok();
+    std::thread::sleep(Duration::from_millis(300));
+    let b = env.get_int("spy1", "lastevent");
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(env.get_int("spy1", "lastevent"), b);
+    assert_eq!(env.get_int("farm1", "clients"), 1);
+    cmd(&env, "farm1", &["resume"]).ok();
+    env.wait_until("events after farm resume", || {
+        env.get_int("spy1", "lastevent") > b
+    });
+}
+
+#[test]
+fn reconnect_to_a_second_farm_and_disconnect() {
+    let mut env = Env::new();
+    let _p1 = Producer::start(env.path("B_1"), 1 << 20, 500, Duration::from_micros(500));
+    let _p2 = Producer::start_at(env.path("B_2"), 1 << 20, 500, Duration::from_micros(500), 0);
+    let port1 = start_farm(&mut env, "farm1", "B_1");
+    let port2 = start_farm(&mut env, "farm2", "B_2");
+    start_spy(
+        &mut env,
+        "spy1",
+        "L_1",
+        &["-c", &format!("start 127.0.0.1 {port1}")],
+    );
+    let mut r = SamplingReader::open_with(&env.path("L_1"), StartAt::Oldest).unwrap();
+    read_events(&env, &mut r, 50, 500, 0);
+    cmd(
+        &env,
+        "spy1",
+        &["reconnect", "127.0.0.1", &port2.to_string()],
+    )
+    .ok();
+    env.wait_until("farm2 to serve spy1", || {
+        env.get_int("farm2", "clients") == 1
+    });
+    env.wait_until("farm1 to lose spy1", || {
+        env.get_int("farm1", "clients") == 0
+    });
+    // farm2's numbering is its own: the local buffer starts a new instance, readers follow.
+    let mut got = 0;
+    let mut buf = vec![0u8; 4096];
+    let t0 = Instant::now();
+    while got < 50 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{}",
+            env.stderr_of("spy1")
+        );
+        match r.try_read(&mut buf) {
+            Ok(ev) => {
+                assert_eq!(&buf[..ev.len], &payload(ev.evnr, 500)[..]);
+                got += 1;
+            }
+            Err(TryReadError::Empty) => std::thread::sleep(Duration::from_millis(2)),
+            Err(TryReadError::ProducerGone(g)) if g.recreated => {
+                r = SamplingReader::open_with(&env.path("L_1"), StartAt::Oldest).unwrap();
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    cmd(&env, "spy1", &["disconnect"]).ok();
+    env.wait_until("disconnect", || env.get_int("farm2", "clients") == 0);
+    assert_eq!(env.get_int("spy1", "no_conn"), 1);
+    let last = env.get_int("spy1", "lastevent");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(env.get_int("spy1", "lastevent"), last);
+    // What the buffer holds is still served.
+    let mut r2 = SamplingReader::open_with(&env.path("L_1"), StartAt::Oldest).unwrap();
+    assert!(r2.try_read(&mut buf).is_ok());
+    cmd(&env, "spy1", &["reconnect"]).ok();
+    env.wait_until("reconnected", || env.get_int("spy1", "lastevent") > last);
+}
+
+/// Events per packet since the last start/resume, from the sg_* statistics.
+fn events_per_packet(env: &Env) -> (i64, i64) {
+    cmd(env, "spy1", &["update"]).ok();
+    (
+        env.get_int("spy1", "sg_events"),
+        env.get_int("spy1", "sg_packs"),
+    )
+}
+
+#[test]
+fn maxevents_takes_effect_while_running() {
+    let mut env = Env::new();
+    let mut w = CircWriter::create(&env.path("B_1_1"), 8 << 20).unwrap();
+    let mut evnr = 0u64;
+    let mut burst = |w: &mut CircWriter, n: u64| {
+        for _ in 0..n {
+            evnr += 1;
+            w.write(evnr, &payload(evnr, 100)).unwrap();
+        }
+        evnr
+    };
+    let port = start_farm(&mut env, "farm1", "B_1_1");
+    start_spy(
+        &mut env,
+        "spy1",
+        "L_1",
+        &[
+            "-c",
+            "set circsize 8000000",
+            "-c",
+            "init",
+            "-c",
+            &format!("start 127.0.0.1 {port}"),
+        ],
+    );
+    env.wait_until("connected", || env.get_int("spy1", "no_conn") == 0);
+    // Paused, a backlog builds up in the farm buffer; after resume it comes in big packets.
+    cmd(&env, "spy1", &["pause"]).ok();
+    let last = burst(&mut w, 3000);
+    cmd(&env, "spy1", &["resume"]).ok();
+    env.wait_until("the backlog", || {
+        env.get_int("spy1", "lastevent") == last as i64
+    });
+    // (Requests still in flight when pause came may bring part of it before resume.)
+    let (ev, packs) = events_per_packet(&env);
+    assert!(ev > 2000, "{ev}");
+    assert!(
+        packs < 60,
+        "{ev} events in {packs} packets: no big packets without a limit"
+    );
+    // maxevents 50, set while running, limits the next packets.
+    env.shvar(&["set", "spy1", "maxevents", "50"])
+        .ok()
+        .stdout_has("maxevents: -1 -> 50");
+    cmd(&env, "spy1", &["pause"]).ok();
+    let last = burst(&mut w, 3000);
+    cmd(&env, "spy1", &["resume"]).ok();
+    env.wait_until("the backlog", || {
+        env.get_int("spy1", "lastevent") == last as i64
+    });
+    let (ev, packs) = events_per_packet(&env);
+    assert!(ev > 2000, "{ev}");
+    assert!(
+        ev <= 50 * packs,
+        "{ev} events in {packs} packets with maxevents 50"
+    );
+    assert_eq!(env.get_int("spy1", "packevents"), 50);
+}
+
+#[test]
+fn counters_reset_on_start_and_ignored_counts_large_events() {
+    let mut env = Env::new();
+    let mut w = CircWriter::create(&env.path("B_1_1"), 4 << 20).unwrap();
+    let port = start_farm(&mut env, "farm1", "B_1_1");
+    start_spy(
+        &mut env,
+        "spy1",
+        "L_1",
+        &[
+            "-c",
+            "set timeout_us 1000",
+            "-c",
+            "set timeoutcounts 3",
+            "-c",
+            &format!("start 127.0.0.1 {port}"),
+        ],
+    );
+    env.wait_until("connected", || env.get_int("spy1", "no_conn") == 0);
+    // No events: waits time out, every 3 in a row count one.
+    env.wait_until("timeouts", || env.get_int("spy1", "timeouts") >= 3);
+    // A 600 kB event does not fit a 1 MiB local buffer (at most half of it per event).
+    w.write(1, &payload(1, 600_000)).unwrap();
+    w.write(2, &payload(2, 100)).unwrap();
+    env.wait_until("the big event ignored", || {
+        env.get_int("spy1", "ignored") == 1
+    });
+    env.wait_until("the small one delivered", || {
+        env.get_int("spy1", "lastevent") == 2
+    });
+    cmd(&env, "spy1", &["end"]).ok();
+    assert!(env.get_int("spy1", "timeouts") > 0);
+    cmd(&env, "spy1", &["start"]).ok();
+    assert_eq!(
+        env.get_int("spy1", "timeouts"),
+        0,
+        "timeouts not reset by start"
+    );
+    assert_eq!(
+        env.get_int("spy1", "ignored"),
+        0,
+        "ignored not reset by start"
+    );
+    assert!(
+        env.get_int("spy1", "sg_packs") <= 1,
+        "sg_packs not reset by start"
+    );
+    drop(w);
 }

@@ -76,7 +76,7 @@ pub struct Remote {
     vars: Vars,
     writer: Option<CircWriter>,
     control: Arc<Control>,
-    worker: Option<JoinHandle<CircWriter>>,
+    worker: Option<JoinHandle<Option<CircWriter>>>,
 }
 
 impl std::fmt::Debug for Remote {
@@ -140,7 +140,7 @@ impl Remote {
         if let Some(w) = self.worker.take() {
             self.control.stop.store(true, Ordering::Relaxed);
             if let Ok(writer) = w.join() {
-                self.writer = Some(writer);
+                self.writer = writer;
             }
             self.control.stop.store(false, Ordering::Relaxed);
         }
@@ -307,12 +307,14 @@ impl App for Remote {
 /// The prefetch thread: keeps the local buffer filled from the farm, reconnecting with capped
 /// backoff when the farm side goes away. Returns the writer when told to stop.
 fn prefetch(
-    mut writer: CircWriter,
+    writer: CircWriter,
     vars: &Vars,
     control: &Control,
     stats: &Stats,
     log: &EventLog,
-) -> CircWriter {
+) -> Option<CircWriter> {
+    let path = writer.path().to_owned();
+    let capacity = writer.stats().capacity;
     let mut conn: Option<SpyClient> = None;
     let mut generation = u64::MAX;
     let mut backoff = BACKOFF.0;
@@ -324,9 +326,22 @@ fn prefetch(
     let mut last_err = String::new();
     let mut last_evnr = writer.stats().last_evnr.unwrap_or(0);
     let max_event = writer.max_event();
+    let mut writer = Some(writer);
+    let mut target_seen: Option<(String, u16)> = None;
     while !control.stop.load(Ordering::Relaxed) {
+        if writer.is_none() {
+            // The buffer could not be re-created: try again every second.
+            std::thread::sleep(Duration::from_secs(1));
+            writer = CircWriter::create(&path, capacity).ok();
+            continue;
+        }
         let g = control.generation.load(Ordering::Relaxed);
         if g != generation {
+            if generation != u64::MAX && *control.target.lock() != target_seen {
+                // Another farm: its numbering is its own.
+                last_evnr = 0;
+            }
+            target_seen = control.target.lock().clone();
             generation = g;
             if conn.take().is_some() {
                 log.info("connection dropped");
@@ -427,14 +442,29 @@ fn prefetch(
                                 vars.ignored.add(1);
                                 continue;
                             }
-                            match writer.write(evnr, data) {
+                            let Some(w) = writer.as_mut() else { break };
+                            match w.write(evnr, data) {
                                 Ok(()) => {
                                     n += 1;
                                     bytes += data.len() as u64;
                                     last_evnr = evnr;
                                 }
                                 Err(WriteError::NotIncreasing { .. }) => {
-                                    // Already have it (a pipelined request crossed a reconnect).
+                                    match recreate(writer.take().expect("writer"), log) {
+                                        Ok(mut w) => {
+                                            if w.write(evnr, data).is_ok() {
+                                                n += 1;
+                                                bytes += data.len() as u64;
+                                                last_evnr = evnr;
+                                            }
+                                            writer = Some(w);
+                                        }
+                                        Err(msg) => {
+                                            log.error(&msg);
+                                            vars.lasterror.set(&msg);
+                                            break;
+                                        }
+                                    }
                                 }
                                 Err(e) => {
                                     vars.ignored.add(1);
@@ -486,6 +516,22 @@ fn prefetch(
     }
     vars.no_conn.set(1);
     writer
+}
+
+/// Replaces the local buffer by a new instance of the same name and size (the farm's event
+/// numbers went back: another farm, or its producer restarted). Readers re-attach to it.
+fn recreate(old: CircWriter, log: &EventLog) -> Result<CircWriter, String> {
+    let path = old.path().to_owned();
+    let cap = old.stats().capacity;
+    let last = old.stats().last_evnr.unwrap_or(0);
+    drop(old);
+    let w = CircWriter::create(&path, cap)
+        .map_err(|e| format!("cannot re-create buffer {}: {e}", path.display()))?;
+    log.warn(format!(
+        "event numbers went back below {last}: buffer {} re-created, readers re-attach",
+        path.display()
+    ));
+    Ok(w)
 }
 
 /// A wait for data gave up after `timeout_us`; `timeoutcounts` of them in a row count one

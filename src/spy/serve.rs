@@ -103,10 +103,17 @@ pub fn serve(mut sock: TcpStream, shared: &FarmShared, count: &dyn Counter) -> E
             return End::Buffer(msg);
         }
     };
+    // After a reconnect the client names the last event it has: skip up to it, unless this
+    // buffer never got that far (its producer restarted its numbering).
+    let newest = reader.buffer_stats().last_evnr.unwrap_or(0);
     let mut conn = Conn {
         buf: Vec::with_capacity(1 << 20),
         lost_seen: 0,
-        last_sent: req.last_evnr,
+        last_sent: if req.last_evnr <= newest {
+            req.last_evnr
+        } else {
+            0
+        },
     };
     // Later requests arrive while we may be waiting for events; read them without blocking.
     let _ = sock.set_read_timeout(None);
@@ -219,7 +226,7 @@ impl Conn {
                 break; // The event stays next.
             }
             let evnr = p.evnr();
-            if req.mode == Mode::Next && evnr <= self.last_sent && req.last_evnr != 0 {
+            if req.mode == Mode::Next && evnr <= self.last_sent {
                 // Already delivered before a reconnect: skip it.
                 let _ = p.finish();
                 continue;
