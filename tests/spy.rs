@@ -74,17 +74,13 @@ impl Drop for Producer {
 }
 
 fn start_farm(env: &mut Env, name: &str, buffer: &str) -> u16 {
+    start_farm_on(env, name, buffer, 0)
+}
+
+fn start_farm_on(env: &mut Env, name: &str, buffer: &str, port: u16) -> u16 {
     let mut c = env.command("farmspydaemon");
-    c.args([
-        "-n",
-        name,
-        "-c",
-        &format!("init {buffer}"),
-        "-c",
-        "set port 0",
-        "-c",
-        "start",
-    ]);
+    let (init, set) = (format!("init {buffer}"), format!("set port {port}"));
+    c.args(["-n", name, "-c", &init, "-c", &set, "-c", "start"]);
     let pid = env.spawn(name, c);
     env.wait_ready(name, pid);
     env.wait_until("the farm to listen", || {
@@ -545,4 +541,219 @@ fn counters_reset_on_start_and_ignored_counts_large_events() {
         "sg_packs not reset by start"
     );
     drop(w);
+}
+
+#[test]
+fn farm_killed_and_restarted_rspy_recovers_by_itself() {
+    let mut env = Env::new();
+    let _p = Producer::start(env.path("B_1_1"), 1 << 20, 400, Duration::from_micros(500));
+    let port = free_port();
+    start_farm_on(&mut env, "farm1", "B_1_1", port);
+    start_spy(
+        &mut env,
+        "spy1",
+        "L_1",
+        &["-c", &format!("start 127.0.0.1 {port}")],
+    );
+    let mut r = SamplingReader::open_with(&env.path("L_1"), StartAt::Oldest).unwrap();
+    let last = read_events(&env, &mut r, 50, 400, 0);
+    env.kill9("farm1");
+    env.wait_until("no_conn", || env.get_int("spy1", "no_conn") == 1);
+    let e = env.get("spy1", "lasterror");
+    assert!(e.contains("127.0.0.1"), "lasterror {e:?}");
+    // The local buffer keeps serving what it holds.
+    let mut r2 = SamplingReader::open_with(&env.path("L_1"), StartAt::Oldest).unwrap();
+    let mut buf = vec![0u8; 4096];
+    assert!(r2.try_read(&mut buf).is_ok());
+    // Commands are still answered while it retries.
+    cmd(&env, "spy1", &["status"])
+        .ok()
+        .stdout_has("not connected");
+    start_farm_on(&mut env, "farm1", "B_1_1", port);
+    env.wait_until("reconnected", || env.get_int("spy1", "no_conn") == 0);
+    read_events(&env, &mut r, 50, 400, last);
+    assert!(env.get_int("spy1", "reconnects") >= 1);
+}
+
+#[test]
+fn rspy_killed_and_restarted_readers_reattach() {
+    let mut env = Env::new();
+    let _p = Producer::start(env.path("B_1_1"), 1 << 20, 400, Duration::from_micros(500));
+    let port = start_farm(&mut env, "farm1", "B_1_1");
+    start_spy(
+        &mut env,
+        "spy1",
+        "L_1",
+        &["-c", &format!("start 127.0.0.1 {port}")],
+    );
+    let mut r = SamplingReader::open_with(&env.path("L_1"), StartAt::Oldest).unwrap();
+    read_events(&env, &mut r, 20, 400, 0);
+    env.kill9("spy1");
+    start_spy(&mut env, "spy1", "L_1", &[]);
+    cmd(&env, "spy1", &["start", "127.0.0.1", &port.to_string()]).ok();
+    // The reader learns that the buffer was re-created and re-attaches.
+    let mut buf = vec![0u8; 4096];
+    let t0 = Instant::now();
+    loop {
+        assert!(t0.elapsed() < Duration::from_secs(20));
+        match r.try_read(&mut buf) {
+            Err(TryReadError::ProducerGone(g)) if g.recreated => break,
+            Err(TryReadError::ProducerGone(_)) | Ok(_) | Err(TryReadError::Empty) => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    r.reopen().unwrap();
+    read_events(&env, &mut r, 20, 400, 0);
+}
+
+/// A fake farm: accepts connections and does `f` with each.
+fn fake_farm(f: impl Fn(std::net::TcpStream) + Send + Sync + 'static) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let f = Arc::new(f);
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let f = f.clone();
+            std::thread::spawn(move || f(s));
+        }
+    });
+    port
+}
+
+#[test]
+fn a_farm_that_answers_garbage() {
+    use std::io::{Read, Write};
+    let mut env = Env::new();
+    let port = fake_farm(|mut s| {
+        let mut b = [0u8; 32];
+        let _ = s.read_exact(&mut b);
+        let _ = s.write_all(&crate::util::junk(10_000, 3));
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    start_spy(
+        &mut env,
+        "spy1",
+        "L_1",
+        &["-c", &format!("start 127.0.0.1 {port}")],
+    );
+    env.wait_until("the garbage to be reported", || {
+        env.get("spy1", "lasterror")
+            .contains("is not a farm spy daemon")
+    });
+    assert_eq!(env.get_int("spy1", "lastevent"), 0);
+    cmd(&env, "spy1", &["status"]).ok();
+    // It keeps retrying, with backoff, and stays responsive.
+    std::thread::sleep(Duration::from_millis(500));
+    cmd(&env, "spy1", &["end"]).ok();
+}
+
+#[test]
+fn a_farm_that_never_answers() {
+    use std::io::Read;
+    let mut env = Env::new();
+    let port = fake_farm(|mut s| {
+        let mut b = [0u8; 1024];
+        while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+    });
+    start_spy(
+        &mut env,
+        "spy1",
+        "L_1",
+        &[
+            "-c",
+            "set timeout_us 2000",
+            "-c",
+            "set timeoutcounts 5",
+            "-c",
+            &format!("start 127.0.0.1 {port}"),
+        ],
+    );
+    env.wait_until("connected", || env.get_int("spy1", "no_conn") == 0);
+    env.wait_until("timeouts to grow", || env.get_int("spy1", "timeouts") >= 5);
+    let t = env.get_int("spy1", "timeouts");
+    env.wait_until("timeouts to keep growing", || {
+        env.get_int("spy1", "timeouts") > t
+    });
+    // Nothing hangs: commands are answered at once.
+    cmd(&env, "spy1", &["pause"]).ok();
+    cmd(&env, "spy1", &["resume"]).ok();
+    cmd(&env, "spy1", &["end"]).ok();
+    cmd(&env, "spy1", &["exit"]).ok();
+    assert_eq!(env.wait_exit("spy1"), 0);
+}
+
+#[test]
+fn junk_clients_do_not_hurt_a_good_one() {
+    use std::io::{Read, Write};
+    let mut env = Env::new();
+    let _p = Producer::start(env.path("B_1_1"), 1 << 20, 300, Duration::from_micros(300));
+    let port = start_farm(&mut env, "farm1", "B_1_1");
+    cmd(&env, "farm1", &["update"]).ok();
+    start_spy(
+        &mut env,
+        "spy1",
+        "L_1",
+        &["-c", &format!("start 127.0.0.1 {port}")],
+    );
+    let mut r = SamplingReader::open_with(&env.path("L_1"), StartAt::Oldest).unwrap();
+    let mut last = read_events(&env, &mut r, 20, 300, 0);
+    let mut bad = 0;
+    for seed in 1..=20u64 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        // Garbage, a wrong magic, a valid magic with an absurd version.
+        let junk = match seed % 3 {
+            0 => crate::util::junk(5000, seed),
+            1 => b"GET / HTTP/1.0\r\n\r\n\0\0\0\0\0\0\0\0\0\0\0\0\0\0".to_vec(),
+            _ => {
+                let mut b = b"KSpQ".to_vec();
+                b.extend_from_slice(&[0xff; 28]);
+                b
+            }
+        };
+        let _ = s.write_all(&junk);
+        // The farm answers with an error packet and closes.
+        let mut reply = Vec::new();
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = s.read_to_end(&mut reply);
+        assert!(
+            reply.starts_with(b"KSpA"),
+            "no error packet for junk {seed}"
+        );
+        bad += 1;
+        last = read_events(&env, &mut r, 2, 300, last);
+    }
+    env.wait_until("badreqs", || env.get_int("farm1", "badreqs") >= bad);
+    // Silence is dropped too (after 5 s), and the good client never stopped.
+    let _silent = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    env.wait_until("the silent one dropped", || {
+        env.get_int("farm1", "badreqs") > bad
+    });
+    read_events(&env, &mut r, 20, 300, last);
+    assert_eq!(env.get_int("farm1", "clients"), 1);
+}
+
+#[test]
+fn maxclients_refuses_more() {
+    use std::io::{Read, Write};
+    let mut env = Env::new();
+    let _p = Producer::start(env.path("B_1_1"), 1 << 20, 300, Duration::from_millis(1));
+    let port = start_farm(&mut env, "farm1", "B_1_1");
+    env.shvar(&["set", "farm1", "maxclients", "1"]).ok();
+    start_spy(
+        &mut env,
+        "spy1",
+        "L_1",
+        &["-c", &format!("start 127.0.0.1 {port}")],
+    );
+    env.wait_until("one client", || env.get_int("farm1", "clients") == 1);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let _ = s.write_all(&[0u8; 32]);
+    let mut reply = Vec::new();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.read_to_end(&mut reply);
+    assert!(String::from_utf8_lossy(&reply)
+        .contains("too many clients: this daemon serves at most 1 (maxclients)"));
+    assert_eq!(env.get_int("farm1", "clients"), 1);
 }
