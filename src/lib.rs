@@ -13,6 +13,8 @@ pub mod client;
 pub mod command;
 pub mod ctl;
 pub mod eventlog;
+pub mod evgen;
+pub mod payload;
 pub mod process;
 pub mod spy;
 pub mod state;
