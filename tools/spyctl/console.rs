@@ -115,6 +115,11 @@ impl Console {
         &self.dir
     }
 
+    /// Whether this is the interactive console (not a script).
+    pub fn interactive(&self) -> bool {
+        self.interactive
+    }
+
     pub fn selected(&self) -> Option<&ProcName> {
         self.selected.as_ref()
     }

@@ -38,11 +38,13 @@ pub fn open(c: &mut Console, args: &[String]) -> anyhow::Result<()> {
             st.error
                 .unwrap_or_else(|| format!("cannot read the region of {name}"))
         ),
-        other => eprintln!(
+        // A script learns it from the first command that fails; the console tells at once.
+        other if c.interactive() => eprintln!(
             "spyctl: note: {name} is not running ({} pid {}): its variables show their last values; start it again to send it commands",
             if other == "stopped" { "exited, was" } else { "died, was" },
             st.pid
         ),
+        _ => {}
     }
     c.select(name);
     Ok(())
