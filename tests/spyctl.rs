@@ -355,6 +355,27 @@ fn script_options_run_in_order() {
     );
     assert_eq!(env.get("t1", "runstate"), "RUNNING_STATE");
     assert_eq!(env.get("t1", "label"), "two words");
+
+    // `vars`: every variable, read from the region, with type, access, value and unit.
+    let out = script(&env, &["-n", "t1", "-c", "set rate 25", "-c", "vars"]);
+    out.ok();
+    let row = |name: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{}", out.stdout))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(row("rate")[..5], ["rate", "INTEGER", "R/W", "25", "Hz"]);
+    assert_eq!(
+        row("label")[..5],
+        ["label", "STRING", "R/W", "two", "words"]
+    );
+    assert_eq!(
+        row("runstate")[..4],
+        ["runstate", "ENUM", "R", "RUNNING_STATE"]
+    );
 }
 
 #[test]
