@@ -3,6 +3,7 @@
 
 mod util;
 
+mod circ_tools;
 mod framework;
 mod shvar_tool;
 mod spy;
