@@ -55,11 +55,15 @@ impl Env {
         c
     }
 
-    /// Starts evgen `name` and waits until it serves commands.
+    /// Starts evgen `name` and waits until it serves commands and has run its start-up
+    /// commands (the control FIFO appears before them).
     fn start_evgen(&mut self, name: &str, args: &[&str]) -> u32 {
         let c = self.evgen(name, args);
         let pid = self.spawn(name, c);
         self.wait_ready(name, pid);
+        self.wait_until(&format!("{name} to leave UNDEFINED_STATE"), || {
+            self.get(name, "runstate") != "UNDEFINED_STATE"
+        });
         pid
     }
 }
