@@ -85,7 +85,9 @@ pub struct CircHeader {
     pub(crate) space_seq: AtomicU32,
     pub(crate) producer_waiting: AtomicU32,
     pub(crate) reg_seq: AtomicU64,
-    pub(crate) _pad4: [u64; 6],
+    /// The position every lossless reader must reach before the waiting producer goes on.
+    pub(crate) space_target: AtomicU64,
+    pub(crate) _pad4: [u64; 5],
 }
 
 impl CircHeader {
@@ -331,6 +333,7 @@ mod tests {
         assert_eq!(offset_of!(CircHeader, space_seq), 256);
         assert_eq!(offset_of!(CircHeader, producer_waiting), 260);
         assert_eq!(offset_of!(CircHeader, reg_seq), 264);
+        assert_eq!(offset_of!(CircHeader, space_target), 272);
         assert_eq!(offset_of!(ReaderSlot, token), 0);
         assert_eq!(offset_of!(ReaderSlot, pos), 8);
         assert_eq!(offset_of!(ReaderSlot, pid), 16);

@@ -26,8 +26,12 @@ use super::view::View;
 
 /// Longest single futex sleep: a sleeping reader re-checks the producer's liveness this often.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
+/// Iterations of the bounded spin before a reader sleeps.
+const SPIN_LIMIT: u32 = 2000;
 /// How often an idle reader tests whether the producer is alive (a system call).
 const LIVENESS_EVERY: Duration = Duration::from_millis(100);
+/// First sleep after a reader announces itself (covers the producer's unfenced commit).
+const FIRST_SLICE: Duration = Duration::from_millis(1);
 /// A reader that cannot write the header (read-only file) polls this often instead.
 const POLL_SLICE: Duration = Duration::from_millis(1);
 
@@ -272,7 +276,7 @@ impl<S: Storage> Core<S> {
                 .token
                 .compare_exchange(l.token, 0, Ordering::SeqCst, Ordering::SeqCst);
             self.v.st.unlock_reader_slot(l.slot);
-            self.notify_producer();
+            self.notify_producer_leaving();
         }
     }
 
@@ -293,9 +297,21 @@ impl<S: Storage> Core<S> {
         }
     }
 
-    /// Wakes the producer if it sleeps waiting for lossless readers.
+    /// Wakes the producer if it sleeps waiting for lossless readers and this reader's
+    /// position reached what it waits for.
     #[inline]
     fn notify_producer(&self) {
+        let h = self.v.header();
+        if h.producer_waiting.load(Ordering::Relaxed) != 0
+            && self.rpos >= h.space_target.load(Ordering::Relaxed)
+        {
+            h.space_seq.fetch_add(1, Ordering::SeqCst);
+            futex::wake_all(&h.space_seq);
+        }
+    }
+
+    /// Wakes the producer unconditionally if it waits (a reader leaving the table).
+    fn notify_producer_leaving(&self) {
         let h = self.v.header();
         if h.producer_waiting.load(Ordering::SeqCst) != 0 {
             h.space_seq.fetch_add(1, Ordering::SeqCst);
@@ -389,7 +405,10 @@ impl<S: Storage> Core<S> {
     fn publish_pos(&mut self) {
         if let Some(l) = &self.lossless {
             let s = &self.v.slots()[l.slot];
-            s.pos.store(self.rpos, Ordering::SeqCst);
+            // Release: the producer may reuse the space below once it sees this. Not SeqCst (a
+            // locked instruction per event); the producer's first sleep covers the window in
+            // which it may miss this store (see writer.rs, `wait_for_readers`).
+            s.pos.store(self.rpos, Ordering::Release);
             self.notify_producer();
         }
     }
@@ -513,8 +532,29 @@ impl<S: Storage> Core<S> {
         self.v.header().head.load(Ordering::SeqCst) > self.rpos
     }
 
+    /// Spins briefly (bounded, some tens of microseconds) for the next commit: cheaper than a futex
+    /// round trip when events come back to back. True if something arrived.
+    fn spin(&self) -> bool {
+        for _ in 0..SPIN_LIMIT {
+            if self.has_data() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        false
+    }
+
     /// Sleeps until the producer commits something past our position, closes, or `limit`
     /// passes (at most WAIT_SLICE, so that liveness gets re-checked).
+    ///
+    /// The reader announces itself in `waiters`; the producer, seeing a non-zero count after a
+    /// commit, resets it, bumps `wake_seq` and wakes everyone sleeping on it. Because the
+    /// producer's commit does not fence its head store against its load of `waiters`, an
+    /// announcement made in the same instant as a commit may be missed by that commit; the
+    /// first sleep after announcing is therefore short (FIRST_SLICE), after which the
+    /// announcement is visible to every later commit. Sleeping again is only safe while
+    /// `wake_seq` is unchanged (a change means the count was reset: go round and announce
+    /// again).
     fn wait(&mut self, limit: Duration) {
         let h = self.v.header();
         let limit = limit.min(WAIT_SLICE);
@@ -526,17 +566,26 @@ impl<S: Storage> Core<S> {
             }
             return;
         }
+        let start = Instant::now();
         h.waiters.fetch_add(1, Ordering::SeqCst);
         let seen = h.wake_seq.load(Ordering::SeqCst);
-        if !self.has_data() && h.state.load(Ordering::SeqCst) != STATE_CLOSED {
-            if let Some(l) = &self.lossless {
-                self.v.slots()[l.slot]
-                    .active_ns
-                    .store(now_ns(), Ordering::Relaxed);
-            }
-            futex::wait(&h.wake_seq, seen, limit);
+        if self.has_data() || h.state.load(Ordering::SeqCst) == STATE_CLOSED {
+            return;
         }
-        h.waiters.fetch_sub(1, Ordering::SeqCst);
+        if let Some(l) = &self.lossless {
+            self.v.slots()[l.slot]
+                .active_ns
+                .store(now_ns(), Ordering::Relaxed);
+        }
+        futex::wait(&h.wake_seq, seen, limit.min(FIRST_SLICE));
+        if self.has_data() || h.wake_seq.load(Ordering::SeqCst) != seen {
+            return;
+        }
+        if let Some(rest) = limit.checked_sub(start.elapsed()) {
+            futex::wait(&h.wake_seq, seen, rest);
+        }
+        // No decrement: the producer resets the count when it wakes (a stale count costs it one
+        // spurious wake, never a missed one).
     }
 
     pub(crate) fn read_timeout(
@@ -557,7 +606,9 @@ impl<S: Storage> Core<S> {
                 },
                 None => WAIT_SLICE,
             };
-            self.wait(left);
+            if !self.spin() {
+                self.wait(left);
+            }
         }
     }
 
@@ -578,7 +629,9 @@ impl<S: Storage> Core<S> {
                 },
                 None => WAIT_SLICE,
             };
-            self.wait(left);
+            if !self.spin() {
+                self.wait(left);
+            }
         }
     }
 

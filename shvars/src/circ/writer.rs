@@ -7,13 +7,13 @@
 //! space, or space no lossless reader holds) makes no system call: a futex wake is issued only
 //! when a reader has announced that it sleeps.
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
 use super::error::{CreateError, WriteError};
 use super::futex;
-use super::layout::{decode, read_record, Record};
 use super::layout::{
     encode_event, encode_pad, file_size, fmix64, now_ns, record_size, write_record, CircHeader,
     DATA_OFFSET, MAGIC, MAX_CAPACITY, MIN_CAPACITY, READER_SLOTS, RECORD_HEADER, STATE_CLOSED,
@@ -26,6 +26,9 @@ use crate::RuntimeDir;
 
 /// Default time a lossless reader may block the producer before it is evicted.
 pub const DEFAULT_LOSSLESS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// First sleep of a blocked producer (covers the readers' unfenced position stores).
+const FIRST_SLICE: Duration = Duration::from_millis(1);
 
 /// How often a blocked producer re-checks whether the readers blocking it are alive.
 const LIVENESS_POLL: Duration = Duration::from_millis(10);
@@ -143,6 +146,8 @@ pub struct CircWriter<S: Storage = FileStorage> {
     tail: u64,
     /// Stream position of the latest committed record.
     last: u64,
+    /// Stream positions of the records in the ring, oldest first (private to the producer).
+    starts: VecDeque<u64>,
     seq: u64,
     last_evnr: Option<u64>,
     bytes: u64,
@@ -270,6 +275,7 @@ impl<S: Storage> CircWriter<S> {
             head_off: 0,
             tail: 0,
             last: 0,
+            starts: VecDeque::new(),
             seq: 0,
             last_evnr: None,
             bytes: 0,
@@ -383,39 +389,24 @@ impl<S: Storage> CircWriter<S> {
     }
 
     /// Reclaims space so that every stream position below `need` may be overwritten: advances
-    /// `tail` over whole records (a chunk further than needed, so that this happens rarely),
+    /// `tail` to a record start (a chunk further than needed, so that this happens rarely),
     /// publishes it, and waits for lossless readers still behind it.
     #[cold]
     fn make_room(&mut self, need: u64) {
-        let data = self.v.data();
         // Reclaim a chunk ahead, but never the latest event unless it must go.
         let target = need.max((need + self.chunk).min(self.last));
-        let mut t = self.tail;
+        // Drop the oldest records until the first one left starts at or after the target.
+        // Their starts are kept in private memory, so this never reads (untrusted, and by
+        // now cold) shared memory.
         let mut n = 0;
-        while t < target && t < self.head {
-            let off = t % self.ring;
-            let room = self.ring - off;
-            if room < RECORD_HEADER as u64 {
-                t += room;
-                continue;
+        while let Some(&p) = self.starts.front() {
+            if p >= target {
+                break;
             }
-            // SAFETY: off is 8-aligned and at least RECORD_HEADER bytes remain in the ring.
-            let rec = decode(unsafe { read_record(data, off as usize) }, t);
-            match rec {
-                Some(Record::Pad { total }) if u64::from(total) == room => t += room,
-                Some(Record::Event { len, .. })
-                    if u64::from(len) <= self.max_event && record_size(len.into()) <= room =>
-                {
-                    t += record_size(len.into());
-                    n += 1;
-                }
-                _ => {
-                    // Someone damaged our records: nothing older than head can be trusted.
-                    t = self.head;
-                    break;
-                }
-            }
+            self.starts.pop_front();
+            n += 1;
         }
+        let t = self.starts.front().copied().unwrap_or(self.head);
         self.tail = t.min(self.head).max(self.tail);
         self.overwritten += n;
         let h = self.v.header();
@@ -440,6 +431,7 @@ impl<S: Storage> CircWriter<S> {
         let slots = self.v.slots();
         let mut since: Option<Instant> = None;
         let mut checked_alive: Option<Instant> = None;
+        let mut flag_raised = false;
         loop {
             let mut min = u64::MAX;
             let mut blockers = [0u64; READER_SLOTS];
@@ -458,6 +450,9 @@ impl<S: Storage> CircWriter<S> {
                 }
             }
             if nblock == 0 {
+                if flag_raised {
+                    h.producer_waiting.store(0, Ordering::SeqCst);
+                }
                 self.min_reader = min;
                 return;
             }
@@ -487,20 +482,32 @@ impl<S: Storage> CircWriter<S> {
             if evicted {
                 continue;
             }
-            // Sleep until a reader advances (it wakes us when it sees producer_waiting) or the
-            // next liveness check / the timeout is due.
+            let still = || {
+                blockers.iter().enumerate().any(|(i, &tok)| {
+                    tok != 0
+                        && slots[i].token.load(Ordering::SeqCst) == tok
+                        && slots[i].pos.load(Ordering::SeqCst) < t
+                })
+            };
+            // Sleep until the blocking readers pass `t` (the one that does wakes us) or the
+            // next liveness check / the timeout is due. Readers publish their position with a
+            // plain release store, so one that passes `t` in the instant we raise the flag may
+            // not see it: the first sleep is short, after that the flag is visible to them.
             let seen = h.space_seq.load(Ordering::SeqCst);
-            h.producer_waiting.store(1, Ordering::SeqCst);
-            let still = blockers.iter().enumerate().any(|(i, &tok)| {
-                tok != 0
-                    && slots[i].token.load(Ordering::SeqCst) == tok
-                    && slots[i].pos.load(Ordering::SeqCst) < t
-            });
-            if still {
-                let left = self.timeout.saturating_sub(now.duration_since(start));
-                futex::wait(&h.space_seq, seen, left.min(LIVENESS_POLL));
+            if !flag_raised {
+                h.space_target.store(t, Ordering::SeqCst);
+                h.producer_waiting.store(1, Ordering::SeqCst);
             }
-            h.producer_waiting.store(0, Ordering::SeqCst);
+            if still() {
+                let left = self.timeout.saturating_sub(now.duration_since(start));
+                let slice = if flag_raised {
+                    LIVENESS_POLL
+                } else {
+                    FIRST_SLICE
+                };
+                futex::wait(&h.space_seq, seen, left.min(slice));
+            }
+            flag_raised = true;
         }
     }
 
@@ -521,6 +528,7 @@ impl<S: Storage> CircWriter<S> {
             self.head_off = 0;
         }
         self.last = pos;
+        self.starts.push_back(pos);
         self.seq += 1;
         self.bytes += len as u64;
         self.last_evnr = Some(evnr);
@@ -529,14 +537,27 @@ impl<S: Storage> CircWriter<S> {
         h.events_written.store(self.seq, Ordering::Relaxed);
         h.bytes_written.store(self.bytes, Ordering::Relaxed);
         h.last_evnr.store(evnr, Ordering::Relaxed);
-        // Publish (release: the record and the counters become visible with it). SeqCst orders
-        // it before the load of `waiters` below: a reader that announced itself before this
-        // store is seen, one that announces itself after sees the new head.
-        h.head.store(self.head, Ordering::SeqCst);
-        if h.waiters.load(Ordering::SeqCst) != 0 {
-            h.wake_seq.fetch_add(1, Ordering::SeqCst);
-            futex::wake_all(&h.wake_seq);
+        // Publish (release: the record and the counters become visible with it). This is a
+        // plain store on purpose: a sequentially consistent one (a locked instruction on a line
+        // the readers keep reading) costs a cache miss per event. Without it the load of
+        // `waiters` may overtake the store, so a reader announcing itself in that instant may
+        // not be seen; readers cover that window by making their first sleep short (see
+        // reader.rs, `wait`), and every later commit sees them.
+        h.head.store(self.head, Ordering::Release);
+        if h.waiters.load(Ordering::Relaxed) != 0 {
+            self.wake_readers();
         }
+    }
+
+    /// Wakes every sleeping reader. Resetting the count first means one wake system call per
+    /// sleep, not one per commit until the sleeper has run: a reader that announces itself
+    /// after the reset sleeps on the new `wake_seq` value and is counted again.
+    #[cold]
+    fn wake_readers(&self) {
+        let h = self.v.header();
+        h.waiters.swap(0, Ordering::SeqCst);
+        h.wake_seq.fetch_add(1, Ordering::SeqCst);
+        futex::wake_all(&h.wake_seq);
     }
 
     /// Closes the buffer: readers get every event written so far, then
