@@ -168,12 +168,12 @@ impl Stats {
         let i = &self.inner;
         let n = i.loops.fetch_add(1, Ordering::Relaxed) + 1;
         let up_l = i.vars.upfreq_l.get();
-        if up_l > 0 && n % up_l as u64 == 0 {
+        if up_l > 0 && n.is_multiple_of(up_l as u64) {
             self.refresh(true);
             return;
         }
         let up = i.vars.upfreq.get();
-        if up > 0 && n % up as u64 == 0 {
+        if up > 0 && n.is_multiple_of(up as u64) {
             self.refresh(false);
         }
     }

@@ -106,12 +106,12 @@ impl Farm {
                     .desc("TCP port to listen on (0: any free port; set before start)"),
             )?,
             rcvbuf: r.add_int(
-                VarSpec::int("rcvbuf", 32768).rw().unit("bytes").range(Some(0.0), Some(1e9))
-                    .desc("Socket receive buffer of new connections (0: system default)"),
+                VarSpec::int("rcvbuf", 0).rw().unit("bytes").range(Some(0.0), Some(1e9))
+                    .desc("Socket receive buffer of new connections; 0: the system's, autotuned (KLOE used 32768, far too small for today's rates)"),
             )?,
             sndbuf: r.add_int(
-                VarSpec::int("sndbuf", 32768).rw().unit("bytes").range(Some(0.0), Some(1e9))
-                    .desc("Socket send buffer of new connections (0: system default)"),
+                VarSpec::int("sndbuf", 0).rw().unit("bytes").range(Some(0.0), Some(1e9))
+                    .desc("Socket send buffer of new connections; 0: the system's, autotuned (KLOE used 32768, far too small for today's rates)"),
             )?,
             reuseaddr: r.add_int(
                 VarSpec::int("reuseaddr", 1).rw().range(Some(0.0), Some(1.0))

@@ -1,0 +1,299 @@
+//! The chain under test: a producer thread writes self-checking events into a farm buffer,
+//! farmspydaemon and rspydaemon (real processes) carry them into a local buffer, a lossless
+//! reader checks every byte. The producer stays at most a window of events ahead of the
+//! reader, so no CPU goes into events nobody will read.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use daqproc::payload;
+use shvars::circ::{CircWriter, LosslessReader, ReadTimeoutError};
+use shvars::region::RegionReader;
+use shvars::{ProcName, RuntimeDir};
+
+use crate::cli::Cli;
+
+pub struct Measure {
+    pub mb_per_s: f64,
+    pub events_per_s: f64,
+    pub events: u64,
+}
+
+pub struct Chain {
+    _tmp: tempfile::TempDir,
+    children: Vec<Child>,
+    stop: Arc<AtomicBool>,
+    hold: Arc<AtomicBool>,
+    delivered: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+    threads: Vec<JoinHandle<()>>,
+    first_error: Arc<parking_lot::Mutex<Option<String>>>,
+}
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe().context("locating spybench")?;
+    let p = me.with_file_name(name);
+    if !p.exists() {
+        bail!(
+            "{} not found next to spybench (build every binary: cargo build --release)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    while !f() {
+        if t0.elapsed() > Duration::from_secs(20) {
+            bail!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+fn var(dir: &RuntimeDir, name: &str, v: &str) -> Option<i64> {
+    let r = RegionReader::open(dir, &ProcName::new(name).ok()?).ok()?;
+    Some(r.int(v).ok()?.get())
+}
+
+impl Chain {
+    pub fn start(size: usize, cli: &Cli) -> anyhow::Result<Chain> {
+        let tmp = tempfile::Builder::new().prefix("spybench").tempdir_in(
+            if Path::new("/dev/shm").is_dir() {
+                "/dev/shm"
+            } else {
+                "/tmp"
+            },
+        )?;
+        let dir = RuntimeDir::at(tmp.path());
+        let farm_path = tmp.path().join("FARM");
+        let mut w =
+            CircWriter::create(&farm_path, cli.circsize).context("creating the farm buffer")?;
+        let mut children = Vec::new();
+        let tmp_path = tmp.path().to_owned();
+        let spawn = |bin: &str, args: &[&str]| -> anyhow::Result<Child> {
+            Command::new(sibling(bin)?)
+                .args(args)
+                .env("SHVAR_DIR", &tmp_path)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .with_context(|| format!("starting {bin}"))
+        };
+        children.push(spawn(
+            "farmspydaemon",
+            &[
+                "-n",
+                "bfarm",
+                "-c",
+                "init FARM",
+                "-c",
+                "set port 0",
+                "-c",
+                "start",
+            ],
+        )?);
+        let mut chain = Chain {
+            _tmp: tmp,
+            children,
+            stop: Arc::new(AtomicBool::new(false)),
+            hold: Arc::new(AtomicBool::new(true)),
+            delivered: Arc::new(AtomicU64::new(0)),
+            bytes: Arc::new(AtomicU64::new(0)),
+            errors: Arc::new(AtomicU64::new(0)),
+            threads: Vec::new(),
+            first_error: Arc::new(parking_lot::Mutex::new(None)),
+        };
+        wait_for("farmspydaemon to listen", || {
+            var(&dir, "bfarm", "runstate") == Some(2)
+        })?;
+        let port = var(&dir, "bfarm", "port").context("farm port")?;
+        let circ = format!("set circsize {}", cli.circsize);
+        let mode = format!("set mode {}", cli.mode);
+        let start = format!("start 127.0.0.1 {port}");
+        chain.children.push(spawn(
+            "rspydaemon",
+            &[
+                "-n",
+                "bspy",
+                "-c",
+                &circ,
+                "-c",
+                &mode,
+                "-c",
+                "init LOCAL",
+                "-c",
+                &start,
+            ],
+        )?);
+        wait_for("rspydaemon to connect", || {
+            var(&dir, "bspy", "no_conn") == Some(0)
+        })?;
+        let local = dir.path().join("LOCAL");
+        let mut reader = LosslessReader::open(&local).context("opening the local buffer")?;
+
+        // Producer: keeps at most `window` events ahead of the reader.
+        let window = ((cli.circsize as usize / 4) / (size + 64)).max(4) as u64;
+        let (stop, hold, delivered) = (
+            chain.stop.clone(),
+            chain.hold.clone(),
+            chain.delivered.clone(),
+        );
+        chain.threads.push(std::thread::spawn(move || {
+            let mut evnr = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if hold.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                if evnr >= delivered.load(Ordering::Relaxed) + window {
+                    std::hint::spin_loop();
+                    std::thread::yield_now();
+                    continue;
+                }
+                evnr += 1;
+                match w.reserve(evnr, size) {
+                    Ok(mut r) => {
+                        payload::fill(evnr, r.buf());
+                        r.commit();
+                    }
+                    Err(_) => return,
+                }
+            }
+        }));
+        // Reader: checks order and every byte.
+        let (stop, delivered, bytes, errors, first) = (
+            chain.stop.clone(),
+            chain.delivered.clone(),
+            chain.bytes.clone(),
+            chain.errors.clone(),
+            chain.first_error.clone(),
+        );
+        chain.threads.push(std::thread::spawn(move || {
+            let mut buf = vec![0u8; size];
+            let mut last = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                match reader.read_timeout(&mut buf, Duration::from_millis(100)) {
+                    Ok(ev) => {
+                        let bad = if ev.evnr <= last {
+                            Some(format!("event {} after {last}", ev.evnr))
+                        } else {
+                            payload::verify(ev.evnr, &buf[..ev.len])
+                                .err()
+                                .map(|e| e.to_string())
+                        };
+                        if let Some(msg) = bad {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            first.lock().get_or_insert(msg);
+                        }
+                        last = ev.evnr;
+                        bytes.fetch_add(ev.len as u64, Ordering::Relaxed);
+                        delivered.store(ev.evnr, Ordering::Relaxed);
+                    }
+                    Err(ReadTimeoutError::Timeout) => {}
+                    Err(e) => {
+                        first.lock().get_or_insert(e.to_string());
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+        }));
+        Ok(chain)
+    }
+
+    /// Runs the chain for `dur` after a short warm-up, and idles it again.
+    pub fn measure(&mut self, dur: Duration) -> anyhow::Result<Measure> {
+        self.hold.store(false, Ordering::Relaxed);
+        let d0 = self.delivered.load(Ordering::Relaxed);
+        wait_for("events through the chain", || {
+            self.delivered.load(Ordering::Relaxed) > d0 + 10
+        })?;
+        std::thread::sleep(Duration::from_millis(200));
+        let r = self.measure_running(dur);
+        self.hold.store(true, Ordering::Relaxed);
+        // Let it drain: the baseline runs on an idle machine.
+        let t0 = Instant::now();
+        let mut last = self.delivered.load(Ordering::Relaxed);
+        while t0.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = self.delivered.load(Ordering::Relaxed);
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        r
+    }
+
+    fn measure_running(&mut self, dur: Duration) -> anyhow::Result<Measure> {
+        let (e0, b0) = (
+            self.delivered.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        );
+        let t0 = Instant::now();
+        std::thread::sleep(dur);
+        let (e1, b1) = (
+            self.delivered.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        );
+        let secs = t0.elapsed().as_secs_f64();
+        if self.errors.load(Ordering::Relaxed) > 0 {
+            bail!(
+                "{} bad events; first: {}",
+                self.errors.load(Ordering::Relaxed),
+                self.first_error.lock().clone().unwrap_or_default()
+            );
+        }
+        if e1 == e0 {
+            let dir = RuntimeDir::at(self._tmp.path());
+            let show = |n: &str, v: &str| {
+                RegionReader::open(&dir, &ProcName::new(n).unwrap())
+                    .ok()
+                    .and_then(|r| r.find(v).ok().and_then(|x| r.read(&x).ok()))
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
+            };
+            bail!(
+                "no event went through the chain in {secs:.1} s (delivered up to {e1}; farm eventnr {}, clients {}; rspy lastevent {}, no_conn {}, lasterror {:?})",
+                show("bfarm", "eventnr"),
+                show("bfarm", "clients"),
+                show("bspy", "lastevent"),
+                show("bspy", "no_conn"),
+                show("bspy", "lasterror")
+            );
+        }
+        Ok(Measure {
+            mb_per_s: (b1 - b0) as f64 / secs / 1e6,
+            events_per_s: (e1 - e0) as f64 / secs,
+            events: e1 - e0,
+        })
+    }
+
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Chain {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -1,0 +1,23 @@
+use clap::Parser;
+
+/// Measures the spy chain (farm buffer -> farmspydaemon -> rspydaemon -> local buffer -> a
+/// verifying reader) against raw TCP loopback with the same write size, in the same run.
+#[derive(Debug, Parser)]
+#[command(name = "spybench", version)]
+pub struct Cli {
+    /// Event sizes in bytes
+    #[arg(long, value_delimiter = ',', default_values_t = [65536usize, 4096])]
+    pub sizes: Vec<usize>,
+    /// Measurements of each (at least 5 for a median worth quoting)
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Seconds per measurement
+    #[arg(long, default_value_t = 2.0)]
+    pub duration: f64,
+    /// Serving mode of rspydaemon: next, latest or push
+    #[arg(long, default_value = "next")]
+    pub mode: String,
+    /// Farm and local buffer size in bytes
+    #[arg(long, default_value_t = 64 << 20)]
+    pub circsize: u64,
+}
