@@ -426,7 +426,7 @@ impl<S: Storage> Core<S> {
         self.stats.bytes_read += loc.len as u64;
         self.advance(record_size(loc.len as u64));
         if let Some(l) = &self.lossless {
-            if self.stats.events_read % 1024 == 0 {
+            if self.stats.events_read.is_multiple_of(1024) {
                 let s = &self.v.slots()[l.slot];
                 s.events_read
                     .store(self.stats.events_read, Ordering::Relaxed);

@@ -194,7 +194,7 @@ impl SamplingReader<FileStorage> {
     /// As [`open`](SamplingReader::open).
     pub fn reopen(&mut self) -> Result<(), OpenError> {
         let stats = self.core.stats;
-        let mut n = Self::open_with(&self.core.path().to_owned(), self.start)?;
+        let mut n = Self::open_with(self.core.path(), self.start)?;
         n.core.stats = stats;
         *self = n;
         Ok(())

@@ -89,7 +89,7 @@ impl<S: Storage> View<S> {
             )));
         }
         let cap = h.capacity();
-        if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&cap) || cap % 8 != 0 {
+        if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&cap) || !cap.is_multiple_of(8) {
             return Err(corrupt(format!("capacity {cap} is out of range")));
         }
         if h.max_event() != cap / 2 {

@@ -94,7 +94,7 @@ impl CircOptions {
             Some(format!("the smallest capacity is {MIN_CAPACITY} bytes"))
         } else if c > MAX_CAPACITY {
             Some(format!("the largest capacity is {MAX_CAPACITY} bytes"))
-        } else if c % 8 != 0 {
+        } else if !c.is_multiple_of(8) {
             Some(format!(
                 "it must be a multiple of 8 (use {} or {})",
                 c & !7,
