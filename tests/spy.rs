@@ -757,3 +757,24 @@ fn maxclients_refuses_more() {
         .contains("too many clients: this daemon serves at most 1 (maxclients)"));
     assert_eq!(env.get_int("farm1", "clients"), 1);
 }
+
+#[test]
+fn the_main_job_runs_the_chain_and_leaves_nothing() {
+    let env = Env::new();
+    let mut c = env.command("spydemo");
+    c.args(["--seconds", "2"]);
+    let o = env.run(c);
+    o.ok()
+        .stdout_has("chain: evgen gen1 -> B_1_1 -> farmspydaemon farm1")
+        .stdout_has("every payload intact")
+        .stdout_has("all stopped, nothing left behind");
+    let dir = o
+        .stdout
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("runtime directory: "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    assert!(!std::path::Path::new(&dir).exists(), "{dir} left behind");
+}
