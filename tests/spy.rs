@@ -490,7 +490,8 @@ fn maxevents_takes_effect_while_running() {
         ev <= 50 * packs,
         "{ev} events in {packs} packets with maxevents 50"
     );
-    assert_eq!(env.get_int("spy1", "packevents"), 50);
+    let n = env.get_int("spy1", "packevents");
+    assert!((1..=50).contains(&n), "last packet {n}");
 }
 
 #[test]
@@ -777,4 +778,127 @@ fn the_main_job_runs_the_chain_and_leaves_nothing() {
         .unwrap()
         .to_owned();
     assert!(!std::path::Path::new(&dir).exists(), "{dir} left behind");
+}
+
+fn start_evgen(env: &mut Env, name: &str, buffer: &str, extra: &[&str]) -> u32 {
+    let mut c = env.command("evgen");
+    c.args(["-n", name, "--buffer", buffer]).args(extra);
+    let pid = env.spawn(name, c);
+    env.wait_ready(name, pid);
+    env.wait_until("evgen to produce", || {
+        env.get(name, "runstate") == "RUNNING_STATE"
+    });
+    pid
+}
+
+#[test]
+fn every_delivered_event_is_byte_exact_and_in_order() {
+    let mut env = Env::new();
+    start_evgen(
+        &mut env,
+        "gen1",
+        "B_1_1",
+        &["--circsize", "16M", "--size", "16-20000", "--rate", "20000"],
+    );
+    let port = start_farm(&mut env, "farm1", "B_1_1");
+    start_spy(
+        &mut env,
+        "spy1",
+        "L_1_1",
+        &[
+            "-c",
+            "set circsize 8000000",
+            "-c",
+            "init",
+            "-c",
+            &format!("start 127.0.0.1 {port}"),
+        ],
+    );
+    env.wait_until("connected", || env.get_int("spy1", "no_conn") == 0);
+    let mut c = env.command("spycat");
+    c.args([
+        "--follow",
+        "--lossless",
+        "--verify",
+        "--count",
+        "20000",
+        "-q",
+        "--stats",
+        "L_1_1",
+    ]);
+    let o = env.run(c);
+    o.ok().stderr_has("every payload intact");
+}
+
+#[test]
+fn each_serving_mode_delivers_verified_events() {
+    for mode in ["next", "latest", "push"] {
+        let mut env = Env::new();
+        start_evgen(
+            &mut env,
+            "gen1",
+            "B_1_1",
+            &["--circsize", "8M", "--size", "100-3000", "--rate", "5000"],
+        );
+        let port = start_farm(&mut env, "farm1", "B_1_1");
+        start_spy(
+            &mut env,
+            "spy1",
+            "L_1_1",
+            &[
+                "-c",
+                &format!("set mode {mode}"),
+                "-c",
+                &format!("start 127.0.0.1 {port}"),
+            ],
+        );
+        assert_eq!(env.get("spy1", "mode"), mode);
+        env.wait_until("connected", || env.get_int("spy1", "no_conn") == 0);
+        let mut c = env.command("spycat");
+        c.args([
+            "--follow", "--verify", "--count", "2000", "-q", "--from", "next", "L_1_1",
+        ]);
+        let o = env.run(c);
+        o.ok().stderr_has("every payload intact");
+        // latest skips stale events on purpose, and says so.
+        if mode == "latest" {
+            cmd(&env, "spy1", &["pause"]).ok();
+            std::thread::sleep(Duration::from_millis(300));
+            let before = env.get_int("spy1", "lastevent");
+            let newest = env.get_int("gen1", "lastevnr");
+            cmd(&env, "spy1", &["resume"]).ok();
+            env.wait_until("fresh events", || env.get_int("spy1", "lastevent") > newest);
+            assert!(
+                env.get_int("spy1", "lost") > 0,
+                "latest jumped from {before} without counting"
+            );
+        }
+        cmd(&env, "spy1", &["pause"]).ok();
+        let a = env.get_int("spy1", "lastevent");
+        std::thread::sleep(Duration::from_millis(400));
+        let b = env.get_int("spy1", "lastevent");
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            env.get_int("spy1", "lastevent"),
+            b,
+            "{mode}: events while paused ({a} -> {b})"
+        );
+    }
+}
+
+#[test]
+fn farm_start_needs_a_live_producer() {
+    let mut env = Env::new();
+    start_evgen(&mut env, "gen1", "B_1_1", &["--rate", "100"]);
+    env.kill9("gen1");
+    let mut c = env.command("farmspydaemon");
+    c.args(["-n", "farm1", "-c", "init B_1_1"]);
+    let pid = env.spawn("farm1", c);
+    env.wait_ready("farm1", pid);
+    env.wait_until("init", || env.get("farm1", "runstate") == "INIT_STATE");
+    cmd(&env, "farm1", &["start"])
+        .expect_code(1)
+        .stderr_has("cannot serve B_1_1: its producer (pid")
+        .stderr_has("is not running");
+    assert_eq!(env.get("farm1", "runstate"), "INIT_STATE");
 }

@@ -109,6 +109,8 @@ pub fn serve(mut sock: TcpStream, shared: &FarmShared, count: &dyn Counter) -> E
     let mut conn = Conn {
         buf: Vec::with_capacity(1 << 20),
         lost_seen: 0,
+        jumped: 0,
+        skipped: 0,
         last_sent: if req.last_evnr <= newest {
             req.last_evnr
         } else {
@@ -123,7 +125,7 @@ pub fn serve(mut sock: TcpStream, shared: &FarmShared, count: &dyn Counter) -> E
         }
         let wait = Duration::from_micros(shared.timeout_us.load(Ordering::Relaxed).max(0) as u64);
         if req.mode == Mode::Latest {
-            reader.refresh();
+            conn.jumped += reader.refresh();
         }
         let n = if shared.serving.load(Ordering::Relaxed) {
             match conn.fill(&mut reader, &req, wait) {
@@ -139,6 +141,7 @@ pub fn serve(mut sock: TcpStream, shared: &FarmShared, count: &dyn Counter) -> E
             conn.no_data(&reader);
             0
         };
+        shared.skipped.fetch_add(conn.skipped, Ordering::Relaxed);
         if n == 0 {
             shared.timeouts.fetch_add(1, Ordering::Relaxed);
             if req.mode == Mode::Push {
@@ -149,8 +152,6 @@ pub fn serve(mut sock: TcpStream, shared: &FarmShared, count: &dyn Counter) -> E
                 }
             }
         } else {
-            let skipped = conn.skipped_delta(&reader);
-            shared.skipped.fetch_add(skipped, Ordering::Relaxed);
             shared.eventnr.store(conn.last_sent, Ordering::Relaxed);
             count.packet(n as u64, (conn.buf.len() - PACKET_HEADER_SIZE) as u64);
         }
@@ -176,6 +177,10 @@ pub fn serve(mut sock: TcpStream, shared: &FarmShared, count: &dyn Counter) -> E
 struct Conn {
     buf: Vec<u8>,
     lost_seen: u64,
+    /// Events jumped over on purpose (latest mode) and not yet reported.
+    jumped: u64,
+    /// Events skipped reported in the packet in `buf`.
+    skipped: u64,
     last_sent: u64,
 }
 
@@ -251,9 +256,10 @@ impl Conn {
             status: Status::Ok,
             nevents: n,
             payload_len: (self.buf.len() - PACKET_HEADER_SIZE) as u64,
-            skipped: self.peek_skipped(reader),
+            skipped: self.skipped_delta(reader),
             last_evnr: self.last_sent,
         };
+        self.skipped = h.skipped;
         self.buf[..PACKET_HEADER_SIZE].copy_from_slice(&h.encode());
         Ok(n)
     }
@@ -264,20 +270,18 @@ impl Conn {
             status: Status::NoData,
             nevents: 0,
             payload_len: 0,
-            skipped: self.peek_skipped(reader),
+            skipped: self.skipped_delta(reader),
             last_evnr: reader.buffer_stats().last_evnr.unwrap_or(0),
         };
+        self.skipped = h.skipped;
         self.buf.extend_from_slice(&h.encode());
-    }
-
-    fn peek_skipped(&self, reader: &SamplingReader) -> u64 {
-        reader.stats().events_lost - self.lost_seen
     }
 
     fn skipped_delta(&mut self, reader: &SamplingReader) -> u64 {
         let lost = reader.stats().events_lost;
-        let d = lost - self.lost_seen;
+        let d = lost - self.lost_seen + self.jumped;
         self.lost_seen = lost;
+        self.jumped = 0;
         d
     }
 }

@@ -636,12 +636,18 @@ impl<S: Storage> Core<S> {
     }
 
     /// Jumps to the freshest event (KLOE's `spy_refresh`); skipped events are not counted lost.
-    pub(crate) fn refresh(&mut self) {
+    /// Returns how many events were skipped.
+    pub(crate) fn refresh(&mut self) -> u64 {
+        let before = self.expected_seq;
         let p = self.start_pos(StartAt::Latest).max(self.rpos);
         self.set_pos(p);
         self.head = p;
         self.expected_seq = self.seq_at(p);
         self.publish_pos();
+        match (before, self.expected_seq) {
+            (Some(b), Some(a)) => a.saturating_sub(b),
+            _ => 0,
+        }
     }
 
     pub(crate) fn buffer_stats(&self) -> CircStats {

@@ -97,9 +97,10 @@ macro_rules! common_reader_api {
         }
 
         /// Skips to the freshest event in the buffer (KLOE's `spy_refresh`): the next read
-        /// returns it (or the next one committed). Skipped events are not counted as lost.
-        pub fn refresh(&mut self) {
-            self.core.refresh();
+        /// returns it (or the next one committed). Skipped events are not counted as lost;
+        /// their number is returned.
+        pub fn refresh(&mut self) -> u64 {
+            self.core.refresh()
         }
 
         /// What this reader has read and lost so far.
