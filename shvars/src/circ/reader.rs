@@ -697,6 +697,19 @@ pub(crate) fn timeout_to_read(e: ReadTimeoutError) -> ReadError {
 /// ev.finish().expect("not overwritten"); // only now is `sum` known to be of a valid event
 /// assert!(sum > 0);
 /// ```
+///
+/// The bytes cannot be used after `finish` (nor the reader before it):
+/// ```compile_fail
+/// use shvars::circ::{CircOptions, CircWriter, HeapStorage, SamplingReader, StartAt};
+/// let mem = HeapStorage::for_capacity(4096);
+/// let mut w = CircWriter::on_storage(mem.clone(), &CircOptions::new(4096)).unwrap();
+/// let mut r = SamplingReader::on_storage(mem, StartAt::Oldest).unwrap();
+/// w.write(7, b"payload").unwrap();
+/// let ev = r.try_peek().unwrap();
+/// let bytes = ev.bytes();
+/// ev.finish().unwrap();
+/// println!("{bytes:?}"); // error: `ev` was moved by finish()
+/// ```
 #[derive(Debug)]
 #[must_use = "finish() tells whether the bytes were valid"]
 pub struct Peeked<'r, S: Storage> {

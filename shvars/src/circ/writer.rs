@@ -579,6 +579,16 @@ impl<S: Storage> Drop for CircWriter<S> {
 
 /// Room for one event, reserved by [`CircWriter::reserve`]: fill [`buf`](Reservation::buf), then
 /// [`commit`](Reservation::commit). Dropping it abandons the event (readers never see it).
+///
+/// The reservation borrows the writer, so nothing else can be written before it is committed
+/// or dropped:
+/// ```compile_fail
+/// use shvars::circ::{CircOptions, CircWriter, HeapStorage};
+/// let mut w = CircWriter::on_storage(HeapStorage::for_capacity(4096), &CircOptions::new(4096)).unwrap();
+/// let mut r = w.reserve(1, 4).unwrap();
+/// w.write(2, b"x").unwrap(); // error: `w` is borrowed by the reservation
+/// r.commit();
+/// ```
 #[derive(Debug)]
 #[must_use = "an event is only published by commit()"]
 pub struct Reservation<'w, S: Storage = FileStorage> {
