@@ -397,6 +397,32 @@ mod tests {
         );
     }
 
+    /// The example in docs/spy-protocol.md, byte for byte.
+    #[test]
+    fn documented_example() {
+        let r = Request {
+            mode: Mode::Next,
+            max_events: 10,
+            max_bytes: 0,
+            last_evnr: 41,
+        };
+        let mut want = vec![0x4b, 0x53, 0x70, 0x51, 1, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0x29];
+        want.resize(32, 0);
+        assert_eq!(r.encode().to_vec(), want);
+        let h = PacketHeader {
+            status: Status::Ok,
+            nevents: 2,
+            payload_len: 29,
+            skipped: 0,
+            last_evnr: 43,
+        };
+        let mut want = vec![0x4b, 0x53, 0x70, 0x41, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0x1d];
+        want.resize(32, 0);
+        want.push(0x2b);
+        want.resize(40, 0);
+        assert_eq!(h.encode().to_vec(), want);
+    }
+
     #[test]
     fn packets_are_checked() {
         let h = PacketHeader {
