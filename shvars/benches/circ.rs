@@ -8,8 +8,10 @@
 //! - `bcast` 0.0.31, a shared-memory SPMC broadcast ring, with the same event and ring sizes,
 //!   its reader copying each message out like ours.
 //!
-//! After criterion's own report, a summary prints the median throughput of every case and the
-//! ratios the issue asks about. Run: `cargo bench -p shvars --bench circ` (criterion options
+//! After criterion's own report, a summary prints the median throughput of every case (the
+//! producer's rate; `received` is the share of events the reader got: a sampling reader skips
+//! when overtaken, ours to the oldest valid event, bcast's `reset` to the newest) and the ratios
+//! the issue asks about. Run: `cargo bench -p shvars --bench circ` (criterion options
 //! such as a filter work as usual).
 
 use std::collections::BTreeMap;
@@ -25,13 +27,18 @@ use shvars::circ::{CircOptions, CircWriter, LosslessReader, ReadError, SamplingR
 
 const MIB: usize = 1 << 20;
 
-/// Nanoseconds per event of every sample, by case name.
-static SAMPLES: Mutex<BTreeMap<String, (usize, Vec<f64>)>> = Mutex::new(BTreeMap::new());
+/// Per case: event size, nanoseconds per event of every sample, and the fraction of the events
+/// the reader received (sampling readers skip when overtaken).
+type Samples = BTreeMap<String, (usize, Vec<f64>, Vec<f64>)>;
+static SAMPLES: Mutex<Samples> = Mutex::new(BTreeMap::new());
 
-fn record(name: &str, event: usize, iters: u64, d: Duration) -> Duration {
+fn record(name: &str, event: usize, iters: u64, (d, received): (Duration, u64)) -> Duration {
     let mut s = SAMPLES.lock().unwrap();
-    let e = s.entry(name.to_owned()).or_insert((event, Vec::new()));
+    let e = s
+        .entry(name.to_owned())
+        .or_insert((event, Vec::new(), Vec::new()));
     e.1.push(d.as_nanos() as f64 / iters.max(1) as f64);
+    e.2.push(received as f64 / iters.max(1) as f64);
     d
 }
 
@@ -52,7 +59,7 @@ fn payload(event: usize) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 // memcpy references
 
-fn memcpy_in(ring: &mut [u8], src: &[u8], iters: u64, pos: &mut usize) -> Duration {
+fn memcpy_in(ring: &mut [u8], src: &[u8], iters: u64, pos: &mut usize) -> (Duration, u64) {
     let t = Instant::now();
     for i in 0..iters {
         if *pos + src.len() > ring.len() {
@@ -64,7 +71,7 @@ fn memcpy_in(ring: &mut [u8], src: &[u8], iters: u64, pos: &mut usize) -> Durati
         *pos += src.len();
     }
     std::hint::black_box(&ring);
-    t.elapsed()
+    (t.elapsed(), iters)
 }
 
 fn memcpy_through(
@@ -73,7 +80,7 @@ fn memcpy_through(
     out: &mut [u8],
     iters: u64,
     pos: &mut usize,
-) -> Duration {
+) -> (Duration, u64) {
     let t = Instant::now();
     for i in 0..iters {
         if *pos + src.len() > ring.len() {
@@ -86,7 +93,7 @@ fn memcpy_through(
         std::hint::black_box(&out);
         *pos += src.len();
     }
-    t.elapsed()
+    (t.elapsed(), iters)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -122,7 +129,7 @@ impl Ours {
 
     /// Writes `iters` events on this thread while a second thread reads them; returns the time
     /// until both are done.
-    fn run(&mut self, src: &[u8], iters: u64) -> Duration {
+    fn run(&mut self, src: &[u8], iters: u64) -> (Duration, u64) {
         let first = self.evnr + 1;
         let last = self.evnr + iters;
         self.evnr = last;
@@ -134,24 +141,31 @@ impl Ours {
         std::thread::scope(|s| {
             let reader = s.spawn(|| {
                 let mut buf = vec![0u8; len];
+                let mut got = 0;
                 start.wait();
                 match lossless {
                     Some(r) => {
                         for n in first..=last {
                             let ev = r.read(&mut buf).unwrap();
                             debug_assert_eq!(ev.evnr, n);
+                            got += 1;
                         }
                     }
                     None => loop {
                         match sampling.read(&mut buf) {
-                            Ok(ev) if ev.evnr >= last => break,
-                            Ok(_) => {}
+                            Ok(ev) => {
+                                got += 1;
+                                if ev.evnr >= last {
+                                    break;
+                                }
+                            }
                             Err(ReadError::TooSmall(_)) => unreachable!(),
                             Err(e) => panic!("{e}"),
                         }
                     },
                 }
                 std::hint::black_box(&buf);
+                got
             });
             start.wait();
             let t = Instant::now();
@@ -162,8 +176,8 @@ impl Ours {
                 b[..8].copy_from_slice(&n.to_le_bytes());
                 r.commit();
             }
-            reader.join().unwrap();
-            t.elapsed()
+            let got = reader.join().unwrap();
+            (t.elapsed(), got)
         })
     }
 }
@@ -205,7 +219,7 @@ impl Bcast {
         unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) }
     }
 
-    fn run(&mut self, src: &[u8], iters: u64) -> Duration {
+    fn run(&mut self, src: &[u8], iters: u64) -> (Duration, u64) {
         let first = self.seq + 1;
         let last = self.seq + iters;
         self.seq = last;
@@ -217,11 +231,13 @@ impl Bcast {
             let reader = s.spawn(|| {
                 let rx = bcast::RingBuffer::new(bytes).into_reader();
                 let mut buf = vec![0u8; len];
+                let mut got = 0;
                 ready.wait();
                 loop {
                     match rx.receive_next() {
                         Some(Ok(msg)) => match msg.read(&mut buf) {
                             Ok(n) => {
+                                got += 1;
                                 let v = u64::from_le_bytes(buf[..8].try_into().unwrap());
                                 if n == len && v >= last {
                                     break;
@@ -240,6 +256,7 @@ impl Bcast {
                     }
                 }
                 std::hint::black_box(&buf);
+                got
             });
             let w = bcast::RingBuffer::new(bytes).join_writer();
             ready.wait();
@@ -252,8 +269,8 @@ impl Bcast {
                 c.commit();
             }
             done.store(true, Ordering::Release);
-            reader.join().unwrap();
-            t.elapsed()
+            let got = reader.join().unwrap();
+            (t.elapsed(), got)
         })
     }
 }
@@ -342,18 +359,19 @@ fn summary() {
     let mut med: BTreeMap<String, (usize, f64)> = BTreeMap::new();
     println!("\n== circ summary (medians over criterion's samples; writer + reader threads)");
     println!(
-        "{:<40} {:>12} {:>12} {:>12}",
-        "case", "ns/event", "GB/s", "Mevents/s"
+        "{:<32} {:>10} {:>8} {:>10} {:>9}",
+        "case", "ns/event", "GB/s", "Mevents/s", "received"
     );
-    for (name, (event, v)) in s.iter_mut() {
+    for (name, (event, v, recv)) in s.iter_mut() {
         let ns = median(v);
         med.insert(name.clone(), (*event, ns));
         println!(
-            "{:<40} {:>12.1} {:>12.2} {:>12.2}",
+            "{:<32} {:>10.1} {:>8.2} {:>10.2} {:>8.1}%",
             name,
             ns,
             *event as f64 / ns,
-            1e3 / ns
+            1e3 / ns,
+            100.0 * median(recv)
         );
     }
     println!("\n== ratios (throughput of ours / reference; >1 means ours is faster)");

@@ -27,6 +27,10 @@ use crate::RuntimeDir;
 /// Default time a lossless reader may block the producer before it is evicted.
 pub const DEFAULT_LOSSLESS_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Rounds of 32 pauses a blocked producer spends looking at the readers before it sleeps
+/// (some tens of microseconds).
+const SPIN_ROUNDS: u32 = 64;
+
 /// First sleep of a blocked producer (covers the readers' unfenced position stores).
 const FIRST_SLICE: Duration = Duration::from_millis(1);
 
@@ -489,6 +493,20 @@ impl<S: Storage> CircWriter<S> {
                         && slots[i].pos.load(Ordering::SeqCst) < t
                 })
             };
+            // Readers usually catch up within microseconds: look again a few times, pausing
+            // between looks so as not to pull their cache lines away on every iteration.
+            if !flag_raised {
+                let mut rounds = 0;
+                while rounds < SPIN_ROUNDS && still() {
+                    for _ in 0..32 {
+                        std::hint::spin_loop();
+                    }
+                    rounds += 1;
+                }
+                if rounds < SPIN_ROUNDS {
+                    continue;
+                }
+            }
             // Sleep until the blocking readers pass `t` (the one that does wakes us) or the
             // next liveness check / the timeout is due. Readers publish their position with a
             // plain release store, so one that passes `t` in the instant we raise the flag may
