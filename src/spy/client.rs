@@ -64,8 +64,8 @@ pub enum SpyError {
 /// What one wait for a packet gave.
 #[derive(Debug)]
 pub enum Received {
-    /// A packet of events; iterate with [`Packet::events`].
-    Packet(Packet),
+    /// A packet of events: its header; iterate over its events with [`SpyClient::events`].
+    Packet(PacketHeader),
     /// The server had nothing new within its wait.
     NoData {
         /// The newest event number the server has seen.
@@ -77,22 +77,6 @@ pub enum Received {
     Timeout,
 }
 
-/// A received packet.
-#[derive(Debug)]
-pub struct Packet {
-    /// The header.
-    pub header: PacketHeader,
-    /// The payload (event headers and data).
-    pub payload: Vec<u8>,
-}
-
-impl Packet {
-    /// The events, checked one by one.
-    pub fn events(&self) -> Events<'_> {
-        Events::new(&self.payload, self.header.nevents)
-    }
-}
-
 /// A connection to a farm spy daemon.
 #[derive(Debug)]
 pub struct SpyClient {
@@ -100,7 +84,12 @@ pub struct SpyClient {
     addr: String,
     head: [u8; PACKET_HEADER_SIZE],
     have: usize,
-    partial: Option<(PacketHeader, Vec<u8>, usize)>,
+    /// The packet being received: its header and how much of the payload arrived.
+    partial: Option<(PacketHeader, usize)>,
+    /// The payload of the current packet (reused: no allocation per packet).
+    payload: Vec<u8>,
+    /// Events in `payload`.
+    nevents: u32,
     max_events: u32,
     max_payload: u64,
 }
@@ -138,9 +127,16 @@ impl SpyClient {
             head: [0; PACKET_HEADER_SIZE],
             have: 0,
             partial: None,
+            payload: Vec::new(),
+            nevents: 0,
             max_events: MAX_PACKET_EVENTS,
             max_payload: 0,
         })
+    }
+
+    /// The events of the last packet received, checked one by one.
+    pub fn events(&self) -> Events<'_> {
+        Events::new(&self.payload, self.nevents)
     }
 
     /// The socket (to tune buffers).
@@ -203,8 +199,8 @@ impl SpyClient {
             let (buf, have): (&mut [u8], &mut usize) = match which {
                 Fill::Head => (&mut self.head[..], &mut self.have),
                 Fill::Body => {
-                    let (_, b, h) = self.partial.as_mut().unwrap();
-                    (&mut b[..], h)
+                    let (_, h) = self.partial.as_mut().expect("a packet in progress");
+                    (&mut self.payload[..], h)
                 }
             };
             if *have == buf.len() {
@@ -254,21 +250,27 @@ impl SpyClient {
                 addr: self.addr.clone(),
                 source,
             })?;
-            self.partial = Some((h, vec![0u8; h.payload_len as usize], 0));
+            // Only bytes beyond what the buffer ever held get zeroed.
+            self.payload.resize(h.payload_len as usize, 0);
+            self.partial = Some((h, 0));
         }
         if !self.fill(Fill::Body, deadline)? {
             return Ok(Received::Timeout);
         }
-        let (header, payload, _) = self.partial.take().unwrap();
+        let (header, _) = self.partial.take().expect("a packet in progress");
+        let payload = &self.payload;
         match header.status {
-            Status::Ok => Ok(Received::Packet(Packet { header, payload })),
+            Status::Ok => {
+                self.nevents = header.nevents;
+                Ok(Received::Packet(header))
+            }
             Status::NoData => Ok(Received::NoData {
                 last_evnr: header.last_evnr,
                 skipped: header.skipped,
             }),
             Status::Error => Err(SpyError::Refused {
                 addr: self.addr.clone(),
-                msg: String::from_utf8_lossy(&payload).into_owned(),
+                msg: String::from_utf8_lossy(payload).into_owned(),
             }),
         }
     }

@@ -406,7 +406,9 @@ mod tests {
             max_bytes: 0,
             last_evnr: 41,
         };
-        let mut want = vec![0x4b, 0x53, 0x70, 0x51, 1, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0x29];
+        let mut want = vec![
+            0x4b, 0x53, 0x70, 0x51, 1, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0x29,
+        ];
         want.resize(32, 0);
         assert_eq!(r.encode().to_vec(), want);
         let h = PacketHeader {
@@ -416,7 +418,9 @@ mod tests {
             skipped: 0,
             last_evnr: 43,
         };
-        let mut want = vec![0x4b, 0x53, 0x70, 0x41, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0x1d];
+        let mut want = vec![
+            0x4b, 0x53, 0x70, 0x41, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0x1d,
+        ];
         want.resize(32, 0);
         want.push(0x2b);
         want.resize(40, 0);

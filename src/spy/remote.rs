@@ -427,7 +427,7 @@ fn prefetch(
         let got = sent
             .and_then(|()| c.receive(Duration::from_micros(vars.timeout_us.get().max(1) as u64)));
         match got {
-            Ok(Received::Packet(p)) => {
+            Ok(Received::Packet(header)) => {
                 if mode != Mode::Push {
                     in_flight = in_flight.saturating_sub(1);
                 }
@@ -435,7 +435,7 @@ fn prefetch(
                 let mut n = 0u64;
                 let mut bytes = 0u64;
                 let mut bad = None;
-                for ev in p.events() {
+                for ev in c.events() {
                     match ev {
                         Ok((evnr, data)) => {
                             if data.len() > max_event {
@@ -478,8 +478,8 @@ fn prefetch(
                         }
                     }
                 }
-                vars.lost.add(p.header.skipped as i64);
-                vars.packevents.set(p.header.nevents as i64);
+                vars.lost.add(header.skipped as i64);
+                vars.packevents.set(header.nevents as i64);
                 if n > 0 {
                     vars.lastevent.set(last_evnr as i64);
                 }

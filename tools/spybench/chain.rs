@@ -179,25 +179,29 @@ impl Chain {
             chain.first_error.clone(),
         );
         chain.threads.push(std::thread::spawn(move || {
-            let mut buf = vec![0u8; size];
             let mut last = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                match reader.read_timeout(&mut buf, Duration::from_millis(100)) {
-                    Ok(ev) => {
-                        let bad = if ev.evnr <= last {
-                            Some(format!("event {} after {last}", ev.evnr))
+                // In place: verify the bytes where they are, then release the event.
+                match reader.peek_timeout(Duration::from_millis(100)) {
+                    Ok(p) => {
+                        let (evnr, len) = (p.evnr(), p.len());
+                        let mut bad = if evnr <= last {
+                            Some(format!("event {evnr} after {last}"))
                         } else {
-                            payload::verify(ev.evnr, &buf[..ev.len])
+                            payload::verify(evnr, p.bytes())
                                 .err()
                                 .map(|e| e.to_string())
                         };
+                        if let Err(e) = p.finish() {
+                            bad.get_or_insert(e.to_string());
+                        }
                         if let Some(msg) = bad {
                             errors.fetch_add(1, Ordering::Relaxed);
                             first.lock().get_or_insert(msg);
                         }
-                        last = ev.evnr;
-                        bytes.fetch_add(ev.len as u64, Ordering::Relaxed);
-                        delivered.store(ev.evnr, Ordering::Relaxed);
+                        last = evnr;
+                        bytes.fetch_add(len as u64, Ordering::Relaxed);
+                        delivered.store(evnr, Ordering::Relaxed);
                     }
                     Err(ReadTimeoutError::Timeout) => {}
                     Err(e) => {
