@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cli_extras;
 pub mod client;
 pub mod command;
 pub mod ctl;

@@ -54,4 +54,6 @@ pub struct Cli {
     /// How long a lossless reader may block the producer before it is evicted (e.g. 1s, 200ms)
     #[arg(long, value_name = "TIME", default_value = "1s", value_parser = humantime::parse_duration)]
     pub lossless_timeout: Duration,
+    #[command(flatten)]
+    pub extras: daqproc::cli_extras::Extras,
 }

@@ -7,11 +7,10 @@ mod cli;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use clap::Parser;
 use daqproc::evgen::{Evgen, EvgenConfig, SPEC};
 
 fn main() -> ExitCode {
-    let mut cli = cli::Cli::parse();
+    let mut cli = daqproc::cli_extras::parse::<cli::Cli>();
     let cfg = EvgenConfig {
         buffer: cli.buffer,
         circsize: cli.circsize,

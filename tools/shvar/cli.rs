@@ -19,6 +19,8 @@ pub struct Cli {
     pub wait: f64,
     #[command(subcommand)]
     pub verb: Verb,
+    #[command(flatten)]
+    pub extras: daqproc::cli_extras::Extras,
 }
 
 impl Cli {

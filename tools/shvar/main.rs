@@ -14,12 +14,11 @@ mod watch;
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use cli::{Cli, Verb};
 
 fn main() -> ExitCode {
     shvars::sys::default_sigpipe();
-    let cli = Cli::parse();
+    let cli = daqproc::cli_extras::parse::<Cli>();
     let dir = shvars::RuntimeDir::resolve(cli.dir.as_deref());
     let result = match &cli.verb {
         Verb::List(a) => list::run(&dir, a),

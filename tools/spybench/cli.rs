@@ -20,4 +20,6 @@ pub struct Cli {
     /// Farm and local buffer size in bytes
     #[arg(long, default_value_t = 64 << 20)]
     pub circsize: u64,
+    #[command(flatten)]
+    pub extras: daqproc::cli_extras::Extras,
 }

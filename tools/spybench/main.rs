@@ -12,8 +12,6 @@ mod tcp;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
-
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
@@ -26,7 +24,7 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn main() -> ExitCode {
     shvars::sys::default_sigpipe();
-    let cli = cli::Cli::parse();
+    let cli = daqproc::cli_extras::parse::<cli::Cli>();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -46,6 +46,8 @@ pub struct Cli {
     /// Where to start reading
     #[arg(long, value_enum, value_name = "WHERE", default_value_t = From::Oldest)]
     pub from: From,
+    #[command(flatten)]
+    pub extras: daqproc::cli_extras::Extras,
 }
 
 /// Where to start.

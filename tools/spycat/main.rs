@@ -7,11 +7,9 @@ mod report;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     shvars::sys::default_sigpipe();
-    let cli = cli::Cli::parse();
+    let cli = daqproc::cli_extras::parse::<cli::Cli>();
     match cat::run(&cli) {
         Ok(code) => code,
         Err(e) => {

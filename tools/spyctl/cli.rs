@@ -31,6 +31,8 @@ pub struct Cli {
     #[arg(short = 'w', long = "wait", value_name = "SECONDS", default_value_t = 5.0,
           value_parser = parse_secs)]
     pub wait: f64,
+    #[command(flatten)]
+    pub extras: daqproc::cli_extras::Extras,
 }
 
 impl Cli {

@@ -14,7 +14,6 @@ mod watch;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 use cli::Cli;
 use console::Console;
 use script::Source;
@@ -24,7 +23,7 @@ const USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     shvars::sys::default_sigpipe();
-    let cli = Cli::parse();
+    let cli = daqproc::cli_extras::parse::<Cli>();
     let dir = shvars::RuntimeDir::resolve(cli.dir.as_deref());
     let stdin_script = cli.commands.is_empty() && !std::io::stdin().is_terminal();
     let script = stdin_script || !cli.commands.is_empty();

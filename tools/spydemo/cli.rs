@@ -20,4 +20,6 @@ pub struct Cli {
     /// Events per second written by evgen
     #[arg(long, default_value_t = 5000)]
     pub rate: u64,
+    #[command(flatten)]
+    pub extras: daqproc::cli_extras::Extras,
 }

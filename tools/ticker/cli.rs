@@ -11,4 +11,6 @@ use daqproc::process::ProcessArgs;
 pub struct Cli {
     #[command(flatten)]
     pub process: ProcessArgs,
+    #[command(flatten)]
+    pub extras: daqproc::cli_extras::Extras,
 }

@@ -5,10 +5,9 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use daqproc::ticker::{Ticker, SPEC};
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = daqproc::cli_extras::parse::<cli::Cli>();
     daqproc::process::run(cli.process, SPEC, Ticker::build)
 }

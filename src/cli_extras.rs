@@ -1,0 +1,184 @@
+//! The options every binary of the project shares besides its own: `--completions SHELL` prints a
+//! shell completion script (clap_complete) and `--man` a man page in roff (clap_mangen), then the
+//! program exits 0 without doing anything else.
+//!
+//! A binary flattens [`Extras`] into its clap `Parser` and calls [`parse`] instead of
+//! `Parser::parse`:
+//!
+//! ```no_run
+//! use clap::Parser;
+//!
+//! #[derive(Debug, Parser)]
+//! #[command(name = "mytool")]
+//! struct Cli {
+//!     /// A required argument does not stop `mytool --man`.
+//!     buffer: String,
+//!     #[command(flatten)]
+//!     extras: daqproc::cli_extras::Extras,
+//! }
+//!
+//! let cli: Cli = daqproc::cli_extras::parse();
+//! ```
+//!
+//! Both options are exclusive (given alone), so they work whatever else the program requires:
+//! required positional arguments, and a required subcommand (tried again without the requirement
+//! when it is the only thing missing). This module only prints: it never touches a file.
+
+use std::ffi::OsString;
+use std::io::{self, Write};
+use std::process::exit;
+
+use clap::error::ErrorKind;
+use clap::{ArgMatches, Command, Parser};
+use clap_complete::Shell;
+
+/// Id of the `--completions` argument.
+const COMPLETIONS: &str = "completions";
+/// Id of the `--man` argument.
+const MAN: &str = "man";
+
+/// `--completions SHELL` and `--man`: flatten into a binary's `Parser` with
+/// `#[command(flatten)]` and parse with [`parse`].
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Extras {
+    /// Print the shell completion script for SHELL to stdout and exit
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    pub completions: Option<Shell>,
+    /// Print the man page (roff) to stdout and exit
+    #[arg(long, exclusive = true)]
+    pub man: bool,
+}
+
+/// Parses the command line of `C` (which flattens [`Extras`]); with `--completions` or `--man`
+/// prints what they ask for and exits 0. Everything else behaves as `C::parse()`: `--help`,
+/// `--version` and usage errors (exit 2) included.
+///
+/// # Panics
+/// If `C` does not flatten [`Extras`] (a programming error, caught by the first run).
+pub fn parse<C: Parser>() -> C {
+    parse_from(std::env::args_os())
+}
+
+/// [`parse`] over the given arguments (the first is the program name).
+///
+/// # Panics
+/// As [`parse`].
+pub fn parse_from<C, I, T>(args: I) -> C
+where
+    C: Parser,
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let cmd = C::command();
+    assert!(
+        cmd.get_arguments()
+            .any(|a| a.get_id() == COMPLETIONS || a.get_id() == MAN),
+        "{} does not flatten daqproc::cli_extras::Extras",
+        cmd.get_name()
+    );
+    match cmd.clone().try_get_matches_from(&args) {
+        Ok(m) => {
+            if let Some(out) = extra_output(&m, cmd) {
+                print_and_exit(&out);
+            }
+            C::from_arg_matches(&m).unwrap_or_else(|e| e.exit())
+        }
+        Err(e) => {
+            // A program with a required subcommand refuses `--man` alone before looking at
+            // exclusive arguments: try once more without that requirement, for these two only.
+            if matches!(
+                e.kind(),
+                ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let relaxed = cmd
+                    .clone()
+                    .subcommand_required(false)
+                    .arg_required_else_help(false);
+                if let Ok(m) = relaxed.try_get_matches_from(&args) {
+                    if let Some(out) = extra_output(&m, cmd) {
+                        print_and_exit(&out);
+                    }
+                }
+            }
+            e.exit()
+        }
+    }
+}
+
+/// What `--completions` or `--man` print, if one of them was given.
+fn extra_output(m: &ArgMatches, cmd: Command) -> Option<Vec<u8>> {
+    if let Some(&shell) = m.get_one::<Shell>(COMPLETIONS) {
+        return Some(completions(cmd, shell));
+    }
+    if m.get_flag(MAN) {
+        return Some(man_page(cmd));
+    }
+    None
+}
+
+/// The completion script of `cmd` for `shell`.
+pub fn completions(mut cmd: Command, shell: Shell) -> Vec<u8> {
+    let name = cmd.get_name().to_owned();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, name, &mut out);
+    out
+}
+
+/// The man page of `cmd`, in roff.
+pub fn man_page(cmd: Command) -> Vec<u8> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd)
+        .render(&mut out)
+        .expect("rendering into memory does not fail");
+    out
+}
+
+/// Writes `out` to stdout and exits: 0 when written (or when the reader went away, as with
+/// `| head`), 1 when stdout cannot be written.
+fn print_and_exit(out: &[u8]) -> ! {
+    let mut stdout = io::stdout().lock();
+    match stdout.write_all(out).and_then(|()| stdout.flush()) {
+        Ok(()) => exit(0),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => exit(0),
+        Err(e) => {
+            eprintln!("error: cannot write to stdout: {e}");
+            exit(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[derive(Debug, Parser)]
+    #[command(name = "t")]
+    struct WithSub {
+        #[command(subcommand)]
+        verb: Verb,
+        #[command(flatten)]
+        extras: Extras,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    enum Verb {
+        Go { what: String },
+    }
+
+    #[test]
+    fn ordinary_parsing_is_untouched() {
+        let c: WithSub = parse_from(["t", "go", "x"]);
+        assert!(matches!(c.verb, Verb::Go { ref what } if what == "x"));
+        assert!(c.extras.completions.is_none() && !c.extras.man);
+    }
+
+    #[test]
+    fn outputs_name_the_program() {
+        let bash = String::from_utf8(completions(WithSub::command(), Shell::Bash)).unwrap();
+        assert!(bash.contains("_t()"), "{bash}");
+        let man = String::from_utf8(man_page(WithSub::command())).unwrap();
+        assert!(man.lines().any(|l| l.starts_with(".TH t 1")), "{man}");
+    }
+}
