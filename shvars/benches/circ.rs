@@ -395,7 +395,14 @@ fn summary() {
 }
 
 fn main() {
-    let mut c = Criterion::default().configure_from_args();
+    // Reports go to the workspace's target directory, not to a `target/` inside shvars/ (the
+    // directory cargo runs benches in).
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let mut c = Criterion::default()
+        .output_directory(&target.join("criterion"))
+        .configure_from_args();
     bench_size(&mut c, 4096, &[8 * MIB, 64 * MIB]);
     bench_size(&mut c, 128, &[8 * MIB]);
     c.final_summary();
