@@ -15,6 +15,8 @@ pub mod command;
 pub mod ctl;
 pub mod eventlog;
 pub mod evgen;
+pub mod metrics;
+pub mod notify;
 pub mod payload;
 pub mod process;
 pub mod spy;

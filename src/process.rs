@@ -111,6 +111,7 @@ pub struct Ctx {
     stats: Option<Stats>,
     started: SystemTime,
     exit: bool,
+    notify: crate::notify::Notifier,
 }
 
 impl Ctx {
@@ -171,6 +172,7 @@ impl Ctx {
                 .info(format!("state {} -> {}", self.state.label(), s.label()));
             self.state = s;
             self.runstate.set(s as i64);
+            self.notify.status(s.label());
         }
     }
 }
@@ -549,6 +551,7 @@ fn start<A: App>(
         lasterror,
         heartbeat,
         state: RunState::Undefined,
+        notify: crate::notify::Notifier::from_env(log.clone()),
         log,
         stats,
         started: SystemTime::now(),
@@ -606,6 +609,7 @@ fn start<A: App>(
     if let Some(d) = detached {
         d.ready();
     }
+    runner.ctx.notify.ready();
     let mut next_tick = Instant::now() + TICK;
     while !runner.ctx.exit {
         let wait = next_tick.saturating_duration_since(Instant::now());
@@ -643,6 +647,7 @@ fn start<A: App>(
             runner.ctx.heartbeat.add(1);
             region.beat();
             runner.app.tick(&mut runner.ctx);
+            runner.ctx.notify.watchdog_tick();
             next_tick = Instant::now() + TICK;
         }
     }
@@ -651,6 +656,7 @@ fn start<A: App>(
 }
 
 fn shutdown<A: App>(runner: &mut Runner<A>, fifo: ControlFifo, region: &VarRegion) {
+    runner.ctx.notify.stopping();
     runner.app.shutdown(&mut runner.ctx);
     drop(fifo);
     region.mark_stopped();

@@ -4,6 +4,7 @@
 mod util;
 
 mod circ_tools;
+mod ecosystem;
 mod framework;
 mod shvar_tool;
 mod spy;

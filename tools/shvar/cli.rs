@@ -52,6 +52,10 @@ pub enum Verb {
     Cmd(CmdArgs),
     /// Remove the regions, FIFOs and leftovers of dead processes (never a live one's)
     Cleanup(CleanupArgs),
+    /// Print the numeric variables of every process for monitoring (Prometheus text or JSON)
+    Export(ExportArgs),
+    /// Serve the same over HTTP at /metrics for Prometheus, read afresh at each scrape
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -134,4 +138,27 @@ pub struct CleanupArgs {
     /// Only say what would be removed
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// Prometheus text exposition format
+    Prometheus,
+    /// JSON
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value = "prometheus")]
+    pub format: ExportFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on: IP:PORT or HOST:PORT (port 0: any free port, printed at start)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464",
+          value_parser = daqproc::metrics::http::parse_listen)]
+    pub listen: std::net::SocketAddr,
 }

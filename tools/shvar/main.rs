@@ -6,8 +6,10 @@ mod cleanup;
 mod cli;
 mod cmd;
 mod dump;
+mod export;
 mod get;
 mod list;
+mod serve;
 mod set;
 mod util;
 mod watch;
@@ -28,6 +30,8 @@ fn main() -> ExitCode {
         Verb::Watch(a) => watch::run(&dir, a),
         Verb::Cmd(a) => cmd::run(&dir, a, cli.wait()),
         Verb::Cleanup(a) => cleanup::run(&dir, a),
+        Verb::Export(a) => export::run(&dir, a),
+        Verb::Serve(a) => serve::run(&dir, a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,251 @@
+//! Snapshots of the numeric variables of every process in a runtime directory, for monitoring
+//! systems: [`snapshot`] reads the regions once, [`prometheus::render`] writes the Prometheus text
+//! exposition format, and the [`Snapshot`] itself serialises as JSON. [`http`] serves the same
+//! over HTTP, reading the regions afresh at every scrape.
+//!
+//! This module only reads regions (it never takes a lock a process could wait for, and never
+//! writes), and it never fails because of one bad process: an unreadable region is reported as
+//! down, with the reason.
+
+pub mod http;
+pub mod prometheus;
+
+use serde::Serialize;
+use shvars::region::{RegionReader, Value, VarSpec, VarType, STATE_STOPPED};
+use shvars::{DirError, ProcName, RuntimeDir};
+
+/// A value as read: integers stay exact.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Number {
+    /// INTEGER or ENUM value.
+    Int(i64),
+    /// FLOAT value, or a value scaled to base units.
+    Float(f64),
+}
+
+impl Number {
+    fn scaled(self, factor: f64) -> Number {
+        if factor == 1.0 {
+            return self;
+        }
+        match self {
+            Number::Int(i) => Number::Float(i as f64 * factor),
+            Number::Float(f) => Number::Float(f * factor),
+        }
+    }
+}
+
+/// How a variable is exposed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Only grows (the variable is declared a counter).
+    Counter,
+    /// Any other number.
+    Gauge,
+    /// An ENUM: one sample per label, 1 for the current one and 0 for the others.
+    Stateset,
+}
+
+/// One numeric variable of one process.
+#[derive(Debug, Clone, Serialize)]
+pub struct VarSample {
+    /// The variable's name in its region.
+    pub name: String,
+    /// The Prometheus metric name ([`metric_name`]).
+    pub metric: String,
+    /// Counter, gauge or state set.
+    pub kind: Kind,
+    /// The value, scaled to base units where the name says so (`timeout_us` is exported as
+    /// `timeout_seconds`).
+    pub value: Number,
+    /// ENUM: the current label (none if the value has no label).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// ENUM: every label, indexed by value.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// The variable's description.
+    pub help: String,
+    /// The variable's unit, as declared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+}
+
+/// One process of the runtime directory.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessMetrics {
+    /// Process name.
+    pub process: String,
+    /// Pid recorded in its region (0 if unreadable).
+    pub pid: u32,
+    /// `alive`, `stopped` (exited cleanly), `stale` (died) or `bad` (unreadable region).
+    pub status: &'static str,
+    /// Whether its owner runs.
+    pub up: bool,
+    /// Seconds since its main loop last beat (alive processes only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_age_seconds: Option<f64>,
+    /// Its INTEGER, FLOAT and ENUM variables (alive processes only).
+    pub variables: Vec<VarSample>,
+    /// Why the region is unreadable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Every process of a runtime directory, read once.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// The runtime directory.
+    pub dir: String,
+    /// Its processes, by name.
+    pub processes: Vec<ProcessMetrics>,
+}
+
+/// Reads the numeric variables of every process in `dir`. Stopped, stale and unreadable
+/// processes are listed with `up == false` and no variables.
+///
+/// # Errors
+/// If the directory cannot be read.
+pub fn snapshot(dir: &RuntimeDir) -> Result<Snapshot, DirError> {
+    let processes = dir
+        .process_names()?
+        .iter()
+        .map(|n| read_process(dir, n))
+        .collect();
+    Ok(Snapshot {
+        dir: dir.to_string(),
+        processes,
+    })
+}
+
+fn read_process(dir: &RuntimeDir, name: &ProcName) -> ProcessMetrics {
+    let mut p = ProcessMetrics {
+        process: name.to_string(),
+        pid: 0,
+        status: "bad",
+        up: false,
+        heartbeat_age_seconds: None,
+        variables: Vec::new(),
+        error: None,
+    };
+    let r = match RegionReader::open(dir, name) {
+        Ok(r) => r,
+        Err(e) => {
+            p.error = Some(e.to_string());
+            return p;
+        }
+    };
+    let info = r.info();
+    p.pid = info.pid;
+    if !r.is_alive() {
+        p.status = if info.state == STATE_STOPPED {
+            "stopped"
+        } else {
+            "stale"
+        };
+        return p;
+    }
+    p.status = "alive";
+    p.up = true;
+    let now = shvars::region::now_ns();
+    p.heartbeat_age_seconds = Some(now.saturating_sub(info.heartbeat_ns) as f64 / 1e9);
+    for spec in r.specs() {
+        let Ok(v) = r.find(&spec.name) else { continue };
+        let value = match r.read(&v) {
+            Ok(Value::Int(i)) => Number::Int(i),
+            Ok(Value::Float(f)) => Number::Float(f),
+            // Strings are not metrics; a number cannot be busy.
+            Ok(Value::Str(_)) | Err(_) => continue,
+        };
+        p.variables.push(sample(spec, value));
+    }
+    p
+}
+
+fn sample(spec: &VarSpec, value: Number) -> VarSample {
+    let (metric, factor) = metric_name(&spec.name, spec.counter);
+    let (kind, labels) = match &spec.ty {
+        VarType::Enum { labels } => (Kind::Stateset, labels.clone()),
+        _ if spec.counter => (Kind::Counter, Vec::new()),
+        _ => (Kind::Gauge, Vec::new()),
+    };
+    let label = match (kind, value) {
+        (Kind::Stateset, Number::Int(i)) => spec.label(i).map(str::to_owned),
+        _ => None,
+    };
+    VarSample {
+        name: spec.name.clone(),
+        metric,
+        kind,
+        value: if kind == Kind::Stateset {
+            value
+        } else {
+            value.scaled(factor)
+        },
+        label,
+        labels,
+        help: spec.desc.clone(),
+        unit: spec.unit.clone(),
+    }
+}
+
+/// Time units a name may end with, and their factor to seconds.
+const TIME_UNITS: [(&str, f64); 9] = [
+    ("s", 1.0),
+    ("sec", 1.0),
+    ("secs", 1.0),
+    ("ms", 1e-3),
+    ("milliseconds", 1e-3),
+    ("us", 1e-6),
+    ("microseconds", 1e-6),
+    ("ns", 1e-9),
+    ("nanoseconds", 1e-9),
+];
+
+/// The metric name of variable `var`, and the factor its values are multiplied by.
+///
+/// `shvar_` + the name in snake case (`.` and `-` become `_`, `maxEvents` becomes
+/// `max_events`); a last word that is a time unit (`_ms`, `_us`, `_ns`, `_s`, ...) becomes
+/// `_seconds` and the value is scaled to seconds; counters end in `_total`, gauges never do.
+/// The result always matches `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+///
+/// # Examples
+/// ```
+/// use daqproc::metrics::metric_name;
+/// assert_eq!(metric_name("sg_packs", true), ("shvar_sg_packs_total".to_owned(), 1.0));
+/// assert_eq!(metric_name("timeout_us", false), ("shvar_timeout_seconds".to_owned(), 1e-6));
+/// assert_eq!(metric_name("maxEvents.x-y", false).0, "shvar_max_events_x_y");
+/// ```
+pub fn metric_name(var: &str, counter: bool) -> (String, f64) {
+    let mut snake = String::with_capacity(var.len() + 4);
+    let mut prev_lower = false;
+    for c in var.chars() {
+        if c.is_ascii_uppercase() && prev_lower {
+            snake.push('_');
+        }
+        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        snake.push(if c.is_ascii_alphanumeric() {
+            c.to_ascii_lowercase()
+        } else {
+            '_'
+        });
+    }
+    let mut factor = 1.0;
+    if let Some((stem, last)) = snake.rsplit_once('_') {
+        if let Some((_, f)) = TIME_UNITS.iter().find(|(u, _)| *u == last) {
+            if !stem.is_empty() {
+                factor = *f;
+                snake = format!("{stem}_seconds");
+            }
+        }
+    }
+    let mut name = format!("shvar_{snake}");
+    match (counter, name.strip_suffix("_total")) {
+        (true, None) => name.push_str("_total"),
+        (false, Some(stem)) if stem != "shvar" => name.truncate(stem.len()),
+        _ => {}
+    }
+    (name, factor)
+}
