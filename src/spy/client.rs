@@ -77,18 +77,40 @@ pub enum Received {
     Timeout,
 }
 
+/// How long the rest of a packet may take once its header arrived: a server that stalls in
+/// the middle of a packet is treated as a broken connection.
+pub const PACKET_STALL: Duration = Duration::from_secs(5);
+
+/// Read-ahead buffer: small events are taken from it, large bodies are read straight into
+/// their destination.
+const READ_AHEAD: usize = 1 << 20;
+/// Bodies at least this large are read straight into their destination.
+const DIRECT: usize = 32 << 10;
+
+/// The packet being read.
+#[derive(Debug, Clone, Copy)]
+struct Current {
+    events_left: u32,
+    bytes_left: u64,
+    body_left: usize,
+    deadline: Instant,
+}
+
 /// A connection to a farm spy daemon.
 #[derive(Debug)]
 pub struct SpyClient {
     sock: TcpStream,
     addr: String,
-    head: [u8; PACKET_HEADER_SIZE],
-    have: usize,
-    /// The packet being received: its header and how much of the payload arrived.
-    partial: Option<(PacketHeader, usize)>,
-    /// The payload of the current packet (reused: no allocation per packet).
+    rbuf: Vec<u8>,
+    rpos: usize,
+    rend: usize,
+    cur: Option<Current>,
+    /// Whether the last event was large (its successor's header is read exactly).
+    last_big: bool,
+    /// The read timeout the socket has now.
+    timeout: Option<Duration>,
+    /// The payload of the last packet taken whole by [`SpyClient::receive`].
     payload: Vec<u8>,
-    /// Events in `payload`.
     nevents: u32,
     max_events: u32,
     max_payload: u64,
@@ -105,6 +127,13 @@ pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, SpyError> {
         .map_err(|e| SpyError::Resolve(text.clone(), e.to_string()))?
         .next()
         .ok_or_else(|| SpyError::Resolve(text, "no address".into()))
+}
+
+fn would_block(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
 }
 
 impl SpyClient {
@@ -124,9 +153,12 @@ impl SpyClient {
         Ok(SpyClient {
             sock,
             addr: text,
-            head: [0; PACKET_HEADER_SIZE],
-            have: 0,
-            partial: None,
+            rbuf: vec![0; READ_AHEAD],
+            rpos: 0,
+            rend: 0,
+            cur: None,
+            last_big: false,
+            timeout: None,
             payload: Vec::new(),
             nevents: 0,
             max_events: MAX_PACKET_EVENTS,
@@ -134,7 +166,7 @@ impl SpyClient {
         })
     }
 
-    /// The events of the last packet received, checked one by one.
+    /// The events of the last packet taken whole by [`SpyClient::receive`], checked one by one.
     pub fn events(&self) -> Events<'_> {
         Events::new(&self.payload, self.nevents)
     }
@@ -193,91 +225,272 @@ impl SpyClient {
         }
     }
 
-    /// Reads into `buf` until it is full or `deadline` passes. Returns whether it is full.
-    fn fill(&mut self, which: Fill, deadline: Instant) -> Result<bool, SpyError> {
+    fn protocol(&self, source: BadPacket) -> SpyError {
+        SpyError::Protocol {
+            addr: self.addr.clone(),
+            source,
+        }
+    }
+
+    /// Arms the socket's read timeout for `deadline` (in slices of at most 10 ms, so the
+    /// system call is skipped while the value stays the same). False if it passed.
+    fn set_timeout(&mut self, deadline: Instant) -> bool {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let slice = left.clamp(Duration::from_micros(100), Duration::from_millis(10));
+        let slice = Duration::from_micros(slice.as_micros() as u64 / 100 * 100);
+        if self.timeout != Some(slice) {
+            let _ = self.sock.set_read_timeout(Some(slice));
+            self.timeout = Some(slice);
+        }
+        true
+    }
+
+    /// Reads what the socket has (at least one byte, at most `max`) into the read-ahead
+    /// buffer. Returns false if `deadline` passed first.
+    fn fill_some(&mut self, deadline: Instant, max: usize) -> Result<bool, SpyError> {
+        if self.rpos == self.rend {
+            self.rpos = 0;
+            self.rend = 0;
+        } else if self.rend == self.rbuf.len() {
+            self.rbuf.copy_within(self.rpos..self.rend, 0);
+            self.rend -= self.rpos;
+            self.rpos = 0;
+        }
         loop {
-            let (buf, have): (&mut [u8], &mut usize) = match which {
-                Fill::Head => (&mut self.head[..], &mut self.have),
-                Fill::Body => {
-                    let (_, h) = self.partial.as_mut().expect("a packet in progress");
-                    (&mut self.payload[..], h)
-                }
-            };
-            if *have == buf.len() {
-                return Ok(true);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if !self.set_timeout(deadline) {
                 return Ok(false);
             }
-            let _ = self
-                .sock
-                .set_read_timeout(Some(left.max(Duration::from_micros(100))));
-            match self.sock.read(&mut buf[*have..]) {
+            let end = self.rbuf.len().min(self.rend.saturating_add(max.max(1)));
+            match self.sock.read(&mut self.rbuf[self.rend..end]) {
                 Ok(0) => return Err(SpyError::Closed(self.addr.clone())),
-                Ok(n) => *have += n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
+                Ok(n) => {
+                    self.rend += n;
+                    return Ok(true);
+                }
+                Err(e) if would_block(&e) => {}
                 Err(e) => return Err(self.io(e)),
             }
         }
     }
 
-    /// Waits at most `timeout` for the next packet. A packet that arrives in pieces is kept
-    /// across calls: a [`Received::Timeout`] loses nothing.
+    /// Fills `dest` completely, from the read-ahead buffer and then straight from the socket.
+    fn read_exact(&mut self, dest: &mut [u8], deadline: Instant) -> Result<(), SpyError> {
+        let mut done = (self.rend - self.rpos).min(dest.len());
+        dest[..done].copy_from_slice(&self.rbuf[self.rpos..self.rpos + done]);
+        self.rpos += done;
+        while done < dest.len() {
+            let left = dest.len() - done;
+            if left >= DIRECT {
+                // Large: no detour through the read-ahead buffer.
+                if !self.set_timeout(deadline) {
+                    return Err(self.stalled());
+                }
+                match self.sock.read(&mut dest[done..]) {
+                    Ok(0) => return Err(SpyError::Closed(self.addr.clone())),
+                    Ok(n) => done += n,
+                    Err(e) if would_block(&e) => {}
+                    Err(e) => return Err(self.io(e)),
+                }
+            } else {
+                if !self.fill_some(deadline, usize::MAX)? {
+                    return Err(self.stalled());
+                }
+                let n = (self.rend - self.rpos).min(left);
+                dest[done..done + n].copy_from_slice(&self.rbuf[self.rpos..self.rpos + n]);
+                self.rpos += n;
+                done += n;
+            }
+        }
+        Ok(())
+    }
+
+    fn stalled(&self) -> SpyError {
+        self.io(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the server stopped in the middle of a packet for {} s",
+                PACKET_STALL.as_secs()
+            ),
+        ))
+    }
+
+    /// Waits at most `timeout` for the next packet's header. `Ok(None)`: nothing yet (what
+    /// arrived of the header is kept). After an events packet, read its events with
+    /// [`SpyClient::next_event`] and [`SpyClient::read_body`] or [`SpyClient::skip_body`].
+    ///
+    /// # Errors
+    /// [`SpyError::Protocol`] for a bad header, [`SpyError::Refused`] for an error packet,
+    /// [`SpyError::Io`]/[`SpyError::Closed`].
+    pub fn receive_header(&mut self, timeout: Duration) -> Result<Option<PacketHeader>, SpyError> {
+        if let Some(c) = &self.cur {
+            return Err(self.protocol(BadPacket::Size(format!(
+                "{} events of the previous packet were not read",
+                c.events_left
+            ))));
+        }
+        let deadline = Instant::now() + timeout;
+        while self.rend - self.rpos < PACKET_HEADER_SIZE {
+            if !self.fill_some(deadline, usize::MAX)? {
+                return Ok(None);
+            }
+        }
+        let mut hb = [0u8; PACKET_HEADER_SIZE];
+        hb.copy_from_slice(&self.rbuf[self.rpos..self.rpos + PACKET_HEADER_SIZE]);
+        self.rpos += PACKET_HEADER_SIZE;
+        let h = PacketHeader::decode(
+            &hb,
+            self.max_events,
+            self.max_payload.max(MAX_PACKET_BYTES as u64),
+        )
+        .map_err(|e| self.protocol(e))?;
+        let stall = Instant::now() + PACKET_STALL;
+        match h.status {
+            Status::Ok => {
+                self.cur = Some(Current {
+                    events_left: h.nevents,
+                    bytes_left: h.payload_len,
+                    body_left: 0,
+                    deadline: stall,
+                });
+                Ok(Some(h))
+            }
+            Status::NoData => Ok(Some(h)),
+            Status::Error => {
+                let mut msg = vec![0u8; h.payload_len as usize];
+                self.read_exact(&mut msg, stall)?;
+                Err(SpyError::Refused {
+                    addr: self.addr.clone(),
+                    msg: String::from_utf8_lossy(&msg).into_owned(),
+                })
+            }
+        }
+    }
+
+    /// The next event of the current packet: its number and size, or `None` after the last.
+    ///
+    /// # Errors
+    /// [`SpyError::Protocol`] if the sizes do not add up, socket errors as for
+    /// [`SpyError::Io`].
+    pub fn next_event(&mut self) -> Result<Option<(u64, usize)>, SpyError> {
+        let Some(mut c) = self.cur else {
+            return Ok(None);
+        };
+        if c.body_left > 0 {
+            self.skip_body()?;
+            c = self.cur.expect("packet in progress");
+        }
+        if c.events_left == 0 {
+            self.cur = None;
+            return if c.bytes_left == 0 {
+                Ok(None)
+            } else {
+                Err(self.protocol(BadPacket::Size(format!(
+                    "{} bytes after the last event",
+                    c.bytes_left
+                ))))
+            };
+        }
+        if c.bytes_left < EVENT_HEADER_SIZE as u64 {
+            self.cur = None;
+            return Err(self.protocol(BadPacket::Size(
+                "payload ends inside an event header".into(),
+            )));
+        }
+        let mut eh = [0u8; EVENT_HEADER_SIZE];
+        if self.last_big && self.rend - self.rpos < EVENT_HEADER_SIZE {
+            // After a large event the next one is likely large too: read just its header, so
+            // its body can go straight to its destination instead of through the read-ahead.
+            while self.rend - self.rpos < EVENT_HEADER_SIZE {
+                let want = EVENT_HEADER_SIZE - (self.rend - self.rpos);
+                if !self.fill_some(c.deadline, want)? {
+                    return Err(self.stalled());
+                }
+            }
+        }
+        self.read_exact(&mut eh, c.deadline)?;
+        let evnr = u64::from_le_bytes(eh[0..8].try_into().expect("8 bytes"));
+        let len = u32::from_le_bytes(eh[8..12].try_into().expect("4 bytes")) as u64;
+        c.bytes_left -= EVENT_HEADER_SIZE as u64;
+        if len > c.bytes_left {
+            self.cur = None;
+            return Err(self.protocol(BadPacket::Size(format!(
+                "event {evnr} claims {len} bytes, {} left in the packet",
+                c.bytes_left
+            ))));
+        }
+        c.events_left -= 1;
+        c.bytes_left -= len;
+        c.body_left = len as usize;
+        self.last_big = len as usize >= DIRECT;
+        self.cur = Some(c);
+        Ok(Some((evnr, len as usize)))
+    }
+
+    /// Reads the current event's bytes into `dest`, whose length must be the event's size.
+    ///
+    /// # Errors
+    /// As for [`SpyError::Io`]; a wrong `dest` size is a [`SpyError::Protocol`] misuse.
+    pub fn read_body(&mut self, dest: &mut [u8]) -> Result<(), SpyError> {
+        let Some(mut c) = self.cur else {
+            return Err(self.protocol(BadPacket::Size("no event to read".into())));
+        };
+        if dest.len() != c.body_left {
+            return Err(self.protocol(BadPacket::Size(format!(
+                "read_body of {} bytes for an event of {}",
+                dest.len(),
+                c.body_left
+            ))));
+        }
+        self.read_exact(dest, c.deadline)?;
+        c.body_left = 0;
+        self.cur = Some(c);
+        Ok(())
+    }
+
+    /// Skips the current event's bytes.
+    ///
+    /// # Errors
+    /// As for [`SpyError::Io`].
+    pub fn skip_body(&mut self) -> Result<(), SpyError> {
+        let Some(mut c) = self.cur else { return Ok(()) };
+        let mut scratch = [0u8; 8192];
+        while c.body_left > 0 {
+            let n = c.body_left.min(scratch.len());
+            self.read_exact(&mut scratch[..n], c.deadline)?;
+            c.body_left -= n;
+        }
+        self.cur = Some(c);
+        Ok(())
+    }
+
+    /// Waits at most `timeout` for the next packet and takes it whole; iterate over its events
+    /// with [`SpyClient::events`].
     ///
     /// # Errors
     /// [`SpyError::Protocol`] for a bad packet, [`SpyError::Refused`] for an error packet
     /// (the server closes the connection after it), [`SpyError::Io`]/[`SpyError::Closed`].
     pub fn receive(&mut self, timeout: Duration) -> Result<Received, SpyError> {
-        let deadline = Instant::now() + timeout;
-        if self.partial.is_none() {
-            if !self.fill(Fill::Head, deadline)? {
-                return Ok(Received::Timeout);
-            }
-            self.have = 0;
-            let h = PacketHeader::decode(
-                &self.head,
-                self.max_events,
-                self.max_payload.max(MAX_PACKET_BYTES as u64),
-            )
-            .map_err(|source| SpyError::Protocol {
-                addr: self.addr.clone(),
-                source,
-            })?;
-            // Only bytes beyond what the buffer ever held get zeroed.
-            self.payload.resize(h.payload_len as usize, 0);
-            self.partial = Some((h, 0));
-        }
-        if !self.fill(Fill::Body, deadline)? {
+        let Some(h) = self.receive_header(timeout)? else {
             return Ok(Received::Timeout);
+        };
+        if h.status == Status::NoData {
+            return Ok(Received::NoData {
+                last_evnr: h.last_evnr,
+                skipped: h.skipped,
+            });
         }
-        let (header, _) = self.partial.take().expect("a packet in progress");
-        let payload = &self.payload;
-        match header.status {
-            Status::Ok => {
-                self.nevents = header.nevents;
-                Ok(Received::Packet(header))
-            }
-            Status::NoData => Ok(Received::NoData {
-                last_evnr: header.last_evnr,
-                skipped: header.skipped,
-            }),
-            Status::Error => Err(SpyError::Refused {
-                addr: self.addr.clone(),
-                msg: String::from_utf8_lossy(payload).into_owned(),
-            }),
-        }
+        // Take the raw payload as it is; `events()` checks it.
+        let deadline = Instant::now() + PACKET_STALL;
+        self.payload.resize(h.payload_len as usize, 0);
+        let mut payload = std::mem::take(&mut self.payload);
+        let r = self.read_exact(&mut payload, deadline);
+        self.payload = payload;
+        self.cur = None;
+        r?;
+        self.nevents = h.nevents;
+        Ok(Received::Packet(h))
     }
-}
-
-#[derive(Clone, Copy)]
-enum Fill {
-    Head,
-    Body,
 }

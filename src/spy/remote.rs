@@ -14,8 +14,8 @@ use parking_lot::Mutex;
 use shvars::circ::{CircWriter, WriteError};
 use shvars::region::{IntVar, StrVar, VarSpec};
 
-use super::client::{Received, SpyClient};
-use super::proto::Mode;
+use super::client::{SpyClient, SpyError};
+use super::proto::{Mode, Status};
 use crate::command::{Command, Outcome};
 use crate::eventlog::EventLog;
 use crate::process::{App, BoxError, Ctx, ProcessSpec};
@@ -424,84 +424,45 @@ fn prefetch(
             }
             r
         };
-        let got = sent
-            .and_then(|()| c.receive(Duration::from_micros(vars.timeout_us.get().max(1) as u64)));
+        let got = sent.and_then(|()| {
+            c.receive_header(Duration::from_micros(vars.timeout_us.get().max(1) as u64))
+        });
         match got {
-            Ok(Received::Packet(header)) => {
+            Ok(Some(header)) if header.status == Status::Ok => {
                 if mode != Mode::Push {
                     in_flight = in_flight.saturating_sub(1);
                 }
                 waits = 0;
-                let mut n = 0u64;
-                let mut bytes = 0u64;
-                let mut bad = None;
-                for ev in c.events() {
-                    match ev {
-                        Ok((evnr, data)) => {
-                            if data.len() > max_event {
-                                vars.ignored.add(1);
-                                continue;
-                            }
-                            let Some(w) = writer.as_mut() else { break };
-                            match w.write(evnr, data) {
-                                Ok(()) => {
-                                    n += 1;
-                                    bytes += data.len() as u64;
-                                    last_evnr = evnr;
-                                }
-                                Err(WriteError::NotIncreasing { .. }) => {
-                                    match recreate(writer.take().expect("writer"), log) {
-                                        Ok(mut w) => {
-                                            if w.write(evnr, data).is_ok() {
-                                                n += 1;
-                                                bytes += data.len() as u64;
-                                                last_evnr = evnr;
-                                            }
-                                            writer = Some(w);
-                                        }
-                                        Err(msg) => {
-                                            log.error(&msg);
-                                            vars.lasterror.set(&msg);
-                                            break;
-                                        }
-                                    }
-                                }
-                                Err(e) => {
-                                    vars.ignored.add(1);
-                                    log.warn(e.to_string());
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            bad = Some(e);
-                            break;
-                        }
-                    }
-                }
+                // Events go straight from the socket into the local buffer.
+                let r = take_packet(c, &mut writer, max_event, vars, log, &mut last_evnr);
                 vars.lost.add(header.skipped as i64);
                 vars.packevents.set(header.nevents as i64);
+                let (n, bytes) = match r {
+                    Ok(x) => x,
+                    Err((x, e)) => {
+                        let msg = e.to_string();
+                        log.error(&msg);
+                        vars.lasterror.set(&msg);
+                        conn = None;
+                        vars.no_conn.set(1);
+                        next_try = Instant::now() + backoff;
+                        x
+                    }
+                };
                 if n > 0 {
                     vars.lastevent.set(last_evnr as i64);
                 }
                 stats.count(n, 1, bytes);
                 stats.end_loop();
-                if let Some(e) = bad {
-                    let msg = format!("{}: bad packet: {e}", c.addr());
-                    log.error(&msg);
-                    vars.lasterror.set(&msg);
-                    conn = None;
-                    vars.no_conn.set(1);
-                    next_try = Instant::now() + backoff;
-                }
             }
-            Ok(Received::NoData { skipped, .. }) => {
+            Ok(Some(header)) => {
                 if mode != Mode::Push {
                     in_flight = in_flight.saturating_sub(1);
                 }
-                vars.lost.add(skipped as i64);
+                vars.lost.add(header.skipped as i64);
                 count_wait(vars, &mut waits);
             }
-            Ok(Received::Timeout) => count_wait(vars, &mut waits),
+            Ok(None) => count_wait(vars, &mut waits),
             Err(e) => {
                 let msg = e.to_string();
                 log.warn(format!("{msg}; reconnecting"));
@@ -516,6 +477,75 @@ fn prefetch(
     }
     vars.no_conn.set(1);
     writer
+}
+
+/// Reads the events of the packet whose header was just received straight into the local
+/// buffer. Returns the events and bytes written; on a connection or protocol error, those and
+/// the error.
+#[allow(clippy::type_complexity)]
+fn take_packet(
+    c: &mut SpyClient,
+    writer: &mut Option<CircWriter>,
+    max_event: usize,
+    vars: &Vars,
+    log: &EventLog,
+    last_evnr: &mut u64,
+) -> Result<(u64, u64), ((u64, u64), SpyError)> {
+    let (mut n, mut bytes) = (0u64, 0u64);
+    loop {
+        let (evnr, len) = match c.next_event() {
+            Ok(Some(x)) => x,
+            Ok(None) => return Ok((n, bytes)),
+            Err(e) => return Err(((n, bytes), e)),
+        };
+        if len > max_event || writer.is_none() {
+            vars.ignored.add(1);
+            if let Err(e) = c.skip_body() {
+                return Err(((n, bytes), e));
+            }
+            continue;
+        }
+        let mut attempt = 0;
+        loop {
+            let w = writer.as_mut().expect("checked above");
+            match w.reserve(evnr, len) {
+                Ok(mut r) => {
+                    if let Err(e) = c.read_body(r.buf()) {
+                        // Dropped uncommitted: nothing half-received reaches readers.
+                        return Err(((n, bytes), e));
+                    }
+                    r.commit();
+                    n += 1;
+                    bytes += len as u64;
+                    *last_evnr = evnr;
+                    break;
+                }
+                Err(WriteError::NotIncreasing { .. }) if attempt == 0 => {
+                    attempt += 1;
+                    match recreate(writer.take().expect("checked above"), log) {
+                        Ok(w) => *writer = Some(w),
+                        Err(msg) => {
+                            log.error(&msg);
+                            vars.lasterror.set(&msg);
+                            vars.ignored.add(1);
+                            if let Err(e) = c.skip_body() {
+                                return Err(((n, bytes), e));
+                            }
+                            break;
+                        }
+                    }
+                }
+                Err(e) => {
+                    log.warn(e.to_string());
+                    vars.ignored.add(1);
+                    if let Err(e) = c.skip_body() {
+                        return Err(((n, bytes), e));
+                    }
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Replaces the local buffer by a new instance of the same name and size (the farm's event

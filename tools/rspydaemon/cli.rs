@@ -5,8 +5,8 @@ use daqproc::process::ProcessArgs;
 /// a prefetch thread fills the local circular buffer lname (circsize bytes) from a farm spy
 /// daemon (raddr, rport).
 ///
-/// Commands (on DIR/NAME.ctl, or `shvar cmd NAME ...`): init [circbuf], start [raddr [rport]],
-/// pause, resume, reconnect [raddr [rport]], disconnect, update, end, exit.
+/// Commands (on DIR/NAME.ctl, or `shvar cmd NAME ...`): `init [circbuf]`, `start [raddr [rport]]`,
+/// pause, resume, `reconnect [raddr [rport]]`, disconnect, update, end, exit.
 /// `rspydaemon -n spy1 -c 'init B_1_1' -c 'start localhost 2115'`.
 #[derive(Debug, Parser)]
 #[command(name = "rspydaemon", version)]
