@@ -9,3 +9,4 @@ mod framework;
 mod shvar_tool;
 mod spy;
 mod spyctl;
+mod tools_cli;

@@ -1,8 +1,7 @@
-//! The reading loop: open (sampling or lossless), read, check, print, follow the producer
-//! across restarts.
+//! The consumer: opens the source named on the command line (a local buffer or a farm spy
+//! daemon), then prints, checks and counts its events the same way whatever they come from.
 
 use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,259 +9,179 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use daqproc::payload;
-use shvars::circ::{
-    EventInfo, LosslessReader, OpenError, ReadTimeoutError, ReaderStats, SamplingReader, StartAt,
-    TryReadError,
-};
 use shvars::RuntimeDir;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, From};
+use crate::local::LocalSource;
+use crate::remote::RemoteSource;
 use crate::report::Tally;
+use crate::source::{Next, Source};
+use crate::uri::SourceSpec;
 
 /// How long one wait for an event lasts before spycat looks at signals and statistics again.
 const SLICE: Duration = Duration::from_millis(100);
-/// Initial read buffer; it grows to the largest event seen.
-const INITIAL_BUF: usize = 64 << 10;
 
-enum Reader {
-    Sampling(SamplingReader),
-    Lossless(LosslessReader),
-}
+/// Exit status for bad usage.
+const USAGE: u8 = 2;
 
-impl Reader {
-    fn open(path: &Path, lossless: bool, start: StartAt) -> Result<Reader, OpenError> {
-        Ok(if lossless {
-            Reader::Lossless(LosslessReader::open_with(path, start)?)
-        } else {
-            Reader::Sampling(SamplingReader::open_with(path, start)?)
-        })
-    }
-
-    fn try_read(&mut self, buf: &mut [u8]) -> Result<EventInfo, TryReadError> {
-        match self {
-            Reader::Sampling(r) => r.try_read(buf),
-            Reader::Lossless(r) => r.try_read(buf),
-        }
-    }
-
-    fn read_timeout(&mut self, buf: &mut [u8], t: Duration) -> Result<EventInfo, ReadTimeoutError> {
-        match self {
-            Reader::Sampling(r) => r.read_timeout(buf, t),
-            Reader::Lossless(r) => r.read_timeout(buf, t),
-        }
-    }
-
-    fn stats(&self) -> ReaderStats {
-        match self {
-            Reader::Sampling(r) => r.stats(),
-            Reader::Lossless(r) => r.stats(),
-        }
-    }
-
-    fn describe(&self) -> String {
-        let s = match self {
-            Reader::Sampling(r) => r.buffer_stats(),
-            Reader::Lossless(r) => r.buffer_stats(),
-        };
-        format!(
-            "producer pid {}, capacity {} bytes, {} events written so far",
-            s.producer_pid, s.capacity, s.events_written
-        )
-    }
-}
-
-/// One read's outcome, with the three kinds of "no event" told apart.
-enum Got {
-    Event(EventInfo),
-    Nothing,
-    Gone(shvars::circ::ProducerGone),
-}
-
-struct Cat<'a> {
+/// Prints, checks and counts events.
+struct Sink<'a> {
     cli: &'a Cli,
+    /// The source as named, for the reports.
     name: String,
-    path: PathBuf,
-    reader: Reader,
-    buf: Vec<u8>,
+    /// The source in error messages: `buffer B_1_1`, `remote://...`.
+    what: String,
     out: BufWriter<io::StdoutLock<'static>>,
     tally: Tally,
-    /// Event number of the last event of the current buffer instance (checks the order).
+    /// Event number of the last event since the source last started over (checks the order).
     prev: Option<u64>,
-    stop: Arc<AtomicBool>,
 }
 
 pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
-    let dir = RuntimeDir::resolve(cli.dir.as_deref());
-    let path = dir.buffer_path(&cli.buffer)?;
-    let reader = Reader::open(&path, cli.lossless, cli.from.start())
-        .with_context(|| format!("cannot read buffer {}", cli.buffer))?;
+    if let SourceSpec::Remote(_) = &cli.source {
+        // Options that only mean something for a local buffer.
+        let local_only = [
+            (cli.lossless, "--lossless: a farm spy daemon never waits for its clients"),
+            (
+                cli.from.is_some(),
+                "--from: choose where a remote source starts with mode=next (the oldest event) or mode=latest",
+            ),
+        ];
+        if let Some((_, why)) = local_only.iter().find(|(given, _)| *given) {
+            eprintln!("spycat: error: {why} (it applies to a local buffer only)");
+            return Ok(ExitCode::from(USAGE));
+        }
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())
             .context("cannot install the signal handlers")?;
     }
-    let mut cat = Cat {
+    let mut sink = Sink {
         cli,
-        name: cli.buffer.clone(),
-        path,
-        reader,
-        buf: vec![0u8; INITIAL_BUF],
+        name: cli.source.to_string(),
+        what: cli.source.to_string(),
         out: BufWriter::with_capacity(1 << 16, io::stdout().lock()),
         tally: Tally::new(),
         prev: None,
-        stop,
     };
-    if cli.follow {
-        eprintln!(
-            "spycat: attached to {} ({}), {} reader from the {} event",
-            cat.path.display(),
-            cat.reader.describe(),
-            if cli.lossless { "lossless" } else { "sampling" },
-            cli.from.name()
-        );
+    match &cli.source {
+        SourceSpec::Local(name) => {
+            let dir = RuntimeDir::resolve(cli.dir.as_deref());
+            let path = dir.buffer_path(name)?;
+            let from = cli.from.unwrap_or(From::Oldest);
+            let mut src = LocalSource::open(name, path, cli.lossless, cli.follow, from.start())?;
+            sink.name = name.clone();
+            sink.what = format!("buffer {name}");
+            if cli.follow {
+                eprintln!(
+                    "spycat: attached to {} from the {} event",
+                    src.describe(),
+                    from.name()
+                );
+            }
+            sink.consume(&mut src, &stop)
+        }
+        SourceSpec::Remote(spec) => {
+            let mut src = RemoteSource::connect(
+                spec.clone(),
+                &cli.source.to_string(),
+                cli.follow,
+                cli.count,
+            )?;
+            if cli.follow {
+                eprintln!("spycat: connected to the {}", src.describe());
+            }
+            sink.consume(&mut src, &stop)
+        }
     }
-    let result = cat.cat();
-    cat.out.flush().context("cannot write to stdout")?;
-    let s = cat.reader.stats();
-    if cli.stats {
-        eprintln!("{}", cat.tally.summary(&cat.name, s));
-    }
-    result?;
-    if cli.verify {
-        eprintln!(
-            "spycat: {}: verified {} events: every payload intact, event numbers increasing ({} lost)",
-            cat.name,
-            cat.tally.events,
-            cat.tally.losses(s).0
-        );
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
-impl Cat<'_> {
-    fn cat(&mut self) -> anyhow::Result<()> {
-        let mut waiting_msg = false;
+impl Sink<'_> {
+    /// Reads `src` to its end (or --count, or a signal), then reports.
+    fn consume(&mut self, src: &mut dyn Source, stop: &AtomicBool) -> anyhow::Result<ExitCode> {
+        let result = self.cat(src, stop);
+        self.out.flush().context("cannot write to stdout")?;
+        let losses = src.losses();
+        if self.cli.stats {
+            eprintln!("{}", self.tally.summary(&self.name, &losses));
+        }
+        result?;
+        if self.cli.verify {
+            eprintln!(
+                "spycat: {}: verified {} events: every payload intact, event numbers increasing ({} lost)",
+                self.name, self.tally.events, losses.lost
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    fn cat(&mut self, src: &mut dyn Source, stop: &AtomicBool) -> anyhow::Result<()> {
         loop {
-            if self.stop.load(Ordering::Relaxed)
+            if stop.load(Ordering::Relaxed)
                 || self.cli.count.is_some_and(|n| self.tally.events >= n)
             {
                 return Ok(());
             }
             if self.cli.follow && self.cli.stats {
-                if let Some(line) = self.tally.per_second(&self.name, self.reader.stats()) {
+                if let Some(line) = self.tally.per_second(&self.name, &src.losses()) {
                     eprintln!("{line}");
                 }
             }
-            match self.next()? {
-                Got::Event(ev) => {
-                    waiting_msg = false;
-                    self.event(ev)?;
-                }
-                Got::Nothing if self.cli.follow => {}
-                Got::Nothing => return Ok(()),
-                Got::Gone(g) if !self.cli.follow => {
-                    // Every event was read: nothing more will come from this producer.
-                    let _ = g;
-                    return Ok(());
-                }
-                Got::Gone(g) => {
-                    if g.recreated {
-                        match Reader::open(&self.path, self.cli.lossless, StartAt::Oldest) {
-                            Ok(r) => {
-                                self.tally.carry(self.reader.stats());
-                                self.reader = r;
-                                self.prev = None;
-                                waiting_msg = false;
-                                eprintln!(
-                                    "spycat: {}: re-attached to the new producer ({}), from its oldest event",
-                                    self.name,
-                                    self.reader.describe()
-                                );
-                                continue;
-                            }
-                            Err(e) if !waiting_msg => {
-                                eprintln!("spycat: {}: cannot re-attach yet: {e}", self.name);
-                                waiting_msg = true;
-                            }
-                            Err(_) => {}
-                        }
-                    } else if !waiting_msg {
-                        eprintln!("spycat: {g}; waiting for a new producer (Ctrl-C to stop)");
-                        waiting_msg = true;
-                    }
+            // What is there at once; else let what was printed out before waiting.
+            let next = match src.next_event(Duration::ZERO)? {
+                Next::Idle => {
                     self.out.flush().context("cannot write to stdout")?;
-                    std::thread::sleep(SLICE);
+                    src.next_event(SLICE)?
                 }
-            }
-        }
-    }
-
-    /// The next event: at once if one waits, else (with --follow) after a short wait.
-    fn next(&mut self) -> anyhow::Result<Got> {
-        loop {
-            let r = match self.reader.try_read(&mut self.buf) {
-                Err(TryReadError::Empty) if self.cli.follow => {
-                    // About to wait: let what was printed so far out first.
-                    self.out.flush().context("cannot write to stdout")?;
-                    self.reader.read_timeout(&mut self.buf, SLICE)
-                }
-                other => other.map_err(ReadTimeoutError::from),
+                next => next,
             };
-            match r {
-                Ok(ev) => return Ok(Got::Event(ev)),
-                Err(ReadTimeoutError::Timeout) => return Ok(Got::Nothing),
-                Err(ReadTimeoutError::TooSmall(t)) => self.buf.resize(t.needed, 0),
-                Err(ReadTimeoutError::ProducerGone(g)) => return Ok(Got::Gone(g)),
-                Err(ReadTimeoutError::Evicted(e)) => {
-                    eprintln!("spycat: {e}; rejoining at the oldest event still there");
-                    if let Reader::Lossless(r) = &mut self.reader {
-                        r.rejoin()
-                            .with_context(|| format!("cannot rejoin buffer {}", self.name))?;
-                    }
-                    self.prev = None;
-                }
+            match next {
+                Next::Event(evnr, data) => self.event(evnr, data)?,
+                Next::Idle => {}
+                Next::Restart => self.prev = None,
+                Next::End => return Ok(()),
             }
         }
     }
 
-    fn event(&mut self, ev: EventInfo) -> anyhow::Result<()> {
-        let data = &self.buf[..ev.len];
+    fn event(&mut self, evnr: u64, data: &[u8]) -> anyhow::Result<()> {
         if self.cli.verify {
-            if let Some(p) = self.prev.filter(|&p| ev.evnr <= p) {
+            if let Some(p) = self.prev.filter(|&p| evnr <= p) {
                 bail!(
-                    "buffer {}: event numbers out of order: event {} came after event {} ({} events read)",
-                    self.name,
-                    ev.evnr,
+                    "{}: event numbers out of order: event {} came after event {} ({} events read)",
+                    self.what,
+                    evnr,
                     p,
                     self.tally.events
                 );
             }
         }
-        self.prev = Some(ev.evnr);
+        self.prev = Some(evnr);
         self.tally.events += 1;
-        self.tally.bytes += ev.len as u64;
-        self.tally.last_evnr = Some(ev.evnr);
+        self.tally.bytes += data.len() as u64;
+        self.tally.last_evnr = Some(evnr);
         let w = &mut self.out;
         if self.cli.raw {
             if self.cli.verify {
-                verified(&self.name, ev.evnr, data)?;
+                payload::verify(evnr, data).map_err(|e| corrupt(&self.what, e))?;
             }
             w.write_all(data).context("cannot write to stdout")?;
         } else {
-            let ok = match payload::verify(ev.evnr, data) {
+            let ok = match payload::verify(evnr, data) {
                 Ok(()) => true,
                 Err(_) if !self.cli.verify => false,
                 Err(e) => {
                     let _ = w.flush();
-                    return Err(corrupt(&self.name, e));
+                    return Err(corrupt(&self.what, e));
                 }
             };
             if !self.cli.quiet {
                 writeln!(
                     w,
                     "{} {} {}",
-                    ev.evnr,
-                    ev.len,
+                    evnr,
+                    data.len(),
                     if ok { "ok" } else { "BAD" }
                 )
                 .context("cannot write to stdout")?;
@@ -272,12 +191,8 @@ impl Cat<'_> {
     }
 }
 
-fn verified(name: &str, evnr: u64, data: &[u8]) -> anyhow::Result<()> {
-    payload::verify(evnr, data).map_err(|e| corrupt(name, e))
-}
-
-fn corrupt(name: &str, e: payload::PayloadError) -> anyhow::Error {
+fn corrupt(what: &str, e: payload::PayloadError) -> anyhow::Error {
     anyhow::anyhow!(
-        "buffer {name}: corrupt event: {e} (the producer wrote it wrong or the buffer was damaged; payloads are checked as evgen writes them)"
+        "{what}: corrupt event: {e} (the producer wrote it wrong or the data was damaged on the way; payloads are checked as evgen writes them)"
     )
 }

@@ -3,21 +3,34 @@ use std::path::PathBuf;
 use clap::{Parser, ValueEnum};
 use shvars::circ::StartAt;
 
-/// Read the events of a circular buffer: a line per event (`EVNR SIZE ok|BAD`, the checksum of
-/// an evgen payload), or the raw payloads.
+use crate::uri::SourceSpec;
+
+/// Read the events of a circular buffer, or of a farm spy daemon over the network: a line per
+/// event (`EVNR SIZE ok|BAD`, the checksum of an evgen payload), or the raw payloads.
 ///
-/// Without --follow spycat reads what the buffer holds and exits; with --follow it waits for new
-/// events, and when the producer dies or exits it waits for a producer to re-create the buffer
-/// and re-attaches (from the oldest event of the new buffer). Ctrl-C (or SIGTERM) ends it
-/// cleanly, with the summary of --stats.
+/// SOURCE is a local buffer (`B_1_1`, `/tmp/B_1_1`, `spy:B_1_1`) or a farm spy daemon
+/// (`remote://HOST[:PORT]?mode=next|latest|push&maxevents=N&maxbytes=N`, or KLOE's
+/// `remote:spy:BUFFER@HOST[:PORT]?max_events_per_packet=N`; port 2115 by default). Lost events
+/// are the sampling reader's, or those the daemon skipped.
 ///
-/// Exit status: 0 ok, 1 the buffer cannot be read or --verify found a bad event, 2 bad usage.
+/// Without --follow spycat reads what the source holds and exits. A farm spy daemon: up to
+/// --count events, or without --count up to the newest event it had when spycat connected; and
+/// in any case until its first "no data" answer (push mode: 1 s without a packet). With --follow it waits for new events; when the producer of a local buffer
+/// dies or exits it waits for a producer to re-create the buffer and re-attaches (from the
+/// oldest event of the new buffer); when the connection to a farm spy daemon drops it
+/// reconnects (after 0.1 s, then less and less often, up to every 5 s), resuming after the last
+/// event received. Ctrl-C (or SIGTERM) ends it cleanly, with the summary
+/// of --stats.
+///
+/// Exit status: 0 ok, 1 the source cannot be read or --verify found a bad event, 2 bad usage
+/// (a malformed source included).
 #[derive(Debug, Parser)]
 #[command(name = "spycat", version)]
 pub struct Cli {
-    /// The buffer: a bare name in the runtime directory, or an absolute path
-    #[arg(value_name = "BUFFER")]
-    pub buffer: String,
+    /// What to read: NAME, /PATH, spy:NAME, remote://HOST[:PORT][?OPTIONS] or
+    /// remote:spy:BUFFER@HOST[:PORT][?OPTIONS]
+    #[arg(value_name = "SOURCE", value_parser = crate::uri::parse)]
+    pub source: SourceSpec,
     /// Runtime directory [default: $SHVAR_DIR, else /dev/shm/shvars, else $XDG_RUNTIME_DIR/shvars]
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
@@ -33,7 +46,8 @@ pub struct Cli {
     /// Keep reading as events arrive; re-attach when the producer re-creates the buffer
     #[arg(short = 'f', long)]
     pub follow: bool,
-    /// Register as a lossless reader: the producer waits for this reader (up to its timeout)
+    /// Register as a lossless reader: the producer waits for this reader (up to its timeout);
+    /// local buffers only
     #[arg(long)]
     pub lossless: bool,
     /// Check every payload byte for byte and that event numbers increase; exit 1 at the first
@@ -43,9 +57,9 @@ pub struct Cli {
     /// Print events/s, MB/s and lost events to stderr: every second with --follow, and at the end
     #[arg(long)]
     pub stats: bool,
-    /// Where to start reading
-    #[arg(long, value_enum, value_name = "WHERE", default_value_t = From::Oldest)]
-    pub from: From,
+    /// Where to start reading a local buffer [default: oldest]
+    #[arg(long, value_enum, value_name = "WHERE")]
+    pub from: Option<From>,
     #[command(flatten)]
     pub extras: daqproc::cli_extras::Extras,
 }

@@ -1,9 +1,14 @@
-//! `spycat`: read a circular buffer from the command line. `spycat gen1 --follow --verify`.
+//! `spycat`: read a circular buffer, or a farm spy daemon, from the command line.
+//! `spycat gen1 --follow --verify`, `spycat 'remote://farm1:2115?mode=push' --stats`.
 #![forbid(unsafe_code)]
 
 mod cat;
 mod cli;
+mod local;
+mod remote;
 mod report;
+mod source;
+mod uri;
 
 use std::process::ExitCode;
 

@@ -3,16 +3,21 @@
 
 use std::time::{Duration, Instant};
 
-use shvars::circ::ReaderStats;
+/// Events a source lost, over everything it read (every buffer instance, every connection).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Losses {
+    /// Events that were never delivered to spycat.
+    pub lost: u64,
+    /// How they were lost, for the summary: `3 overruns, 0 corrupt records`.
+    pub detail: String,
+}
 
-/// Totals over every buffer instance spycat attached to.
+/// Totals over everything spycat read.
 #[derive(Debug)]
 pub struct Tally {
     pub events: u64,
     pub bytes: u64,
     pub last_evnr: Option<u64>,
-    /// Losses of the readers of instances already left behind.
-    carried: ReaderStats,
     started: Instant,
     tick: Instant,
     tick_events: u64,
@@ -29,7 +34,6 @@ impl Tally {
             events: 0,
             bytes: 0,
             last_evnr: None,
-            carried: ReaderStats::default(),
             started: now,
             tick: now,
             tick_events: 0,
@@ -38,31 +42,15 @@ impl Tally {
         }
     }
 
-    /// Adds the losses of a reader that is being replaced.
-    pub fn carry(&mut self, s: ReaderStats) {
-        self.carried.events_lost += s.events_lost;
-        self.carried.overruns += s.overruns;
-        self.carried.corrupt_records += s.corrupt_records;
-    }
-
-    /// Lost events, overruns and corrupt records, including the current reader's `s`.
-    pub fn losses(&self, s: ReaderStats) -> (u64, u64, u64) {
-        (
-            self.carried.events_lost + s.events_lost,
-            self.carried.overruns + s.overruns,
-            self.carried.corrupt_records + s.corrupt_records,
-        )
-    }
-
     /// The line of the last second, if a second has passed.
-    pub fn per_second(&mut self, name: &str, s: ReaderStats) -> Option<String> {
+    pub fn per_second(&mut self, name: &str, losses: &Losses) -> Option<String> {
         let now = Instant::now();
         let dt = now.duration_since(self.tick);
         if dt < Duration::from_secs(1) {
             return None;
         }
         let secs = dt.as_secs_f64();
-        let (lost, _, _) = self.losses(s);
+        let lost = losses.lost;
         let line = format!(
             "spycat: {name}: {:.0} events/s, {:.2} MB/s, {} lost in the last {:.1} s; total {} events, {} lost",
             (self.events - self.tick_events) as f64 / secs,
@@ -80,19 +68,17 @@ impl Tally {
     }
 
     /// The summary at the end.
-    pub fn summary(&self, name: &str, s: ReaderStats) -> String {
+    pub fn summary(&self, name: &str, losses: &Losses) -> String {
         let secs = self.started.elapsed().as_secs_f64().max(1e-9);
-        let (lost, overruns, corrupt) = self.losses(s);
         format!(
-            "spycat: {name}: {} events, {} bytes in {:.2} s ({:.0} events/s, {:.2} MB/s); lost {} ({} overruns, {} corrupt records); last event {}",
+            "spycat: {name}: {} events, {} bytes in {:.2} s ({:.0} events/s, {:.2} MB/s); lost {} ({}); last event {}",
             self.events,
             self.bytes,
             secs,
             self.events as f64 / secs,
             self.bytes as f64 / MB / secs,
-            lost,
-            overruns,
-            corrupt,
+            losses.lost,
+            losses.detail,
             self.last_evnr
                 .map_or_else(|| "none".to_owned(), |e| e.to_string())
         )

@@ -1,0 +1,378 @@
+//! A farm spy daemon as a source, through [`daqproc::spy::client::SpyClient`]: keeps requests
+//! going (two in flight in next and latest mode, one in push mode), hands out the events of each
+//! packet, counts what the daemon skipped as lost, and with --follow reconnects with a capped
+//! backoff when the connection drops.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail};
+use daqproc::spy::client::{Received, SpyClient, SpyError};
+use daqproc::spy::proto::Mode;
+
+use crate::report::Losses;
+use crate::source::{Next, Source};
+use crate::uri::RemoteSpec;
+
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests kept in flight in next and latest mode: the daemon fills the next packet while the
+/// previous one travels.
+const IN_FLIGHT: u32 = 2;
+/// A farm spy daemon answers a request within its `timeout_us` (10 ms by default), paused or
+/// not: this much silence means it is not one, or it is stuck.
+const NO_ANSWER: Duration = Duration::from_secs(10);
+/// In push mode the daemon sends nothing while there is nothing: without --follow, spycat
+/// stops after this much silence.
+const PUSH_QUIET: Duration = Duration::from_secs(1);
+/// First and longest pause between reconnection attempts.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A farm spy daemon being read.
+pub struct RemoteSource {
+    spec: RemoteSpec,
+    /// The source as named on the command line, for messages.
+    label: String,
+    follow: bool,
+    /// `None` while disconnected (with --follow only).
+    client: Option<SpyClient>,
+    /// The events of the last packet, back to back, and where each one is.
+    data: Vec<u8>,
+    index: Vec<(u64, usize, usize)>,
+    /// The next event of `index` to hand out.
+    pos: usize,
+    /// The number of the last event handed out (0: none yet): where a new connection resumes.
+    last_evnr: u64,
+    /// Requests not answered yet (next and latest mode).
+    in_flight: u32,
+    /// When the last packet arrived, or the last request was sent to a silent connection.
+    last_answer: Instant,
+    /// Events the daemon skipped for us.
+    skipped: u64,
+    reconnects: u64,
+    /// While disconnected: when to try again, and the pause after that.
+    retry_at: Instant,
+    backoff: Duration,
+    /// Without --follow or --count: the newest event the daemon had when spycat connected;
+    /// reading stops there (a live producer may never leave the daemon without events to send).
+    stop_at: Option<u64>,
+    ended: bool,
+}
+
+impl RemoteSource {
+    /// Connects to the daemon of `spec` and sends the first requests.
+    ///
+    /// # Errors
+    /// The daemon cannot be reached: which address, and what to check.
+    pub fn connect(
+        spec: RemoteSpec,
+        label: &str,
+        follow: bool,
+        count: Option<u64>,
+    ) -> anyhow::Result<RemoteSource> {
+        let now = Instant::now();
+        let mut src = RemoteSource {
+            spec,
+            label: label.to_owned(),
+            follow,
+            client: None,
+            data: Vec::new(),
+            index: Vec::new(),
+            pos: 0,
+            last_evnr: 0,
+            in_flight: 0,
+            last_answer: now,
+            skipped: 0,
+            reconnects: 0,
+            retry_at: now,
+            backoff: BACKOFF_MIN,
+            stop_at: None,
+            ended: false,
+        };
+        if !follow && count.is_none() {
+            src.stop_at = src.newest_event().map_err(|e| src.connect_error(e))?;
+        }
+        src.open().map_err(|e| src.connect_error(e))?;
+        Ok(src)
+    }
+
+    /// Asks the daemon, on a connection of its own, for its freshest event: its number, or the
+    /// newest it has seen when it has none to send.
+    fn newest_event(&self) -> Result<Option<u64>, SpyError> {
+        let mut c = SpyClient::connect(&self.spec.host, self.spec.port, CONNECT_TIMEOUT)?;
+        c.ask(Mode::Latest, 1, 0, 0)?;
+        let newest = match c.receive(NO_ANSWER)? {
+            Received::Packet(h) => h.last_evnr,
+            Received::NoData { last_evnr, .. } => last_evnr,
+            Received::Timeout => return Err(no_answer(&self.spec)),
+        };
+        Ok((newest > 0).then_some(newest))
+    }
+
+    /// For the --follow banner.
+    pub fn describe(&self) -> String {
+        let limit = |n: u32, what: &str| {
+            if n == 0 {
+                format!("no limit of {what}")
+            } else {
+                format!("at most {n} {what}")
+            }
+        };
+        format!(
+            "farm spy daemon at {}, {} mode, {} and {} per packet",
+            self.spec.address(),
+            self.spec.mode,
+            limit(self.spec.max_events, "events"),
+            limit(self.spec.max_bytes, "bytes")
+        )
+    }
+
+    /// Connects and sends the first requests (one in push mode).
+    fn open(&mut self) -> Result<(), SpyError> {
+        let mut c = SpyClient::connect(&self.spec.host, self.spec.port, CONNECT_TIMEOUT)?;
+        let first = if self.spec.mode == Mode::Push {
+            1
+        } else {
+            IN_FLIGHT
+        };
+        for _ in 0..first {
+            c.ask(
+                self.spec.mode,
+                self.spec.max_events,
+                self.spec.max_bytes,
+                self.last_evnr,
+            )?;
+        }
+        self.in_flight = first;
+        self.client = Some(c);
+        self.last_answer = Instant::now();
+        Ok(())
+    }
+
+    /// A failure to connect, said for people.
+    fn connect_error(&self, e: SpyError) -> anyhow::Error {
+        let addr = self.spec.address();
+        match &e {
+            SpyError::Connect { source, .. } if source.kind() == io::ErrorKind::ConnectionRefused => {
+                anyhow!(
+                    "{}: cannot connect to {addr}: connection refused: no farm spy daemon listens there (check that farmspydaemon runs on {} and that {} is its port: shvar get FARM port)",
+                    self.label,
+                    self.spec.host,
+                    self.spec.port
+                )
+            }
+            SpyError::Connect { source, .. } => anyhow!(
+                "{}: cannot connect to {addr}: {source} (check the host name, the network and that farmspydaemon runs there)",
+                self.label
+            ),
+            SpyError::Protocol { .. } => anyhow!(
+                "{}: {e}: check the port (shvar get FARM port on the farm node)",
+                self.label
+            ),
+            _ => anyhow!("{}: {e}", self.label),
+        }
+    }
+
+    /// A failure of an established connection: with --follow, drop it and reconnect later;
+    /// without, the end of spycat. A peer that does not speak the protocol ends it either way.
+    fn lost_connection(&mut self, e: SpyError) -> anyhow::Result<Next<'_>> {
+        let hint = match &e {
+            SpyError::Protocol { .. } => {
+                bail!(
+                    "{}: {e}: check the port (shvar get FARM port on the farm node)",
+                    self.label
+                )
+            }
+            SpyError::Closed(_) if self.last_evnr == 0 => {
+                " before sending any event (is it a farm spy daemon? it closes connections beyond its maxclients with a message)"
+            }
+            _ => "",
+        };
+        if !self.follow {
+            bail!("{}: {e}{hint}", self.label);
+        }
+        self.client = None;
+        self.in_flight = 0;
+        self.backoff = BACKOFF_MIN;
+        self.retry_at = Instant::now() + self.backoff;
+        eprintln!(
+            "spycat: {}: {e}{hint}; reconnecting (Ctrl-C to stop)",
+            self.label
+        );
+        Ok(Next::Idle)
+    }
+
+    /// While disconnected: try again when it is time.
+    fn reconnect(&mut self, wait: Duration) -> Next<'_> {
+        let now = Instant::now();
+        if now < self.retry_at {
+            std::thread::sleep(wait.min(self.retry_at - now));
+            if Instant::now() < self.retry_at {
+                return Next::Idle;
+            }
+        }
+        match self.open() {
+            Ok(()) => {
+                self.reconnects += 1;
+                eprintln!(
+                    "spycat: {}: reconnected to {}, resuming after event {}",
+                    self.label,
+                    self.spec.address(),
+                    self.last_evnr
+                );
+                // The daemon skips what we have, unless its producer restarted its numbering.
+                Next::Restart
+            }
+            Err(e) => {
+                if self.backoff == BACKOFF_MIN {
+                    // Said once per outage; later attempts fail quietly.
+                    eprintln!(
+                        "spycat: {}: still cannot connect: {e}; retrying every {} s at most",
+                        self.label,
+                        BACKOFF_MAX.as_secs()
+                    );
+                }
+                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                self.retry_at = Instant::now() + self.backoff;
+                Next::Idle
+            }
+        }
+    }
+
+    /// Keeps the requests going after an answer (next and latest mode).
+    fn ask_again(&mut self) -> Result<(), SpyError> {
+        if self.spec.mode == Mode::Push {
+            return Ok(());
+        }
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let c = self.client.as_mut().expect("connected");
+        while self.in_flight < IN_FLIGHT {
+            c.ask(
+                self.spec.mode,
+                self.spec.max_events,
+                self.spec.max_bytes,
+                self.last_evnr,
+            )?;
+            self.in_flight += 1;
+        }
+        Ok(())
+    }
+
+    /// Takes the events of the packet just received.
+    fn take_events(&mut self) -> Result<(), SpyError> {
+        self.data.clear();
+        self.index.clear();
+        self.pos = 0;
+        let c = self.client.as_ref().expect("connected");
+        for ev in c.events() {
+            let (evnr, bytes) = ev.map_err(|source| SpyError::Protocol {
+                addr: self.spec.address(),
+                source,
+            })?;
+            let start = self.data.len();
+            self.data.extend_from_slice(bytes);
+            self.index.push((evnr, start, bytes.len()));
+        }
+        if let Some(last) = self.stop_at {
+            // Without --follow: what the daemon had when spycat connected, no more.
+            if let Some(n) = self.index.iter().position(|&(evnr, _, _)| evnr >= last) {
+                self.index.truncate(n + 1);
+                self.ended = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The daemon did not answer a request in time.
+fn no_answer(spec: &RemoteSpec) -> SpyError {
+    SpyError::Io {
+        addr: spec.address(),
+        source: io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "no answer to a request within {} s (is it a farm spy daemon? a paused one still answers)",
+                NO_ANSWER.as_secs()
+            ),
+        ),
+    }
+}
+
+impl Source for RemoteSource {
+    fn next_event(&mut self, wait: Duration) -> anyhow::Result<Next<'_>> {
+        if let Some(&(evnr, start, len)) = self.index.get(self.pos) {
+            self.pos += 1;
+            self.last_evnr = evnr;
+            return Ok(Next::Event(evnr, &self.data[start..start + len]));
+        }
+        if self.ended {
+            return Ok(Next::End);
+        }
+        let Some(client) = self.client.as_mut() else {
+            return Ok(self.reconnect(wait));
+        };
+        let got = match client.receive(wait) {
+            Ok(got) => got,
+            Err(e) => return self.lost_connection(e),
+        };
+        match got {
+            Received::Packet(h) => {
+                self.last_answer = Instant::now();
+                self.skipped += h.skipped;
+                self.backoff = BACKOFF_MIN;
+                if let Err(e) = self.take_events().and_then(|()| self.ask_again()) {
+                    return self.lost_connection(e);
+                }
+                match self.index.first() {
+                    Some(&(evnr, start, len)) => {
+                        self.pos = 1;
+                        self.last_evnr = evnr;
+                        Ok(Next::Event(evnr, &self.data[start..start + len]))
+                    }
+                    None => Ok(Next::Idle),
+                }
+            }
+            Received::NoData { skipped, .. } => {
+                self.last_answer = Instant::now();
+                self.skipped += skipped;
+                if !self.follow {
+                    // Everything the daemon had has been read.
+                    self.ended = true;
+                    return Ok(Next::End);
+                }
+                if let Err(e) = self.ask_again() {
+                    return self.lost_connection(e);
+                }
+                Ok(Next::Idle)
+            }
+            Received::Timeout => {
+                let silent = self.last_answer.elapsed();
+                if self.spec.mode == Mode::Push {
+                    if !self.follow && silent >= PUSH_QUIET {
+                        self.ended = true;
+                        return Ok(Next::End);
+                    }
+                } else if silent >= NO_ANSWER {
+                    let e = no_answer(&self.spec);
+                    return self.lost_connection(e);
+                }
+                Ok(Next::Idle)
+            }
+        }
+    }
+
+    fn losses(&self) -> Losses {
+        let mut detail = "skipped by the farm spy daemon".to_owned();
+        if self.reconnects > 0 {
+            detail += &format!(
+                "; {} reconnections, events missed while disconnected not counted",
+                self.reconnects
+            );
+        }
+        Losses {
+            lost: self.skipped,
+            detail,
+        }
+    }
+}
