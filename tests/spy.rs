@@ -143,9 +143,12 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Starts rspydaemon NAME on local buffer LNAME. It fetches whether or not anybody reads (a
+/// huge lookahead) unless `extra` sets lookahead itself: the low-load policy has its own test.
 fn start_spy(env: &mut Env, name: &str, lname: &str, extra: &[&str]) -> u32 {
     let mut c = env.command("rspydaemon");
-    c.args(["-n", name, "-c", &format!("init {lname}")])
+    let init = format!("init {lname}");
+    c.args(["-n", name, "-c", "set lookahead 1000000000", "-c", &init])
         .args(extra);
     let pid = env.spawn(name, c);
     env.wait_ready(name, pid);
@@ -904,4 +907,59 @@ fn farm_start_needs_a_live_producer() {
         .stderr_has("cannot serve B_1_1: its producer (pid")
         .stderr_has("is not running");
     assert_eq!(env.get("farm1", "runstate"), "INIT_STATE");
+}
+
+#[test]
+fn no_fetching_while_nobody_reads_beyond_the_lookahead() {
+    let mut env = Env::new();
+    start_evgen(
+        &mut env,
+        "gen1",
+        "B_1_1",
+        &["--circsize", "8M", "--size", "1000", "--rate", "5000"],
+    );
+    let port = start_farm(&mut env, "farm1", "B_1_1");
+    start_spy(
+        &mut env,
+        "spy1",
+        "L_1_1",
+        &[
+            "-c",
+            "set lookahead 100000",
+            "-c",
+            &format!("start 127.0.0.1 {port}"),
+        ],
+    );
+    env.wait_until("connected", || env.get_int("spy1", "no_conn") == 0);
+    // Nobody reads: about 100 kB of events (100 of 1 kB) and then nothing more.
+    std::thread::sleep(Duration::from_millis(500));
+    let a = env.get_int("spy1", "sg_events");
+    cmd(&env, "spy1", &["update"]).ok();
+    let a2 = env.get_int("spy1", "sg_events");
+    std::thread::sleep(Duration::from_millis(500));
+    cmd(&env, "spy1", &["update"]).ok();
+    let b = env.get_int("spy1", "sg_events");
+    assert!(a2 <= 130, "fetched {a2} events with nobody reading ({a})");
+    assert_eq!(b, a2, "kept fetching with nobody reading");
+    assert_eq!(env.get_int("spy1", "readers"), 0);
+    // A reader comes: events flow again, fresh ones first, and it is counted.
+    let mut c = env.command("spycat");
+    c.args([
+        "--follow", "--verify", "-q", "--stats", "--from", "next", "L_1_1",
+    ]);
+    env.spawn("reader", c);
+    env.wait_until("the reader to be seen", || {
+        env.get_int("spy1", "readers") == 1
+    });
+    let newest = env.get_int("gen1", "lastevnr");
+    env.wait_until("fresh events", || env.get_int("spy1", "lastevent") > newest);
+    // Resuming after the pause started from the freshest events: what was skipped is counted.
+    assert!(env.get_int("spy1", "lost") > 0);
+    env.signal("reader", nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(env.wait_exit("reader"), 0);
+    assert!(
+        env.stderr_of("reader").contains("every payload intact"),
+        "{}",
+        env.stderr_of("reader")
+    );
 }

@@ -35,6 +35,10 @@ pub const SPEC: ProcessSpec = ProcessSpec {
 /// Mode labels of the `mode` variable.
 pub const MODE_LABELS: [&str; 3] = ["next", "latest", "push"];
 
+/// A reader counts as active if it read or waited within this window.
+const READERS_WINDOW: Duration = Duration::from_secs(2);
+/// After this long without readers, fetching starts again from the freshest events.
+const FRESH_AFTER: Duration = Duration::from_secs(1);
 /// Requests kept in flight in `next` and `latest` modes.
 const PIPELINE: usize = 2;
 /// First and largest wait between connection attempts.
@@ -57,6 +61,8 @@ struct Vars {
     reconnects: IntVar,
     mode: IntVar,
     packevents: IntVar,
+    readers: IntVar,
+    lookahead: IntVar,
     lasterror: StrVar,
 }
 
@@ -121,6 +127,10 @@ impl Remote {
             mode: r.add_int(VarSpec::enumeration("mode", &MODE_LABELS, 0).rw()
                 .desc("next: every event in order; latest: the freshest on each request; push: the farm streams"))?,
             packevents: r.add_int(VarSpec::int("packevents", 0).desc("Events in the last packet received"))?,
+            readers: r.add_int(VarSpec::int("readers", 0)
+                .desc("Readers of the local buffer active in the last 2 s (they read or wait for events)"))?,
+            lookahead: r.add_int(VarSpec::int("lookahead", 256 << 10).rw().unit("bytes").range(Some(0.0), None)
+                .desc("While no reader is active, fetch at most this many bytes beyond what readers consumed"))?,
             lasterror: ctx.lasterror_var(),
         };
         Ok(Remote {
@@ -328,6 +338,10 @@ fn prefetch(
     let max_event = writer.max_event();
     let mut writer = Some(writer);
     let mut target_seen: Option<(String, u16)> = None;
+    // Stream position of the local buffer that readers had consumed when last seen.
+    let mut consumed_mark = writer.as_ref().map_or(0, |w| w.stats().head);
+    let mut idle_since: Option<Instant> = None;
+    let mut fresh_start = false;
     while !control.stop.load(Ordering::Relaxed) {
         if writer.is_none() {
             // The buffer could not be re-created: try again every second.
@@ -402,10 +416,42 @@ fn prefetch(
                 }
             }
         }
-        let c = conn.as_mut().expect("connected");
+        // Low load: with nobody reading, stop after a small look-ahead; when readers come back
+        // after a while, start again from the freshest events.
+        let mut wanted = true;
+        let mut lookahead_left = u64::MAX;
+        if let Some(w) = writer.as_ref() {
+            let act = w.reader_activity(READERS_WINDOW);
+            vars.readers.set(act.active as i64);
+            if let Some(pos) = act.consumed_to {
+                consumed_mark = pos;
+            }
+            let ahead = act.head.saturating_sub(consumed_mark);
+            let lookahead = vars.lookahead.get().max(0) as u64;
+            wanted = act.active > 0 || ahead < lookahead;
+            if act.active == 0 {
+                lookahead_left = lookahead.saturating_sub(ahead);
+            }
+            if !wanted {
+                idle_since.get_or_insert_with(Instant::now);
+                if in_flight == 0 || mode == Mode::Push {
+                    if mode == Mode::Push && conn.take().is_some() {
+                        in_flight = 0;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            } else if let Some(t) = idle_since.take() {
+                fresh_start = t.elapsed() > FRESH_AFTER;
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
         let maxev = vars.maxevents.get();
         let max_events = if maxev <= 0 { 0 } else { maxev as u32 };
-        let max_bytes = (max_event as u64 / 2).clamp(4096, 8 << 20) as u32;
+        // With no reader active, ask only for what the look-ahead still allows.
+        let max_bytes = (max_event as u64 / 2)
+            .clamp(4096, 8 << 20)
+            .min(lookahead_left.max(1)) as u32;
         let want = (max_events, max_bytes, mode as u16);
         let sent = if mode == Mode::Push {
             if in_flight == 0 || want != limits {
@@ -417,8 +463,16 @@ fn prefetch(
             }
         } else {
             let mut r = Ok(());
-            while !paused && in_flight < PIPELINE && r.is_ok() {
-                r = c.ask(mode, max_events, max_bytes, last_evnr);
+            // One request at a time while only the look-ahead is being filled.
+            let depth = if lookahead_left == u64::MAX {
+                PIPELINE
+            } else {
+                1
+            };
+            while !paused && wanted && in_flight < depth && r.is_ok() {
+                let m = if fresh_start { Mode::Latest } else { mode };
+                fresh_start = false;
+                r = c.ask(m, max_events, max_bytes, last_evnr);
                 in_flight += 1;
                 limits = want;
             }

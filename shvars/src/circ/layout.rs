@@ -19,6 +19,13 @@ pub const SLOTS_OFFSET: usize = 1024;
 pub const READER_SLOTS: usize = 32;
 /// Size of one reader slot (one cache line).
 pub const SLOT_SIZE: usize = 64;
+/// Offset of the reader activity table (every reader that can write the file, sampling or
+/// lossless, announces there that it reads; producers use it to know whether anybody does).
+pub const ACTIVITY_OFFSET: usize = 3072;
+/// Number of entries in the activity table.
+pub const ACTIVITY_SLOTS: usize = 32;
+/// Size of one activity entry.
+pub const ACTIVITY_SIZE: usize = 32;
 /// Size of a record header; every record starts with one.
 pub const RECORD_HEADER: usize = 32;
 /// Records start at multiples of this many bytes (relative to the start of the ring).
@@ -153,6 +160,23 @@ pub(crate) struct ReaderSlot {
     pub(crate) _pad: [u64; 2],
 }
 
+/// One entry of the reader activity table.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct ActivitySlot {
+    /// 0 when free; otherwise the reader's random token.
+    pub(crate) token: AtomicU64,
+    /// Last time the reader consumed an event or looked for one, ns since the Unix epoch.
+    pub(crate) active_ns: AtomicU64,
+    /// Stream position up to which the reader has consumed.
+    pub(crate) pos: AtomicU64,
+    pub(crate) pid: AtomicU32,
+    pub(crate) _flags: AtomicU32,
+}
+
+const _: () = assert!(std::mem::size_of::<ActivitySlot>() == ACTIVITY_SIZE);
+const _: () = assert!(SLOTS_OFFSET + READER_SLOTS * SLOT_SIZE <= ACTIVITY_OFFSET);
+const _: () = assert!(ACTIVITY_OFFSET + ACTIVITY_SLOTS * ACTIVITY_SIZE <= DATA_OFFSET);
 const _: () = assert!(std::mem::size_of::<CircHeader>() == 320);
 const _: () = assert!(std::mem::size_of::<CircHeader>() <= SLOTS_OFFSET);
 const _: () = assert!(std::mem::size_of::<ReaderSlot>() == SLOT_SIZE);

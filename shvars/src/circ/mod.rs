@@ -59,7 +59,7 @@ pub use layout::{
 };
 pub use reader::{EventInfo, Peeked, StartAt};
 pub use readers::{LosslessReader, SamplingReader};
-pub use stats::{CircStats, ReaderStats};
+pub use stats::{CircStats, ReaderActivity, ReaderStats};
 pub use storage::{FileStorage, HeapStorage, Storage, READER_LOCK_BASE};
 pub use writer::{CircOptions, CircWriter, Reservation, DEFAULT_LOSSLESS_TIMEOUT};
 

@@ -91,7 +91,14 @@ pub(crate) struct Core<S: Storage> {
     pid: u32,
     checked_alive: Option<Instant>,
     gone: Option<ProducerGone>,
+    /// Our entry in the activity table: index and token.
+    act: Option<(usize, u64)>,
+    /// Events consumed since the activity entry was last refreshed.
+    act_count: u32,
 }
+
+/// An activity entry untouched this long may be taken over by a new reader.
+const ACTIVITY_STALE_NS: u64 = 10_000_000_000;
 
 impl<S: Storage> Core<S> {
     pub(crate) fn new(st: S, start: StartAt, lossless: bool) -> Result<Self, OpenError> {
@@ -110,7 +117,10 @@ impl<S: Storage> Core<S> {
             lossless: None,
             checked_alive: None,
             gone: None,
+            act: None,
+            act_count: 0,
         };
+        c.claim_activity();
         if lossless {
             c.register(start)?;
         } else {
@@ -413,9 +423,78 @@ impl<S: Storage> Core<S> {
         }
     }
 
+    /// Takes an entry in the activity table (if the file is writable and one is free, or
+    /// one was left untouched for 10 s by a reader that went away).
+    fn claim_activity(&mut self) {
+        if !self.v.st.writable() {
+            return;
+        }
+        let now = now_ns();
+        let token = fmix64(now ^ (u64::from(std::process::id()) << 32) ^ 0xAC71) | 1;
+        let slots = self.v.activity();
+        let pick = slots
+            .iter()
+            .position(|s| s.token.load(Ordering::Relaxed) == 0)
+            .or_else(|| {
+                slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| {
+                        now.saturating_sub(s.active_ns.load(Ordering::Relaxed)) > ACTIVITY_STALE_NS
+                    })
+                    .min_by_key(|(_, s)| s.active_ns.load(Ordering::Relaxed))
+                    .map(|(i, _)| i)
+            });
+        if let Some(i) = pick {
+            let s = &slots[i];
+            let old = s.token.load(Ordering::Relaxed);
+            if s.token
+                .compare_exchange(old, token, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                s.pid.store(std::process::id(), Ordering::Relaxed);
+                s.pos.store(self.rpos, Ordering::Relaxed);
+                s.active_ns.store(now, Ordering::Release);
+                self.act = Some((i, token));
+            }
+        }
+    }
+
+    /// Tells producers that this reader reads, and how far it got.
+    fn note_activity(&mut self) {
+        self.act_count = 0;
+        if let Some((i, token)) = self.act {
+            let s = &self.v.activity()[i];
+            if s.token.load(Ordering::Relaxed) != token {
+                // Taken over while we were silent for long: find another entry.
+                self.act = None;
+                self.claim_activity();
+                return;
+            }
+            s.pos.store(self.rpos, Ordering::Relaxed);
+            s.active_ns.store(now_ns(), Ordering::Release);
+        }
+    }
+
+    /// Leaves the activity table.
+    fn release_activity(&mut self) {
+        if let Some((i, token)) = self.act.take() {
+            let _ = self.v.activity()[i].token.compare_exchange(
+                token,
+                0,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
     /// Marks the located record consumed.
     #[inline]
     fn consume(&mut self, loc: &Loc) {
+        self.act_count += 1;
+        if self.act_count >= 256 {
+            self.note_activity();
+        }
         if let Some(exp) = self.expected_seq {
             if loc.seq > exp {
                 self.stats.events_lost += loc.seq - exp;
@@ -511,6 +590,7 @@ impl<S: Storage> Core<S> {
             }
         };
         if !(closed || dead) {
+            self.note_activity();
             return TryReadError::Empty;
         }
         // The producer's last head store precedes its close / its death: one more look.
@@ -567,6 +647,8 @@ impl<S: Storage> Core<S> {
             return;
         }
         let start = Instant::now();
+        self.note_activity();
+        let h = self.v.header();
         h.waiters.fetch_add(1, Ordering::SeqCst);
         let seen = h.wake_seq.load(Ordering::SeqCst);
         if self.has_data() || h.state.load(Ordering::SeqCst) == STATE_CLOSED {
@@ -661,6 +743,7 @@ impl<S: Storage> Core<S> {
 
 impl<S: Storage> Drop for Core<S> {
     fn drop(&mut self) {
+        self.release_activity();
         self.unregister();
     }
 }

@@ -79,3 +79,55 @@ pub struct ReaderStats {
     /// Records found damaged (failed checks while not overrun) and skipped.
     pub corrupt_records: u64,
 }
+
+/// Who reads a buffer now, from the reader activity table and the lossless reader table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReaderActivity {
+    /// Readers that consumed an event or looked for one within the window asked for.
+    pub active: u32,
+    /// The furthest stream position those readers consumed up to (`None` if none is active).
+    pub consumed_to: Option<u64>,
+    /// The producer's stream position (what is written).
+    pub head: u64,
+}
+
+impl ReaderActivity {
+    pub(crate) fn read(
+        h: &CircHeader,
+        slots: &[ReaderSlot],
+        act: &[super::layout::ActivitySlot],
+        within_ns: u64,
+    ) -> Self {
+        let now = super::layout::now_ns();
+        let recent = |t: u64| now.saturating_sub(t) <= within_ns;
+        let mut r = ReaderActivity {
+            head: h.head.load(Ordering::Acquire),
+            ..Default::default()
+        };
+        let mut see = |pos: u64| {
+            r.active += 1;
+            r.consumed_to = Some(r.consumed_to.map_or(pos, |c: u64| c.max(pos)));
+        };
+        for a in act {
+            if a.token.load(Ordering::Relaxed) != 0 && recent(a.active_ns.load(Ordering::Acquire)) {
+                see(a.pos.load(Ordering::Relaxed));
+            }
+        }
+        // Lossless readers also hold an activity entry when they could claim one; count the
+        // others from their own table.
+        let has_entry = |pid: u32| {
+            act.iter().any(|a| {
+                a.token.load(Ordering::Relaxed) != 0 && a.pid.load(Ordering::Relaxed) == pid
+            })
+        };
+        for s in slots {
+            if s.token.load(Ordering::Relaxed) != 0
+                && !has_entry(s.pid.load(Ordering::Relaxed))
+                && recent(s.active_ns.load(Ordering::Relaxed))
+            {
+                see(s.pos.load(Ordering::Relaxed));
+            }
+        }
+        r
+    }
+}

@@ -465,3 +465,31 @@ fn sampling_reader_in_a_thread_never_returns_a_torn_event() {
     assert_eq!(last, total);
     assert_eq!(s.events_read + s.events_lost, total, "{s:?}");
 }
+
+#[test]
+fn reader_activity_tells_who_reads_and_how_far() {
+    let (mem, mut w) = heap(1 << 16);
+    let within = Duration::from_secs(2);
+    assert_eq!(w.reader_activity(within).active, 0);
+    for e in 1..=10 {
+        write_ev(&mut w, e, 100);
+    }
+    let mut r = SamplingReader::on_storage(mem.clone(), StartAt::Oldest).unwrap();
+    let a = w.reader_activity(within);
+    assert_eq!(a.active, 1);
+    assert_eq!(a.consumed_to, Some(0));
+    let mut buf = vec![0u8; 200];
+    while r.try_read(&mut buf).is_ok() {}
+    // Found the buffer empty: it published how far it got.
+    let a = w.reader_activity(within);
+    assert_eq!(a.consumed_to, Some(a.head));
+    let mut r2 = LosslessReader::on_storage(mem.clone(), StartAt::Oldest).unwrap();
+    assert_eq!(w.reader_activity(within).active, 2);
+    assert!(r2.try_read(&mut buf).is_ok());
+    drop(r);
+    drop(r2);
+    assert_eq!(w.reader_activity(within).active, 0);
+    // A reader silent for longer than the window does not count.
+    let _r3 = SamplingReader::on_storage(mem, StartAt::Oldest).unwrap();
+    assert_eq!(w.reader_activity(Duration::ZERO).active, 0);
+}

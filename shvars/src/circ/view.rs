@@ -10,8 +10,9 @@ use std::sync::atomic::Ordering;
 
 use super::error::OpenError;
 use super::layout::{
-    file_size, ring_size, CircHeader, ReaderSlot, DATA_OFFSET, MAGIC, MAX_CAPACITY, MIN_CAPACITY,
-    READER_SLOTS, SLOTS_OFFSET, STATE_INIT, VERSION,
+    file_size, ring_size, ActivitySlot, CircHeader, ReaderSlot, ACTIVITY_OFFSET, ACTIVITY_SLOTS,
+    DATA_OFFSET, MAGIC, MAX_CAPACITY, MIN_CAPACITY, READER_SLOTS, SLOTS_OFFSET, STATE_INIT,
+    VERSION,
 };
 use super::storage::Storage;
 
@@ -131,6 +132,20 @@ impl<S: Storage> View<S> {
             std::slice::from_raw_parts(
                 self.base.add(SLOTS_OFFSET) as *const ReaderSlot,
                 READER_SLOTS,
+            )
+        }
+    }
+
+    /// The reader activity table.
+    #[inline]
+    pub(crate) fn activity(&self) -> &[ActivitySlot] {
+        // SAFETY: the table lies at ACTIVITY_OFFSET, 32-aligned (the storage is page aligned),
+        // between the reader slots and DATA_OFFSET (compile-time asserted in layout.rs), inside
+        // the storage; ActivitySlot is all atomics.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.base.add(ACTIVITY_OFFSET) as *const ActivitySlot,
+                ACTIVITY_SLOTS,
             )
         }
     }

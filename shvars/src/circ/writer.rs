@@ -19,7 +19,7 @@ use super::layout::{
     DATA_OFFSET, MAGIC, MAX_CAPACITY, MIN_CAPACITY, READER_SLOTS, RECORD_HEADER, STATE_CLOSED,
     STATE_READY, VERSION,
 };
-use super::stats::CircStats;
+use super::stats::{CircStats, ReaderActivity};
 use super::storage::{FileStorage, Storage};
 use super::view::View;
 use crate::RuntimeDir;
@@ -305,6 +305,17 @@ impl<S: Storage> CircWriter<S> {
     /// A snapshot of the buffer's counters.
     pub fn stats(&self) -> CircStats {
         CircStats::read(self.v.header(), self.v.slots())
+    }
+
+    /// Who read (or looked for) events within `within`, and how far they got: what a
+    /// prefetching producer needs to fetch only for readers that are there.
+    pub fn reader_activity(&self, within: Duration) -> ReaderActivity {
+        ReaderActivity::read(
+            self.v.header(),
+            self.v.slots(),
+            self.v.activity(),
+            within.as_nanos() as u64,
+        )
     }
 
     /// The largest event accepted, in bytes.
