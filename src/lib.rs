@@ -23,5 +23,6 @@ pub mod spy;
 pub mod state;
 pub mod stats;
 pub mod ticker;
+pub mod watch;
 
 pub use shvars;

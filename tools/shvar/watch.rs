@@ -1,113 +1,50 @@
-//! `shvar watch`: a line per change, like camonitor. Polls the region (reads never disturb the
-//! owner) and follows a restart of the process.
+//! `shvar watch`: a line per change, like camonitor (the logic is `daqproc::watch`).
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use shvars::region::{RegionReader, Value, VarRef};
-use shvars::RuntimeDir;
+use daqproc::watch::{Note, Watch};
+use shvars::{ProcName, RuntimeDir};
 
 use crate::cli::WatchArgs;
-use crate::util::{open, time_text, value_text};
-
-struct Watched {
-    var: VarRef,
-    last: Option<(Value, u64)>,
-}
-
-fn resolve(r: &RegionReader, names: &[String]) -> anyhow::Result<Vec<Watched>> {
-    let refs = if names.is_empty() {
-        r.specs()
-            .iter()
-            .map(|s| r.find(&s.name))
-            .collect::<Result<Vec<_>, _>>()?
-    } else {
-        names
-            .iter()
-            .map(|n| r.find(n))
-            .collect::<Result<Vec<_>, _>>()?
-    };
-    Ok(refs
-        .into_iter()
-        .map(|var| Watched { var, last: None })
-        .collect())
-}
+use crate::util::{time_text, value_text};
 
 pub fn run(dir: &RuntimeDir, a: &WatchArgs) -> anyhow::Result<ExitCode> {
-    let (name, mut r) = open(dir, &a.name)?;
-    let mut watched = resolve(&r, &a.vars)?;
+    let name = ProcName::new(&a.name)?;
+    let mut w = Watch::open(dir, &name, &a.vars)?;
     let interval = Duration::from_secs_f64(a.interval);
     let mut printed = 0u64;
-    let mut alive = r.is_alive();
-    let mut last_check = Instant::now();
     let stdout = std::io::stdout();
     loop {
         let mut out = stdout.lock();
-        for w in &mut watched {
-            let Ok(v) = r.read(&w.var) else { continue };
-            let t = r.changed_ns(&w.var);
-            let changed = match &w.last {
-                None => true,
-                Some((lv, lt)) => *lv != v || *lt != t,
-            };
-            if changed {
-                writeln!(
-                    out,
-                    "{} {} {} {}",
-                    time_text(t),
-                    name,
-                    w.var.spec().name,
-                    value_text(w.var.spec(), &v, a.raw)
-                )
-                .context("writing to stdout")?;
-                w.last = Some((v, t));
-                printed += 1;
-                if a.count.is_some_and(|c| printed >= c) {
-                    out.flush().ok();
-                    return Ok(ExitCode::SUCCESS);
-                }
-            }
-        }
+        let mut done = false;
+        w.poll(|c| {
+            writeln!(
+                out,
+                "{} {} {} {}",
+                time_text(c.time_ns),
+                name,
+                c.spec.name,
+                value_text(c.spec, c.value, a.raw)
+            )
+            .context("writing to stdout")?;
+            printed += 1;
+            done = a.count.is_some_and(|n| printed >= n);
+            Ok::<_, anyhow::Error>(!done)
+        })?;
         out.flush().ok();
         drop(out);
+        if done {
+            return Ok(ExitCode::SUCCESS);
+        }
         std::thread::sleep(interval);
-        if last_check.elapsed() >= Duration::from_millis(500) {
-            last_check = Instant::now();
-            let now_alive = r.is_alive();
-            if r.is_replaced() {
-                if let Ok((_, nr)) = open(dir, &a.name) {
-                    eprintln!("shvar: {name} restarted (pid {})", nr.info().pid);
-                    r = nr;
-                    watched = resolve(&r, &a.vars)?;
-                    alive = r.is_alive();
-                    continue;
-                }
-            } else if now_alive != alive {
-                eprintln!(
-                    "shvar: {name} (pid {}) {}",
-                    r.info().pid,
-                    if now_alive {
-                        "is alive again"
-                    } else {
-                        "is no longer running"
-                    }
-                );
-                alive = now_alive;
-            }
-            if a.vars.is_empty() && r.refresh_schema().unwrap_or(false) {
-                let known: Vec<String> =
-                    watched.iter().map(|w| w.var.spec().name.clone()).collect();
-                for s in r.specs() {
-                    if !known.contains(&s.name) {
-                        watched.push(Watched {
-                            var: r.find(&s.name)?,
-                            last: None,
-                        });
-                    }
-                }
-            }
+        match w.check() {
+            Some(Note::Restarted(pid)) => eprintln!("shvar: {name} restarted (pid {pid})"),
+            Some(Note::Alive(pid)) => eprintln!("shvar: {name} (pid {pid}) is alive again"),
+            Some(Note::Gone(pid)) => eprintln!("shvar: {name} (pid {pid}) is no longer running"),
+            None => {}
         }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use shvars::region::{RegionReader, Value, VarRef};
+use daqproc::watch::{Note, Watch};
 use signal_hook::consts::SIGINT;
 
 use crate::cli::parse_secs;
@@ -103,64 +103,41 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
     Ok(o)
 }
 
-struct Watched {
-    var: VarRef,
-    last: Option<(Value, u64)>,
-}
-
-fn resolve(r: &RegionReader, names: &[String]) -> anyhow::Result<Vec<Watched>> {
-    let refs = if names.is_empty() {
-        r.specs()
-            .iter()
-            .map(|s| r.find(&s.name))
-            .collect::<Result<Vec<_>, _>>()?
-    } else {
-        names
-            .iter()
-            .map(|n| r.find(n))
-            .collect::<Result<Vec<_>, _>>()?
-    };
-    Ok(refs
-        .into_iter()
-        .map(|var| Watched { var, last: None })
-        .collect())
-}
-
 /// Runs `watch` until Ctrl-C (or `--count` lines).
 pub fn run(c: &Console, args: &[String]) -> anyhow::Result<()> {
     let o = parse(args)?;
-    let (name, mut r) = c.reader()?;
-    let mut watched = resolve(&r, &o.vars)?;
+    let (name, r) = c.reader()?;
+    drop(r);
+    let mut w = Watch::open(c.dir(), &name, &o.vars)?;
     let ctrl_c = CatchCtrlC::new()?;
     let mut printed = 0u64;
-    let mut alive = r.is_alive();
-    if !alive {
+    if !w.alive() {
         eprintln!(
             "spyctl: note: {name} is not running: its values will not change until it restarts"
         );
     }
-    let mut last_check = Instant::now();
     let stdout = std::io::stdout();
     loop {
         let mut out = stdout.lock();
-        for w in &mut watched {
-            let Ok(v) = r.read(&w.var) else { continue };
-            let t = r.changed_ns(&w.var);
-            if w.last.as_ref().is_some_and(|(lv, lt)| *lv == v && *lt == t) {
-                continue;
-            }
-            let spec = w.var.spec();
-            writeln!(out, "{} {} {}", time_text(t), spec.name, spec.display(&v))
-                .context("writing to stdout")?;
-            w.last = Some((v, t));
+        let mut done = false;
+        w.poll(|ch| {
+            writeln!(
+                out,
+                "{} {} {}",
+                time_text(ch.time_ns),
+                ch.spec.name,
+                ch.spec.display(ch.value)
+            )
+            .context("writing to stdout")?;
             printed += 1;
-            if o.count.is_some_and(|n| printed >= n) {
-                out.flush().ok();
-                return Ok(());
-            }
-        }
+            done = o.count.is_some_and(|n| printed >= n);
+            Ok::<_, anyhow::Error>(!done)
+        })?;
         out.flush().ok();
         drop(out);
+        if done {
+            return Ok(());
+        }
         // Sleep in short steps so Ctrl-C ends the watch at once.
         let until = Instant::now() + o.interval;
         loop {
@@ -177,42 +154,11 @@ pub fn run(c: &Console, args: &[String]) -> anyhow::Result<()> {
             }
             std::thread::sleep(left.min(Duration::from_millis(20)));
         }
-        if last_check.elapsed() >= Duration::from_millis(500) {
-            last_check = Instant::now();
-            if r.is_replaced() {
-                if let Ok(nr) = RegionReader::open(c.dir(), &name) {
-                    eprintln!("spyctl: {name} restarted (pid {})", nr.info().pid);
-                    r = nr;
-                    watched = resolve(&r, &o.vars)?;
-                    alive = r.is_alive();
-                    continue;
-                }
-            }
-            let now_alive = r.is_alive();
-            if now_alive != alive {
-                eprintln!(
-                    "spyctl: {name} (pid {}) {}",
-                    r.info().pid,
-                    if now_alive {
-                        "is alive again"
-                    } else {
-                        "is no longer running"
-                    }
-                );
-                alive = now_alive;
-            }
-            if o.vars.is_empty() && r.refresh_schema().unwrap_or(false) {
-                let known: Vec<String> =
-                    watched.iter().map(|w| w.var.spec().name.clone()).collect();
-                for s in r.specs() {
-                    if !known.contains(&s.name) {
-                        watched.push(Watched {
-                            var: r.find(&s.name)?,
-                            last: None,
-                        });
-                    }
-                }
-            }
+        match w.check() {
+            Some(Note::Restarted(pid)) => eprintln!("spyctl: {name} restarted (pid {pid})"),
+            Some(Note::Alive(pid)) => eprintln!("spyctl: {name} (pid {pid}) is alive again"),
+            Some(Note::Gone(pid)) => eprintln!("spyctl: {name} (pid {pid}) is no longer running"),
+            None => {}
         }
     }
 }
