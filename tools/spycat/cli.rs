@@ -27,8 +27,8 @@ use crate::uri::SourceSpec;
 #[derive(Debug, Parser)]
 #[command(name = "spycat", version)]
 pub struct Cli {
-    /// What to read: NAME, /PATH, spy:NAME, remote://HOST[:PORT][?OPTIONS] or
-    /// remote:spy:BUFFER@HOST[:PORT][?OPTIONS]
+    /// What to read: NAME, /PATH, spy:NAME, `remote://HOST[:PORT][?OPTIONS]` or
+    /// `remote:spy:BUFFER@HOST[:PORT][?OPTIONS]`
     #[arg(value_name = "SOURCE", value_parser = crate::uri::parse)]
     pub source: SourceSpec,
     /// Runtime directory [default: $SHVAR_DIR, else /dev/shm/shvars, else $XDG_RUNTIME_DIR/shvars]
