@@ -142,7 +142,7 @@ impl Mapping {
     /// Reads the string slot at `off` of capacity `cap` into `buf` under the seqlock.
     /// Returns whether the text is plain ASCII (`buf` holds exactly the text), `Err(true)` when
     /// every retry saw a write in progress, `Err(false)` when the stored length is impossible.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn read_str(&self, off: usize, cap: usize, buf: &mut Vec<u8>) -> Result<bool, bool> {
         let slot = self.str_slot(off);
         let text = self.words(off + STR_SLOT_HEADER, cap.div_ceil(8));

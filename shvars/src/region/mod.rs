@@ -1139,7 +1139,7 @@ impl StrReader {
     /// # Errors
     /// [`ReadError::Busy`] if the owner rewrote it during every retry, [`ReadError::Corrupt`]
     /// if the stored text is impossible.
-    #[inline]
+    #[inline(always)]
     pub fn read_into<'b>(&self, buf: &'b mut Vec<u8>) -> Result<&'b str, ReadError> {
         match self.map.read_str(self.off, self.cap, buf) {
             Ok(true) => {
