@@ -7,8 +7,8 @@
 //! offset 0   u64 LE  event number
 //! offset 8   u32 LE  len: the payload's total size, header included
 //! offset 12  u32 LE  check: 32-bit hash of (event number, len, body)
-//! offset 16  body    xorshift64 words seeded from the event number, little-endian,
-//!                    the last word cut to fit
+//! offset 16  body    little-endian words from four xorshift64 generators seeded from the
+//!                    event number (word i from generator i % 4), the last word cut to fit
 //! ```
 //!
 //! A consumer that knows nothing of the generator checks the header and the `check` hash
@@ -87,10 +87,18 @@ fn fmix64(mut h: u64) -> u64 {
     h ^ (h >> 33)
 }
 
-/// The generator's state for event `evnr` (never zero: xorshift would stay at zero).
+/// Word `i` of the body comes from generator (and feeds hash lane) `i % LANES`: four
+/// independent dependency chains, so generating and checking run several words at a time.
+const LANES: usize = 4;
+
+/// The generators' states for event `evnr` (never zero: xorshift would stay at zero).
 #[inline]
-fn seed(evnr: u64) -> u64 {
-    fmix64(evnr.wrapping_add(K)) | 1
+fn seeds(evnr: u64) -> [u64; LANES] {
+    let mut x = [0u64; LANES];
+    for (k, s) in x.iter_mut().enumerate() {
+        *s = fmix64(evnr.wrapping_add(K).wrapping_add((k as u64) << 56)) | 1;
+    }
+    x
 }
 
 #[inline]
@@ -102,8 +110,13 @@ fn next(x: &mut u64) -> u64 {
 }
 
 #[inline]
-fn hash_start(evnr: u64, len: u32) -> u64 {
-    fmix64(evnr ^ (u64::from(len) << 32 | 0x5e4d)) ^ K
+fn hash_start(evnr: u64, len: u32) -> [u64; LANES] {
+    let h = fmix64(evnr ^ (u64::from(len) << 32 | 0x5e4d)) ^ K;
+    let mut l = [0u64; LANES];
+    for (k, v) in l.iter_mut().enumerate() {
+        *v = h ^ (k as u64).wrapping_mul(K);
+    }
+    l
 }
 
 #[inline]
@@ -112,7 +125,11 @@ fn hash_step(h: u64, w: u64) -> u64 {
 }
 
 #[inline]
-fn hash_end(h: u64) -> u32 {
+fn hash_end(l: [u64; LANES]) -> u32 {
+    let mut h = l[0];
+    for v in &l[1..] {
+        h = hash_step(h, fmix64(*v));
+    }
     let h = fmix64(h);
     (h ^ (h >> 32)) as u32
 }
@@ -147,20 +164,31 @@ pub fn fill(evnr: u64, buf: &mut [u8]) {
     );
     let len = buf.len() as u32;
     let (head, body) = buf.split_at_mut(HEADER_LEN);
-    let mut x = seed(evnr);
+    let mut x = seeds(evnr);
     let mut h = hash_start(evnr, len);
-    let mut words = body.chunks_exact_mut(8);
+    let mut blocks = body.chunks_exact_mut(8 * LANES);
+    for b in &mut blocks {
+        for (k, c) in b.chunks_exact_mut(8).enumerate() {
+            let w = next(&mut x[k]);
+            c.copy_from_slice(&w.to_le_bytes());
+            h[k] = hash_step(h[k], w);
+        }
+    }
+    let rest = blocks.into_remainder();
+    let mut k = 0;
+    let mut words = rest.chunks_exact_mut(8);
     for c in &mut words {
-        let w = next(&mut x);
+        let w = next(&mut x[k]);
         c.copy_from_slice(&w.to_le_bytes());
-        h = hash_step(h, w);
+        h[k] = hash_step(h[k], w);
+        k += 1;
     }
     let tail = words.into_remainder();
     if !tail.is_empty() {
-        let w = next(&mut x);
+        let w = next(&mut x[k]);
         let n = tail.len();
         tail.copy_from_slice(&w.to_le_bytes()[..n]);
-        h = hash_step(h, tail_word(tail));
+        h[k] = hash_step(h[k], tail_word(tail));
     }
     head[0..8].copy_from_slice(&evnr.to_le_bytes());
     head[8..12].copy_from_slice(&len.to_le_bytes());
@@ -217,13 +245,22 @@ fn check_header(evnr: Option<u64>, data: &[u8]) -> Result<(u64, u32, u32), Paylo
 pub fn check(data: &[u8]) -> Result<u64, PayloadError> {
     let (evnr, len, stored) = check_header(None, data)?;
     let mut h = hash_start(evnr, len);
-    let mut words = data[HEADER_LEN..].chunks_exact(8);
+    let body = &data[HEADER_LEN..];
+    let mut blocks = body.chunks_exact(8 * LANES);
+    for b in &mut blocks {
+        for (k, c) in b.chunks_exact(8).enumerate() {
+            h[k] = hash_step(h[k], u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+    }
+    let mut k = 0;
+    let mut words = blocks.remainder().chunks_exact(8);
     for c in &mut words {
-        h = hash_step(h, u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        h[k] = hash_step(h[k], u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        k += 1;
     }
     let tail = words.remainder();
     if !tail.is_empty() {
-        h = hash_step(h, tail_word(tail));
+        h[k] = hash_step(h[k], tail_word(tail));
     }
     let computed = hash_end(h);
     if computed != stored {
@@ -243,28 +280,43 @@ pub fn check(data: &[u8]) -> Result<u64, PayloadError> {
 /// The first failed check, as a [`PayloadError`] naming the event.
 pub fn verify(evnr: u64, data: &[u8]) -> Result<(), PayloadError> {
     let (_, len, stored) = check_header(Some(evnr), data)?;
-    let mut x = seed(evnr);
+    let mut x = seeds(evnr);
     let mut h = hash_start(evnr, len);
     let mut first_bad = None;
     let body = &data[HEADER_LEN..];
-    let mut words = body.chunks_exact(8);
-    for (i, c) in (&mut words).enumerate() {
-        let got = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-        let want = next(&mut x);
+    let mut note = |at: usize, got: u64, want: u64| {
         if got != want && first_bad.is_none() {
-            first_bad = Some(i * 8 + ((got ^ want).trailing_zeros() / 8) as usize);
+            first_bad = Some(at + ((got ^ want).trailing_zeros() / 8) as usize);
         }
-        h = hash_step(h, got);
+    };
+    let mut blocks = body.chunks_exact(8 * LANES);
+    let mut at = 0;
+    for b in &mut blocks {
+        for (k, c) in b.chunks_exact(8).enumerate() {
+            let got = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            let want = next(&mut x[k]);
+            if got != want {
+                note(at + 8 * k, got, want);
+            }
+            h[k] = hash_step(h[k], got);
+        }
+        at += 8 * LANES;
+    }
+    let mut k = 0;
+    let mut words = blocks.remainder().chunks_exact(8);
+    for c in &mut words {
+        let got = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        note(at, got, next(&mut x[k]));
+        h[k] = hash_step(h[k], got);
+        at += 8;
+        k += 1;
     }
     let tail = words.remainder();
     if !tail.is_empty() {
         let got = tail_word(tail);
-        let want = tail_word(&next(&mut x).to_le_bytes()[..tail.len()]);
-        if got != want && first_bad.is_none() {
-            first_bad =
-                Some(body.len() - tail.len() + ((got ^ want).trailing_zeros() / 8) as usize);
-        }
-        h = hash_step(h, got);
+        let want = tail_word(&next(&mut x[k]).to_le_bytes()[..tail.len()]);
+        note(at, got, want);
+        h[k] = hash_step(h[k], got);
     }
     let computed = hash_end(h);
     if computed != stored {
@@ -321,8 +373,8 @@ mod tests {
         let mut forged = ev.clone();
         forged[40] ^= 0xff;
         let mut h = hash_start(5, 64);
-        for c in forged[HEADER_LEN..].chunks_exact(8) {
-            h = hash_step(h, u64::from_le_bytes(c.try_into().unwrap()));
+        for (i, c) in forged[HEADER_LEN..].chunks_exact(8).enumerate() {
+            h[i % LANES] = hash_step(h[i % LANES], u64::from_le_bytes(c.try_into().unwrap()));
         }
         forged[12..16].copy_from_slice(&hash_end(h).to_le_bytes());
         assert_eq!(check(&forged), Ok(5));
