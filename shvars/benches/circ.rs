@@ -26,6 +26,9 @@ use memmap2::MmapRaw;
 use shvars::circ::{CircOptions, CircWriter, LosslessReader, ReadError, SamplingReader, StartAt};
 
 const MIB: usize = 1 << 20;
+/// Criterion's samples per case; the summary uses only these last ones (criterion's warm-up
+/// calls go through the same recording, with much shorter and noisier runs).
+const SAMPLE_SIZE: usize = 20;
 
 /// Per case: event size, nanoseconds per event of every sample, and the fraction of the events
 /// the reader received (sampling readers skip when overtaken).
@@ -285,7 +288,7 @@ fn bench_size(c: &mut Criterion, event: usize, rings: &[usize]) {
     } else {
         Throughput::Elements(1)
     });
-    g.sample_size(20);
+    g.sample_size(SAMPLE_SIZE);
     g.warm_up_time(Duration::from_millis(1500));
     g.measurement_time(Duration::from_secs(3));
     for &ring in rings {
@@ -357,13 +360,17 @@ fn summary() {
         return;
     }
     let mut med: BTreeMap<String, (usize, f64)> = BTreeMap::new();
-    println!("\n== circ summary (medians over criterion's samples; writer + reader threads)");
+    println!(
+        "\n== circ summary (medians over criterion's measured samples, warm-up excluded; writer + reader threads)"
+    );
     println!(
         "{:<32} {:>10} {:>8} {:>10} {:>9}",
         "case", "ns/event", "GB/s", "Mevents/s", "received"
     );
     for (name, (event, v, recv)) in s.iter_mut() {
-        let ns = median(v);
+        let measured = v.len().saturating_sub(SAMPLE_SIZE);
+        let ns = median(&mut v[measured..]);
+        let recv_measured = recv.len().saturating_sub(SAMPLE_SIZE);
         med.insert(name.clone(), (*event, ns));
         println!(
             "{:<32} {:>10.1} {:>8.2} {:>10.2} {:>8.1}%",
@@ -371,7 +378,7 @@ fn summary() {
             ns,
             *event as f64 / ns,
             1e3 / ns,
-            100.0 * median(recv)
+            100.0 * median(&mut recv[recv_measured..])
         );
     }
     println!("\n== ratios (throughput of ours / reference; >1 means ours is faster)");
