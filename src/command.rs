@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::process::Ctx;
-use crate::state::{states_text, RunState, States};
+use crate::state::{states_text, RunState, States, INIT_FROM, IN_INIT, IN_PAUSE, IN_RUNNING};
 
 /// What a handler returns: a one-line (or multi-line) message for the reply, or an error.
 pub type Outcome = Result<String, String>;
@@ -60,6 +60,36 @@ impl<A> Command<A> {
             max_args: 0,
             handler,
         }
+    }
+
+    /// `init`: allowed at start-up and again after any error, leads to INIT_STATE.
+    pub fn init(help: &'static str, handler: Handler<A>) -> Self {
+        Command::new("init", help, INIT_FROM, Some(RunState::Init), handler)
+    }
+
+    /// `start`: allowed in INIT_STATE, leads to RUNNING_STATE.
+    pub fn start(help: &'static str, handler: Handler<A>) -> Self {
+        Command::new("start", help, IN_INIT, Some(RunState::Running), handler)
+    }
+
+    /// `pause`: allowed in RUNNING_STATE, leads to PAUSE_STATE.
+    pub fn pause(help: &'static str, handler: Handler<A>) -> Self {
+        Command::new("pause", help, IN_RUNNING, Some(RunState::Pause), handler)
+    }
+
+    /// `resume`: allowed in PAUSE_STATE, leads to RUNNING_STATE.
+    pub fn resume(help: &'static str, handler: Handler<A>) -> Self {
+        Command::new("resume", help, IN_PAUSE, Some(RunState::Running), handler)
+    }
+
+    /// `update`: allowed in RUNNING_STATE; the framework refreshes the statistics after it.
+    pub fn update(help: &'static str, handler: Handler<A>) -> Self {
+        Command::new("update", help, IN_RUNNING, None, handler)
+    }
+
+    /// `end`: allowed in RUNNING_STATE, leads to INIT_STATE (and runs before `exit`).
+    pub fn end(help: &'static str, handler: Handler<A>) -> Self {
+        Command::new("end", help, IN_RUNNING, Some(RunState::Init), handler)
     }
 
     /// Declares the arguments: usage text and how many are accepted.

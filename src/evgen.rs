@@ -28,7 +28,7 @@ use shvars::region::{FloatVar, IntVar, StrVar, VarSpec};
 use crate::command::{Command, Outcome};
 use crate::payload;
 use crate::process::{App, BoxError, Ctx, ProcessSpec};
-use crate::state::{RunState, INIT_FROM, IN_INIT, IN_PAUSE, IN_RUNNING};
+use crate::state::RunState;
 use crate::stats::{Stats, StatsConfig};
 
 /// How the framework runs an evgen.
@@ -529,41 +529,17 @@ fn update(_: &mut Evgen, _: &mut Ctx, _: &[String]) -> Outcome {
 impl App for Evgen {
     fn commands() -> Vec<Command<Self>> {
         vec![
-            Command::new(
-                "init",
+            Command::init(
                 "Initialize the process (at start-up and after any error)",
-                INIT_FROM,
-                Some(RunState::Init),
                 init,
             ),
-            Command::new(
-                "start",
+            Command::start(
                 "Start writing events at target_rate (event numbers continue)",
-                IN_INIT,
-                Some(RunState::Running),
                 start,
             ),
-            Command::new(
-                "pause",
-                "Stop writing; answers once the producer has stopped",
-                IN_RUNNING,
-                Some(RunState::Pause),
-                pause,
-            ),
-            Command::new(
-                "resume",
-                "Write again",
-                IN_PAUSE,
-                Some(RunState::Running),
-                resume,
-            ),
-            Command::new(
-                "update",
-                "Update the statistics variables now",
-                IN_RUNNING,
-                None,
-                update,
-            ),
+            Command::pause("Stop writing; answers once the producer has stopped", pause),
+            Command::resume("Write again", resume),
+            Command::update("Update the statistics variables now", update),
             Command::new(
                 "end",
                 "Stop writing (the buffer stays; start continues the numbering)",

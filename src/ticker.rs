@@ -14,7 +14,7 @@ use shvars::region::{IntVar, StrVar, VarSpec};
 
 use crate::command::{Command, Outcome};
 use crate::process::{App, BoxError, Ctx, ProcessSpec};
-use crate::state::{RunState, INIT_FROM, IN_INIT, IN_PAUSE, IN_RUNNING};
+use crate::state::RunState;
 use crate::stats::{Stats, StatsConfig};
 
 /// How the framework runs a ticker.
@@ -145,42 +145,15 @@ fn end(t: &mut Ticker, _: &mut Ctx, _: &[String]) -> Outcome {
 impl App for Ticker {
     fn commands() -> Vec<Command<Self>> {
         vec![
-            Command::new(
-                "init",
+            Command::init(
                 "Initialize the process (at start-up and after any error)",
-                INIT_FROM,
-                Some(RunState::Init),
                 init,
             ),
-            Command::new(
-                "start",
-                "Start ticking at `rate` per second; resets ticks",
-                IN_INIT,
-                Some(RunState::Running),
-                start,
-            ),
-            Command::new(
-                "pause",
-                "Stop ticking, keep the count",
-                IN_RUNNING,
-                Some(RunState::Pause),
-                pause,
-            ),
-            Command::new(
-                "resume",
-                "Tick again",
-                IN_PAUSE,
-                Some(RunState::Running),
-                resume,
-            ),
-            Command::new(
-                "update",
-                "Update the statistics variables now",
-                IN_RUNNING,
-                None,
-                update,
-            ),
-            Command::new("end", "Stop ticking", IN_RUNNING, Some(RunState::Init), end),
+            Command::start("Start ticking at `rate` per second; resets ticks", start),
+            Command::pause("Stop ticking, keep the count", pause),
+            Command::resume("Tick again", resume),
+            Command::update("Update the statistics variables now", update),
+            Command::end("Stop ticking", end),
         ]
     }
 

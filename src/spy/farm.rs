@@ -20,7 +20,7 @@ use super::serve::{serve, Counter, End, FarmShared};
 use crate::command::{Command, Outcome};
 use crate::eventlog::EventLog;
 use crate::process::{App, BoxError, Ctx, ProcessSpec};
-use crate::state::{RunState, INIT_FROM, IN_INIT, IN_PAUSE, IN_RUNNING};
+
 use crate::stats::{Stats, StatsConfig};
 
 /// How the framework runs a farm spy daemon.
@@ -398,49 +398,19 @@ fn end(f: &mut Farm, ctx: &mut Ctx, _: &[String]) -> Outcome {
 impl App for Farm {
     fn commands() -> Vec<Command<Self>> {
         vec![
-            Command::new(
-                "init",
+            Command::init(
                 "Initialize; the argument sets bcname (the farm buffer)",
-                INIT_FROM,
-                Some(RunState::Init),
                 init,
             )
             .args("[bcname]", 0, 1),
-            Command::new(
-                "start",
+            Command::start(
                 "Listen on `port` and serve bcname (its producer must be running)",
-                IN_INIT,
-                Some(RunState::Running),
                 start,
             ),
-            Command::new(
-                "pause",
-                "Stop serving new events; keep the connections",
-                IN_RUNNING,
-                Some(RunState::Pause),
-                pause,
-            ),
-            Command::new(
-                "resume",
-                "Serve new events again",
-                IN_PAUSE,
-                Some(RunState::Running),
-                resume,
-            ),
-            Command::new(
-                "update",
-                "Update the shared variables now",
-                IN_RUNNING,
-                None,
-                update,
-            ),
-            Command::new(
-                "end",
-                "Close the listener and every connection",
-                IN_RUNNING,
-                Some(RunState::Init),
-                end,
-            ),
+            Command::pause("Stop serving new events; keep the connections", pause),
+            Command::resume("Serve new events again", resume),
+            Command::update("Update the shared variables now", update),
+            Command::end("Close the listener and every connection", end),
         ]
     }
 

@@ -19,7 +19,7 @@ use super::proto::{Mode, Status};
 use crate::command::{Command, Outcome};
 use crate::eventlog::EventLog;
 use crate::process::{App, BoxError, Ctx, ProcessSpec};
-use crate::state::{RunState, INIT_FROM, IN_INIT, IN_PAUSE, IN_RUNNING, SERVING};
+use crate::state::SERVING;
 use crate::stats::{Stats, StatsConfig};
 
 /// How the framework runs a remote spy daemon.
@@ -273,17 +273,17 @@ fn end(r: &mut Remote, _: &mut Ctx, _: &[String]) -> Outcome {
 impl App for Remote {
     fn commands() -> Vec<Command<Self>> {
         vec![
-            Command::new("init", "Initialize: create the local buffer lname of circsize bytes; the argument sets lname", INIT_FROM, Some(RunState::Init), init)
+            Command::init("Initialize: create the local buffer lname of circsize bytes; the argument sets lname", init)
                 .args("[circbuf]", 0, 1),
-            Command::new("start", "Connect to the farm spy daemon and start serving; raddr '-': serve with no events", IN_INIT, Some(RunState::Running), start)
+            Command::start("Connect to the farm spy daemon and start serving; raddr '-': serve with no events", start)
                 .args("[raddr [rport]]", 0, 2),
-            Command::new("pause", "Pause receiving new events", IN_RUNNING, Some(RunState::Pause), pause),
-            Command::new("resume", "Resume receiving new events", IN_PAUSE, Some(RunState::Running), resume),
+            Command::pause("Pause receiving new events", pause),
+            Command::resume("Resume receiving new events", resume),
             Command::new("reconnect", "Drop the connection and connect to another farm spy daemon", SERVING, None, reconnect)
                 .args("[raddr [rport]]", 0, 2),
             Command::new("disconnect", "Drop the connection, but continue serving empty", SERVING, None, disconnect),
-            Command::new("update", "Update the shared variables now", IN_RUNNING, None, update),
-            Command::new("end", "End serving", IN_RUNNING, Some(RunState::Init), end),
+            Command::update("Update the shared variables now", update),
+            Command::end("End serving", end),
         ]
     }
 
