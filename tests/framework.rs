@@ -312,8 +312,13 @@ fn region_overwritten_with_random_bytes() {
     env.ticker("t1", &["-c", "init"]);
     let path = env.path("t1.shv");
     let len = fs::metadata(&path).unwrap().len() as usize;
-    // Overwrite the live region in place (same size, so the owner's mapping stays valid).
-    fs::write(&path, junk(len, 7)).unwrap();
+    // Overwrite the live region in place: no truncation (fs::write would truncate first, and a
+    // mapped file that shrinks, even for a moment, faults its owner: see docs/region.md).
+    {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all(&junk(len, 7)).unwrap();
+    }
     env.shvar(&["get", "t1", "ticks"])
         .expect_code(1)
         .stderr_has("is not a usable variable region: bad magic number");
