@@ -299,15 +299,29 @@ impl Drop for Env {
     }
 }
 
-/// Writes raw bytes into a FIFO (non-blocking open: fails if nobody reads it).
-pub fn write_fifo(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes raw bytes into a FIFO (non-blocking open: fails if nobody reads it). A full pipe is
+/// waited out (up to 10 s): the reader is slow, not gone.
+pub fn write_fifo(path: &Path, mut bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = fs::OpenOptions::new()
         .write(true)
         .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
         .open(path)?;
-    f.write_all(bytes)
+    let t0 = Instant::now();
+    while !bytes.is_empty() {
+        match f.write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && t0.elapsed() < Duration::from_secs(10) =>
+            {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Deterministic pseudo-random bytes.
