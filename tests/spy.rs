@@ -340,7 +340,7 @@ fn pause_stops_the_flow_and_resume_restarts_it() {
     );
     env.wait_until("events", || env.get_int("spy1", "lastevent") > 0);
     cmd(&env, "spy1", &["pause"]).ok();
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(Duration::from_millis(600));
     let a = env.get_int("spy1", "lastevent");
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(
@@ -354,7 +354,7 @@ fn pause_stops_the_flow_and_resume_restarts_it() {
     });
     // The same through the farm: pause there stops serving, connections stay.
     cmd(&env, "farm1", &["pause"]).ok();
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(600));
     let b = env.get_int("spy1", "lastevent");
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(env.get_int("spy1", "lastevent"), b);
