@@ -533,7 +533,8 @@ fn start<A: App>(
     detached: &mut Option<shvars::sys::Detached>,
 ) -> Result<ExitCode, String> {
     let region = Arc::new(
-        VarRegion::create(&dir, &name, &CreateOptions::default()).map_err(|e| e.to_string())?,
+        VarRegion::create_pending(&dir, &name, &CreateOptions::default())
+            .map_err(|e| e.to_string())?,
     );
     let (runstate, lastcmd, lasterror, heartbeat) =
         std_vars(&region).map_err(|e| format!("cannot publish the standard variables: {e}"))?;
@@ -558,6 +559,8 @@ fn start<A: App>(
         exit: false,
     };
     let app = build(&mut ctx).map_err(|e| format!("{name}: start-up failed: {e}"))?;
+    // Every variable is declared: readers may look now.
+    region.publish();
     let (fifo, file) = ControlFifo::create(&dir.ctl_path(&name), args.group.is_some())
         .map_err(|e| e.to_string())?;
     if let Some(g) = &args.group {

@@ -154,6 +154,37 @@ impl VarRegion {
         name: &ProcName,
         opts: &CreateOptions,
     ) -> Result<VarRegion, CreateError> {
+        Self::create_in_state(dir, name, opts, STATE_LIVE)
+    }
+
+    /// Like [`VarRegion::create`], but readers see the region as being created (they wait,
+    /// briefly, or get [`OpenError::NotReady`]) until [`VarRegion::publish`]: for an owner
+    /// that adds its variables first, so that nobody reads a half-declared process.
+    ///
+    /// # Errors
+    /// As [`VarRegion::create`].
+    pub fn create_pending(
+        dir: &RuntimeDir,
+        name: &ProcName,
+        opts: &CreateOptions,
+    ) -> Result<VarRegion, CreateError> {
+        Self::create_in_state(dir, name, opts, STATE_CREATING)
+    }
+
+    /// Makes a region made by [`VarRegion::create_pending`] visible to readers.
+    pub fn publish(&self) {
+        let h = self.map.header();
+        if h.state.load(Ordering::Relaxed) == STATE_CREATING {
+            h.state.store(STATE_LIVE, Ordering::Release);
+        }
+    }
+
+    fn create_in_state(
+        dir: &RuntimeDir,
+        name: &ProcName,
+        opts: &CreateOptions,
+        state: u32,
+    ) -> Result<VarRegion, CreateError> {
         let schema_cap = align_up(opts.schema_cap);
         let data_cap = align_up(opts.data_cap);
         if schema_cap < 1024 || data_cap < 1024 || schema_cap + data_cap > (1 << 30) {
@@ -170,8 +201,8 @@ impl VarRegion {
         for _ in 0..50 {
             match OpenOptions::new().read(true).write(true).open(&path) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    let (tmp, file) =
-                        Self::make_file(&path, name, schema_cap, data_cap).map_err(io_err)?;
+                    let (tmp, file) = Self::make_file(&path, name, schema_cap, data_cap, state)
+                        .map_err(io_err)?;
                     // link() refuses to replace: if someone created the region meanwhile we
                     // start over and meet them.
                     let linked = fs::hard_link(&tmp, &path);
@@ -213,8 +244,8 @@ impl VarRegion {
                         });
                     }
                     // Stale: we hold the old file's lock, so no other newcomer can be here.
-                    let (tmp, file) =
-                        Self::make_file(&path, name, schema_cap, data_cap).map_err(io_err)?;
+                    let (tmp, file) = Self::make_file(&path, name, schema_cap, data_cap, state)
+                        .map_err(io_err)?;
                     if let Err(e) = fs::rename(&tmp, &path) {
                         let _ = fs::remove_file(&tmp);
                         return Err(io_err(e));
@@ -236,6 +267,7 @@ impl VarRegion {
         name: &ProcName,
         schema_cap: usize,
         data_cap: usize,
+        state: u32,
     ) -> io::Result<(PathBuf, File)> {
         let tmp = path.with_extension(format!("shv.{}.tmp", std::process::id()));
         let _ = fs::remove_file(&tmp);
@@ -264,7 +296,7 @@ impl VarRegion {
             .store((HEADER_SIZE + schema_cap) as u64, Ordering::Relaxed);
         h.data_cap.store(data_cap as u64, Ordering::Relaxed);
         h.owner_pid.store(std::process::id(), Ordering::Relaxed);
-        h.state.store(STATE_LIVE, Ordering::Relaxed);
+        h.state.store(state, Ordering::Relaxed);
         let now = now_ns();
         h.owner_start_ns.store(now, Ordering::Relaxed);
         h.instance_id.store(random_u64(), Ordering::Relaxed);
@@ -753,8 +785,26 @@ impl RegionReader {
                 dir: dir.to_string(),
             }),
             Err(source) => Err(OpenError::Io { path, source }),
-            Ok(f) => Self::from_file(f, path),
+            Ok(f) => Self::from_file_waiting(f, path),
         }
+    }
+
+    /// A region still being created by a live owner is waited for, up to about a second.
+    fn from_file_waiting(file: File, path: PathBuf) -> Result<RegionReader, OpenError> {
+        let mut file = file;
+        for _ in 0..100 {
+            match Self::from_file(file, path.clone()) {
+                Err(OpenError::NotReady { .. }) if owner_alive(&path) == Some(true) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                    file = File::open(&path).map_err(|source| OpenError::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
+                }
+                r => return r,
+            }
+        }
+        Err(OpenError::NotReady { path })
     }
 
     /// Opens a region file by path.
@@ -766,7 +816,7 @@ impl RegionReader {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_file(f, path.to_owned())
+        Self::from_file_waiting(f, path.to_owned())
     }
 
     fn from_file(file: File, path: PathBuf) -> Result<RegionReader, OpenError> {
