@@ -148,8 +148,31 @@ fn print_and_exit(out: &[u8]) -> ! {
     }
 }
 
+/// Parses a positive number of seconds (an option such as `-w SECONDS` or `--interval S`),
+/// for every tool alike.
+///
+/// # Errors
+/// A message naming the text given and what is accepted.
+pub fn parse_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() && v < 1e6 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a positive number of seconds (e.g. 0.5, 5; at most 999999)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn seconds() {
+        assert_eq!(super::parse_secs("0.5"), Ok(0.5));
+        for bad in ["0", "-1", "nan", "inf", "1e9", "soon"] {
+            let e = super::parse_secs(bad).unwrap_err();
+            assert!(e.contains("is not a positive number of seconds"), "{e}");
+        }
+    }
+
     use super::*;
     use clap::CommandFactory;
 

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use daqproc::cli_extras::parse_secs;
 
 /// Read and change the shared variables of framework processes; send them commands.
 ///
@@ -26,13 +27,6 @@ pub struct Cli {
 impl Cli {
     pub fn wait(&self) -> Duration {
         Duration::from_secs_f64(self.wait)
-    }
-}
-
-pub fn parse_secs(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() && v < 1e6 => Ok(v),
-        _ => Err(format!("{s:?} is not a positive number of seconds")),
     }
 }
 

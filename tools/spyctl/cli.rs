@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use daqproc::cli_extras::parse_secs;
 
 /// The operator console: select a framework process, send it commands (init, start, pause,
 /// resume, end, exit, ...), read, set and watch its shared variables.
@@ -39,13 +40,5 @@ impl Cli {
     /// The reply timeout.
     pub fn wait(&self) -> Duration {
         Duration::from_secs_f64(self.wait)
-    }
-}
-
-/// A positive number of seconds.
-pub fn parse_secs(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() && v < 1e6 => Ok(v),
-        _ => Err(format!("{s:?} is not a positive number of seconds")),
     }
 }

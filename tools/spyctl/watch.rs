@@ -15,9 +15,9 @@ use anyhow::{anyhow, bail, Context};
 use daqproc::watch::{Note, Watch};
 use signal_hook::consts::SIGINT;
 
-use crate::cli::parse_secs;
 use crate::console::Console;
 use crate::verbs::time_text;
+use daqproc::cli_extras::parse_secs;
 
 /// SIGINT actions, registered once: the default action while `armed`, else set `caught`.
 struct SigintFlags {
