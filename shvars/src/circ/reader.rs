@@ -675,32 +675,26 @@ impl<S: Storage> Core<S> {
         buf: &mut [u8],
         timeout: Option<Duration>,
     ) -> Result<EventInfo, ReadTimeoutError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
-            match self.try_read(buf) {
-                Err(TryReadError::Empty) => {}
-                r => return r.map_err(ReadTimeoutError::from),
-            }
-            let left = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(l) if !l.is_zero() => l,
-                    _ => return Err(ReadTimeoutError::Timeout),
-                },
-                None => WAIT_SLICE,
-            };
-            if !self.spin() {
-                self.wait(left);
-            }
-        }
+        self.until(timeout, |c| c.try_read(buf))
     }
 
     pub(crate) fn locate_timeout(
         &mut self,
         timeout: Option<Duration>,
     ) -> Result<Loc, ReadTimeoutError> {
+        self.until(timeout, Core::try_locate)
+    }
+
+    /// Retries `attempt` while it finds no event, spinning briefly then sleeping, until
+    /// `timeout` (forever if `None`).
+    fn until<T>(
+        &mut self,
+        timeout: Option<Duration>,
+        mut attempt: impl FnMut(&mut Self) -> Result<T, TryReadError>,
+    ) -> Result<T, ReadTimeoutError> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            match self.try_locate() {
+            match attempt(self) {
                 Err(TryReadError::Empty) => {}
                 r => return r.map_err(ReadTimeoutError::from),
             }
