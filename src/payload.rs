@@ -6,15 +6,19 @@
 //! ```text
 //! offset 0   u64 LE  event number
 //! offset 8   u32 LE  len: the payload's total size, header included
-//! offset 12  u32 LE  check: 32-bit hash of (event number, len, body)
-//! offset 16  body    little-endian words from four xorshift64 generators seeded from the
-//!                    event number (word i from generator i % 4), the last word cut to fit
+//! offset 12  u32 LE  check: 32-bit hash of (event number, len, Fletcher sums of the body)
+//! offset 16  body    little-endian words w[i] = start + i * STEP (mod 2^64), where
+//!                    start = fmix64(event number ^ START_SALT); the last word cut to fit
 //! ```
 //!
 //! A consumer that knows nothing of the generator checks the header and the `check` hash
 //! ([`check`]); one that knows the expected event number regenerates the body and compares every
-//! byte ([`verify`]). Both run a word (8 bytes) at a time, so they keep up with millions of small
-//! events per second. This module owns only the format: it never touches a buffer.
+//! byte ([`verify`]). The format is built for speed, so that checking every byte of every event
+//! costs a consumer about as much as reading it: the body is an arithmetic progression (one
+//! addition per word, which the compiler vectorises), the check uses only additions over the
+//! words (a Fletcher-style pair of sums), and for a generated body both sums have a closed form,
+//! so [`fill`] and [`verify`] never hash the body at all. This module owns only the format: it
+//! never touches a buffer.
 
 use thiserror::Error;
 
@@ -76,10 +80,16 @@ pub enum PayloadError {
     },
 }
 
-const K: u64 = 0x9e37_79b9_7f4a_7c15;
+/// Increment between consecutive body words (odd, so the words of one payload never repeat).
+pub const STEP: u64 = 0x9e37_79b9_7f4a_7c15;
+/// Salt of the first body word.
+pub const START_SALT: u64 = 0x5350_5942_4f44_5931; // "1YDOBYPS"
+/// Salt of the check.
+pub const CHECK_SALT: u64 = 0x4b43_4548_4359_5053; // "SPYCHECK"
 
+/// The murmur3 64-bit finaliser.
 #[inline]
-fn fmix64(mut h: u64) -> u64 {
+pub const fn fmix64(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;
@@ -87,50 +97,20 @@ fn fmix64(mut h: u64) -> u64 {
     h ^ (h >> 33)
 }
 
-/// Word `i` of the body comes from generator (and feeds hash lane) `i % LANES`: four
-/// independent dependency chains, so generating and checking run several words at a time.
-const LANES: usize = 4;
-
-/// The generators' states for event `evnr` (never zero: xorshift would stay at zero).
+/// The first body word of event `evnr`.
 #[inline]
-fn seeds(evnr: u64) -> [u64; LANES] {
-    let mut x = [0u64; LANES];
-    for (k, s) in x.iter_mut().enumerate() {
-        *s = fmix64(evnr.wrapping_add(K).wrapping_add((k as u64) << 56)) | 1;
-    }
-    x
+pub const fn start_word(evnr: u64) -> u64 {
+    fmix64(evnr ^ START_SALT)
 }
 
+/// The 32-bit check of a payload from its event number, its length and the two sums of its
+/// body words (`a = sum of w[i]`, `b = sum of (n - i) * w[i]` over the `n` words, the last partial
+/// word zero-padded, all modulo 2^64).
 #[inline]
-fn next(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
-}
-
-#[inline]
-fn hash_start(evnr: u64, len: u32) -> [u64; LANES] {
-    let h = fmix64(evnr ^ (u64::from(len) << 32 | 0x5e4d)) ^ K;
-    let mut l = [0u64; LANES];
-    for (k, v) in l.iter_mut().enumerate() {
-        *v = h ^ (k as u64).wrapping_mul(K);
-    }
-    l
-}
-
-#[inline]
-fn hash_step(h: u64, w: u64) -> u64 {
-    (h.rotate_left(23) ^ w).wrapping_mul(K)
-}
-
-#[inline]
-fn hash_end(l: [u64; LANES]) -> u32 {
-    let mut h = l[0];
-    for v in &l[1..] {
-        h = hash_step(h, fmix64(*v));
-    }
-    let h = fmix64(h);
+pub const fn check_value(evnr: u64, len: u32, a: u64, b: u64) -> u32 {
+    let h = fmix64(evnr ^ ((len as u64) << 32) ^ CHECK_SALT);
+    let h = fmix64(h ^ a);
+    let h = fmix64(h ^ b);
     (h ^ (h >> 32)) as u32
 }
 
@@ -140,6 +120,54 @@ fn tail_word(tail: &[u8]) -> u64 {
     let mut w = [0u8; 8];
     w[..tail.len()].copy_from_slice(tail);
     u64::from_le_bytes(w)
+}
+
+/// The sums (a, b) of a body as stored: `a += w; b += a` over its words.
+#[inline]
+fn sums(body: &[u8]) -> (u64, u64) {
+    let (mut a, mut b) = (0u64, 0u64);
+    let mut words = body.chunks_exact(8);
+    for c in &mut words {
+        a = a.wrapping_add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        b = b.wrapping_add(a);
+    }
+    let tail = words.remainder();
+    if !tail.is_empty() {
+        a = a.wrapping_add(tail_word(tail));
+        b = b.wrapping_add(a);
+    }
+    (a, b)
+}
+
+/// The sums (a, b) of the generated body of `body_len` bytes starting at `start`, in closed
+/// form: with `m` full words, `n` words in all and `t` the zero-padded last partial word (0 if
+/// none), `a = m*start + STEP*m(m-1)/2 + t` and
+/// `b = start*(m*n - m(m-1)/2) + STEP*(n*m(m-1)/2 - (m-1)m(2m-1)/6) + t`.
+#[inline]
+fn generated_sums(start: u64, body_len: usize) -> (u64, u64) {
+    let m = (body_len / 8) as u128;
+    let rest = body_len % 8;
+    let n = m + u128::from(rest != 0);
+    let t = if rest == 0 {
+        0
+    } else {
+        let last = start.wrapping_add((m as u64).wrapping_mul(STEP));
+        last & (u64::MAX >> (64 - 8 * rest))
+    };
+    let tri = if m == 0 { 0 } else { m * (m - 1) / 2 };
+    let sq = if m == 0 {
+        0
+    } else {
+        (m - 1) * m * (2 * m - 1) / 6
+    };
+    let (s, k) = (u128::from(start), u128::from(STEP));
+    let a = (m.wrapping_mul(s) as u64)
+        .wrapping_add(tri.wrapping_mul(k) as u64)
+        .wrapping_add(t);
+    let b = ((m * n - tri).wrapping_mul(s) as u64)
+        .wrapping_add((n * tri - sq).wrapping_mul(k) as u64)
+        .wrapping_add(t);
+    (a, b)
 }
 
 /// Fills `buf` with the payload of event `evnr` (its size is `buf.len()`).
@@ -164,35 +192,20 @@ pub fn fill(evnr: u64, buf: &mut [u8]) {
     );
     let len = buf.len() as u32;
     let (head, body) = buf.split_at_mut(HEADER_LEN);
-    let mut x = seeds(evnr);
-    let mut h = hash_start(evnr, len);
-    let mut blocks = body.chunks_exact_mut(8 * LANES);
-    for b in &mut blocks {
-        for (k, c) in b.chunks_exact_mut(8).enumerate() {
-            let w = next(&mut x[k]);
-            c.copy_from_slice(&w.to_le_bytes());
-            h[k] = hash_step(h[k], w);
-        }
-    }
-    let rest = blocks.into_remainder();
-    let mut k = 0;
-    let mut words = rest.chunks_exact_mut(8);
+    let start = start_word(evnr);
+    let mut w = start;
+    let mut words = body.chunks_exact_mut(8);
     for c in &mut words {
-        let w = next(&mut x[k]);
         c.copy_from_slice(&w.to_le_bytes());
-        h[k] = hash_step(h[k], w);
-        k += 1;
+        w = w.wrapping_add(STEP);
     }
     let tail = words.into_remainder();
-    if !tail.is_empty() {
-        let w = next(&mut x[k]);
-        let n = tail.len();
-        tail.copy_from_slice(&w.to_le_bytes()[..n]);
-        h[k] = hash_step(h[k], tail_word(tail));
-    }
+    let n = tail.len();
+    tail.copy_from_slice(&w.to_le_bytes()[..n]);
+    let (a, b) = generated_sums(start, body.len());
     head[0..8].copy_from_slice(&evnr.to_le_bytes());
     head[8..12].copy_from_slice(&len.to_le_bytes());
-    head[12..16].copy_from_slice(&hash_end(h).to_le_bytes());
+    head[12..16].copy_from_slice(&check_value(evnr, len, a, b).to_le_bytes());
 }
 
 /// A new payload of `len` bytes for event `evnr`.
@@ -244,25 +257,8 @@ fn check_header(evnr: Option<u64>, data: &[u8]) -> Result<(u64, u32, u32), Paylo
 /// [`PayloadError::TooShort`], [`PayloadError::WrongLength`], [`PayloadError::BadChecksum`].
 pub fn check(data: &[u8]) -> Result<u64, PayloadError> {
     let (evnr, len, stored) = check_header(None, data)?;
-    let mut h = hash_start(evnr, len);
-    let body = &data[HEADER_LEN..];
-    let mut blocks = body.chunks_exact(8 * LANES);
-    for b in &mut blocks {
-        for (k, c) in b.chunks_exact(8).enumerate() {
-            h[k] = hash_step(h[k], u64::from_le_bytes(c.try_into().expect("8 bytes")));
-        }
-    }
-    let mut k = 0;
-    let mut words = blocks.remainder().chunks_exact(8);
-    for c in &mut words {
-        h[k] = hash_step(h[k], u64::from_le_bytes(c.try_into().expect("8 bytes")));
-        k += 1;
-    }
-    let tail = words.remainder();
-    if !tail.is_empty() {
-        h[k] = hash_step(h[k], tail_word(tail));
-    }
-    let computed = hash_end(h);
+    let (a, b) = sums(&data[HEADER_LEN..]);
+    let computed = check_value(evnr, len, a, b);
     if computed != stored {
         return Err(PayloadError::BadChecksum {
             evnr,
@@ -273,6 +269,52 @@ pub fn check(data: &[u8]) -> Result<u64, PayloadError> {
     Ok(evnr)
 }
 
+/// Compares `body` with the generated words from `start`: true if every byte matches. One
+/// addition, one xor and one or per word, in blocks the compiler vectorises.
+#[inline]
+fn body_matches(start: u64, body: &[u8]) -> bool {
+    const LANES: usize = 4;
+    let mut want = [0u64; LANES];
+    for (k, w) in want.iter_mut().enumerate() {
+        *w = start.wrapping_add((k as u64).wrapping_mul(STEP));
+    }
+    let step4 = STEP.wrapping_mul(LANES as u64);
+    let mut diff = [0u64; LANES];
+    let mut blocks = body.chunks_exact(8 * LANES);
+    for blk in &mut blocks {
+        for k in 0..LANES {
+            let got = u64::from_le_bytes(blk[8 * k..8 * k + 8].try_into().expect("8 bytes"));
+            diff[k] |= got ^ want[k];
+            want[k] = want[k].wrapping_add(step4);
+        }
+    }
+    let mut w = want[0];
+    let mut d = diff.iter().fold(0, |x, y| x | y);
+    let mut words = blocks.remainder().chunks_exact(8);
+    for c in &mut words {
+        d |= u64::from_le_bytes(c.try_into().expect("8 bytes")) ^ w;
+        w = w.wrapping_add(STEP);
+    }
+    let tail = words.remainder();
+    if !tail.is_empty() {
+        d |= tail_word(tail) ^ tail_word(&w.to_le_bytes()[..tail.len()]);
+    }
+    d == 0
+}
+
+/// The offset in `body` of the first byte that differs from the generated words.
+fn first_difference(start: u64, body: &[u8]) -> Option<usize> {
+    let mut w = start;
+    for (i, c) in body.chunks(8).enumerate() {
+        let want = w.to_le_bytes();
+        if let Some(j) = c.iter().zip(want).position(|(g, x)| *g != x) {
+            return Some(8 * i + j);
+        }
+        w = w.wrapping_add(STEP);
+    }
+    None
+}
+
 /// Verifies that `data` is exactly the payload [`fill`] makes for event `evnr` at its size:
 /// header, check hash and every byte of the body.
 ///
@@ -280,45 +322,19 @@ pub fn check(data: &[u8]) -> Result<u64, PayloadError> {
 /// The first failed check, as a [`PayloadError`] naming the event.
 pub fn verify(evnr: u64, data: &[u8]) -> Result<(), PayloadError> {
     let (_, len, stored) = check_header(Some(evnr), data)?;
-    let mut x = seeds(evnr);
-    let mut h = hash_start(evnr, len);
-    let mut first_bad = None;
     let body = &data[HEADER_LEN..];
-    let mut note = |at: usize, got: u64, want: u64| {
-        if got != want && first_bad.is_none() {
-            first_bad = Some(at + ((got ^ want).trailing_zeros() / 8) as usize);
-        }
-    };
-    let mut blocks = body.chunks_exact(8 * LANES);
-    let mut at = 0;
-    for b in &mut blocks {
-        for (k, c) in b.chunks_exact(8).enumerate() {
-            let got = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-            let want = next(&mut x[k]);
-            if got != want {
-                note(at + 8 * k, got, want);
-            }
-            h[k] = hash_step(h[k], got);
-        }
-        at += 8 * LANES;
+    let start = start_word(evnr);
+    if !body_matches(start, body) {
+        let off = first_difference(start, body).unwrap_or(0);
+        return Err(PayloadError::Content {
+            evnr,
+            len: data.len(),
+            offset: HEADER_LEN + off,
+        });
     }
-    let mut k = 0;
-    let mut words = blocks.remainder().chunks_exact(8);
-    for c in &mut words {
-        let got = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-        note(at, got, next(&mut x[k]));
-        h[k] = hash_step(h[k], got);
-        at += 8;
-        k += 1;
-    }
-    let tail = words.remainder();
-    if !tail.is_empty() {
-        let got = tail_word(tail);
-        let want = tail_word(&next(&mut x[k]).to_le_bytes()[..tail.len()]);
-        note(at, got, want);
-        h[k] = hash_step(h[k], got);
-    }
-    let computed = hash_end(h);
+    // The body is the generated one, so its sums are the closed-form ones.
+    let (a, b) = generated_sums(start, body.len());
+    let computed = check_value(evnr, len, a, b);
     if computed != stored {
         return Err(PayloadError::BadChecksum {
             evnr,
@@ -326,14 +342,7 @@ pub fn verify(evnr: u64, data: &[u8]) -> Result<(), PayloadError> {
             computed,
         });
     }
-    match first_bad {
-        Some(off) => Err(PayloadError::Content {
-            evnr,
-            len: data.len(),
-            offset: HEADER_LEN + off,
-        }),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -372,11 +381,8 @@ mod tests {
         // A body that is consistent with its checksum but not the generator's.
         let mut forged = ev.clone();
         forged[40] ^= 0xff;
-        let mut h = hash_start(5, 64);
-        for (i, c) in forged[HEADER_LEN..].chunks_exact(8).enumerate() {
-            h[i % LANES] = hash_step(h[i % LANES], u64::from_le_bytes(c.try_into().unwrap()));
-        }
-        forged[12..16].copy_from_slice(&hash_end(h).to_le_bytes());
+        let (a, b) = sums(&forged[HEADER_LEN..]);
+        forged[12..16].copy_from_slice(&check_value(5, 64, a, b).to_le_bytes());
         assert_eq!(check(&forged), Ok(5));
         assert_eq!(
             verify(5, &forged),
@@ -386,6 +392,65 @@ mod tests {
                 offset: 40
             })
         );
+    }
+
+    #[test]
+    fn a_damaged_check_is_reported_as_such() {
+        let mut ev = make(9, 1000);
+        ev[13] ^= 0x01;
+        assert!(matches!(
+            verify(9, &ev),
+            Err(PayloadError::BadChecksum { evnr: 9, .. })
+        ));
+        assert!(matches!(check(&ev), Err(PayloadError::BadChecksum { .. })));
+    }
+
+    #[test]
+    fn closed_form_sums_equal_the_sums_of_the_bytes() {
+        let mut sizes: Vec<usize> = (MIN_LEN..400).collect();
+        sizes.extend([4096, 4099, 65536, 65541, 1 << 20, (1 << 20) + 7]);
+        for (i, &len) in sizes.iter().enumerate() {
+            let evnr = (i as u64).wrapping_mul(0x1234_5678_9abc_def1);
+            let ev = make(evnr, len);
+            assert_eq!(
+                generated_sums(start_word(evnr), len - HEADER_LEN),
+                sums(&ev[HEADER_LEN..]),
+                "len {len}"
+            );
+            assert_eq!(check(&ev), Ok(evnr), "len {len}");
+            assert_eq!(verify(evnr, &ev), Ok(()), "len {len}");
+        }
+    }
+
+    #[test]
+    fn a_damaged_byte_anywhere_in_a_large_payload_is_found() {
+        let ev = make(77, 65536 + 5);
+        for off in [16, 17, 23, 24, 31, 32, 4095, 4096, 40_000, 65536 + 4] {
+            let mut bad = ev.clone();
+            bad[off] = bad[off].wrapping_add(1);
+            assert_eq!(
+                verify(77, &bad),
+                Err(PayloadError::Content {
+                    evnr: 77,
+                    len: ev.len(),
+                    offset: off
+                }),
+                "offset {off}"
+            );
+            assert!(check(&bad).is_err(), "offset {off}");
+        }
+    }
+
+    /// The example in docs/tools.md, byte for byte.
+    #[test]
+    fn the_documented_example() {
+        let want: [u8; 27] = [
+            0x01, 0, 0, 0, 0, 0, 0, 0, 0x1b, 0, 0, 0, 0xe8, 0x50, 0x4b, 0x37, 0x6c, 0x38, 0x91,
+            0x42, 0x1c, 0xd2, 0x77, 0x94, 0x81, 0xb4, 0xdb,
+        ];
+        assert_eq!(make(1, 27), want);
+        assert_eq!(start_word(1), 0x9477_d21c_4291_386c);
+        assert_eq!(start_word(1).wrapping_add(STEP), 0x32af_4bd5_c1db_b481);
     }
 
     #[test]

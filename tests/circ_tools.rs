@@ -366,7 +366,9 @@ fn spycat_verify_fails_on_a_corrupt_event() {
     env.run(env.spycat(&["bad", "--verify"]))
         .expect_code(1)
         .stdout_has("1 100 ok\n")
-        .stderr_has("buffer bad: corrupt event: event 2: checksum mismatch");
+        .stderr_has(
+            "buffer bad: corrupt event: event 2: byte 60 of 100 differs from the generated payload",
+        );
     env.run(env.spycat(&["bad", "--verify", "--from", "latest"]))
         .expect_code(1)
         .stderr_has("event 4: payload header says event 3");

@@ -836,6 +836,47 @@ fn every_delivered_event_is_byte_exact_and_in_order() {
     o.ok().stderr_has("every payload intact");
 }
 
+/// Large events (read straight from the socket into the local buffer, with the next headers
+/// taken in the same system call) mixed with small ones (through the read-ahead buffer).
+#[test]
+fn large_and_small_events_mixed_arrive_byte_exact() {
+    let mut env = Env::new();
+    start_evgen(
+        &mut env,
+        "gen1",
+        "B_1_1",
+        &["--circsize", "64M", "--size", "16-200000", "--rate", "2000"],
+    );
+    let port = start_farm(&mut env, "farm1", "B_1_1");
+    start_spy(
+        &mut env,
+        "spy1",
+        "L_1_1",
+        &[
+            "-c",
+            "set circsize 32000000",
+            "-c",
+            "init",
+            "-c",
+            &format!("start 127.0.0.1 {port}"),
+        ],
+    );
+    env.wait_until("connected", || env.get_int("spy1", "no_conn") == 0);
+    let mut c = env.command("spycat");
+    c.args([
+        "--follow",
+        "--lossless",
+        "--verify",
+        "--count",
+        "4000",
+        "-q",
+        "--stats",
+        "L_1_1",
+    ]);
+    env.run(c).ok().stderr_has("every payload intact");
+    assert_eq!(env.get_int("spy1", "ignored"), 0);
+}
+
 #[test]
 fn each_serving_mode_delivers_verified_events() {
     for mode in ["next", "latest", "push"] {

@@ -4,7 +4,7 @@
 //! Nothing the server sends is trusted: every header is checked against what was asked for, a
 //! packet is read completely before any event is handed out, and every wait has a deadline.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSliceMut, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
@@ -86,6 +86,9 @@ pub const PACKET_STALL: Duration = Duration::from_secs(5);
 const READ_AHEAD: usize = 1 << 20;
 /// Bodies at least this large are read straight into their destination.
 const DIRECT: usize = 32 << 10;
+/// Bytes read into the read-ahead buffer after a large body, in the same system call: enough
+/// for the next packet header and event header.
+const TRAILING: usize = 64;
 
 /// The packet being read.
 #[derive(Debug, Clone, Copy)]
@@ -277,20 +280,33 @@ impl SpyClient {
     }
 
     /// Fills `dest` completely, from the read-ahead buffer and then straight from the socket.
+    ///
+    /// A large `dest` (at least [`DIRECT`] bytes) is read straight from the socket to its end,
+    /// with a few bytes after it (the next event's or packet's header) taken into the
+    /// read-ahead buffer in the same system call; so a stream of large events is received with
+    /// no copy through the read-ahead buffer and about one system call per event.
     fn read_exact(&mut self, dest: &mut [u8], deadline: Instant) -> Result<(), SpyError> {
         let mut done = (self.rend - self.rpos).min(dest.len());
         dest[..done].copy_from_slice(&self.rbuf[self.rpos..self.rpos + done]);
         self.rpos += done;
+        let direct = dest.len() >= DIRECT;
         while done < dest.len() {
-            let left = dest.len() - done;
-            if left >= DIRECT {
-                // Large: no detour through the read-ahead buffer.
+            if direct {
+                // The read-ahead buffer is empty here (all of it went into dest above).
+                self.rpos = 0;
+                self.rend = 0;
                 if !self.set_timeout(deadline) {
                     return Err(self.stalled());
                 }
-                match self.sock.read(&mut dest[done..]) {
+                let (body, after) = (&mut dest[done..], &mut self.rbuf[..TRAILING]);
+                let mut iov = [IoSliceMut::new(body), IoSliceMut::new(after)];
+                match self.sock.read_vectored(&mut iov) {
                     Ok(0) => return Err(SpyError::Closed(self.addr.clone())),
-                    Ok(n) => done += n,
+                    Ok(n) => {
+                        let left = dest.len() - done;
+                        done += n.min(left);
+                        self.rend = n.saturating_sub(left);
+                    }
                     Err(e) if would_block(&e) => {}
                     Err(e) => return Err(self.io(e)),
                 }
@@ -298,6 +314,7 @@ impl SpyClient {
                 if !self.fill_some(deadline, usize::MAX)? {
                     return Err(self.stalled());
                 }
+                let left = dest.len() - done;
                 let n = (self.rend - self.rpos).min(left);
                 dest[done..done + n].copy_from_slice(&self.rbuf[self.rpos..self.rpos + n]);
                 self.rpos += n;
@@ -333,7 +350,14 @@ impl SpyClient {
         }
         let deadline = Instant::now() + timeout;
         while self.rend - self.rpos < PACKET_HEADER_SIZE {
-            if !self.fill_some(deadline, usize::MAX)? {
+            // After large events, read no further than the header: the events that follow
+            // are likely large too and go straight to their destination.
+            let max = if self.last_big {
+                PACKET_HEADER_SIZE - (self.rend - self.rpos)
+            } else {
+                usize::MAX
+            };
+            if !self.fill_some(deadline, max)? {
                 return Ok(None);
             }
         }
