@@ -1,6 +1,6 @@
 //! Throughput of the circular buffer: one writer thread and one reader thread on a file-backed
-//! ring (in /dev/shm when there is one, as in production), against two references measured in
-//! the same run:
+//! ring (in /dev/shm when there is one, as in production), against references measured in the
+//! same run:
 //! - `memcpy_in`: one thread copying the same events into a ring-sized buffer (one streaming
 //!   copy, no synchronisation: the producer side's bandwidth bound), and `memcpy_through`: the
 //!   same plus copying each chunk back out (the data movement of producer + consumer, on one
@@ -8,41 +8,58 @@
 //! - `bcast` 0.0.31, a shared-memory SPMC broadcast ring, with the same event and ring sizes,
 //!   its reader copying each message out like ours.
 //!
-//! After criterion's own report, a summary prints the median throughput of every case (the
-//! producer's rate; `received` is the share of events the reader got: a sampling reader skips
-//! when overtaken, ours to the oldest valid event, bcast's `reset` to the newest) and the ratios
-//! the issue asks about. Run: `cargo bench -p shvars --bench circ` (criterion options
-//! such as a filter work as usual).
+//! The cases are measured head to head: in every round each case moves one batch of events, in
+//! an order that rotates from round to round, so that a machine whose speed drifts (a shared
+//! VM: the latency between its two CPUs was seen to vary from 90 to 480 ns within seconds)
+//! weighs on all of them alike. The writer runs on one CPU and every reader on another.
+//! Printed: per case the median over the rounds of ns/event, GB/s, M events/s and the share of
+//! events the reader received (a sampling reader skips when overtaken, ours to the oldest valid
+//! event, bcast's `reset` to the newest); then per comparison the median of the per-round
+//! ratios and their quartiles. Run: `cargo bench -p shvars --bench circ [-- ROUNDS]`.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Barrier, Mutex};
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput};
 use memmap2::MmapRaw;
 use shvars::circ::{CircOptions, CircWriter, LosslessReader, ReadError, SamplingReader, StartAt};
 
 const MIB: usize = 1 << 20;
-/// Criterion's samples per case; the summary uses only these last ones (criterion's warm-up
-/// calls go through the same recording, with much shorter and noisier runs).
-const SAMPLE_SIZE: usize = 20;
 
-/// Per case: event size, nanoseconds per event of every sample, and the fraction of the events
-/// the reader received (sampling readers skip when overtaken).
-type Samples = BTreeMap<String, (usize, Vec<f64>, Vec<f64>)>;
-static SAMPLES: Mutex<Samples> = Mutex::new(BTreeMap::new());
+/// The two CPUs the bench runs on: the writer (and the memcpy references) on the first, every
+/// reader on the second, so that runs differ in nothing but the code measured (no migrations,
+/// no reader and writer sharing a CPU). `None` on a machine with one CPU.
+static CPUS: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
 
-fn record(name: &str, event: usize, iters: u64, (d, received): (Duration, u64)) -> Duration {
-    let mut s = SAMPLES.lock().unwrap();
-    let e = s
-        .entry(name.to_owned())
-        .or_insert((event, Vec::new(), Vec::new()));
-    e.1.push(d.as_nanos() as f64 / iters.max(1) as f64);
-    e.2.push(received as f64 / iters.max(1) as f64);
-    d
+fn cpus() -> Option<(usize, usize)> {
+    *CPUS.get_or_init(|| {
+        let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok()?;
+        let mut it = (0..nix::sched::CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false));
+        Some((it.next()?, it.next()?))
+    })
+}
+
+/// Pins the calling thread to `cpu` (best effort: a bench on a restricted machine still runs).
+fn pin(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(cpu).is_ok() {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+    }
+}
+
+fn pin_writer() {
+    if let Some((w, _)) = cpus() {
+        pin(w);
+    }
+}
+
+fn pin_reader() {
+    if let Some((_, r)) = cpus() {
+        pin(r);
+    }
 }
 
 fn scratch_dir() -> tempfile::TempDir {
@@ -143,6 +160,7 @@ impl Ours {
         let len = src.len();
         std::thread::scope(|s| {
             let reader = s.spawn(|| {
+                pin_reader();
                 let mut buf = vec![0u8; len];
                 let mut got = 0;
                 start.wait();
@@ -232,6 +250,7 @@ impl Bcast {
         let len = src.len();
         std::thread::scope(|s| {
             let reader = s.spawn(|| {
+                pin_reader();
                 let rx = bcast::RingBuffer::new(bytes).into_reader();
                 let mut buf = vec![0u8; len];
                 let mut got = 0;
@@ -280,138 +299,135 @@ impl Bcast {
 
 // ---------------------------------------------------------------------------------------------
 
-fn bench_size(c: &mut Criterion, event: usize, rings: &[usize]) {
-    let src = payload(event);
-    let mut g = c.benchmark_group(format!("circ_{event}B"));
-    g.throughput(if event >= 1024 {
-        Throughput::Bytes(event as u64)
-    } else {
-        Throughput::Elements(1)
-    });
-    g.sample_size(SAMPLE_SIZE);
-    g.warm_up_time(Duration::from_millis(1500));
-    g.measurement_time(Duration::from_secs(3));
-    for &ring in rings {
-        let tag = format!("{}MiB", ring / MIB);
-        let name = |what: &str| format!("{event}B/{tag}/{what}");
-        {
-            let mut buf = vec![0u8; ring];
-            let mut pos = 0;
-            g.bench_function(BenchmarkId::new("memcpy_in", &tag), |b| {
-                b.iter_custom(|n| {
-                    record(
-                        &name("memcpy_in"),
-                        event,
-                        n,
-                        memcpy_in(&mut buf, &src, n, &mut pos),
-                    )
-                })
-            });
-            let mut out = vec![0u8; event];
-            g.bench_function(BenchmarkId::new("memcpy_through", &tag), |b| {
-                b.iter_custom(|n| {
-                    record(
-                        &name("memcpy_through"),
-                        event,
-                        n,
-                        memcpy_through(&mut buf, &src, &mut out, n, &mut pos),
-                    )
-                })
-            });
-        }
-        {
-            let mut o = Ours::new(ring, false);
-            g.bench_function(BenchmarkId::new("circ_sampling", &tag), |b| {
-                b.iter_custom(|n| record(&name("circ_sampling"), event, n, o.run(&src, n)))
-            });
-        }
-        {
-            let mut o = Ours::new(ring, true);
-            g.bench_function(BenchmarkId::new("circ_lossless", &tag), |b| {
-                b.iter_custom(|n| record(&name("circ_lossless"), event, n, o.run(&src, n)))
-            });
-        }
-        {
-            let mut bc = Bcast::new(ring);
-            g.bench_function(BenchmarkId::new("bcast", &tag), |b| {
-                b.iter_custom(|n| record(&name("bcast"), event, n, bc.run(&src, n)))
-            });
-        }
-    }
-    g.finish();
+/// One case of a configuration: runs `n` events, returns (elapsed, events received).
+type Case<'a> = (&'static str, Box<dyn FnMut(u64) -> (Duration, u64) + 'a>);
+
+/// Per case: ns/event and received share of every round.
+#[derive(Default)]
+struct Series {
+    ns: Vec<f64>,
+    recv: Vec<f64>,
 }
 
-fn median(v: &mut [f64]) -> f64 {
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut v = v.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n == 0 {
+    if v.is_empty() {
         return f64::NAN;
     }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    let x = q * (v.len() - 1) as f64;
+    let (lo, hi) = (x.floor() as usize, x.ceil() as usize);
+    v[lo] + (v[hi] - v[lo]) * (x - lo as f64)
 }
 
-fn summary() {
-    let mut s = SAMPLES.lock().unwrap();
-    if s.is_empty() {
-        return;
+fn median(v: &[f64]) -> f64 {
+    quantile(v, 0.5)
+}
+
+/// Measures one configuration head to head and prints its lines.
+fn head_to_head(event: usize, ring: usize, rounds: usize) {
+    let src = payload(event);
+    // A batch: 16 ring-fulls of bytes but at least 512 MiB for large events (tens to hundreds
+    // of milliseconds), 2 M events for small ones.
+    let batch = if event >= 1024 {
+        ((16 * ring).max(512 * MIB) / event) as u64
+    } else {
+        2_000_000
+    };
+    let mut buf = vec![0u8; ring];
+    let mut out = vec![0u8; event];
+    let (mut pos_in, mut pos_through) = (0usize, 0usize);
+    let mut sampling = Ours::new(ring, false);
+    let mut lossless = Ours::new(ring, true);
+    let mut bc = Bcast::new(ring);
+    let buf_cell = std::cell::RefCell::new(&mut buf);
+    let mut cases: Vec<Case> = vec![
+        (
+            "memcpy_in",
+            Box::new(|n| memcpy_in(&mut buf_cell.borrow_mut(), &src, n, &mut pos_in)),
+        ),
+        (
+            "memcpy_through",
+            Box::new(|n| {
+                memcpy_through(
+                    &mut buf_cell.borrow_mut(),
+                    &src,
+                    &mut out,
+                    n,
+                    &mut pos_through,
+                )
+            }),
+        ),
+        ("circ_sampling", Box::new(|n| sampling.run(&src, n))),
+        ("circ_lossless", Box::new(|n| lossless.run(&src, n))),
+        ("bcast", Box::new(|n| bc.run(&src, n))),
+    ];
+    // Warm up every case (page faults, caches, the rings' first lap).
+    for (_, f) in cases.iter_mut() {
+        f(batch / 4);
     }
-    let mut med: BTreeMap<String, (usize, f64)> = BTreeMap::new();
-    println!(
-        "\n== circ summary (medians over criterion's measured samples, warm-up excluded; writer + reader threads)"
-    );
-    println!(
-        "{:<32} {:>10} {:>8} {:>10} {:>9}",
-        "case", "ns/event", "GB/s", "Mevents/s", "received"
-    );
-    for (name, (event, v, recv)) in s.iter_mut() {
-        let measured = v.len().saturating_sub(SAMPLE_SIZE);
-        let ns = median(&mut v[measured..]);
-        let recv_measured = recv.len().saturating_sub(SAMPLE_SIZE);
-        med.insert(name.clone(), (*event, ns));
+    let mut series: BTreeMap<&str, Series> = BTreeMap::new();
+    let k = cases.len();
+    for r in 0..rounds {
+        for j in 0..k {
+            let (name, f) = &mut cases[(r + j) % k];
+            let (d, got) = f(batch);
+            let s = series.entry(name).or_default();
+            s.ns.push(d.as_nanos() as f64 / batch as f64);
+            s.recv.push(got as f64 / batch as f64);
+        }
+    }
+    let tag = format!("{event}B/{}MiB", ring / MIB);
+    for (name, s) in &series {
+        let ns = median(&s.ns);
         println!(
-            "{:<32} {:>10.1} {:>8.2} {:>10.2} {:>8.1}%",
-            name,
+            "{:<30} {:>9.1} {:>8.2} {:>10.2} {:>8.1}%",
+            format!("{tag}/{name}"),
             ns,
-            *event as f64 / ns,
+            event as f64 / ns,
             1e3 / ns,
-            100.0 * median(&mut recv[recv_measured..])
+            100.0 * median(&s.recv)
         );
     }
-    println!("\n== ratios (throughput of ours / reference; >1 means ours is faster)");
-    let groups: std::collections::BTreeSet<String> = med
-        .keys()
-        .filter_map(|k| k.rsplit_once('/').map(|(g, _)| g.to_owned()))
-        .collect();
-    for g in groups {
-        let get = |what: &str| med.get(&format!("{g}/{what}")).map(|x| x.1);
-        for ours in ["circ_sampling", "circ_lossless"] {
-            let Some(o) = get(ours) else { continue };
-            let mut line = format!("{g:<14} {ours:<14}");
-            for refname in ["memcpy_in", "memcpy_through", "bcast"] {
-                if let Some(r) = get(refname) {
-                    line += &format!("  vs {refname}: {:>5.2}", r / o);
-                }
-            }
-            println!("{line}");
+    for ours in ["circ_sampling", "circ_lossless"] {
+        let mut line = format!("  {ours:<14}");
+        for reference in ["memcpy_in", "memcpy_through", "bcast"] {
+            // Per round: reference time / our time (>1: ours is faster).
+            let ratios: Vec<f64> = series[reference]
+                .ns
+                .iter()
+                .zip(&series[ours].ns)
+                .map(|(r, o)| r / o)
+                .collect();
+            line += &format!(
+                "  vs {reference}: {:.2} [{:.2}-{:.2}]",
+                median(&ratios),
+                quantile(&ratios, 0.25),
+                quantile(&ratios, 0.75)
+            );
         }
+        println!("{line}");
     }
 }
 
 fn main() {
-    // Reports go to the workspace's target directory, not to a `target/` inside shvars/ (the
-    // directory cargo runs benches in).
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let mut c = Criterion::default()
-        .output_directory(&target.join("criterion"))
-        .configure_from_args();
-    bench_size(&mut c, 4096, &[8 * MIB, 64 * MIB]);
-    bench_size(&mut c, 128, &[8 * MIB]);
-    c.final_summary();
-    summary();
+    pin_writer();
+    // `cargo bench` passes `--bench`; a number is the count of rounds.
+    let rounds = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse::<usize>().ok())
+        .unwrap_or(15);
+    println!(
+        "circ head to head: {rounds} rounds, cases interleaved; writer on CPU {:?}, readers on CPU {:?}",
+        cpus().map(|c| c.0),
+        cpus().map(|c| c.1)
+    );
+    println!(
+        "{:<30} {:>9} {:>8} {:>10} {:>9}",
+        "case (medians)", "ns/event", "GB/s", "Mevents/s", "received"
+    );
+    head_to_head(4096, 8 * MIB, rounds);
+    head_to_head(4096, 64 * MIB, rounds);
+    head_to_head(128, 8 * MIB, rounds);
+    println!("(ratios: median of the per-round ratios [quartiles]; throughput of ours / reference, >1: ours is faster)");
 }

@@ -26,8 +26,17 @@ use super::view::View;
 
 /// Longest single futex sleep: a sleeping reader re-checks the producer's liveness this often.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
-/// Iterations of the bounded spin before a reader sleeps.
+/// Pauses (about 25 ns each on current x86) of the bounded spin before a reader sleeps.
 const SPIN_LIMIT: u32 = 2000;
+/// A reader that finds less than this many new bytes waits [`BATCH_PAUSES`] pauses for more
+/// (see `Core::refresh_head`).
+const BATCH_BYTES: u64 = 1024;
+/// About 0.4 us.
+const BATCH_PAUSES: u32 = 16;
+/// Pauses before a reader that ran out of events looks at `head` again, at first...
+const SPIN_FIRST: u32 = 16;
+/// ... and at most (the wait doubles between looks).
+const SPIN_MAX: u32 = 64;
 /// How often an idle reader tests whether the producer is alive (a system call).
 const LIVENESS_EVERY: Duration = Duration::from_millis(100);
 /// First sleep after a reader announces itself (covers the producer's unfenced commit).
@@ -312,11 +321,15 @@ impl<S: Storage> Core<S> {
     #[inline]
     fn notify_producer(&self) {
         let h = self.v.header();
-        if h.producer_waiting.load(Ordering::Relaxed) != 0
-            && self.rpos >= h.space_target.load(Ordering::Relaxed)
-        {
+        let waiting = h.producer_waiting.load(Ordering::Relaxed);
+        if waiting != 0 && self.rpos >= h.space_target.load(Ordering::Relaxed) {
             h.space_seq.fetch_add(1, Ordering::SeqCst);
-            futex::wake_all(&h.space_seq);
+            // 1: the producer spins watching `space_seq`; 2: it may sleep on it. (A producer
+            // that goes from 1 to 2 after this load read `space_seq` before our bump, so its
+            // sleep returns at once.)
+            if waiting != 1 {
+                futex::wake_all(&h.space_seq);
+            }
         }
     }
 
@@ -354,6 +367,25 @@ impl<S: Storage> Core<S> {
         }
     }
 
+    /// Re-reads the producer's head. If only a little has been added since our position, the
+    /// producer is probably adding more right now: wait a moment and look once more, so that
+    /// a reader that keeps up takes events in batches. Following the producer event by event
+    /// would cost it a cache miss per event (the commit line, and the line shared by the end of
+    /// one record and the start of the next, both pulled away by the reader after each commit)
+    /// and slow it down several times over for small events.
+    #[inline]
+    fn refresh_head(&mut self) {
+        let h = self.v.header();
+        let mut head = h.head.load(Ordering::Acquire);
+        if head > self.rpos && head - self.rpos < BATCH_BYTES {
+            for _ in 0..BATCH_PAUSES {
+                std::hint::spin_loop();
+            }
+            head = h.head.load(Ordering::Acquire);
+        }
+        self.head = head;
+    }
+
     /// Finds the next record at or after the reader's position. `Ok(None)`: none committed yet.
     #[inline]
     fn locate(&mut self) -> Result<Option<Loc>, Evicted> {
@@ -365,7 +397,7 @@ impl<S: Storage> Core<S> {
         let data = self.v.data();
         loop {
             if self.rpos >= self.head {
-                self.head = self.v.header().head.load(Ordering::Acquire);
+                self.refresh_head();
                 if self.rpos >= self.head {
                     return Ok(None);
                 }
@@ -614,12 +646,24 @@ impl<S: Storage> Core<S> {
 
     /// Spins briefly (bounded, some tens of microseconds) for the next commit: cheaper than a futex
     /// round trip when events come back to back. True if something arrived.
+    ///
+    /// Every look at `head` pulls the producer's commit line away from it, and its next commit
+    /// has to fetch it back: a reader that looks after every pause slows the producer down to
+    /// the speed of that exchange. So the looks back off (from about 0.4 to 1.6 us apart): a
+    /// reader that keeps up then takes the events in small batches, at a cost of a microsecond
+    /// of latency at most, and never slows the producer.
     fn spin(&self) -> bool {
-        for _ in 0..SPIN_LIMIT {
+        let mut pause = SPIN_FIRST;
+        let mut spent = 0;
+        while spent < SPIN_LIMIT {
+            for _ in 0..pause {
+                std::hint::spin_loop();
+            }
+            spent += pause;
             if self.has_data() {
                 return true;
             }
-            std::hint::spin_loop();
+            pause = (pause * 2).min(SPIN_MAX);
         }
         false
     }
