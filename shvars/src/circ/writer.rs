@@ -163,6 +163,8 @@ pub struct CircWriter<S: Storage = FileStorage> {
     refused: u64,
     /// How far ahead of what it needs the producer reclaims space at once.
     chunk: u64,
+    /// How far past the reclaimed space lossless readers must be (see `make_room`).
+    gap: u64,
     timeout: Duration,
     /// Registration counter last seen, and the smallest lossless reader position then.
     reg_seen: u64,
@@ -290,6 +292,7 @@ impl<S: Storage> CircWriter<S> {
             overwritten: 0,
             refused: 0,
             chunk: (ring / 16) & !7,
+            gap: (ring / 8).min(1 << 20) & !7,
             timeout: opts.lossless_timeout,
             reg_seen: 0,
             min_reader: u64::MAX,
@@ -436,9 +439,14 @@ impl<S: Storage> CircWriter<S> {
         h.tail.store(self.tail, Ordering::SeqCst);
         fence(Ordering::Release);
         let reg = h.reg_seq.load(Ordering::SeqCst);
-        if reg != self.reg_seen || self.min_reader < self.tail {
+        // Lossless readers must have consumed everything below the new tail, and `gap` more:
+        // the producer then overwrites lines the readers left a while ago (gone from their
+        // caches) rather than the ones they have just read, each of which it would first have
+        // to take back from the reader's cache. (Never past `head`: readers cannot get there.)
+        let target = (self.tail + self.gap).min(self.head);
+        if reg != self.reg_seen || self.min_reader < target {
             self.reg_seen = reg;
-            self.wait_for_readers(self.tail);
+            self.wait_for_readers(target);
         }
     }
 
