@@ -152,6 +152,11 @@ fn start_spy(env: &mut Env, name: &str, lname: &str, extra: &[&str]) -> u32 {
         .args(extra);
     let pid = env.spawn(name, c);
     env.wait_ready(name, pid);
+    // Ready means the region and the FIFO exist; the `-c` commands run after that. Wait for
+    // `init` (which creates the local buffer) before a test opens the buffer.
+    env.wait_until(&format!("{name} to run init"), || {
+        env.get(name, "runstate") != "UNDEFINED_STATE"
+    });
     pid
 }
 
