@@ -20,6 +20,7 @@
 //! so [`fill`] and [`verify`] never hash the body at all. This module owns only the format: it
 //! never touches a buffer.
 
+pub use shvars::circ::fmix64;
 use thiserror::Error;
 
 /// Bytes of the payload header (event number, length, check).
@@ -86,16 +87,6 @@ pub const STEP: u64 = 0x9e37_79b9_7f4a_7c15;
 pub const START_SALT: u64 = 0x5350_5942_4f44_5931; // "1YDOBYPS"
 /// Salt of the check.
 pub const CHECK_SALT: u64 = 0x4b43_4548_4359_5053; // "SPYCHECK"
-
-/// The murmur3 64-bit finaliser.
-#[inline]
-pub const fn fmix64(mut h: u64) -> u64 {
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
-}
 
 /// The first body word of event `evnr`.
 #[inline]

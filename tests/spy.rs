@@ -802,15 +802,12 @@ fn start_evgen(env: &mut Env, name: &str, buffer: &str, extra: &[&str]) -> u32 {
     pid
 }
 
-#[test]
-fn every_delivered_event_is_byte_exact_and_in_order() {
+/// Runs evgen (with `evgen_args`) -> farmspydaemon -> rspydaemon (local buffer of
+/// `local_size` bytes) and has `spycat --lossless --verify` check `count` events; returns the
+/// environment for further checks.
+fn chain_delivers_verified(evgen_args: &[&str], local_size: u64, count: u64) -> Env {
     let mut env = Env::new();
-    start_evgen(
-        &mut env,
-        "gen1",
-        "B_1_1",
-        &["--circsize", "16M", "--size", "16-20000", "--rate", "20000"],
-    );
+    start_evgen(&mut env, "gen1", "B_1_1", evgen_args);
     let port = start_farm(&mut env, "farm1", "B_1_1");
     start_spy(
         &mut env,
@@ -818,7 +815,7 @@ fn every_delivered_event_is_byte_exact_and_in_order() {
         "L_1_1",
         &[
             "-c",
-            "set circsize 8000000",
+            &format!("set circsize {local_size}"),
             "-c",
             "init",
             "-c",
@@ -827,58 +824,31 @@ fn every_delivered_event_is_byte_exact_and_in_order() {
     );
     env.wait_until("connected", || env.get_int("spy1", "no_conn") == 0);
     let mut c = env.command("spycat");
-    c.args([
-        "--follow",
-        "--lossless",
-        "--verify",
-        "--count",
-        "20000",
-        "-q",
-        "--stats",
-        "L_1_1",
-    ]);
-    let o = env.run(c);
-    o.ok().stderr_has("every payload intact");
+    c.args(["--follow", "--lossless", "--verify", "--count"])
+        .arg(count.to_string())
+        .args(["-q", "--stats", "L_1_1"]);
+    env.run(c).ok().stderr_has("every payload intact");
+    env
+}
+
+#[test]
+fn every_delivered_event_is_byte_exact_and_in_order() {
+    chain_delivers_verified(
+        &["--circsize", "16M", "--size", "16-20000", "--rate", "20000"],
+        8_000_000,
+        20_000,
+    );
 }
 
 /// Large events (read straight from the socket into the local buffer, with the next headers
 /// taken in the same system call) mixed with small ones (through the read-ahead buffer).
 #[test]
 fn large_and_small_events_mixed_arrive_byte_exact() {
-    let mut env = Env::new();
-    start_evgen(
-        &mut env,
-        "gen1",
-        "B_1_1",
+    let env = chain_delivers_verified(
         &["--circsize", "64M", "--size", "16-200000", "--rate", "2000"],
+        32_000_000,
+        4_000,
     );
-    let port = start_farm(&mut env, "farm1", "B_1_1");
-    start_spy(
-        &mut env,
-        "spy1",
-        "L_1_1",
-        &[
-            "-c",
-            "set circsize 32000000",
-            "-c",
-            "init",
-            "-c",
-            &format!("start 127.0.0.1 {port}"),
-        ],
-    );
-    env.wait_until("connected", || env.get_int("spy1", "no_conn") == 0);
-    let mut c = env.command("spycat");
-    c.args([
-        "--follow",
-        "--lossless",
-        "--verify",
-        "--count",
-        "4000",
-        "-q",
-        "--stats",
-        "L_1_1",
-    ]);
-    env.run(c).ok().stderr_has("every payload intact");
     assert_eq!(env.get_int("spy1", "ignored"), 0);
 }
 

@@ -54,8 +54,8 @@ pub use error::{
     TryReadError, WriteError,
 };
 pub use layout::{
-    file_size, record_check, record_size, ring_size, CircHeader, DATA_OFFSET, MAGIC, MAX_CAPACITY,
-    MIN_CAPACITY, READER_SLOTS, RECORD_ALIGN, RECORD_HEADER, RING_SLACK, VERSION,
+    file_size, fmix64, record_check, record_size, ring_size, CircHeader, DATA_OFFSET, MAGIC,
+    MAX_CAPACITY, MIN_CAPACITY, READER_SLOTS, RECORD_ALIGN, RECORD_HEADER, RING_SLACK, VERSION,
 };
 pub use reader::{EventInfo, Peeked, StartAt};
 pub use readers::{LosslessReader, SamplingReader};
