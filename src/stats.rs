@@ -185,13 +185,13 @@ impl Stats {
 
     /// Starts a new long-term interval (on `start` and `resume`): `sg_*` restart from zero.
     pub fn reset(&self) {
+        let mut m = self.inner.marks.lock();
         let p = self.point();
-        {
-            let mut m = self.inner.marks.lock();
-            *m = (p, p);
-        }
+        *m = (p, p);
         self.inner.loops.store(0, Ordering::Relaxed);
-        self.refresh(true);
+        // Publish the interval's start from the same point: a worker counting meanwhile must not
+        // show up as work done in an interval that has not begun.
+        self.publish(&mut m, p, true);
     }
 
     /// Totals counted since the process started: events, packs, bytes.
@@ -216,9 +216,14 @@ impl Stats {
     }
 
     fn refresh(&self, short: bool) {
-        let p = self.point();
-        let v = &self.inner.vars;
+        // The point is taken under the lock so it is never older than the marks it is compared to.
         let mut m = self.inner.marks.lock();
+        let p = self.point();
+        self.publish(&mut m, p, short);
+    }
+
+    fn publish(&self, m: &mut (Point, Point), p: Point, short: bool) {
+        let v = &self.inner.vars;
         let (g, l) = *m;
         let now = unix_secs();
         let gbytes = p.bytes - g.bytes;
