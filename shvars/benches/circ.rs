@@ -6,7 +6,9 @@
 //!   same plus copying each chunk back out (the data movement of producer + consumer, on one
 //!   thread);
 //! - `bcast` 0.0.31, a shared-memory SPMC broadcast ring, with the same event and ring sizes,
-//!   its reader copying each message out like ours.
+//!   its reader copying each message out like ours;
+//! - `circ_write_only` and `bcast_write_only`: the writer alone, nobody reading (the producer's
+//!   own cost per event, on one CPU: the least noisy figure of the lot).
 //!
 //! The cases are measured head to head: in every round each case moves one batch of events, in
 //! an order that rotates from round to round, so that a machine whose speed drifts (a shared
@@ -15,7 +17,12 @@
 //! Printed: per case the median over the rounds of ns/event, GB/s, M events/s and the share of
 //! events the reader received (a sampling reader skips when overtaken, ours to the oldest valid
 //! event, bcast's `reset` to the newest); then per comparison the median of the per-round
-//! ratios and their quartiles. Run: `cargo bench -p shvars --bench circ [-- ROUNDS]`.
+//! ratios and their quartiles.
+//!
+//! Run: `cargo bench -p shvars --bench circ [-- ROUNDS] [CONFIG...]`, where CONFIG selects
+//! configurations by a part of their tag (`4096B/8MiB`, `64MiB`, `128B`). Environment:
+//! `CIRC_CASES=bcast,circ_sampling` runs only the cases named (for profiling one alone; the
+//! ratios need both sides), `CIRC_VERBOSE=1` prints every round's time to stderr.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -147,6 +154,22 @@ impl Ours {
         }
     }
 
+    /// Writes `iters` events with no reader reading: the producer's own cost.
+    fn write_only(&mut self, src: &[u8], iters: u64) -> (Duration, u64) {
+        let len = src.len();
+        let t = Instant::now();
+        for _ in 0..iters {
+            self.evnr += 1;
+            let n = self.evnr;
+            let mut r = self.w.reserve(n, len).unwrap();
+            let b = r.buf();
+            b.copy_from_slice(src);
+            b[..8].copy_from_slice(&n.to_le_bytes());
+            r.commit();
+        }
+        (t.elapsed(), iters)
+    }
+
     /// Writes `iters` events on this thread while a second thread reads them; returns the time
     /// until both are done.
     fn run(&mut self, src: &[u8], iters: u64) -> (Duration, u64) {
@@ -238,6 +261,23 @@ impl Bcast {
         // slice (the bench threads are scoped inside `run`); bcast requires a 'static-free
         // byte slice and accesses it through its own atomics and raw pointers.
         unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) }
+    }
+
+    /// Writes `iters` events with no reader reading: the producer's own cost.
+    fn write_only(&mut self, src: &[u8], iters: u64) -> (Duration, u64) {
+        let bytes = Self::bytes_of(&self.map);
+        let w = bcast::RingBuffer::new(bytes).join_writer();
+        let len = src.len();
+        let t = Instant::now();
+        for _ in 0..iters {
+            self.seq += 1;
+            let mut c = w.claim(len, true);
+            let b = c.get_buffer_mut();
+            b.copy_from_slice(src);
+            b[..8].copy_from_slice(&self.seq.to_le_bytes());
+            c.commit();
+        }
+        (t.elapsed(), iters)
     }
 
     fn run(&mut self, src: &[u8], iters: u64) -> (Duration, u64) {
@@ -340,6 +380,8 @@ fn head_to_head(event: usize, ring: usize, rounds: usize) {
     let mut sampling = Ours::new(ring, false);
     let mut lossless = Ours::new(ring, true);
     let mut bc = Bcast::new(ring);
+    let mut ours_alone = Ours::new(ring, false);
+    let mut bc_alone = Bcast::new(ring);
     let buf_cell = std::cell::RefCell::new(&mut buf);
     let mut cases: Vec<Case> = vec![
         (
@@ -361,7 +403,18 @@ fn head_to_head(event: usize, ring: usize, rounds: usize) {
         ("circ_sampling", Box::new(|n| sampling.run(&src, n))),
         ("circ_lossless", Box::new(|n| lossless.run(&src, n))),
         ("bcast", Box::new(|n| bc.run(&src, n))),
+        (
+            "circ_write_only",
+            Box::new(|n| ours_alone.write_only(&src, n)),
+        ),
+        (
+            "bcast_write_only",
+            Box::new(|n| bc_alone.write_only(&src, n)),
+        ),
     ];
+    if let Ok(only) = std::env::var("CIRC_CASES") {
+        cases.retain(|(name, _)| only.split(',').any(|o| o == *name));
+    }
     // Warm up every case (page faults, caches, the rings' first lap).
     for (_, f) in cases.iter_mut() {
         f(batch / 4);
@@ -372,6 +425,12 @@ fn head_to_head(event: usize, ring: usize, rounds: usize) {
         for j in 0..k {
             let (name, f) = &mut cases[(r + j) % k];
             let (d, got) = f(batch);
+            if std::env::var_os("CIRC_VERBOSE").is_some() {
+                eprintln!(
+                    "round {r:>3} {name:<15} {:>8.1} ns/event",
+                    d.as_nanos() as f64 / batch as f64
+                );
+            }
             let s = series.entry(name).or_default();
             s.ns.push(d.as_nanos() as f64 / batch as f64);
             s.recv.push(got as f64 / batch as f64);
@@ -389,9 +448,20 @@ fn head_to_head(event: usize, ring: usize, rounds: usize) {
             100.0 * median(&s.recv)
         );
     }
-    for ours in ["circ_sampling", "circ_lossless"] {
-        let mut line = format!("  {ours:<14}");
-        for reference in ["memcpy_in", "memcpy_through", "bcast"] {
+    let comparisons: [(&str, &[&str]); 3] = [
+        ("circ_sampling", &["memcpy_in", "memcpy_through", "bcast"]),
+        ("circ_lossless", &["memcpy_in", "memcpy_through", "bcast"]),
+        ("circ_write_only", &["bcast_write_only"]),
+    ];
+    for (ours, references) in comparisons {
+        if !series.contains_key(ours) {
+            continue;
+        }
+        let mut line = format!("  {ours:<16}");
+        for &reference in references {
+            if !series.contains_key(reference) {
+                continue;
+            }
             // Per round: reference time / our time (>1: ours is faster).
             let ratios: Vec<f64> = series[reference]
                 .ns
@@ -426,8 +496,15 @@ fn main() {
         "{:<30} {:>9} {:>8} {:>10} {:>9}",
         "case (medians)", "ns/event", "GB/s", "Mevents/s", "received"
     );
-    head_to_head(4096, 8 * MIB, rounds);
-    head_to_head(4096, 64 * MIB, rounds);
-    head_to_head(128, 8 * MIB, rounds);
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-') && a.parse::<usize>().is_err())
+        .collect();
+    for (event, ring) in [(4096, 8 * MIB), (4096, 64 * MIB), (128, 8 * MIB)] {
+        let tag = format!("{event}B/{}MiB", ring / MIB);
+        if filters.is_empty() || filters.iter().any(|f| tag.contains(f.as_str())) {
+            head_to_head(event, ring, rounds);
+        }
+    }
     println!("(ratios: median of the per-round ratios [quartiles]; throughput of ours / reference, >1: ours is faster)");
 }

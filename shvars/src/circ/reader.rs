@@ -387,7 +387,7 @@ impl<S: Storage> Core<S> {
     }
 
     /// Finds the next record at or after the reader's position. `Ok(None)`: none committed yet.
-    #[inline]
+    #[inline(always)]
     fn locate(&mut self) -> Result<Option<Loc>, Evicted> {
         if let Some(l) = &self.lossless {
             if l.evicted {
@@ -521,7 +521,7 @@ impl<S: Storage> Core<S> {
     }
 
     /// Marks the located record consumed.
-    #[inline]
+    #[inline(always)]
     fn consume(&mut self, loc: &Loc) {
         self.act_count += 1;
         if self.act_count >= 256 {
@@ -548,7 +548,7 @@ impl<S: Storage> Core<S> {
     }
 
     /// Copies the next event into `buf` and validates it.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn try_read(&mut self, buf: &mut [u8]) -> Result<EventInfo, TryReadError> {
         loop {
             let Some(loc) = self.locate()? else {
@@ -714,12 +714,19 @@ impl<S: Storage> Core<S> {
         // spurious wake, never a missed one).
     }
 
+    /// Reads the next event, waiting at most `timeout` (forever if `None`). The first attempt
+    /// is inlined into the caller: a reader that keeps finding events never leaves it (the
+    /// result travels in registers, not through memory).
+    #[inline]
     pub(crate) fn read_timeout(
         &mut self,
         buf: &mut [u8],
         timeout: Option<Duration>,
     ) -> Result<EventInfo, ReadTimeoutError> {
-        self.until(timeout, |c| c.try_read(buf))
+        match self.try_read(buf) {
+            Err(TryReadError::Empty) => self.until(timeout, |c| c.try_read(buf)),
+            r => r.map_err(ReadTimeoutError::from),
+        }
     }
 
     pub(crate) fn locate_timeout(
@@ -731,6 +738,7 @@ impl<S: Storage> Core<S> {
 
     /// Retries `attempt` while it finds no event, spinning briefly then sleeping, until
     /// `timeout` (forever if `None`).
+    #[inline(never)]
     fn until<T>(
         &mut self,
         timeout: Option<Duration>,

@@ -24,6 +24,7 @@ macro_rules! common_reader_api {
         /// [`ReadError::TooSmall`] (the event stays next; nothing is lost),
         /// [`ReadError::ProducerGone`] once every event of a closed or dead producer was read,
         /// [`ReadError::Evicted`] for an evicted lossless reader.
+        #[inline]
         pub fn read(&mut self, buf: &mut [u8]) -> Result<EventInfo, ReadError> {
             self.core.read_timeout(buf, None).map_err(timeout_to_read)
         }
@@ -32,6 +33,7 @@ macro_rules! common_reader_api {
         ///
         /// # Errors
         /// [`TryReadError::Empty`] if none is waiting, otherwise as [`read`](Self::read).
+        #[inline]
         pub fn try_read(&mut self, buf: &mut [u8]) -> Result<EventInfo, TryReadError> {
             self.core.try_read(buf)
         }

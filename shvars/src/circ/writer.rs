@@ -335,6 +335,7 @@ impl<S: Storage> CircWriter<S> {
     /// # Errors
     /// [`WriteError::TooLarge`] (counted in `events_refused`), [`WriteError::Empty`],
     /// [`WriteError::NotIncreasing`]. Nothing is written then.
+    #[inline]
     pub fn write(&mut self, evnr: u64, data: &[u8]) -> Result<(), WriteError> {
         let mut r = self.reserve(evnr, data.len())?;
         r.buf().copy_from_slice(data);
@@ -350,12 +351,38 @@ impl<S: Storage> CircWriter<S> {
     ///
     /// # Errors
     /// As [`write`](CircWriter::write).
+    #[inline]
     pub fn reserve(&mut self, evnr: u64, len: usize) -> Result<Reservation<'_, S>, WriteError> {
+        if len == 0 || len as u64 > self.max_event || self.last_evnr.is_some_and(|l| evnr <= l) {
+            return Err(self.refuse(evnr, len));
+        }
+        let rec = record_size(len as u64);
+        // The usual case, kept small enough to inline: the record fits before the end of the
+        // ring and in space already reclaimed.
+        let (pos, off) =
+            if rec <= self.ring - self.head_off && self.head + rec <= self.tail + self.ring {
+                (self.head, self.head_off)
+            } else {
+                self.reserve_slow(rec)
+            };
+        Ok(Reservation {
+            w: self,
+            evnr,
+            pos,
+            off,
+            len,
+        })
+    }
+
+    /// The error for an event `reserve` refuses (counting a too large one).
+    #[cold]
+    #[inline(never)]
+    fn refuse(&mut self, evnr: u64, len: usize) -> WriteError {
         if len == 0 {
-            return Err(WriteError::Empty {
+            return WriteError::Empty {
                 buffer: self.name.clone(),
                 evnr,
-            });
+            };
         }
         if len as u64 > self.max_event {
             self.refused += 1;
@@ -363,23 +390,25 @@ impl<S: Storage> CircWriter<S> {
                 .header()
                 .events_refused
                 .store(self.refused, Ordering::Relaxed);
-            return Err(WriteError::TooLarge {
+            return WriteError::TooLarge {
                 buffer: self.name.clone(),
                 evnr,
                 len,
                 max: self.max_event,
-            });
+            };
         }
-        if let Some(last) = self.last_evnr {
-            if evnr <= last {
-                return Err(WriteError::NotIncreasing {
-                    buffer: self.name.clone(),
-                    evnr,
-                    last,
-                });
-            }
+        WriteError::NotIncreasing {
+            buffer: self.name.clone(),
+            evnr,
+            last: self.last_evnr.unwrap_or(0),
         }
-        let rec = record_size(len as u64);
+    }
+
+    /// `reserve` for a record of `rec` bytes that wraps (the rest of the ring becomes padding)
+    /// or needs space reclaimed: returns its stream position and ring offset.
+    #[cold]
+    #[inline(never)]
+    fn reserve_slow(&mut self, rec: u64) -> (u64, u64) {
         let room = self.ring - self.head_off;
         let (pos, off, pad) = if room >= rec {
             (self.head, self.head_off, 0)
@@ -401,13 +430,7 @@ impl<S: Storage> CircWriter<S> {
                 )
             };
         }
-        Ok(Reservation {
-            w: self,
-            evnr,
-            pos,
-            off,
-            len,
-        })
+        (pos, off)
     }
 
     /// Reclaims space so that every stream position below `need` may be overwritten: advances
@@ -420,14 +443,9 @@ impl<S: Storage> CircWriter<S> {
         // Drop the oldest records until the first one left starts at or after the target.
         // Their starts are kept in private memory, so this never reads (untrusted, and by
         // now cold) shared memory.
-        let mut n = 0;
-        while let Some(&p) = self.starts.front() {
-            if p >= target {
-                break;
-            }
-            self.starts.pop_front();
-            n += 1;
-        }
+        let n = self.starts.partition_point(|&p| p < target);
+        self.starts.drain(..n);
+        let n = n as u64;
         let t = self.starts.front().copied().unwrap_or(self.head);
         self.tail = t.min(self.head).max(self.tail);
         self.overwritten += n;
@@ -557,6 +575,7 @@ impl<S: Storage> CircWriter<S> {
         }
     }
 
+    #[inline(always)]
     fn commit(&mut self, evnr: u64, pos: u64, off: u64, len: usize) {
         let rec = record_size(len as u64);
         // SAFETY: off is 8-aligned and the record (header + payload) fits before the end of the
@@ -647,6 +666,7 @@ pub struct Reservation<'w, S: Storage = FileStorage> {
 
 impl<S: Storage> Reservation<'_, S> {
     /// The event's bytes, to fill in place (their previous content is unspecified).
+    #[inline]
     pub fn buf(&mut self) -> &mut [u8] {
         // SAFETY: the payload area [off+HDR, off+HDR+len) lies inside the ring (checked in
         // reserve) and below the space the producer reclaimed; lossless readers do not read it
@@ -677,6 +697,7 @@ impl<S: Storage> Reservation<'_, S> {
     }
 
     /// Publishes the event with its full reserved size.
+    #[inline(always)]
     pub fn commit(self) {
         let len = self.len;
         self.commit_len(len);
@@ -687,6 +708,7 @@ impl<S: Storage> Reservation<'_, S> {
     ///
     /// # Panics
     /// If `len` is 0 or larger than the reserved size.
+    #[inline(always)]
     pub fn commit_len(self, len: usize) {
         assert!(
             len >= 1 && len <= self.len,
