@@ -537,6 +537,9 @@ fn counters_reset_on_start_and_ignored_counts_large_events() {
     });
     cmd(&env, "spy1", &["end"]).ok();
     assert!(env.get_int("spy1", "timeouts") > 0);
+    // Long waits from now on, so that no new timeout can be counted before we look (with 1 ms
+    // waits a loaded machine counted one between `start` and the check).
+    env.shvar(&["set", "spy1", "timeout_us", "10000000"]).ok();
     cmd(&env, "spy1", &["start"]).ok();
     assert_eq!(
         env.get_int("spy1", "timeouts"),
