@@ -156,18 +156,22 @@ impl Ours {
 
     /// Writes `iters` events with no reader reading: the producer's own cost.
     fn write_only(&mut self, src: &[u8], iters: u64) -> (Duration, u64) {
-        let len = src.len();
+        let first = self.evnr + 1;
+        self.evnr += iters;
         let t = Instant::now();
-        for _ in 0..iters {
-            self.evnr += 1;
-            let n = self.evnr;
-            let mut r = self.w.reserve(n, len).unwrap();
+        Self::write(&mut self.w, src, first..=self.evnr);
+        (t.elapsed(), iters)
+    }
+
+    /// The producer's loop: events `evnrs`, each `src` stamped with its number.
+    fn write(w: &mut CircWriter, src: &[u8], evnrs: std::ops::RangeInclusive<u64>) {
+        for n in evnrs {
+            let mut r = w.reserve(n, src.len()).unwrap();
             let b = r.buf();
             b.copy_from_slice(src);
             b[..8].copy_from_slice(&n.to_le_bytes());
             r.commit();
         }
-        (t.elapsed(), iters)
     }
 
     /// Writes `iters` events on this thread while a second thread reads them; returns the time
@@ -213,13 +217,7 @@ impl Ours {
             });
             start.wait();
             let t = Instant::now();
-            for n in first..=last {
-                let mut r = w.reserve(n, len).unwrap();
-                let b = r.buf();
-                b.copy_from_slice(src);
-                b[..8].copy_from_slice(&n.to_le_bytes());
-                r.commit();
-            }
+            Self::write(w, src, first..=last);
             let got = reader.join().unwrap();
             (t.elapsed(), got)
         })
@@ -265,19 +263,23 @@ impl Bcast {
 
     /// Writes `iters` events with no reader reading: the producer's own cost.
     fn write_only(&mut self, src: &[u8], iters: u64) -> (Duration, u64) {
-        let bytes = Self::bytes_of(&self.map);
-        let w = bcast::RingBuffer::new(bytes).join_writer();
-        let len = src.len();
+        let w = bcast::RingBuffer::new(Self::bytes_of(&self.map)).join_writer();
+        let first = self.seq + 1;
+        self.seq += iters;
         let t = Instant::now();
-        for _ in 0..iters {
-            self.seq += 1;
-            let mut c = w.claim(len, true);
+        Self::write(&w, src, first..=self.seq);
+        (t.elapsed(), iters)
+    }
+
+    /// The producer's loop, as for ours.
+    fn write(w: &bcast::Writer, src: &[u8], evnrs: std::ops::RangeInclusive<u64>) {
+        for n in evnrs {
+            let mut c = w.claim(src.len(), true);
             let b = c.get_buffer_mut();
             b.copy_from_slice(src);
-            b[..8].copy_from_slice(&self.seq.to_le_bytes());
+            b[..8].copy_from_slice(&n.to_le_bytes());
             c.commit();
         }
-        (t.elapsed(), iters)
     }
 
     fn run(&mut self, src: &[u8], iters: u64) -> (Duration, u64) {
@@ -323,13 +325,7 @@ impl Bcast {
             let w = bcast::RingBuffer::new(bytes).join_writer();
             ready.wait();
             let t = Instant::now();
-            for n in first..=last {
-                let mut c = w.claim(len, true);
-                let b = c.get_buffer_mut();
-                b.copy_from_slice(src);
-                b[..8].copy_from_slice(&n.to_le_bytes());
-                c.commit();
-            }
+            Self::write(&w, src, first..=last);
             done.store(true, Ordering::Release);
             let got = reader.join().unwrap();
             (t.elapsed(), got)

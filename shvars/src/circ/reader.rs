@@ -106,6 +106,12 @@ pub(crate) struct Core<S: Storage> {
     act_count: u32,
 }
 
+/// A non-zero token naming one reader's entry in a table (lossless slot or activity entry):
+/// mixed from the time, our pid and `salt`.
+fn new_token(salt: u64) -> u64 {
+    fmix64(now_ns() ^ (u64::from(std::process::id()) << 32) ^ salt) | 1
+}
+
 /// An activity entry untouched this long may be taken over by a new reader.
 const ACTIVITY_STALE_NS: u64 = 10_000_000_000;
 
@@ -231,7 +237,7 @@ impl<S: Storage> Core<S> {
             // until our real position is set.
             s.pos.store(0, Ordering::SeqCst);
             let old = s.token.load(Ordering::SeqCst);
-            let token = fmix64(now_ns() ^ (u64::from(std::process::id()) << 32) ^ i as u64) | 1;
+            let token = new_token(i as u64);
             match s
                 .token
                 .compare_exchange(old, token, Ordering::SeqCst, Ordering::SeqCst)
@@ -462,7 +468,7 @@ impl<S: Storage> Core<S> {
             return;
         }
         let now = now_ns();
-        let token = fmix64(now ^ (u64::from(std::process::id()) << 32) ^ 0xAC71) | 1;
+        let token = new_token(0xAC71);
         let slots = self.v.activity();
         let pick = slots
             .iter()
@@ -690,9 +696,8 @@ impl<S: Storage> Core<S> {
             }
             return;
         }
+        // (The activity entry was refreshed when the attempt before this wait found nothing.)
         let start = Instant::now();
-        self.note_activity();
-        let h = self.v.header();
         h.waiters.fetch_add(1, Ordering::SeqCst);
         let seen = h.wake_seq.load(Ordering::SeqCst);
         if self.has_data() || h.state.load(Ordering::SeqCst) == STATE_CLOSED {

@@ -445,10 +445,9 @@ impl<S: Storage> CircWriter<S> {
         // now cold) shared memory.
         let n = self.starts.partition_point(|&p| p < target);
         self.starts.drain(..n);
-        let n = n as u64;
         let t = self.starts.front().copied().unwrap_or(self.head);
         self.tail = t.min(self.head).max(self.tail);
-        self.overwritten += n;
+        self.overwritten += n as u64;
         let h = self.v.header();
         h.events_overwritten
             .store(self.overwritten, Ordering::Relaxed);
