@@ -6,10 +6,11 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{Env, Out};
+use crate::util::{free_port, Env, Out};
 
 /// Runs `promtool check metrics` on `text`. Fails the test if promtool is missing: CI installs
 /// it (Debian package `prometheus`), and a skipped check would hide a broken exporter.
@@ -193,14 +194,6 @@ fn export_json_has_the_same_data() {
     assert_eq!(procs[2]["variables"].as_array().unwrap().len(), 0);
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `GET path` over HTTP/1.0; returns (status code, head, body).
 fn http_get(port: u16, path: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -316,18 +309,30 @@ fn notifications(
     got
 }
 
+/// Starts ticker NAME as systemd would: notifications to `sock_path`, and the watchdog
+/// variables given in `watchdog` (none inherited from the test's environment).
+fn start_ticker_under_systemd(
+    env: &mut Env,
+    name: &str,
+    sock_path: &Path,
+    watchdog: &[(&str, &str)],
+) {
+    let mut c = env.command("ticker");
+    c.args(["-n", name, "-c", "init"])
+        .env("NOTIFY_SOCKET", sock_path)
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .envs(watchdog.iter().copied());
+    let pid = env.spawn(name, c);
+    env.wait_ready(name, pid);
+}
+
 #[test]
 fn systemd_notify_ready_status_stopping() {
     let mut env = Env::new();
     let sock_path = env.path("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    let mut c = env.command("ticker");
-    c.args(["-n", "t1", "-c", "init"])
-        .env("NOTIFY_SOCKET", &sock_path)
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("WATCHDOG_PID");
-    let pid = env.spawn("t1", c);
-    env.wait_ready("t1", pid);
+    start_ticker_under_systemd(&mut env, "t1", &sock_path, &[]);
 
     let fifo = env.path("t1.ctl");
     let mut sent = 0;
@@ -366,13 +371,7 @@ fn systemd_watchdog_pings_from_the_main_loop() {
     let mut env = Env::new();
     let sock_path = env.path("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    let mut c = env.command("ticker");
-    c.args(["-n", "t1", "-c", "init"])
-        .env("NOTIFY_SOCKET", &sock_path)
-        .env("WATCHDOG_USEC", "400000")
-        .env_remove("WATCHDOG_PID");
-    let pid = env.spawn("t1", c);
-    env.wait_ready("t1", pid);
+    start_ticker_under_systemd(&mut env, "t1", &sock_path, &[("WATCHDOG_USEC", "400000")]);
     let got = notifications(
         &sock,
         |_| {},
@@ -393,13 +392,12 @@ fn systemd_watchdog_pings_from_the_main_loop() {
     assert_eq!(env.wait_exit("t1"), 0);
 
     // A watchdog meant for another pid (WATCHDOG_PID) is not this process's business.
-    let mut c = env.command("ticker");
-    c.args(["-n", "t2", "-c", "init"])
-        .env("NOTIFY_SOCKET", &sock_path)
-        .env("WATCHDOG_USEC", "400000")
-        .env("WATCHDOG_PID", "1");
-    let pid = env.spawn("t2", c);
-    env.wait_ready("t2", pid);
+    start_ticker_under_systemd(
+        &mut env,
+        "t2",
+        &sock_path,
+        &[("WATCHDOG_USEC", "400000"), ("WATCHDOG_PID", "1")],
+    );
     // Many watchdog intervals of main loop beats.
     let hb = env.get_int("t2", "heartbeat");
     env.wait_until("t2 to beat 10 times", || {

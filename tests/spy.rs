@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use shvars::circ::{CircWriter, SamplingReader, StartAt, TryReadError};
 
-use crate::util::Env;
+use crate::util::{free_port, Env};
 
 /// Payload of event `evnr` with `len` bytes: recognisable and checkable.
 pub fn payload(evnr: u64, len: usize) -> Vec<u8> {
@@ -132,15 +132,6 @@ fn events_flow_end_to_end() {
     }
     assert_eq!(got, 200, "{}", env.stderr_of("spy1"));
     assert!(env.get_int("spy1", "lastevent") > 0);
-}
-
-/// A port nobody listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts rspydaemon NAME on local buffer LNAME. It fetches whether or not anybody reads (a

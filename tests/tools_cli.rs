@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::Command;
 
-use crate::util::Env;
+use crate::util::{free_port, Env};
 
 const BINARIES: [&str; 9] = [
     "ticker",
@@ -212,15 +212,6 @@ fn spycat_follow_reconnects_to_a_restarted_farm_daemon() {
         err.contains("verified 6000 events: every payload intact"),
         "{err}"
     );
-}
-
-/// A port nobody listens on now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

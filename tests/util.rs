@@ -19,6 +19,15 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// A loopback port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// What a finished command printed.
 #[derive(Debug)]
 pub struct Out {
