@@ -310,12 +310,14 @@ fn notifications(
 }
 
 /// Starts ticker NAME as systemd would: notifications to `sock_path`, and the watchdog
-/// variables given in `watchdog` (none inherited from the test's environment).
+/// variables given in `watchdog` (none inherited from the test's environment). Waits until it
+/// is ready (its control FIFO exists) if `wait` is set.
 fn start_ticker_under_systemd(
     env: &mut Env,
     name: &str,
     sock_path: &Path,
     watchdog: &[(&str, &str)],
+    wait: bool,
 ) {
     let mut c = env.command("ticker");
     c.args(["-n", name, "-c", "init"])
@@ -324,7 +326,9 @@ fn start_ticker_under_systemd(
         .env_remove("WATCHDOG_PID")
         .envs(watchdog.iter().copied());
     let pid = env.spawn(name, c);
-    env.wait_ready(name, pid);
+    if wait {
+        env.wait_ready(name, pid);
+    }
 }
 
 #[test]
@@ -332,7 +336,8 @@ fn systemd_notify_ready_status_stopping() {
     let mut env = Env::new();
     let sock_path = env.path("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    start_ticker_under_systemd(&mut env, "t1", &sock_path, &[]);
+    // Not waiting for the FIFO here: READY=1 itself must come only once it is up.
+    start_ticker_under_systemd(&mut env, "t1", &sock_path, &[], false);
 
     let fifo = env.path("t1.ctl");
     let mut sent = 0;
@@ -346,7 +351,7 @@ fn systemd_notify_ready_status_stopping() {
             let want = got.len();
             let cmds = ["start", "pause", "exit"];
             // One command after each expected notification, so the order is the process's.
-            if want >= 2 && sent < cmds.len() && want == 2 + sent {
+            if sent < cmds.len() && want == 2 + sent {
                 env.shvar(&["cmd", "t1", cmds[sent]]).ok();
                 sent += 1;
             }
@@ -371,7 +376,13 @@ fn systemd_watchdog_pings_from_the_main_loop() {
     let mut env = Env::new();
     let sock_path = env.path("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    start_ticker_under_systemd(&mut env, "t1", &sock_path, &[("WATCHDOG_USEC", "400000")]);
+    start_ticker_under_systemd(
+        &mut env,
+        "t1",
+        &sock_path,
+        &[("WATCHDOG_USEC", "400000")],
+        true,
+    );
     let got = notifications(
         &sock,
         |_| {},
@@ -397,6 +408,7 @@ fn systemd_watchdog_pings_from_the_main_loop() {
         "t2",
         &sock_path,
         &[("WATCHDOG_USEC", "400000"), ("WATCHDOG_PID", "1")],
+        true,
     );
     // Many watchdog intervals of main loop beats.
     let hb = env.get_int("t2", "heartbeat");
