@@ -50,16 +50,6 @@ impl Notifier {
         }
     }
 
-    /// Whether a service manager listens (`NOTIFY_SOCKET` is set).
-    pub fn enabled(&self) -> bool {
-        self.enabled
-    }
-
-    /// The watchdog interval systemd asked for, if any.
-    pub fn watchdog(&self) -> Option<Duration> {
-        self.watchdog
-    }
-
     fn send(&mut self, what: &[NotifyState]) {
         if !self.enabled {
             return;
@@ -69,7 +59,7 @@ impl Notifier {
                 self.warned = true;
                 let sock = std::env::var("NOTIFY_SOCKET").unwrap_or_default();
                 self.log.warn(format!(
-                    "cannot notify systemd on {sock:?} ({}): {e}; further failures are not logged",
+                    "cannot notify systemd on {sock:?} ({}): {e}; systemd may take the service for not started or hung (check that this user may write to the socket, and NotifyAccess= in the unit); further failures are not logged",
                     what.iter()
                         .map(ToString::to_string)
                         .collect::<Vec<_>>()

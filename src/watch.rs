@@ -10,6 +10,15 @@ use std::time::{Duration, Instant};
 use shvars::region::{OpenError, ReadError, RegionReader, Value, VarRef, VarSpec};
 use shvars::{ProcName, RuntimeDir};
 
+/// A time of change (ns since the Unix epoch) as the tools print it: RFC 3339 UTC with
+/// milliseconds, `-` for never.
+pub fn time_text(ns: u64) -> String {
+    if ns == 0 {
+        return "-".to_owned();
+    }
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
+}
+
 /// How often [`Watch::check`] looks at the process itself.
 pub const CHECK_EVERY: Duration = Duration::from_millis(500);
 
@@ -22,6 +31,16 @@ pub enum WatchError {
     /// A variable does not exist.
     #[error(transparent)]
     Var(#[from] ReadError),
+    /// The process restarted without a variable being watched.
+    #[error("{process} restarted (pid {pid}): {missing}; see what it has now with `shvar list {process}`")]
+    Lost {
+        /// The process.
+        process: String,
+        /// Its new pid.
+        pid: u32,
+        /// Which variable is missing.
+        missing: ReadError,
+    },
 }
 
 /// A value that changed.
@@ -35,7 +54,8 @@ pub struct Change<'a> {
     pub value: &'a Value,
 }
 
-/// What [`Watch::check`] noticed about the process.
+/// What [`Watch::check`] noticed about the process. Displays as what follows the process
+/// name in a message: `restarted (pid 42)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Note {
     /// A new process took the name over (its pid).
@@ -44,6 +64,16 @@ pub enum Note {
     Alive(u32),
     /// The owner stopped running (its last pid).
     Gone(u32),
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Note::Restarted(pid) => write!(f, "restarted (pid {pid})"),
+            Note::Alive(pid) => write!(f, "(pid {pid}) is alive again"),
+            Note::Gone(pid) => write!(f, "(pid {pid}) is no longer running"),
+        }
+    }
 }
 
 struct Watched {
@@ -112,11 +142,6 @@ impl Watch {
         self.alive
     }
 
-    /// The region being read.
-    pub fn reader(&self) -> &RegionReader {
-        &self.reader
-    }
-
     /// Calls `f` for every variable whose value (or time of change) differs from the last
     /// poll — every variable on the first. Stops early when `f` returns false.
     ///
@@ -146,47 +171,49 @@ impl Watch {
 
     /// At most every [`CHECK_EVERY`]: follows a restart of the process, notices it stopping or
     /// running again, and picks up new variables when watching all of them.
-    pub fn check(&mut self) -> Option<Note> {
+    ///
+    /// # Errors
+    /// [`WatchError::Lost`] if the process restarted without a variable being watched. (A
+    /// region that cannot be opened yet, while the new owner creates it, is looked at again
+    /// next time.)
+    pub fn check(&mut self) -> Result<Option<Note>, WatchError> {
         if self.last_check.elapsed() < CHECK_EVERY {
-            return None;
+            return Ok(None);
         }
         self.last_check = Instant::now();
         if self.reader.is_replaced() {
             if let Ok(r) = RegionReader::open(&self.dir, &self.name) {
-                if let Ok(w) = resolve(&r, &self.names) {
-                    self.alive = r.is_alive();
-                    let pid = r.info().pid;
-                    self.reader = r;
-                    self.watched = w;
-                    return Some(Note::Restarted(pid));
-                }
+                let pid = r.info().pid;
+                self.watched = resolve(&r, &self.names).map_err(|missing| WatchError::Lost {
+                    process: self.name.to_string(),
+                    pid,
+                    missing,
+                })?;
+                self.alive = r.is_alive();
+                self.reader = r;
+                return Ok(Some(Note::Restarted(pid)));
             }
         }
         if self.names.is_empty() && self.reader.refresh_schema().unwrap_or(false) {
-            let known: Vec<String> = self
-                .watched
+            // The schema only grows, and `watched` follows it in order: the new variables are
+            // the ones past the end of what is watched.
+            let new: Vec<Watched> = self.reader.specs()[self.watched.len()..]
                 .iter()
-                .map(|w| w.var.spec().name.clone())
+                .filter_map(|s| self.reader.find(&s.name).ok())
+                .map(|var| Watched { var, last: None })
                 .collect();
-            let specs: Vec<String> = self.reader.specs().iter().map(|s| s.name.clone()).collect();
-            for s in specs {
-                if !known.contains(&s) {
-                    if let Ok(var) = self.reader.find(&s) {
-                        self.watched.push(Watched { var, last: None });
-                    }
-                }
-            }
+            self.watched.extend(new);
         }
         let now = self.reader.is_alive();
         if now != self.alive {
             self.alive = now;
             let pid = self.reader.info().pid;
-            return Some(if now {
+            return Ok(Some(if now {
                 Note::Alive(pid)
             } else {
                 Note::Gone(pid)
-            });
+            }));
         }
-        None
+        Ok(None)
     }
 }

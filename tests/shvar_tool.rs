@@ -128,3 +128,28 @@ fn watch_follows_a_restart() {
             .contains(&format!("t1 restarted (pid {pid2})"))
     });
 }
+
+#[test]
+fn watch_stops_when_the_restarted_process_lacks_the_variable() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init"]);
+    let mut c = env.command("shvar");
+    c.args(["watch", "t1", "ticks", "--interval", "0.05"]);
+    env.spawn("watcher", c);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    env.kill9("t1");
+    // Another kind of process takes the name: it has no `ticks`.
+    let mut f = env.command("farmspydaemon");
+    f.args(["-n", "t1"]);
+    let pid2 = env.spawn("t1", f);
+    env.wait_ready("t1", pid2);
+    assert_eq!(env.wait_exit("watcher"), 1);
+    let err = env.stderr_of("watcher");
+    assert!(
+        err.contains(&format!(
+            "t1 restarted (pid {pid2}): t1 has no variable ticks"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("`shvar list t1`"), "{err}");
+}

@@ -1,7 +1,5 @@
 //! Helpers the verbs share.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use anyhow::Context;
 use shvars::region::{RegionReader, Value, VarSpec};
 use shvars::{ProcName, RuntimeDir};
@@ -13,13 +11,7 @@ pub fn open(dir: &RuntimeDir, name: &str) -> anyhow::Result<(ProcName, RegionRea
     Ok((n, r))
 }
 
-/// A change time for people (UTC, milliseconds), or `-` if never.
-pub fn time_text(ns: u64) -> String {
-    if ns == 0 {
-        return "-".to_owned();
-    }
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
-}
+pub use daqproc::watch::time_text;
 
 /// A value as text: enum labels unless `raw`.
 pub fn value_text(spec: &VarSpec, v: &Value, raw: bool) -> String {

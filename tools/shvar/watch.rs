@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use daqproc::watch::{Note, Watch};
+use daqproc::watch::Watch;
 use shvars::{ProcName, RuntimeDir};
 
 use crate::cli::WatchArgs;
@@ -40,11 +40,8 @@ pub fn run(dir: &RuntimeDir, a: &WatchArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         std::thread::sleep(interval);
-        match w.check() {
-            Some(Note::Restarted(pid)) => eprintln!("shvar: {name} restarted (pid {pid})"),
-            Some(Note::Alive(pid)) => eprintln!("shvar: {name} (pid {pid}) is alive again"),
-            Some(Note::Gone(pid)) => eprintln!("shvar: {name} (pid {pid}) is no longer running"),
-            None => {}
+        if let Some(note) = w.check()? {
+            eprintln!("shvar: {name} {note}");
         }
     }
 }

@@ -1,8 +1,6 @@
 //! spyctl's own verbs: `open`/`use`, `list`, `get`, `set`, `vars`, `help`. Reads come straight
 //! from the region (no lock, the owner never waits); writes go through the owner.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use anyhow::{anyhow, bail};
 use daqproc::client;
 use daqproc::command::join;
@@ -10,13 +8,7 @@ use shvars::ProcName;
 
 use crate::console::{is_own_verb, print_reply, Console, VERBS};
 
-/// A change time for people (UTC, milliseconds), or `-` if never.
-pub fn time_text(ns: u64) -> String {
-    if ns == 0 {
-        return "-".to_owned();
-    }
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
-}
+pub use daqproc::watch::time_text;
 
 /// `open NAME`: selects a process whose region exists; a dead one is selected with a note.
 pub fn open(c: &mut Console, args: &[String]) -> anyhow::Result<()> {

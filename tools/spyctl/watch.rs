@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use daqproc::watch::{Note, Watch};
+use daqproc::watch::Watch;
 use signal_hook::consts::SIGINT;
 
 use crate::console::Console;
@@ -106,8 +106,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
 /// Runs `watch` until Ctrl-C (or `--count` lines).
 pub fn run(c: &Console, args: &[String]) -> anyhow::Result<()> {
     let o = parse(args)?;
-    let (name, r) = c.reader()?;
-    drop(r);
+    let name = c.need_selected()?.clone();
     let mut w = Watch::open(c.dir(), &name, &o.vars)?;
     let ctrl_c = CatchCtrlC::new()?;
     let mut printed = 0u64;
@@ -154,11 +153,8 @@ pub fn run(c: &Console, args: &[String]) -> anyhow::Result<()> {
             }
             std::thread::sleep(left.min(Duration::from_millis(20)));
         }
-        match w.check() {
-            Some(Note::Restarted(pid)) => eprintln!("spyctl: {name} restarted (pid {pid})"),
-            Some(Note::Alive(pid)) => eprintln!("spyctl: {name} (pid {pid}) is alive again"),
-            Some(Note::Gone(pid)) => eprintln!("spyctl: {name} (pid {pid}) is no longer running"),
-            None => {}
+        if let Some(note) = w.check()? {
+            eprintln!("spyctl: {name} {note}");
         }
     }
 }
