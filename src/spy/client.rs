@@ -341,12 +341,17 @@ impl SpyClient {
     /// # Errors
     /// [`SpyError::Protocol`] for a bad header, [`SpyError::Refused`] for an error packet,
     /// [`SpyError::Io`]/[`SpyError::Closed`].
+    ///
+    /// # Panics
+    /// If events of the previous packet were left unread (a bug in the caller).
     pub fn receive_header(&mut self, timeout: Duration) -> Result<Option<PacketHeader>, SpyError> {
         if let Some(c) = &self.cur {
-            return Err(self.protocol(BadPacket::Size(format!(
-                "{} events of the previous packet were not read",
+            // The caller's mistake, not the server's: saying "bad packet" would send the
+            // operator after the wrong culprit.
+            panic!(
+                "SpyClient::receive_header with {} events of the previous packet unread",
                 c.events_left
-            ))));
+            );
         }
         let deadline = Instant::now() + timeout;
         while self.rend - self.rpos < PACKET_HEADER_SIZE {
@@ -456,18 +461,19 @@ impl SpyClient {
     /// Reads the current event's bytes into `dest`, whose length must be the event's size.
     ///
     /// # Errors
-    /// As for [`SpyError::Io`]; a wrong `dest` size is a [`SpyError::Protocol`] misuse.
+    /// [`SpyError::Io`]/[`SpyError::Closed`], or [`SpyError::Protocol`] if the stream stalls.
+    ///
+    /// # Panics
+    /// If no event is current, or `dest` is not exactly its size (bugs in the caller).
     pub fn read_body(&mut self, dest: &mut [u8]) -> Result<(), SpyError> {
         let Some(mut c) = self.cur else {
-            return Err(self.protocol(BadPacket::Size("no event to read".into())));
+            panic!("SpyClient::read_body with no event to read (call next_event first)");
         };
-        if dest.len() != c.body_left {
-            return Err(self.protocol(BadPacket::Size(format!(
-                "read_body of {} bytes for an event of {}",
-                dest.len(),
-                c.body_left
-            ))));
-        }
+        assert_eq!(
+            dest.len(),
+            c.body_left,
+            "SpyClient::read_body: dest must be exactly the event's size"
+        );
         self.read_exact(dest, c.deadline)?;
         c.body_left = 0;
         self.cur = Some(c);

@@ -445,7 +445,7 @@ fn prefetch(
                 fresh_start = t.elapsed() > FRESH_AFTER;
             }
         }
-        let Some(c) = conn.as_mut() else { continue };
+        let c = conn.as_mut().expect("connected above");
         let maxev = vars.maxevents.get();
         let max_events = if maxev <= 0 { 0 } else { maxev as u32 };
         // With no reader active, ask only for what the look-ahead still allows.
@@ -481,7 +481,7 @@ fn prefetch(
         let got = sent.and_then(|()| {
             c.receive_header(Duration::from_micros(vars.timeout_us.get().max(1) as u64))
         });
-        match got {
+        let failed = match got {
             Ok(Some(header)) if header.status == Status::Ok => {
                 if mode != Mode::Push {
                     in_flight = in_flight.saturating_sub(1);
@@ -491,23 +491,16 @@ fn prefetch(
                 let r = take_packet(c, &mut writer, max_event, vars, log, &mut last_evnr);
                 vars.lost.add(header.skipped as i64);
                 vars.packevents.set(header.nevents as i64);
-                let (n, bytes) = match r {
-                    Ok(x) => x,
-                    Err((x, e)) => {
-                        let msg = e.to_string();
-                        log.error(&msg);
-                        vars.lasterror.set(&msg);
-                        conn = None;
-                        vars.no_conn.set(1);
-                        next_try = Instant::now() + backoff;
-                        x
-                    }
+                let ((n, bytes), failed) = match r {
+                    Ok(x) => (x, None),
+                    Err((x, e)) => (x, Some(e)),
                 };
                 if n > 0 {
                     vars.lastevent.set(last_evnr as i64);
                 }
                 stats.count(n, 1, bytes);
                 stats.end_loop();
+                failed
             }
             Ok(Some(header)) => {
                 if mode != Mode::Push {
@@ -515,18 +508,25 @@ fn prefetch(
                 }
                 vars.lost.add(header.skipped as i64);
                 count_wait(vars, &mut waits);
+                None
             }
-            Ok(None) => count_wait(vars, &mut waits),
-            Err(e) => {
-                let msg = e.to_string();
-                log.warn(format!("{msg}; reconnecting"));
-                vars.lasterror.set(&msg);
-                last_err = msg;
-                conn = None;
-                vars.no_conn.set(1);
-                next_try = Instant::now() + backoff;
-                backoff = (backoff * 2).min(BACKOFF.1);
+            Ok(None) => {
+                count_wait(vars, &mut waits);
+                None
             }
+            Err(e) => Some(e),
+        };
+        if let Some(e) = failed {
+            // Whatever went wrong on this connection (the events taken before stay), drop it
+            // and reconnect with backoff.
+            let msg = e.to_string();
+            log.warn(format!("{msg}; reconnecting"));
+            vars.lasterror.set(&msg);
+            last_err = msg;
+            conn = None;
+            vars.no_conn.set(1);
+            next_try = Instant::now() + backoff;
+            backoff = (backoff * 2).min(BACKOFF.1);
         }
     }
     vars.no_conn.set(1);
@@ -552,11 +552,9 @@ fn take_packet(
             Ok(None) => return Ok((n, bytes)),
             Err(e) => return Err(((n, bytes), e)),
         };
+        // An event not taken is skipped by the next `next_event`.
         if len > max_event || writer.is_none() {
             vars.ignored.add(1);
-            if let Err(e) = c.skip_body() {
-                return Err(((n, bytes), e));
-            }
             continue;
         }
         let mut attempt = 0;
@@ -582,9 +580,6 @@ fn take_packet(
                             log.error(&msg);
                             vars.lasterror.set(&msg);
                             vars.ignored.add(1);
-                            if let Err(e) = c.skip_body() {
-                                return Err(((n, bytes), e));
-                            }
                             break;
                         }
                     }
@@ -592,9 +587,6 @@ fn take_packet(
                 Err(e) => {
                     log.warn(e.to_string());
                     vars.ignored.add(1);
-                    if let Err(e) = c.skip_body() {
-                        return Err(((n, bytes), e));
-                    }
                     break;
                 }
             }
