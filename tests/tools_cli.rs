@@ -163,9 +163,25 @@ fn spycat_reads_a_farm_spy_daemon_in_every_mode() {
     let lines: Vec<&str> = o.stdout.lines().collect();
     assert_eq!(lines.len(), 25, "{}", o.stdout);
     assert!(lines.iter().all(|l| l.ends_with(" ok")), "{}", o.stdout);
-    // Without --follow or --count: what the daemon had, then exit.
-    let o = env.run(env.spycat_cmd(&["-q", "--verify", &format!("remote://127.0.0.1:{port}")]));
-    o.ok().stderr_has("every payload intact");
+    // Without --follow or --count: what the daemon had, then exit. With the producer paused,
+    // next serves the whole buffer and latest only the freshest event: the mode reached the
+    // daemon.
+    env.shvar(&["cmd", "gen1", "pause"]).ok();
+    let stopped_at = env.get_int("gen1", "lastevnr") as u64;
+    let had = |mode: &str| {
+        let uri = format!("remote://127.0.0.1:{port}?mode={mode}");
+        let o = env.run(env.spycat_cmd(&["-q", "--verify", "--stats", &uri]));
+        o.ok().stderr_has("every payload intact");
+        assert!(
+            o.stderr.contains(&format!("last event {stopped_at}")),
+            "{mode}: {}",
+            o.stderr
+        );
+        events_in_summary(&o.stderr)
+    };
+    let next = had("next");
+    assert!(next > 100, "next read {next} events of a full buffer");
+    assert_eq!(had("latest"), 1, "latest read more than the freshest event");
     assert_eq!(env.get("farm1", "runstate"), "RUNNING_STATE");
 }
 
@@ -188,11 +204,11 @@ fn spycat_follow_reconnects_to_a_restarted_farm_daemon() {
     let mut env = Env::new();
     let port = free_port();
     assert_eq!(env.spy_chain(port), port);
-    let uri = format!("remote://127.0.0.1:{port}?mode=push");
-    let c = env.spycat_cmd(&[
-        "--follow", "--verify", "--stats", "-q", "--count", "6000", &uri,
-    ]);
-    env.spawn("cat", c);
+    // Mode next: after the reconnect the farm serves from its oldest event unless spycat
+    // names the last one it has.
+    let uri = format!("remote://127.0.0.1:{port}");
+    let c = env.spycat_cmd(&["--follow", "--verify", "--stats", "--count", "6000", &uri]);
+    env.spawn_capturing("cat", c);
     env.wait_until("spycat to connect", || {
         env.stderr_of("cat")
             .contains("connected to the farm spy daemon")
@@ -211,6 +227,19 @@ fn spycat_follow_reconnects_to_a_restarted_farm_daemon() {
     assert!(
         err.contains("verified 6000 events: every payload intact"),
         "{err}"
+    );
+    // --verify forgets the order across a reconnect (the producer may have restarted its
+    // numbering); here it did not, so nothing may come twice: spycat resumed where it was.
+    let numbers: Vec<u64> = env
+        .stdout_of("cat")
+        .lines()
+        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(numbers.len(), 6000);
+    let back = numbers.windows(2).find(|w| w[1] <= w[0]);
+    assert!(
+        back.is_none(),
+        "after the reconnect event {back:?} came again"
     );
 }
 

@@ -126,12 +126,29 @@ impl Env {
 
     /// Starts a long-running process; its stderr goes to DIR/LABEL.stderr. Killed on drop.
     pub fn spawn(&mut self, label: &str, mut cmd: Command) -> u32 {
+        cmd.stdout(Stdio::null());
+        self.spawn_keeping_stdout(label, cmd)
+    }
+
+    /// As [`Env::spawn`], with stdout kept in DIR/LABEL.stdout (see [`Env::stdout_of`]).
+    pub fn spawn_capturing(&mut self, label: &str, mut cmd: Command) -> u32 {
+        let out = fs::File::create(self.path(&format!("{label}.stdout"))).unwrap();
+        cmd.stdout(out);
+        self.spawn_keeping_stdout(label, cmd)
+    }
+
+    fn spawn_keeping_stdout(&mut self, label: &str, mut cmd: Command) -> u32 {
         let log = fs::File::create(self.path(&format!("{label}.stderr"))).unwrap();
-        cmd.stdout(Stdio::null()).stderr(log);
+        cmd.stderr(log);
         let child = cmd.spawn().expect("spawning a test process");
         let pid = child.id();
         self.children.push((label.to_owned(), child));
         pid
+    }
+
+    /// What a process started by [`Env::spawn_capturing`] wrote to stdout so far.
+    pub fn stdout_of(&self, label: &str) -> String {
+        fs::read_to_string(self.path(&format!("{label}.stdout"))).unwrap_or_default()
     }
 
     /// What a spawned process wrote to stderr so far.

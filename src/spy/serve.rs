@@ -90,10 +90,11 @@ pub fn serve(mut sock: TcpStream, shared: &FarmShared, count: &dyn Counter) -> E
             return End::BadRequest(e.to_string());
         }
     };
-    let start = match (req.mode, req.last_evnr) {
-        (Mode::Next, 0) => StartAt::Oldest,
-        (Mode::Next, _) => StartAt::Oldest,
-        _ => StartAt::Latest,
+    // Next serves everything the buffer still holds after the client's last event; latest and
+    // push start from the freshest.
+    let start = match req.mode {
+        Mode::Next => StartAt::Oldest,
+        Mode::Latest | Mode::Push => StartAt::Latest,
     };
     let mut reader = match SamplingReader::open_with(&shared.bcname, start) {
         Ok(r) => r,
