@@ -174,6 +174,16 @@ impl SpyClient {
         Events::new(&self.payload, self.nevents)
     }
 
+    /// Hands over the payload of the last packet taken by [`SpyClient::receive`] (read its
+    /// events with [`Events::new`] and the header's `nevents`) and keeps `spare` to receive
+    /// the next one into: no copy either way. [`SpyClient::events`] is empty afterwards.
+    pub fn swap_payload(&mut self, spare: Vec<u8>) -> Vec<u8> {
+        self.nevents = 0;
+        let mut spare = spare;
+        spare.clear();
+        std::mem::replace(&mut self.payload, spare)
+    }
+
     /// The socket (to tune buffers).
     pub fn socket(&self) -> &TcpStream {
         &self.sock

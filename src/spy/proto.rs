@@ -285,6 +285,7 @@ pub fn event_header(evnr: u64, len: u32) -> [u8; EVENT_HEADER_SIZE] {
 pub struct Events<'a> {
     rest: &'a [u8],
     left: u32,
+    total: usize,
 }
 
 impl<'a> Events<'a> {
@@ -293,7 +294,13 @@ impl<'a> Events<'a> {
         Events {
             rest: payload,
             left: nevents,
+            total: payload.len(),
         }
+    }
+
+    /// Bytes of the payload taken so far: the body of the event just returned ends here.
+    pub fn consumed(&self) -> usize {
+        self.total - self.rest.len()
     }
 }
 

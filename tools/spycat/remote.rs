@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
 use daqproc::spy::client::{Received, SpyClient, SpyError};
-use daqproc::spy::proto::Mode;
+use daqproc::spy::proto::{Events, Mode};
 
 use crate::report::Losses;
 use crate::source::{Next, Source};
@@ -37,7 +37,8 @@ pub struct RemoteSource {
     follow: bool,
     /// `None` while disconnected (with --follow only).
     client: Option<SpyClient>,
-    /// The events of the last packet, back to back, and where each one is.
+    /// The payload of the last packet (taken over from the client, not copied), and where
+    /// each event's body lies in it.
     data: Vec<u8>,
     index: Vec<(u64, usize, usize)>,
     /// The next event of `index` to hand out.
@@ -259,20 +260,20 @@ impl RemoteSource {
         Ok(())
     }
 
-    /// Takes the events of the packet just received.
-    fn take_events(&mut self) -> Result<(), SpyError> {
-        self.data.clear();
+    /// Takes the events of the packet just received (`nevents` of them).
+    fn take_events(&mut self, nevents: u32) -> Result<(), SpyError> {
         self.index.clear();
         self.pos = 0;
-        let c = self.client.as_ref().expect("connected");
-        for ev in c.events() {
+        let c = self.client.as_mut().expect("connected");
+        self.data = c.swap_payload(std::mem::take(&mut self.data));
+        let mut events = Events::new(&self.data, nevents);
+        while let Some(ev) = events.next() {
             let (evnr, bytes) = ev.map_err(|source| SpyError::Protocol {
                 addr: self.spec.address(),
                 source,
             })?;
-            let start = self.data.len();
-            self.data.extend_from_slice(bytes);
-            self.index.push((evnr, start, bytes.len()));
+            self.index
+                .push((evnr, events.consumed() - bytes.len(), bytes.len()));
         }
         if let Some(last) = self.stop_at {
             // Without --follow: what the daemon had when spycat connected, no more.
@@ -321,7 +322,7 @@ impl Source for RemoteSource {
                 self.last_answer = Instant::now();
                 self.skipped += h.skipped;
                 self.backoff = BACKOFF_MIN;
-                if let Err(e) = self.take_events().and_then(|()| self.ask_again()) {
+                if let Err(e) = self.take_events(h.nevents).and_then(|()| self.ask_again()) {
                     return self.lost_connection(e);
                 }
                 match self.index.first() {
