@@ -353,8 +353,7 @@ pub fn process_status(dir: &RuntimeDir, name: &ProcName) -> ProcessStatus {
             error: Some(e.to_string()),
         },
         Ok(r) => {
-            let info = r.info();
-            let alive = r.is_alive();
+            let (status, age) = liveness(&r);
             let runstate = r.find("runstate").ok().and_then(|v| {
                 r.read(&v).ok().map(|val| match val {
                     Value::Int(i) => RunState::from_value(i)
@@ -363,23 +362,31 @@ pub fn process_status(dir: &RuntimeDir, name: &ProcName) -> ProcessStatus {
                     other => other.to_string(),
                 })
             });
-            let now = shvars::region::now_ns();
             ProcessStatus {
                 name: name.to_string(),
-                pid: info.pid,
-                status: if alive {
-                    "alive"
-                } else if info.state == STATE_STOPPED {
-                    "stopped"
-                } else {
-                    "stale"
-                },
+                pid: r.info().pid,
+                status,
                 runstate,
-                heartbeat_age: Some(now.saturating_sub(info.heartbeat_ns) as f64 / 1e9),
+                heartbeat_age: Some(age),
                 error: None,
             }
         }
     }
+}
+
+/// What a process's region says of it: `"alive"` (its owner runs), `"stopped"` (it ended
+/// cleanly) or `"stale"` (it died), and the seconds since its last heartbeat.
+pub fn liveness(r: &RegionReader) -> (&'static str, f64) {
+    let info = r.info();
+    let status = if r.is_alive() {
+        "alive"
+    } else if info.state == STATE_STOPPED {
+        "stopped"
+    } else {
+        "stale"
+    };
+    let age = shvars::region::now_ns().saturating_sub(info.heartbeat_ns) as f64 / 1e9;
+    (status, age)
 }
 
 /// The status of every process in `dir`.

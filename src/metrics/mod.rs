@@ -11,7 +11,7 @@ pub mod http;
 pub mod prometheus;
 
 use serde::Serialize;
-use shvars::region::{RegionReader, Value, VarSpec, VarType, STATE_STOPPED};
+use shvars::region::{RegionReader, Value, VarSpec, VarType};
 use shvars::{DirError, ProcName, RuntimeDir};
 
 /// A value as read: integers stay exact.
@@ -137,20 +137,14 @@ fn read_process(dir: &RuntimeDir, name: &ProcName) -> ProcessMetrics {
             return p;
         }
     };
-    let info = r.info();
-    p.pid = info.pid;
-    if !r.is_alive() {
-        p.status = if info.state == STATE_STOPPED {
-            "stopped"
-        } else {
-            "stale"
-        };
+    p.pid = r.info().pid;
+    let (status, age) = crate::client::liveness(&r);
+    p.status = status;
+    if status != "alive" {
         return p;
     }
-    p.status = "alive";
     p.up = true;
-    let now = shvars::region::now_ns();
-    p.heartbeat_age_seconds = Some(now.saturating_sub(info.heartbeat_ns) as f64 / 1e9);
+    p.heartbeat_age_seconds = Some(age);
     for spec in r.specs() {
         let Ok(v) = r.find(&spec.name) else { continue };
         let value = match r.read(&v) {
