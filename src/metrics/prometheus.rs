@@ -31,6 +31,9 @@ struct Families {
 
 impl Families {
     fn family(&mut self, name: &str, help: &str, ty: &'static str) -> &mut Family {
+        if let Some(&i) = self.index.get(name) {
+            return &mut self.list[i];
+        }
         let i = *self.index.entry(name.to_owned()).or_insert_with(|| {
             self.list.push(Family {
                 name: name.to_owned(),
@@ -52,12 +55,14 @@ impl Families {
 
     /// Adds `name{labels} value` unless that series is already there; returns whether added.
     fn sample(&mut self, name: &str, help: &str, ty: &'static str, labels: &str, v: &str) -> bool {
-        if !self.seen.insert(format!("{name}{{{labels}}}")) {
+        let series = format!("{name}{{{labels}}}");
+        if self.seen.contains(&series) {
             return false;
         }
         self.family(name, help, ty)
             .samples
-            .push(format!("{name}{{{labels}}} {v}"));
+            .push(format!("{series} {v}"));
+        self.seen.insert(series);
         true
     }
 }
