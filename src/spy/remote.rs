@@ -74,8 +74,14 @@ struct Control {
     /// Bumped to drop the connection and connect again.
     generation: AtomicU64,
     paused: AtomicBool,
+    /// Bumped by the prefetch thread each time it finds itself paused with no request in
+    /// flight: from then on no event arrives until `resume`.
+    drained: AtomicU64,
     stop: AtomicBool,
 }
+
+/// How long `pause` waits for the answers to requests already sent.
+const PAUSE_DRAIN: Duration = Duration::from_secs(2);
 
 /// The remote spy daemon.
 pub struct Remote {
@@ -140,6 +146,7 @@ impl Remote {
                 target: Mutex::new(None),
                 generation: AtomicU64::new(0),
                 paused: AtomicBool::new(false),
+                drained: AtomicU64::new(0),
                 stop: AtomicBool::new(false),
             }),
             worker: None,
@@ -238,7 +245,22 @@ fn start(r: &mut Remote, ctx: &mut Ctx, args: &[String]) -> Outcome {
 }
 
 fn pause(r: &mut Remote, _: &mut Ctx, _: &[String]) -> Outcome {
-    r.control.paused.store(true, Ordering::Relaxed);
+    // Stop asking, then wait for the answers to the requests already sent: when `pause` has
+    // answered, the buffer no longer grows. (A count taken after the store below can only be
+    // bumped by a look that saw the pause.)
+    let c = &r.control;
+    c.paused.store(true, Ordering::SeqCst);
+    let seen = c.drained.load(Ordering::SeqCst);
+    let until = Instant::now() + PAUSE_DRAIN;
+    while r.worker.is_some() && c.drained.load(Ordering::SeqCst) == seen {
+        if Instant::now() >= until {
+            return Ok(format!(
+                "paused, but requests sent before got no answer within {} s: their events may still arrive",
+                PAUSE_DRAIN.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
     Ok("paused: no new events".into())
 }
 
@@ -365,17 +387,22 @@ fn prefetch(
             next_try = Instant::now();
         }
         let target = control.target.lock().clone();
-        let paused = control.paused.load(Ordering::Relaxed);
+        let paused = control.paused.load(Ordering::SeqCst);
         let Some((host, port)) = target else {
+            if paused {
+                control.drained.fetch_add(1, Ordering::SeqCst);
+            }
             std::thread::sleep(Duration::from_millis(20));
             continue;
         };
         let mode = Mode::from_u16(vars.mode.get().clamp(0, 2) as u16).unwrap_or_default();
-        if paused && (mode == Mode::Push || in_flight == 0) {
-            // Push streams whatever we do: drop it while paused; otherwise stop asking.
+        if paused && (mode == Mode::Push || in_flight == 0 || conn.is_none()) {
+            // Push streams whatever we do: drop it while paused; otherwise stop asking (and
+            // do not connect).
             if mode == Mode::Push && conn.take().is_some() {
                 in_flight = 0;
             }
+            control.drained.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(20));
             continue;
         }
