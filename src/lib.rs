@@ -2,27 +2,18 @@
 //! the KLOE experiment's online software.
 //!
 //! Every process built on it publishes typed variables in shared memory ([`shvars::region`]),
-//! takes commands from a control FIFO ([`ctl`]) through a run-state machine ([`state`],
-//! [`command`]), and keeps KLOE's statistics cadence ([`stats`]); [`process`] ties these together
-//! so a daemon only writes its own commands and threads. [`client`] is the other side: what
-//! `shvar` and `spyctl` use to list processes and send commands.
+//! takes commands through a control FIFO and socket ([`control`]) and runs a declarative
+//! command table and run-state machine in one event loop ([`framework`]). [`observe`] is what
+//! the tools show (liveness, every change of a variable, metrics); [`support`] holds small
+//! shared pieces; [`daemons`] are the processes built on all this. The layers never import a
+//! daemon: `framework`, `control`, `observe` and `support` stand alone.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod cli_extras;
-pub mod client;
-pub mod command;
-pub mod ctl;
-pub mod eventlog;
-pub mod evgen;
-pub mod metrics;
-pub mod notify;
-pub mod payload;
-pub mod process;
-pub mod spy;
-pub mod state;
-pub mod stats;
-pub mod ticker;
-pub mod watch;
+pub mod control;
+pub mod daemons;
+pub mod framework;
+pub mod observe;
+pub mod support;
 
 pub use shvars;

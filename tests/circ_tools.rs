@@ -335,8 +335,8 @@ fn spycat_count_lines_and_raw_payloads() {
     let mut expected = Vec::new();
     let mut at = 0;
     for evnr in 100..150u64 {
-        let (_, len, _) = daqproc::payload::header(&raw[at..]).expect("a payload header");
-        let ev = daqproc::payload::make(evnr, len as usize);
+        let (_, len, _) = daqproc::daemons::payload::header(&raw[at..]).expect("a payload header");
+        let ev = daqproc::daemons::payload::make(evnr, len as usize);
         expected.extend_from_slice(&ev);
         at += len as usize;
     }
@@ -352,13 +352,16 @@ fn spycat_verify_fails_on_a_corrupt_event() {
     let env = Env::new();
     let path = env.path("bad");
     let mut w = shvars::circ::CircWriter::create(&path, 1 << 16).unwrap();
-    w.write(1, &daqproc::payload::make(1, 100)).unwrap();
-    let mut ev = daqproc::payload::make(2, 100);
+    w.write(1, &daqproc::daemons::payload::make(1, 100))
+        .unwrap();
+    let mut ev = daqproc::daemons::payload::make(2, 100);
     ev[60] ^= 4;
     w.write(2, &ev).unwrap();
-    w.write(3, &daqproc::payload::make(3, 100)).unwrap();
+    w.write(3, &daqproc::daemons::payload::make(3, 100))
+        .unwrap();
     // The payload of event 3 under number 4.
-    w.write(4, &daqproc::payload::make(3, 100)).unwrap();
+    w.write(4, &daqproc::daemons::payload::make(3, 100))
+        .unwrap();
 
     let o = env.run(env.spycat(&["bad"]));
     o.ok();

@@ -5,6 +5,7 @@ mod util;
 
 mod circ_tools;
 mod ecosystem;
+mod event_loop;
 mod framework;
 mod shvar_tool;
 mod spy;

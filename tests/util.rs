@@ -19,6 +19,15 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// Path of one of the workspace's examples (`cargo test` builds them).
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join("examples").join(name);
+    assert!(p.exists(), "example {} not built", p.display());
+    p
+}
+
 /// A loopback port nobody listens on now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -51,6 +60,15 @@ impl Out {
     #[track_caller]
     pub fn ok(&self) -> &Self {
         self.expect_code(0)
+    }
+
+    /// `shvar get` printed values: 0, or 3 for the last values of a process that is gone.
+    #[track_caller]
+    pub fn values(&self) -> &Self {
+        if self.code != 3 {
+            self.expect_code(0);
+        }
+        self
     }
 
     #[track_caller]
@@ -118,6 +136,15 @@ impl Env {
     /// A command for binary `name` with SHVAR_DIR set to this test's directory.
     pub fn command(&self, name: &str) -> Command {
         let mut c = Command::new(bin(name));
+        c.env("SHVAR_DIR", self.dir())
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// A command for example `name` (see [`example`]) with SHVAR_DIR set.
+    pub fn example_command(&self, name: &str) -> Command {
+        let mut c = Command::new(example(name));
         c.env("SHVAR_DIR", self.dir())
             .env_remove("NOTIFY_SOCKET")
             .stdin(Stdio::null());
@@ -252,7 +279,7 @@ impl Env {
     #[track_caller]
     pub fn get_int(&self, name: &str, var: &str) -> i64 {
         let o = self.shvar(&["get", "--raw", name, var]);
-        o.ok();
+        o.values();
         o.stdout
             .trim()
             .parse()
@@ -263,7 +290,7 @@ impl Env {
     #[track_caller]
     pub fn get(&self, name: &str, var: &str) -> String {
         let o = self.shvar(&["get", name, var]);
-        o.ok();
+        o.values();
         o.stdout.trim_end_matches('\n').to_owned()
     }
 

@@ -21,6 +21,8 @@ pub const MAX_VAR_NAME: usize = 63;
 pub const REGION_SUFFIX: &str = ".shv";
 /// File name suffix of a control FIFO.
 pub const CTL_SUFFIX: &str = ".ctl";
+/// File name suffix of a control socket.
+pub const SOCK_SUFFIX: &str = ".sock";
 
 /// A name was refused.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
@@ -225,6 +227,11 @@ impl RuntimeDir {
     /// Path of the control FIFO of process `name`.
     pub fn ctl_path(&self, name: &ProcName) -> PathBuf {
         self.path.join(format!("{name}{CTL_SUFFIX}"))
+    }
+
+    /// Path of the control socket of process `name`.
+    pub fn sock_path(&self, name: &ProcName) -> PathBuf {
+        self.path.join(format!("{name}{SOCK_SUFFIX}"))
     }
 
     /// Path of a file with a validated bare name in this directory.

@@ -46,21 +46,17 @@ fn thread_count() -> usize {
 
 /// Detaches the process: forks, the parent waits until the child calls [`Detached::ready`] or
 /// [`Detached::failed`] (or dies) and exits with 0 or 1; the child starts a new session, reads
-/// stdin from `/dev/null` and writes stdout and stderr to `log` (appending).
+/// stdin from `/dev/null` and writes stdout and stderr to `logf`, the log file the caller opened
+/// (its path `log` is for messages).
 ///
 /// # Errors
 /// If the process already runs more than one thread, or a system call fails.
-pub fn daemonize(log: &Path) -> io::Result<Detached> {
+pub fn daemonize(logf: File, log: &Path) -> io::Result<Detached> {
     if thread_count() != 1 {
         return Err(io::Error::other(
             "cannot detach: the process already runs several threads (detach first)",
         ));
     }
-    let logf = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(|e| io::Error::new(e.kind(), format!("log file {}: {e}", log.display())))?;
     let devnull = File::open("/dev/null")?;
     let (rd, wr): (OwnedFd, OwnedFd) = pipe()?;
     // SAFETY: the process has exactly one thread (checked above), so the child is a complete

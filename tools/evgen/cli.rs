@@ -1,14 +1,14 @@
 use std::time::Duration;
 
 use clap::Parser;
-use daqproc::evgen::{parse_bytes, SizeRange, DEFAULT_CIRCSIZE};
-use daqproc::process::ProcessArgs;
+use daqproc::daemons::evgen::{parse_bytes, SizeRange, DEFAULT_CIRCSIZE};
+use daqproc::framework::ProcessArgs;
 
 /// Write synthetic, self-checking events into a circular buffer (a stand-in for a DAQ event
 /// builder).
 ///
 /// Every payload carries its event number, its length and a checksum, and its body is generated
-/// from the event number, so `spycat --verify` (or any consumer using daqproc::payload) checks it
+/// from the event number, so `spycat --verify` (or any consumer using daqproc::daemons::payload) checks it
 /// byte for byte.
 ///
 /// evgen starts producing at once (it runs `init` and `start` before the -c commands) unless
@@ -55,5 +55,5 @@ pub struct Cli {
     #[arg(long, value_name = "TIME", default_value = "1s", value_parser = humantime::parse_duration)]
     pub lossless_timeout: Duration,
     #[command(flatten)]
-    pub extras: daqproc::cli_extras::Extras,
+    pub extras: daqproc::support::cli::Extras,
 }

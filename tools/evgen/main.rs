@@ -7,10 +7,10 @@ mod cli;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use daqproc::evgen::{Evgen, EvgenConfig, SPEC};
+use daqproc::daemons::evgen::{Evgen, EvgenConfig, SPEC};
 
 fn main() -> ExitCode {
-    let mut cli = daqproc::cli_extras::parse::<cli::Cli>();
+    let mut cli = daqproc::support::cli::parse::<cli::Cli>();
     let cfg = EvgenConfig {
         buffer: cli.buffer,
         circsize: cli.circsize,
@@ -37,5 +37,5 @@ fn main() -> ExitCode {
             .commands
             .splice(0..0, ["init".to_owned(), "start".to_owned()]);
     }
-    daqproc::process::run(cli.process, SPEC, move |ctx| Evgen::build(ctx, cfg))
+    daqproc::framework::run(cli.process, SPEC, move |ctx| Evgen::build(ctx, cfg))
 }

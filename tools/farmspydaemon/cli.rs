@@ -1,5 +1,5 @@
 use clap::Parser;
-use daqproc::process::ProcessArgs;
+use daqproc::framework::ProcessArgs;
 
 /// Serves samples of the events of a farm circular buffer (bcname) to remote spy daemons over
 /// TCP (port, default 2115), without ever slowing the data flow.
@@ -12,5 +12,5 @@ pub struct Cli {
     #[command(flatten)]
     pub process: ProcessArgs,
     #[command(flatten)]
-    pub extras: daqproc::cli_extras::Extras,
+    pub extras: daqproc::support::cli::Extras,
 }

@@ -5,9 +5,9 @@ mod cli;
 
 use std::process::ExitCode;
 
-use daqproc::spy::farm::{Farm, SPEC};
+use daqproc::daemons::spy::farm::{Farm, SPEC};
 
 fn main() -> ExitCode {
-    let cli = daqproc::cli_extras::parse::<cli::Cli>();
-    daqproc::process::run(cli.process, SPEC, Farm::build)
+    let cli = daqproc::support::cli::parse::<cli::Cli>();
+    daqproc::framework::run(cli.process, SPEC, Farm::build)
 }

@@ -1,5 +1,5 @@
 use clap::Parser;
-use daqproc::process::ProcessArgs;
+use daqproc::framework::ProcessArgs;
 
 /// Gives the monitoring tasks of this node transparent access to the events of a remote farm:
 /// a prefetch thread fills the local circular buffer lname (circsize bytes) from a farm spy
@@ -14,5 +14,5 @@ pub struct Cli {
     #[command(flatten)]
     pub process: ProcessArgs,
     #[command(flatten)]
-    pub extras: daqproc::cli_extras::Extras,
+    pub extras: daqproc::support::cli::Extras,
 }

@@ -5,9 +5,9 @@ mod cli;
 
 use std::process::ExitCode;
 
-use daqproc::spy::remote::{Remote, SPEC};
+use daqproc::daemons::spy::remote::{Remote, SPEC};
 
 fn main() -> ExitCode {
-    let cli = daqproc::cli_extras::parse::<cli::Cli>();
-    daqproc::process::run(cli.process, SPEC, Remote::build)
+    let cli = daqproc::support::cli::parse::<cli::Cli>();
+    daqproc::framework::run(cli.process, SPEC, Remote::build)
 }

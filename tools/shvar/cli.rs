@@ -2,12 +2,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use daqproc::cli_extras::parse_secs;
+use daqproc::support::cli::parse_secs;
 
 /// Read and change the shared variables of framework processes; send them commands.
 ///
 /// Exit status: 0 ok, 1 the operation failed (the process refused, is not running, did not
-/// answer...), 2 bad usage.
+/// answer...), 2 bad usage, 3 `get` printed the last values of a process that is not running.
+/// Exit status of `get` when the values come from a process that is not running.
+pub const EXIT_NOT_RUNNING: u8 = 3;
+
 #[derive(Debug, Parser)]
 #[command(name = "shvar", version)]
 pub struct Cli {
@@ -21,7 +24,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub verb: Verb,
     #[command(flatten)]
-    pub extras: daqproc::cli_extras::Extras,
+    pub extras: daqproc::support::cli::Extras,
 }
 
 impl Cli {
@@ -153,6 +156,6 @@ pub struct ExportArgs {
 pub struct ServeArgs {
     /// Address to listen on: IP:PORT or HOST:PORT (port 0: any free port, printed at start)
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464",
-          value_parser = daqproc::metrics::http::parse_listen)]
+          value_parser = daqproc::observe::metrics::http::parse_listen)]
     pub listen: std::net::SocketAddr,
 }

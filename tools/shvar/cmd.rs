@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use daqproc::command::join;
+use daqproc::control::words::join;
 use shvars::{ProcName, RuntimeDir};
 
 use crate::cli::CmdArgs;
@@ -12,12 +12,12 @@ pub fn run(dir: &RuntimeDir, a: &CmdArgs, wait: Duration) -> anyhow::Result<Exit
     let name = ProcName::new(&a.name)?;
     let line = join(&a.command);
     if a.no_wait {
-        daqproc::client::send_nowait(dir, &name, &line)?;
+        daqproc::control::client::send_nowait(dir, &name, &line)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let reply = daqproc::client::send(dir, &name, &line, wait)?;
+    let reply = daqproc::control::client::send(dir, &name, &line, wait)?;
     let text = reply.text();
-    if reply.ok {
+    if reply.is_ok() {
         if !text.is_empty() {
             println!("{text}");
         }

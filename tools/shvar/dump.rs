@@ -10,7 +10,7 @@ use crate::util::{open, print_json, time_text, value_json, value_text};
 
 pub fn run(dir: &RuntimeDir, a: &DumpArgs) -> anyhow::Result<ExitCode> {
     let (name, r) = open(dir, &a.name)?;
-    let st = daqproc::client::process_status(dir, &name);
+    let st = daqproc::control::client::process_status(dir, &name);
     let mut rows = Vec::new();
     for spec in r.specs() {
         let v = r.find(&spec.name)?;

@@ -9,10 +9,12 @@ use crate::cli::{ExportArgs, ExportFormat};
 use crate::util::print_json;
 
 pub fn run(dir: &RuntimeDir, a: &ExportArgs) -> anyhow::Result<ExitCode> {
-    let snap = daqproc::metrics::snapshot(dir)
+    let snap = daqproc::observe::metrics::snapshot(dir)
         .with_context(|| format!("cannot list the processes in {dir}"))?;
     match a.format {
-        ExportFormat::Prometheus => print!("{}", daqproc::metrics::prometheus::render(&snap)),
+        ExportFormat::Prometheus => {
+            print!("{}", daqproc::observe::metrics::prometheus::render(&snap))
+        }
         ExportFormat::Json => print_json(&snap)?,
     }
     Ok(ExitCode::SUCCESS)

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use serde_json::json;
 use shvars::RuntimeDir;
 
-use crate::cli::GetArgs;
+use daqproc::observe::liveness::Liveness;
+
+use crate::cli::{GetArgs, EXIT_NOT_RUNNING};
 use crate::util::{open, print_json, time_text, value_json, value_text};
 
 pub fn run(dir: &RuntimeDir, a: &GetArgs) -> anyhow::Result<ExitCode> {
@@ -43,6 +45,20 @@ pub fn run(dir: &RuntimeDir, a: &GetArgs) -> anyhow::Result<ExitCode> {
             out.push('\n');
         }
         print!("{out}");
+    }
+    // The values of a process that is gone are its last ones: say so, and let a script tell.
+    let (liveness, _) = daqproc::observe::liveness::of_reader(&r);
+    if !liveness.is_running() {
+        let pid = r.info().pid;
+        let what = match liveness {
+            Liveness::Stopped => format!("exited (it was pid {pid})"),
+            _ => format!("is not running (pid {pid} is gone)"),
+        };
+        eprintln!(
+            "shvar: warning: {} {what}: these are the last values it published",
+            a.name
+        );
+        return Ok(ExitCode::from(EXIT_NOT_RUNNING));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,13 +2,14 @@
 
 use std::process::ExitCode;
 
+use daqproc::observe::liveness::Liveness;
 use shvars::RuntimeDir;
 
 use crate::cli::ListArgs;
 use crate::util::{age_text, print_json};
 
 pub fn run(dir: &RuntimeDir, a: &ListArgs) -> anyhow::Result<ExitCode> {
-    let procs = daqproc::client::list(dir)?;
+    let procs = daqproc::control::client::list(dir)?;
     if a.json {
         print_json(&procs)?;
         return Ok(ExitCode::SUCCESS);
@@ -24,7 +25,7 @@ pub fn run(dir: &RuntimeDir, a: &ListArgs) -> anyhow::Result<ExitCode> {
     );
     for p in &procs {
         let hb = match (p.status, p.heartbeat_age) {
-            ("alive", Some(s)) => age_text(s),
+            (Liveness::Alive, Some(s)) => age_text(s),
             (_, Some(s)) => format!("(last {})", age_text(s)),
             _ => "-".to_owned(),
         };
@@ -32,7 +33,7 @@ pub fn run(dir: &RuntimeDir, a: &ListArgs) -> anyhow::Result<ExitCode> {
             "{:<w$}  {:>7}  {:<7}  {:<15}  {}",
             p.name,
             p.pid,
-            p.status,
+            p.status.as_str(),
             p.runstate.as_deref().unwrap_or("-"),
             p.error.as_deref().unwrap_or(&hb)
         );

@@ -20,7 +20,7 @@ use cli::{Cli, Verb};
 
 fn main() -> ExitCode {
     shvars::sys::default_sigpipe();
-    let cli = daqproc::cli_extras::parse::<Cli>();
+    let cli = daqproc::support::cli::parse::<Cli>();
     let dir = shvars::RuntimeDir::resolve(cli.dir.as_deref());
     let result = match &cli.verb {
         Verb::List(a) => list::run(&dir, a),

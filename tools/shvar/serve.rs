@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use daqproc::metrics::http;
+use daqproc::observe::metrics::http;
 use shvars::RuntimeDir;
 
 use crate::cli::ServeArgs;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::bail;
-use daqproc::command::join;
+use daqproc::control::words::join;
 use shvars::{ProcName, RuntimeDir};
 
 use crate::cli::SetArgs;
@@ -13,8 +13,8 @@ pub fn run(dir: &RuntimeDir, a: &SetArgs, wait: Duration) -> anyhow::Result<Exit
     let name = ProcName::new(&a.name)?;
     let value = a.value.join(" ");
     let line = join(&["set", a.var.as_str(), value.as_str()]);
-    let reply = daqproc::client::send(dir, &name, &line, wait)?;
-    if !reply.ok {
+    let reply = daqproc::control::client::send(dir, &name, &line, wait)?;
+    if !reply.is_ok() {
         bail!("{name} refused: {}", reply.text());
     }
     println!("{}", reply.text());

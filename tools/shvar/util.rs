@@ -11,7 +11,7 @@ pub fn open(dir: &RuntimeDir, name: &str) -> anyhow::Result<(ProcName, RegionRea
     Ok((n, r))
 }
 
-pub use daqproc::watch::time_text;
+pub use daqproc::observe::watch::time_text;
 
 /// A value as text: enum labels unless `raw`.
 pub fn value_text(spec: &VarSpec, v: &Value, raw: bool) -> String {

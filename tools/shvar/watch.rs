@@ -1,11 +1,11 @@
-//! `shvar watch`: a line per change, like camonitor (the logic is `daqproc::watch`).
+//! `shvar watch`: a line per change, like camonitor (the logic is `daqproc::observe::watch`).
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use daqproc::watch::Watch;
+use daqproc::observe::watch::Watch;
 use shvars::{ProcName, RuntimeDir};
 
 use crate::cli::WatchArgs;

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use daqproc::payload;
+use daqproc::daemons::payload;
 use shvars::circ::{CircWriter, LosslessReader, ReadTimeoutError};
 use shvars::region::RegionReader;
 use shvars::{ProcName, RuntimeDir};

@@ -24,7 +24,7 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn main() -> ExitCode {
     shvars::sys::default_sigpipe();
-    let cli = daqproc::cli_extras::parse::<cli::Cli>();
+    let cli = daqproc::support::cli::parse::<cli::Cli>();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use daqproc::payload;
+use daqproc::daemons::payload;
 use shvars::RuntimeDir;
 
 use crate::cli::{Cli, From};

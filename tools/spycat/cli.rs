@@ -61,7 +61,7 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "WHERE")]
     pub from: Option<From>,
     #[command(flatten)]
-    pub extras: daqproc::cli_extras::Extras,
+    pub extras: daqproc::support::cli::Extras,
 }
 
 /// Where to start.

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     shvars::sys::default_sigpipe();
-    let cli = daqproc::cli_extras::parse::<cli::Cli>();
+    let cli = daqproc::support::cli::parse::<cli::Cli>();
     match cat::run(&cli) {
         Ok(code) => code,
         Err(e) => {

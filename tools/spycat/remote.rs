@@ -1,4 +1,4 @@
-//! A farm spy daemon as a source, through [`daqproc::spy::client::SpyClient`]: keeps requests
+//! A farm spy daemon as a source, through [`daqproc::daemons::spy::client::SpyClient`]: keeps requests
 //! going (two in flight in next and latest mode, one in push mode), hands out the events of each
 //! packet, counts what the daemon skipped as lost, and with --follow reconnects with a capped
 //! backoff when the connection drops.
@@ -7,8 +7,8 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
-use daqproc::spy::client::{Received, SpyClient, SpyError};
-use daqproc::spy::proto::{Events, Mode};
+use daqproc::daemons::spy::client::{Received, SpyClient, SpyError};
+use daqproc::daemons::spy::proto::{Events, Mode};
 
 use crate::report::Losses;
 use crate::source::{Next, Source};

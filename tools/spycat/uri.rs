@@ -4,11 +4,11 @@
 
 use std::fmt;
 
-use daqproc::evgen::parse_bytes;
-use daqproc::spy::proto::Mode;
+use daqproc::daemons::evgen::parse_bytes;
+use daqproc::daemons::spy::proto::Mode;
 
 /// The port of a farm spy daemon when the URI names none.
-pub const DEFAULT_PORT: u16 = daqproc::spy::farm::DEFAULT_PORT as u16;
+pub const DEFAULT_PORT: u16 = daqproc::daemons::spy::farm::DEFAULT_PORT as u16;
 
 /// Every accepted form, for error messages and `--help`.
 pub const ACCEPTED: &str = "\

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use daqproc::cli_extras::parse_secs;
+use daqproc::support::cli::parse_secs;
 
 /// The operator console: select a framework process, send it commands (init, start, pause,
 /// resume, end, exit, ...), read, set and watch its shared variables.
@@ -33,7 +33,7 @@ pub struct Cli {
           value_parser = parse_secs)]
     pub wait: f64,
     #[command(flatten)]
-    pub extras: daqproc::cli_extras::Extras,
+    pub extras: daqproc::support::cli::Extras,
 }
 
 impl Cli {

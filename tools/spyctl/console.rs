@@ -8,8 +8,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use daqproc::client::{self, Reply};
-use daqproc::command::{tokenize, CommandInfo};
+use daqproc::control::client;
+use daqproc::control::words::tokenize;
+use daqproc::control::Reply;
+use daqproc::framework::CommandInfo;
+use daqproc::observe::liveness::Liveness;
 use shvars::region::RegionReader;
 use shvars::{ProcName, RuntimeDir};
 
@@ -180,7 +183,7 @@ impl Console {
         let name = self.need_selected()?;
         let reply = client::send(&self.dir, name, line, self.wait)
             .with_context(|| format!("cannot send '{line}' to {name}"))?;
-        if !reply.ok {
+        if !reply.is_ok() {
             bail!("{name} refused '{line}': {}", reply.text());
         }
         Ok(reply)
@@ -213,8 +216,8 @@ impl Console {
         };
         let st = client::process_status(&self.dir, name);
         match (st.status, st.runstate) {
-            ("alive", Some(state)) => format!("{name} {state}> "),
-            ("alive", None) => format!("{name}> "),
+            (Liveness::Alive, Some(state)) => format!("{name} {state}> "),
+            (Liveness::Alive, None) => format!("{name}> "),
             _ => format!("{name} (not running)> "),
         }
     }
@@ -243,8 +246,8 @@ impl Console {
         }
         let infos = client::send(&self.dir, name, "help --json", self.wait)
             .ok()
-            .filter(|r| r.ok)
-            .and_then(|r| serde_json::from_str::<Vec<CommandInfo>>(&r.text()).ok())
+            .filter(|r| r.is_ok())
+            .and_then(|r| serde_json::from_str::<Vec<CommandInfo>>(r.text()).ok())
             .unwrap_or_default();
         self.tables
             .insert(name.to_string(), Table { instance, infos });

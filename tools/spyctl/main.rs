@@ -23,7 +23,7 @@ const USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     shvars::sys::default_sigpipe();
-    let cli = daqproc::cli_extras::parse::<Cli>();
+    let cli = daqproc::support::cli::parse::<Cli>();
     let dir = shvars::RuntimeDir::resolve(cli.dir.as_deref());
     let stdin_script = cli.commands.is_empty() && !std::io::stdin().is_terminal();
     let script = stdin_script || !cli.commands.is_empty();
@@ -33,7 +33,7 @@ fn main() -> ExitCode {
             eprintln!("spyctl: -n: {e}");
             return ExitCode::from(USAGE);
         }
-        if let Err(e) = console.execute(&daqproc::command::join(&["open", name.as_str()])) {
+        if let Err(e) = console.execute(&daqproc::control::words::join(&["open", name.as_str()])) {
             eprintln!("spyctl: {e:#}");
             if script {
                 return ExitCode::FAILURE;

@@ -2,13 +2,14 @@
 //! from the region (no lock, the owner never waits); writes go through the owner.
 
 use anyhow::{anyhow, bail};
-use daqproc::client;
-use daqproc::command::join;
+use daqproc::control::client;
+use daqproc::control::words::join;
+use daqproc::observe::liveness::Liveness;
 use shvars::ProcName;
 
 use crate::console::{is_own_verb, print_reply, Console, VERBS};
 
-pub use daqproc::watch::time_text;
+pub use daqproc::observe::watch::time_text;
 
 /// `open NAME`: selects a process whose region exists; a dead one is selected with a note.
 pub fn open(c: &mut Console, args: &[String]) -> anyhow::Result<()> {
@@ -24,8 +25,8 @@ pub fn open(c: &mut Console, args: &[String]) -> anyhow::Result<()> {
     }
     let st = client::process_status(c.dir(), &name);
     match st.status {
-        "alive" => {}
-        "bad" => bail!(
+        Liveness::Alive | Liveness::Starting => {}
+        Liveness::Bad => bail!(
             "{}",
             st.error
                 .unwrap_or_else(|| format!("cannot read the region of {name}"))
@@ -33,7 +34,7 @@ pub fn open(c: &mut Console, args: &[String]) -> anyhow::Result<()> {
         // A script learns it from the first command that fails; the console tells at once.
         other if c.interactive() => eprintln!(
             "spyctl: note: {name} is not running ({} pid {}): its variables show their last values; start it again to send it commands",
-            if other == "stopped" { "exited, was" } else { "died, was" },
+            if other == Liveness::Stopped { "exited, was" } else { "died, was" },
             st.pid
         ),
         _ => {}

@@ -12,12 +12,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use daqproc::watch::Watch;
+use daqproc::observe::watch::Watch;
 use signal_hook::consts::SIGINT;
 
 use crate::console::Console;
 use crate::verbs::time_text;
-use daqproc::cli_extras::parse_secs;
+use daqproc::support::cli::parse_secs;
 
 /// SIGINT actions, registered once: the default action while `armed`, else set `caught`.
 struct SigintFlags {

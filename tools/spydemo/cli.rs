@@ -21,5 +21,5 @@ pub struct Cli {
     #[arg(long, default_value_t = 5000)]
     pub rate: u64,
     #[command(flatten)]
-    pub extras: daqproc::cli_extras::Extras,
+    pub extras: daqproc::support::cli::Extras,
 }

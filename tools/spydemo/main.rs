@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use daqproc::client;
+use daqproc::control::client;
 use shvars::region::RegionReader;
 use shvars::{ProcName, RuntimeDir};
 
 fn main() -> ExitCode {
     shvars::sys::default_sigpipe();
-    let cli = daqproc::cli_extras::parse::<cli::Cli>();
+    let cli = daqproc::support::cli::parse::<cli::Cli>();
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {

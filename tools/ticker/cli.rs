@@ -1,5 +1,5 @@
 use clap::Parser;
-use daqproc::process::ProcessArgs;
+use daqproc::framework::ProcessArgs;
 
 /// The framework's example process: while RUNNING_STATE it counts ticks at a settable rate.
 ///
@@ -12,5 +12,5 @@ pub struct Cli {
     #[command(flatten)]
     pub process: ProcessArgs,
     #[command(flatten)]
-    pub extras: daqproc::cli_extras::Extras,
+    pub extras: daqproc::support::cli::Extras,
 }

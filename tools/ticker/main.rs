@@ -5,9 +5,9 @@ mod cli;
 
 use std::process::ExitCode;
 
-use daqproc::ticker::{Ticker, SPEC};
+use daqproc::daemons::ticker::{Ticker, SPEC};
 
 fn main() -> ExitCode {
-    let cli = daqproc::cli_extras::parse::<cli::Cli>();
-    daqproc::process::run(cli.process, SPEC, Ticker::build)
+    let cli = daqproc::support::cli::parse::<cli::Cli>();
+    daqproc::framework::run(cli.process, SPEC, Ticker::build)
 }

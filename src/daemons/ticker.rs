@@ -12,10 +12,8 @@ use std::time::{Duration, Instant};
 
 use shvars::region::{IntVar, StrVar, VarSpec};
 
-use crate::command::{Command, Outcome};
-use crate::process::{App, BoxError, Ctx, ProcessSpec};
-use crate::state::RunState;
-use crate::stats::{Stats, StatsConfig};
+use crate::framework::stats::{Stats, StatsConfig};
+use crate::framework::{App, BoxError, Command, Ctx, Outcome, ProcessSpec, RunState};
 
 /// How the framework runs a ticker.
 pub const SPEC: ProcessSpec = ProcessSpec {
@@ -25,6 +23,7 @@ pub const SPEC: ProcessSpec = ProcessSpec {
         upfreq_l: 100,
         pack_name: "ticks",
     }),
+    tick: None,
 };
 
 /// The ticker's state.
@@ -108,10 +107,6 @@ fn work(rate: &IntVar, ticks: &IntVar, state: &IntVar, stats: &Stats, stop: &Ato
     }
 }
 
-fn init(_: &mut Ticker, _: &mut Ctx, _: &[String]) -> Outcome {
-    Ok("initialised".into())
-}
-
 fn start(t: &mut Ticker, ctx: &mut Ctx, _: &[String]) -> Outcome {
     t.ticks.set(0);
     let label = t.label.get();
@@ -126,34 +121,20 @@ fn start(t: &mut Ticker, ctx: &mut Ctx, _: &[String]) -> Outcome {
     Ok("ticking".into())
 }
 
-fn pause(_: &mut Ticker, _: &mut Ctx, _: &[String]) -> Outcome {
-    Ok("paused".into())
-}
-
-fn resume(_: &mut Ticker, _: &mut Ctx, _: &[String]) -> Outcome {
-    Ok("ticking again".into())
-}
-
-fn update(_: &mut Ticker, _: &mut Ctx, _: &[String]) -> Outcome {
-    Ok("statistics updated".into())
-}
-
 fn end(t: &mut Ticker, _: &mut Ctx, _: &[String]) -> Outcome {
-    Ok(format!("stopped after {} ticks", t.ticks.get()))
+    Ok(format!("stopped after {} ticks", t.ticks.get()).into())
 }
 
 impl App for Ticker {
     fn commands() -> Vec<Command<Self>> {
         vec![
-            Command::init(
-                "Initialize the process (at start-up and after any error)",
-                init,
-            ),
-            Command::start("Start ticking at `rate` per second; resets ticks", start),
-            Command::pause("Stop ticking, keep the count", pause),
-            Command::resume("Tick again", resume),
-            Command::update("Update the statistics variables now", update),
-            Command::end("Stop ticking", end),
+            Command::init("Initialize the process (at start-up and after any error)")
+                .reply("initialised"),
+            Command::start("Start ticking at `rate` per second; resets ticks").handler(start),
+            Command::pause("Stop ticking, keep the count").reply("paused"),
+            Command::resume("Tick again").reply("ticking again"),
+            Command::update("Update the statistics variables now"),
+            Command::end("Stop ticking").handler(end),
         ]
     }
 

@@ -1,4 +1,4 @@
-//! `evgen`: a framework process that writes synthetic, self-checking events ([`crate::payload`])
+//! `evgen`: a framework process that writes synthetic, self-checking events ([`super::payload`])
 //! into a circular buffer, as a DAQ event builder would.
 //!
 //! It owns one [`CircWriter`] (on its worker thread) and publishes `events`, `bytes`, `lastevnr`,
@@ -8,7 +8,7 @@
 //!
 //! Production follows the run state: it produces only in RUNNING_STATE. `start` and `resume`
 //! start it, `pause` and `end` stop it and answer only once the worker has stopped, so the
-//! counters in the reply are final. Event numbers keep increasing over the whole life of the
+//! counters in the reply are final (they answer later: the process keeps serving meanwhile). Event numbers keep increasing over the whole life of the
 //! process (the buffer refuses anything else). With a `count`, production stops for good after
 //! that many events (and the process exits if `exit_when_done`).
 //!
@@ -25,11 +25,12 @@ use std::time::{Duration, Instant};
 use shvars::circ::{CircOptions, CircWriter, WriteError};
 use shvars::region::{FloatVar, IntVar, StrVar, VarSpec};
 
-use crate::command::{Command, Outcome};
-use crate::payload;
-use crate::process::{App, BoxError, Ctx, ProcessSpec};
-use crate::state::RunState;
-use crate::stats::{Stats, StatsConfig};
+use super::payload;
+use crate::framework::stats::{Stats, StatsConfig};
+use crate::framework::{
+    App, BoxError, Command, Ctx, Deferred, Done, Outcome, ProcessSpec, RunState, TimerId, TICK,
+};
+pub use crate::support::units::parse_bytes;
 
 /// How the framework runs an evgen.
 pub const SPEC: ProcessSpec = ProcessSpec {
@@ -39,6 +40,7 @@ pub const SPEC: ProcessSpec = ProcessSpec {
         upfreq_l: 1000,
         pack_name: "batches",
     }),
+    tick: Some(TICK),
 };
 
 /// Default buffer capacity (4 MiB).
@@ -103,32 +105,6 @@ impl fmt::Display for SizeRange {
             write!(f, "{}-{}", self.min, self.max)
         }
     }
-}
-
-/// A byte count: digits with an optional K, M or G suffix (powers of 1024; `KiB`, `MB`... are
-/// accepted too).
-///
-/// # Errors
-/// A message naming the text that is not a byte count.
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, suffix) = t.split_at(digits);
-    let mult: u64 = match suffix.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "{s:?} is not a byte count (e.g. 1000, 64K, 4M, 1G)"
-            ))
-        }
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("{s:?} is not a byte count (e.g. 1000, 64K, 4M, 1G)"))
 }
 
 /// What to generate, from the command line.
@@ -211,6 +187,17 @@ pub struct Evgen {
     ctl: Arc<Control>,
     worker: Option<JoinHandle<()>>,
     done_logged: bool,
+    /// A `pause` or `end` waiting for the worker to stop: the reply, what it is, since when,
+    /// and the timer that looks.
+    halting: Option<Halting>,
+}
+
+#[derive(Debug)]
+struct Halting {
+    reply: Deferred,
+    what: &'static str,
+    since: Instant,
+    timer: TimerId,
 }
 
 impl Evgen {
@@ -299,23 +286,46 @@ impl Evgen {
             ctl,
             worker: Some(worker),
             done_logged: false,
+            halting: None,
         })
     }
 
-    /// Stops production and waits (bounded) until the worker is out of its batch.
-    fn halt(&self) -> Result<(), String> {
+    /// Stops production; answers at once if the worker is out of its batch, else later (a
+    /// timer looks every millisecond, for at most [`STOP_WAIT`]).
+    fn halt(&mut self, ctx: &mut Ctx, what: &'static str) -> Outcome {
         self.ctl.run.store(false, Ordering::SeqCst);
-        let t0 = Instant::now();
-        while self.ctl.busy.load(Ordering::SeqCst) {
-            if t0.elapsed() > STOP_WAIT {
-                return Err(format!(
-                    "the producer did not stop within {} s (a lossless reader blocks it?); it stops after its current event",
-                    STOP_WAIT.as_secs()
-                ));
-            }
-            std::thread::sleep(Duration::from_micros(200));
+        if !self.ctl.busy.load(Ordering::SeqCst) {
+            return Ok(format!("{what} after {}", self.summary()).into());
         }
-        Ok(())
+        let reply = ctx.defer();
+        let timer = ctx.timer_every(Duration::from_millis(1));
+        self.halting = Some(Halting {
+            reply,
+            what,
+            since: Instant::now(),
+            timer,
+        });
+        Ok(Done::Later)
+    }
+
+    fn look_at_halt(&mut self, ctx: &mut Ctx) {
+        let Some(h) = &self.halting else { return };
+        let stopped = !self.ctl.busy.load(Ordering::SeqCst);
+        if !stopped && h.since.elapsed() < STOP_WAIT {
+            return;
+        }
+        let h = self.halting.take().expect("checked above");
+        ctx.cancel_timer(h.timer);
+        let result = if stopped {
+            Ok(format!("{} after {}", h.what, self.summary()))
+        } else {
+            Err(format!(
+                "the producer did not stop within {} s (a lossless reader blocks it?); it stops after its current event",
+                STOP_WAIT.as_secs()
+            )
+            .into())
+        };
+        ctx.complete(h.reply, result);
     }
 
     fn summary(&self) -> String {
@@ -327,7 +337,7 @@ impl Evgen {
         )
     }
 
-    fn go(&self) -> Outcome {
+    fn go(&self) -> Result<String, String> {
         if self.ctl.done.load(Ordering::SeqCst) {
             return Err(format!(
                 "all {} events of --count are written; nothing more to produce (start a new evgen for another run)",
@@ -498,56 +508,42 @@ impl Worker {
     }
 }
 
-fn init(_: &mut Evgen, _: &mut Ctx, _: &[String]) -> Outcome {
-    Ok("initialised".into())
-}
-
 fn start(g: &mut Evgen, ctx: &mut Ctx, _: &[String]) -> Outcome {
     let msg = g.go()?;
     ctx.log().info(format!("start: {msg}"));
-    Ok(msg)
+    Ok(msg.into())
 }
 
 fn resume(g: &mut Evgen, _: &mut Ctx, _: &[String]) -> Outcome {
-    g.go()
+    Ok(g.go()?.into())
 }
 
-fn pause(g: &mut Evgen, _: &mut Ctx, _: &[String]) -> Outcome {
-    g.halt()?;
-    Ok(format!("paused after {}", g.summary()))
+fn pause(g: &mut Evgen, ctx: &mut Ctx, _: &[String]) -> Outcome {
+    g.halt(ctx, "paused")
 }
 
-fn end(g: &mut Evgen, _: &mut Ctx, _: &[String]) -> Outcome {
-    g.halt()?;
-    Ok(format!("stopped after {}", g.summary()))
-}
-
-fn update(_: &mut Evgen, _: &mut Ctx, _: &[String]) -> Outcome {
-    Ok("statistics updated".into())
+fn end(g: &mut Evgen, ctx: &mut Ctx, _: &[String]) -> Outcome {
+    g.halt(ctx, "stopped")
 }
 
 impl App for Evgen {
     fn commands() -> Vec<Command<Self>> {
         vec![
-            Command::init(
-                "Initialize the process (at start-up and after any error)",
-                init,
-            ),
-            Command::start(
-                "Start writing events at target_rate (event numbers continue)",
-                start,
-            ),
-            Command::pause("Stop writing; answers once the producer has stopped", pause),
-            Command::resume("Write again", resume),
-            Command::update("Update the statistics variables now", update),
-            Command::new(
-                "end",
-                "Stop writing (the buffer stays; start continues the numbering)",
-                &[RunState::Running, RunState::Pause],
-                Some(RunState::Init),
-                end,
-            ),
+            Command::init("Initialize the process (at start-up and after any error)")
+                .reply("initialised"),
+            Command::start("Start writing events at target_rate (event numbers continue)")
+                .handler(start),
+            Command::pause("Stop writing; answers once the producer has stopped").handler(pause),
+            Command::resume("Write again").handler(resume),
+            Command::update("Update the statistics variables now"),
+            Command::end("Stop writing (the buffer stays; start continues the numbering)")
+                .allowed(&[RunState::Running, RunState::Pause])
+                .handler(end),
         ]
+    }
+
+    fn timer(&mut self, ctx: &mut Ctx, _id: TimerId) {
+        self.look_at_halt(ctx);
     }
 
     fn tick(&mut self, ctx: &mut Ctx) {

@@ -165,10 +165,10 @@ pub fn render(snap: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{ProcessMetrics, VarSample};
+    use crate::observe::metrics::{ProcessMetrics, VarSample};
 
     fn var(name: &str, kind: Kind, value: Number, labels: &[&str]) -> VarSample {
-        let (metric, _) = crate::metrics::metric_name(name, kind == Kind::Counter);
+        let (metric, _) = crate::observe::metrics::metric_name(name, kind == Kind::Counter);
         VarSample {
             name: name.into(),
             metric,
@@ -185,7 +185,7 @@ mod tests {
         ProcessMetrics {
             process: name.into(),
             pid: 1,
-            status: "alive",
+            status: crate::observe::liveness::Liveness::Alive,
             up: true,
             heartbeat_age_seconds: Some(0.25),
             variables: vars,

@@ -14,6 +14,8 @@ use serde::Serialize;
 use shvars::region::{RegionReader, Value, VarSpec, VarType};
 use shvars::{DirError, ProcName, RuntimeDir};
 
+use super::liveness::{self, Liveness};
+
 /// A value as read: integers stay exact.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(untagged)]
@@ -80,8 +82,8 @@ pub struct ProcessMetrics {
     pub process: String,
     /// Pid recorded in its region (0 if unreadable).
     pub pid: u32,
-    /// `alive`, `stopped` (exited cleanly), `stale` (died) or `bad` (unreadable region).
-    pub status: &'static str,
+    /// Alive, stopped (exited cleanly), stale (died), bad (unreadable region)...
+    pub status: Liveness,
     /// Whether its owner runs.
     pub up: bool,
     /// Seconds since its main loop last beat (alive processes only).
@@ -124,7 +126,7 @@ fn read_process(dir: &RuntimeDir, name: &ProcName) -> ProcessMetrics {
     let mut p = ProcessMetrics {
         process: name.to_string(),
         pid: 0,
-        status: "bad",
+        status: Liveness::Bad,
         up: false,
         heartbeat_age_seconds: None,
         variables: Vec::new(),
@@ -138,9 +140,9 @@ fn read_process(dir: &RuntimeDir, name: &ProcName) -> ProcessMetrics {
         }
     };
     p.pid = r.info().pid;
-    let (status, age) = crate::client::liveness(&r);
+    let (status, age) = liveness::of_reader(&r);
     p.status = status;
-    if status != "alive" {
+    if status != Liveness::Alive {
         return p;
     }
     p.up = true;
@@ -207,7 +209,7 @@ const TIME_UNITS: [(&str, f64); 9] = [
 ///
 /// # Examples
 /// ```
-/// use daqproc::metrics::metric_name;
+/// use daqproc::observe::metrics::metric_name;
 /// assert_eq!(metric_name("sg_packs", true), ("shvar_sg_packs_total".to_owned(), 1.0));
 /// assert_eq!(metric_name("timeout_us", false), ("shvar_timeout_seconds".to_owned(), 1e-6));
 /// assert_eq!(metric_name("maxEvents.x-y", false).0, "shvar_max_events_x_y");

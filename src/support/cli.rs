@@ -14,10 +14,10 @@
 //!     /// A required argument does not stop `mytool --man`.
 //!     buffer: String,
 //!     #[command(flatten)]
-//!     extras: daqproc::cli_extras::Extras,
+//!     extras: daqproc::support::cli::Extras,
 //! }
 //!
-//! let cli: Cli = daqproc::cli_extras::parse();
+//! let cli: Cli = daqproc::support::cli::parse();
 //! ```
 //!
 //! Both options are exclusive (given alone), so they work whatever else the program requires:
@@ -74,7 +74,7 @@ where
     assert!(
         cmd.get_arguments()
             .any(|a| a.get_id() == COMPLETIONS || a.get_id() == MAN),
-        "{} does not flatten daqproc::cli_extras::Extras",
+        "{} does not flatten daqproc::support::cli::Extras",
         cmd.get_name()
     );
     match cmd.clone().try_get_matches_from(&args) {

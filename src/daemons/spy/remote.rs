@@ -16,11 +16,12 @@ use shvars::region::{IntVar, StrVar, VarSpec};
 
 use super::client::{SpyClient, SpyError};
 use super::proto::{Mode, Status};
-use crate::command::{Command, Outcome};
-use crate::eventlog::EventLog;
-use crate::process::{App, BoxError, Ctx, ProcessSpec};
-use crate::state::SERVING;
-use crate::stats::{Stats, StatsConfig};
+use crate::framework::eventlog::EventLog;
+use crate::framework::state::SERVING;
+use crate::framework::stats::{Stats, StatsConfig};
+use crate::framework::{
+    App, BoxError, Command, Ctx, Deferred, Done, Outcome, ProcessSpec, TimerId,
+};
 
 /// How the framework runs a remote spy daemon.
 pub const SPEC: ProcessSpec = ProcessSpec {
@@ -30,6 +31,7 @@ pub const SPEC: ProcessSpec = ProcessSpec {
         upfreq_l: 10,
         pack_name: "packets",
     }),
+    tick: None,
 };
 
 /// Mode labels of the `mode` variable.
@@ -89,6 +91,18 @@ pub struct Remote {
     writer: Option<CircWriter>,
     control: Arc<Control>,
     worker: Option<JoinHandle<Option<CircWriter>>>,
+    /// A `pause` waiting for the answers to requests already sent.
+    pausing: Option<Pausing>,
+}
+
+#[derive(Debug)]
+struct Pausing {
+    reply: Deferred,
+    /// The prefetch thread's count of looks at which it was paused with nothing in flight,
+    /// when `pause` began: a look after that saw the pause.
+    seen: u64,
+    since: Instant,
+    timer: TimerId,
 }
 
 impl std::fmt::Debug for Remote {
@@ -150,6 +164,7 @@ impl Remote {
                 stop: AtomicBool::new(false),
             }),
             worker: None,
+            pausing: None,
         })
     }
 
@@ -196,10 +211,9 @@ fn init(r: &mut Remote, ctx: &mut Ctx, args: &[String]) -> Outcome {
     if let Some(b) = args.first() {
         ctx.dir().buffer_path(b).map_err(|e| e.to_string())?;
         if r.vars.lname.set(b) {
-            return Err(format!(
-                "buffer name longer than {} bytes",
-                r.vars.lname.capacity()
-            ));
+            return Err(
+                format!("buffer name longer than {} bytes", r.vars.lname.capacity()).into(),
+            );
         }
     }
     let lname = r.vars.lname.get();
@@ -209,7 +223,7 @@ fn init(r: &mut Remote, ctx: &mut Ctx, args: &[String]) -> Outcome {
         let same = ctx.dir().buffer_path(&lname).ok().as_deref() == Some(w.path())
             && w.stats().capacity == size;
         if same {
-            return Ok(format!("buffer {lname} ({size} bytes) kept"));
+            return Ok(format!("buffer {lname} ({size} bytes) kept").into());
         }
     }
     r.writer = None;
@@ -219,14 +233,14 @@ fn init(r: &mut Remote, ctx: &mut Ctx, args: &[String]) -> Outcome {
         w.path().display()
     ));
     r.writer = Some(w);
-    Ok(format!("buffer {lname} ({size} bytes) ready"))
+    Ok(format!("buffer {lname} ({size} bytes) ready").into())
 }
 
 fn start(r: &mut Remote, ctx: &mut Ctx, args: &[String]) -> Outcome {
     let writer = r.writer.take().ok_or("no local buffer: run init first")?;
     if let Err(e) = r.set_target(args) {
         r.writer = Some(writer);
-        return Err(e);
+        return Err(e.into());
     }
     r.vars.timeouts.set(0);
     r.vars.ignored.set(0);
@@ -241,27 +255,53 @@ fn start(r: &mut Remote, ctx: &mut Ctx, args: &[String]) -> Outcome {
     Ok(match &*r.control.target.lock() {
         Some((h, p)) => format!("fetching from {h}:{p}"),
         None => "serving with no events".to_owned(),
-    })
+    }
+    .into())
 }
 
-fn pause(r: &mut Remote, _: &mut Ctx, _: &[String]) -> Outcome {
+fn pause(r: &mut Remote, ctx: &mut Ctx, _: &[String]) -> Outcome {
     // Stop asking, then wait for the answers to the requests already sent: when `pause` has
     // answered, the buffer no longer grows. (A count taken after the store below can only be
-    // bumped by a look that saw the pause.)
+    // bumped by a look that saw the pause.) The wait is a timer: the process keeps serving.
     let c = &r.control;
     c.paused.store(true, Ordering::SeqCst);
     let seen = c.drained.load(Ordering::SeqCst);
-    let until = Instant::now() + PAUSE_DRAIN;
-    while r.worker.is_some() && c.drained.load(Ordering::SeqCst) == seen {
-        if Instant::now() >= until {
-            return Ok(format!(
-                "paused, but requests sent before got no answer within {} s: their events may still arrive",
-                PAUSE_DRAIN.as_secs()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(1));
+    if r.worker.is_none() {
+        return Ok("paused: no new events".into());
     }
-    Ok("paused: no new events".into())
+    let reply = ctx.defer();
+    let timer = ctx.timer_every(Duration::from_millis(1));
+    r.pausing = Some(Pausing {
+        reply,
+        seen,
+        since: Instant::now(),
+        timer,
+    });
+    Ok(Done::Later)
+}
+
+impl Remote {
+    fn look_at_pause(&mut self, ctx: &mut Ctx) {
+        let Some(p) = &self.pausing else { return };
+        let drained =
+            self.worker.is_none() || self.control.drained.load(Ordering::SeqCst) != p.seen;
+        if !drained && p.since.elapsed() < PAUSE_DRAIN {
+            return;
+        }
+        let p = self.pausing.take().expect("checked above");
+        ctx.cancel_timer(p.timer);
+        ctx.complete(
+            p.reply,
+            Ok(if drained {
+                "paused: no new events".to_owned()
+            } else {
+                format!(
+                    "paused, but requests sent before got no answer within {} s: their events may still arrive",
+                    PAUSE_DRAIN.as_secs()
+                )
+            }),
+        );
+    }
 }
 
 fn resume(r: &mut Remote, _: &mut Ctx, _: &[String]) -> Outcome {
@@ -274,17 +314,14 @@ fn reconnect(r: &mut Remote, _: &mut Ctx, args: &[String]) -> Outcome {
     Ok(match &*r.control.target.lock() {
         Some((h, p)) => format!("reconnecting to {h}:{p}"),
         None => "disconnected, serving with no events".to_owned(),
-    })
+    }
+    .into())
 }
 
 fn disconnect(r: &mut Remote, _: &mut Ctx, _: &[String]) -> Outcome {
     *r.control.target.lock() = None;
     r.control.generation.fetch_add(1, Ordering::Relaxed);
     Ok("disconnected; serving what the buffer holds".into())
-}
-
-fn update(_: &mut Remote, _: &mut Ctx, _: &[String]) -> Outcome {
-    Ok("statistics updated".into())
 }
 
 fn end(r: &mut Remote, _: &mut Ctx, _: &[String]) -> Outcome {
@@ -295,17 +332,24 @@ fn end(r: &mut Remote, _: &mut Ctx, _: &[String]) -> Outcome {
 impl App for Remote {
     fn commands() -> Vec<Command<Self>> {
         vec![
-            Command::init("Initialize: create the local buffer lname of circsize bytes; the argument sets lname", init)
-                .args("[circbuf]", 0, 1),
-            Command::start("Connect to the farm spy daemon and start serving; raddr '-': serve with no events", start)
-                .args("[raddr [rport]]", 0, 2),
-            Command::pause("Pause receiving new events", pause),
-            Command::resume("Resume receiving new events", resume),
-            Command::new("reconnect", "Drop the connection and connect to another farm spy daemon", SERVING, None, reconnect)
-                .args("[raddr [rport]]", 0, 2),
-            Command::new("disconnect", "Drop the connection, but continue serving empty", SERVING, None, disconnect),
-            Command::update("Update the shared variables now", update),
-            Command::end("End serving", end),
+            Command::init("Initialize: create the local buffer lname of circsize bytes; the argument sets lname")
+                .args("[circbuf]", 0, 1)
+                .handler(init),
+            Command::start("Connect to the farm spy daemon and start serving; raddr '-': serve with no events")
+                .args("[raddr [rport]]", 0, 2)
+                .handler(start),
+            Command::pause("Pause receiving new events; answers once the requests already sent are answered")
+                .handler(pause),
+            Command::resume("Resume receiving new events").handler(resume),
+            Command::new("reconnect", "Drop the connection and connect to another farm spy daemon")
+                .allowed(SERVING)
+                .args("[raddr [rport]]", 0, 2)
+                .handler(reconnect),
+            Command::new("disconnect", "Drop the connection, but continue serving empty")
+                .allowed(SERVING)
+                .handler(disconnect),
+            Command::update("Update the shared variables now"),
+            Command::end("End serving").handler(end),
         ]
     }
 
@@ -329,6 +373,10 @@ impl App for Remote {
                 MODE_LABELS[self.vars.mode.get().clamp(0, 2) as usize]
             ),
         ]
+    }
+
+    fn timer(&mut self, ctx: &mut Ctx, _id: TimerId) {
+        self.look_at_pause(ctx);
     }
 
     fn shutdown(&mut self, _ctx: &mut Ctx) {

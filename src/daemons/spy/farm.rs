@@ -17,11 +17,9 @@ use shvars::region::{IntVar, StrVar, VarSpec};
 
 use super::proto::write_error;
 use super::serve::{serve, Counter, End, FarmShared};
-use crate::command::{Command, Outcome};
-use crate::eventlog::EventLog;
-use crate::process::{App, BoxError, Ctx, ProcessSpec};
-
-use crate::stats::{Stats, StatsConfig};
+use crate::framework::eventlog::EventLog;
+use crate::framework::stats::{Stats, StatsConfig};
+use crate::framework::{App, BoxError, Command, Ctx, Outcome, ProcessSpec, TICK};
 
 /// How the framework runs a farm spy daemon.
 pub const SPEC: ProcessSpec = ProcessSpec {
@@ -31,6 +29,7 @@ pub const SPEC: ProcessSpec = ProcessSpec {
         upfreq_l: 1000,
         pack_name: "packets",
     }),
+    tick: Some(TICK),
 };
 
 /// Default TCP port.
@@ -223,13 +222,12 @@ fn init(f: &mut Farm, ctx: &mut Ctx, args: &[String]) -> Outcome {
     if let Some(b) = args.first() {
         ctx.dir().buffer_path(b).map_err(|e| e.to_string())?;
         if f.vars.bcname.set(b) {
-            return Err(format!(
-                "buffer name longer than {} bytes",
-                f.vars.bcname.capacity()
-            ));
+            return Err(
+                format!("buffer name longer than {} bytes", f.vars.bcname.capacity()).into(),
+            );
         }
     }
-    Ok(format!("serving buffer {}", f.vars.bcname.get()))
+    Ok(format!("serving buffer {}", f.vars.bcname.get()).into())
 }
 
 fn start(f: &mut Farm, ctx: &mut Ctx, _: &[String]) -> Outcome {
@@ -241,7 +239,8 @@ fn start(f: &mut Farm, ctx: &mut Ctx, _: &[String]) -> Outcome {
         return Err(format!(
             "cannot serve {bcname}: its producer (pid {}) is not running (start the producer first)",
             probe.buffer_stats().producer_pid
-        ));
+        )
+        .into());
     }
     drop(probe);
     let port = f.vars.port.get();
@@ -300,7 +299,7 @@ fn start(f: &mut Farm, ctx: &mut Ctx, _: &[String]) -> Outcome {
     });
     ctx.log()
         .info(format!("listening on {addr}, serving {bcname}"));
-    Ok(format!("listening on port {}", addr.port()))
+    Ok(format!("listening on port {}", addr.port()).into())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -398,19 +397,15 @@ fn end(f: &mut Farm, ctx: &mut Ctx, _: &[String]) -> Outcome {
 impl App for Farm {
     fn commands() -> Vec<Command<Self>> {
         vec![
-            Command::init(
-                "Initialize; the argument sets bcname (the farm buffer)",
-                init,
-            )
-            .args("[bcname]", 0, 1),
-            Command::start(
-                "Listen on `port` and serve bcname (its producer must be running)",
-                start,
-            ),
-            Command::pause("Stop serving new events; keep the connections", pause),
-            Command::resume("Serve new events again", resume),
-            Command::update("Update the shared variables now", update),
-            Command::end("Close the listener and every connection", end),
+            Command::init("Initialize; the argument sets bcname (the farm buffer)")
+                .args("[bcname]", 0, 1)
+                .handler(init),
+            Command::start("Listen on `port` and serve bcname (its producer must be running)")
+                .handler(start),
+            Command::pause("Stop serving new events; keep the connections").handler(pause),
+            Command::resume("Serve new events again").handler(resume),
+            Command::update("Update the shared variables now").handler(update),
+            Command::end("Close the listener and every connection").handler(end),
         ]
     }
 

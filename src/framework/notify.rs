@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
 
-use crate::eventlog::EventLog;
+use super::eventlog::EventLog;
 
 /// Sends the process's notifications to the service manager, if there is one.
 #[derive(Debug)]
@@ -82,7 +82,7 @@ impl Notifier {
     }
 
     /// `WATCHDOG=1` if half the watchdog interval has passed since the last one; call it from
-    /// the main loop (about every [`crate::process::TICK`]).
+    /// the main loop (about every [`super::runner::HEARTBEAT`]).
     pub fn watchdog_tick(&mut self) {
         let Some(interval) = self.watchdog else {
             return;

@@ -168,7 +168,7 @@ fn generated_sums(start: u64, body_len: usize) -> (u64, u64) {
 ///
 /// # Examples
 /// ```
-/// use daqproc::payload::{fill, verify};
+/// use daqproc::daemons::payload::{fill, verify};
 /// let mut ev = vec![0u8; 100];
 /// fill(7, &mut ev);
 /// assert_eq!(verify(7, &ev), Ok(()));

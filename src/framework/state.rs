@@ -2,7 +2,7 @@
 //! <-> PAUSE_STATE, with KLOE's names.
 //!
 //! The states and the standard transitions live here as data; the command table
-//! ([`crate::command`]) says which command is allowed where and where it leads.
+//! ([`super::table`]) says which command is allowed where and where it leads.
 
 use std::fmt;
 

@@ -1,0 +1,7 @@
+//! What the tools show of processes, by reading their regions (never disturbing them): whether
+//! they run ([`liveness`]), every change of their variables ([`watch`]), and the numbers for
+//! monitoring systems ([`metrics`]).
+
+pub mod liveness;
+pub mod metrics;
+pub mod watch;

@@ -1,0 +1,7 @@
+//! Small pieces every part of the project shares: backoff, units, command-line helpers, and the
+//! checks on files in the shared runtime directory.
+
+pub mod backoff;
+pub mod cli;
+pub mod files;
+pub mod units;
