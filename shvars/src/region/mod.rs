@@ -66,7 +66,7 @@ pub fn now_ns() -> u64 {
 }
 
 /// Sizes of a new region.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct CreateOptions {
     /// Bytes for the schema (about 200 per variable).
     pub schema_cap: usize,
@@ -719,6 +719,18 @@ impl StrVar {
         if self.get().as_bytes() != &s.as_bytes()[..n] {
             self.map.write_str(self.off, &s.as_bytes()[..n], now_ns());
         }
+        n < s.len()
+    }
+
+    /// Writes the value, cut to the capacity at a character boundary, without first reading the
+    /// current one: unlike [`StrVar::set`] it never allocates (for a loop that must not), and it
+    /// always updates the time of change. Returns whether it was cut.
+    pub fn store(&self, s: &str) -> bool {
+        let mut n = s.len().min(self.cap);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        self.map.write_str(self.off, &s.as_bytes()[..n], now_ns());
         n < s.len()
     }
 
