@@ -1008,6 +1008,12 @@ impl RegionReader {
         }
     }
 
+    /// The owner's last heartbeat, ns since the Unix epoch (as [`RegionReader::info`], without
+    /// copying the name: a loop that must not allocate can watch it).
+    pub fn heartbeat_ns(&self) -> u64 {
+        self.map.header().heartbeat_ns.load(Ordering::Relaxed)
+    }
+
     /// Whether the owner process is alive: it holds the exclusive lock on the file. This is
     /// right even after the pid has been reused by an unrelated process.
     pub fn is_alive(&self) -> bool {
