@@ -1,0 +1,8 @@
+//! `lvsmon`: the health-check daemon (seed 003, LVSmon).
+
+pub mod config;
+pub mod plan;
+pub mod probe;
+pub mod reason;
+pub mod rows;
+pub mod verdict;
