@@ -12,9 +12,7 @@ use serde::Deserialize;
 use shvars::{ProcName, RuntimeDir};
 use toml::Spanned;
 
-use super::plan::{
-    Actions, CheckDef, Condition, FrameworkProbe, Ipvs, Op, Probe, Target, Watched,
-};
+use super::plan::{Actions, CheckDef, Condition, FrameworkProbe, Ipvs, Op, Probe, Target, Watched};
 use super::probe::{HttpExpect, Matcher, StatusSet};
 use super::rows::{Row, Rows, MAX_NAME};
 use super::verdict::Thresholds;
@@ -229,7 +227,13 @@ impl Ctx<'_> {
         self.err::<()>(s.span(), msg)
     }
 
-    fn duration(&self, d: &Spanned<Dur>, what: &str, min_ms: u64, max_ms: u64) -> Result<u64, ConfigError> {
+    fn duration(
+        &self,
+        d: &Spanned<Dur>,
+        what: &str,
+        min_ms: u64,
+        max_ms: u64,
+    ) -> Result<u64, ConfigError> {
         let ms = match d.get_ref() {
             Dur::Secs(s) if s.is_finite() && *s >= 0.0 => (s * 1000.0).round() as u64,
             Dur::Secs(s) => return Err(self.at(d, format!("{what}: {s} is not a duration"))),
@@ -324,7 +328,11 @@ pub fn parse_duration_ms(t: &str) -> Option<u64> {
     if !ms.is_finite() {
         return None;
     }
-    Some(if ms > 0.0 && ms < 1.0 { 1 } else { ms.round() as u64 })
+    Some(if ms > 0.0 && ms < 1.0 {
+        1
+    } else {
+        ms.round() as u64
+    })
 }
 
 /// A duration for people: `250 ms`, `10 s`.
@@ -363,7 +371,9 @@ fn check_hostport(s: &str) -> Result<(), String> {
         return Err(format!("{s:?} has no host"));
     }
     if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
-        return Err(format!("{s:?}: write an IPv6 address in brackets, [::1]:80"));
+        return Err(format!(
+            "{s:?}: write an IPv6 address in brackets, [::1]:80"
+        ));
     }
     match port.parse::<u16>() {
         Ok(p) if p > 0 => Ok(()),
@@ -398,7 +408,9 @@ fn parse_url(u: &str) -> Result<Url, String> {
         path.to_owned()
     };
     if auth.is_empty() || auth.contains('@') {
-        return Err(format!("{u:?}: no host (or user info, which is not supported)"));
+        return Err(format!(
+            "{u:?}: no host (or user info, which is not supported)"
+        ));
     }
     if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return Err(format!("{u:?}: the path has blanks or control characters"));
@@ -475,9 +487,10 @@ pub fn parse_condition(s: &str) -> Result<Condition, String> {
         if let Some((var, num)) = s.split_once(text) {
             let var = var.trim();
             shvars::check_var_name(var).map_err(|e| format!("condition {s:?}: {e}"))?;
-            let value: f64 = num.trim().parse().map_err(|_| {
-                format!("condition {s:?}: {:?} is not a number", num.trim())
-            })?;
+            let value: f64 = num
+                .trim()
+                .parse()
+                .map_err(|_| format!("condition {s:?}: {:?} is not a number", num.trim()))?;
             return Ok(Condition {
                 var: var.to_owned(),
                 op,
@@ -570,7 +583,12 @@ pub struct Specs {
 ///
 /// # Errors
 /// A [`ConfigError`] with the file, line and reason.
-pub fn parse(path: &Path, text: &str, base: &Defaults, dir: &RuntimeDir) -> Result<Specs, ConfigError> {
+pub fn parse(
+    path: &Path,
+    text: &str,
+    base: &Defaults,
+    dir: &RuntimeDir,
+) -> Result<Specs, ConfigError> {
     let cx = Ctx { path, text };
     let file: FileToml = toml::from_str(text).map_err(|e| ConfigError {
         path: path.to_owned(),
@@ -583,7 +601,10 @@ pub fn parse(path: &Path, text: &str, base: &Defaults, dir: &RuntimeDir) -> Resu
         let p = find_program(g.command.get_ref()).ok_or_else(|| {
             cx.at(
                 &g.command,
-                format!("ipvsadm command {}: no such executable", g.command.get_ref()),
+                format!(
+                    "ipvsadm command {}: no such executable",
+                    g.command.get_ref()
+                ),
             )
         })?;
         ipvsadm = Some(p);
@@ -598,7 +619,9 @@ pub fn parse(path: &Path, text: &str, base: &Defaults, dir: &RuntimeDir) -> Resu
         };
         if name.is_empty()
             || name.len() > MAX_NAME
-            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
             return Err(bad(format!(
                 "the name must be 1 to {MAX_NAME} characters of [A-Za-z0-9_-]"
@@ -612,7 +635,10 @@ pub fn parse(path: &Path, text: &str, base: &Defaults, dir: &RuntimeDir) -> Resu
         spec.line = line;
         if spec.actions.ipvs.is_some() && ipvsadm.is_none() {
             ipvsadm = Some(find_program("ipvsadm").ok_or_else(|| {
-                bad("ipvs: ipvsadm is not installed (install it, or name it in [ipvsadm] command)".to_owned())
+                bad(
+                    "ipvs: ipvsadm is not installed (install it, or name it in [ipvsadm] command)"
+                        .to_owned(),
+                )
             })?);
         }
         checks.push(spec);
@@ -624,12 +650,7 @@ pub fn parse(path: &Path, text: &str, base: &Defaults, dir: &RuntimeDir) -> Resu
 }
 
 /// Refuses keys that do not belong to a kind of check.
-fn only(
-    cx: &Ctx<'_>,
-    kind: &str,
-    c: &CheckToml,
-    allowed: &[&str],
-) -> Result<(), ConfigError> {
+fn only(cx: &Ctx<'_>, kind: &str, c: &CheckToml, allowed: &[&str]) -> Result<(), ConfigError> {
     let present: [(&str, Option<std::ops::Range<usize>>); 14] = [
         ("address", c.address.as_ref().map(Spanned::span)),
         ("url", c.url.as_ref().map(Spanned::span)),
@@ -672,7 +693,10 @@ fn matcher(
     match (lit, re) {
         (Some(l), Some(r)) => Err(cx.at(
             r,
-            format!("give {what} or {what}_regex, not both (first at line {})", line_of(cx.text, l.span().start)),
+            format!(
+                "give {what} or {what}_regex, not both (first at line {})",
+                line_of(cx.text, l.span().start)
+            ),
         )),
         (Some(l), None) => {
             let m = if lit_is_prefix {
@@ -682,14 +706,24 @@ fn matcher(
             };
             m.map(Some).map_err(|e| cx.at(l, e))
         }
-        (None, Some(r)) => Matcher::regex(r.get_ref()).map(Some).map_err(|e| cx.at(r, e)),
+        (None, Some(r)) => Matcher::regex(r.get_ref())
+            .map(Some)
+            .map_err(|e| cx.at(r, e)),
         (None, None) => Ok(None),
     }
 }
 
-fn address(cx: &Ctx<'_>, c: &CheckToml, kind: &str, span: std::ops::Range<usize>) -> Result<String, ConfigError> {
+fn address(
+    cx: &Ctx<'_>,
+    c: &CheckToml,
+    kind: &str,
+    span: std::ops::Range<usize>,
+) -> Result<String, ConfigError> {
     let a = c.address.as_ref().ok_or_else(|| {
-        cx.err::<()>(span, format!("a {kind} check needs address = \"HOST:PORT\""))
+        cx.err::<()>(
+            span,
+            format!("a {kind} check needs address = \"HOST:PORT\""),
+        )
     })?;
     check_hostport(a.get_ref()).map_err(|e| cx.at(a, format!("address: {e}")))?;
     Ok(a.get_ref().clone())
@@ -721,10 +755,22 @@ fn build_check(
                 cx,
                 kind,
                 c,
-                &["url", "address", "host", "method", "status", "body", "body_regex", "body_limit"],
+                &[
+                    "url",
+                    "address",
+                    "host",
+                    "method",
+                    "status",
+                    "body",
+                    "body_regex",
+                    "body_limit",
+                ],
             )?;
             let u = c.url.as_ref().ok_or_else(|| {
-                cx.err::<()>(kspan.clone(), "an http check needs url = \"http://HOST[:PORT]/PATH\"")
+                cx.err::<()>(
+                    kspan.clone(),
+                    "an http check needs url = \"http://HOST[:PORT]/PATH\"",
+                )
             })?;
             let url = parse_url(u.get_ref()).map_err(|e| cx.at(u, format!("url: {e}")))?;
             let connect = match &c.address {
@@ -738,7 +784,10 @@ fn build_check(
                 Some(h) => {
                     let h = h.get_ref();
                     if h.is_empty() || h.bytes().any(|b| b <= b' ' || b == 0x7f) {
-                        return Err(cx.at(c.host.as_ref().unwrap_or(u), "host: empty, or blanks or control characters"));
+                        return Err(cx.at(
+                            c.host.as_ref().unwrap_or(u),
+                            "host: empty, or blanks or control characters",
+                        ));
                     }
                     h.clone()
                 }
@@ -791,9 +840,13 @@ fn build_check(
         "banner" => {
             only(cx, kind, c, &["address", "expect", "expect_regex", "send"])?;
             let a = address(cx, c, kind, kspan.clone())?;
-            let expect = matcher(cx, &c.expect, &c.expect_regex, true, "expect")?.ok_or_else(|| {
-                cx.err::<()>(kspan, "a banner check needs expect = \"PREFIX\" or expect_regex = \"...\"")
-            })?;
+            let expect =
+                matcher(cx, &c.expect, &c.expect_regex, true, "expect")?.ok_or_else(|| {
+                    cx.err::<()>(
+                        kspan,
+                        "a banner check needs expect = \"PREFIX\" or expect_regex = \"...\"",
+                    )
+                })?;
             (
                 Probe::Banner {
                     target: Target::resolve(&a),
@@ -810,7 +863,10 @@ fn build_check(
             only(cx, kind, c, &["address", "send", "expect", "expect_regex"])?;
             let a = address(cx, c, kind, kspan.clone())?;
             let send = c.send.as_ref().ok_or_else(|| {
-                cx.err::<()>(kspan, "a udp check needs send = \"...\" (the datagram to send)")
+                cx.err::<()>(
+                    kspan,
+                    "a udp check needs send = \"...\" (the datagram to send)",
+                )
             })?;
             let expect = matcher(cx, &c.expect, &c.expect_regex, false, "expect")?;
             (
@@ -824,10 +880,12 @@ fn build_check(
         }
         "framework" => {
             only(cx, kind, c, &["process", "heartbeat", "condition"])?;
-            let p = c.process.as_ref().ok_or_else(|| {
-                cx.err::<()>(kspan, "a framework check needs process = \"NAME\"")
-            })?;
-            let process = ProcName::new(p.get_ref()).map_err(|e| cx.at(p, format!("process: {e}")))?;
+            let p = c
+                .process
+                .as_ref()
+                .ok_or_else(|| cx.err::<()>(kspan, "a framework check needs process = \"NAME\""))?;
+            let process =
+                ProcName::new(p.get_ref()).map_err(|e| cx.at(p, format!("process: {e}")))?;
             let max_age_ms = match &c.heartbeat {
                 Some(h) => cx.duration(h, "heartbeat", 100, 86_400_000)?,
                 None => 5000,
@@ -914,8 +972,13 @@ mod tests {
 
     fn try_parse(text: &str) -> Result<Specs, String> {
         let dir = RuntimeDir::at(std::env::temp_dir());
-        parse(Path::new("checks.conf"), text, &Defaults::with_interval(10_000), &dir)
-            .map_err(|e| e.to_string())
+        parse(
+            Path::new("checks.conf"),
+            text,
+            &Defaults::with_interval(10_000),
+            &dir,
+        )
+        .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -968,18 +1031,54 @@ condition = ["no_conn == 0", "rate >= 1.5"]
     #[test]
     fn bad_files_name_line_and_reason() {
         let cases = [
-            ("[check.a]\ntype = \"tcp\"\naddress = \"10.0.0.1\"\n", "checks.conf:3: check a: address: \"10.0.0.1\" has no port"),
-            ("[check.a]\ntype = \"smtp\"\n", "checks.conf:2: check a: type \"smtp\" is not one of"),
-            ("[check.a]\ntype = \"tcp\"\naddress = \"h:1\"\nbogus = 1\n", "checks.conf:"),
-            ("\n\n[check.a]\ntype = \"http\"\nurl = \"https://x/\"\n", "checks.conf:5: check a: url: https://x/: https is not supported"),
-            ("[check.a]\ntype = \"http\"\nurl = \"http://x/\"\nbody_regex = \"(\"\n", "checks.conf:4: check a: bad pattern"),
-            ("[check.a]\ntype = \"tcp\"\naddress = \"h:1\"\nbody = \"x\"\n", "checks.conf:4: check a: body does not apply to a tcp check"),
-            ("[check.a]\ntype = \"framework\"\nprocess = \"p\"\ncondition = \"x = 1\"\n", "checks.conf:4: check a: condition \"x = 1\": write VARIABLE OP NUMBER"),
-            ("[check.a]\ntype = \"tcp\"\naddress = \"h:1\"\nrise = 0\n", "checks.conf:4: check a: rise: 0 is outside 1 to 1000"),
-            ("[check.a]\ntype = \"tcp\"\naddress = \"h:1\"\ninterval = \"soon\"\n", "checks.conf:4: check a: interval: \"soon\" is not a duration"),
-            ("[check.a]\ntype = \"tcp\"\naddress = \"h:1\"\nnotify = \"/nonexistent/x\"\n", "checks.conf:4: check a: notify: /nonexistent/x: no such executable"),
-            ("[check.\"a b\"]\ntype = \"tcp\"\naddress = \"h:1\"\n", "checks.conf:1: check a b: the name must be"),
-            ("[check.a]\ntype = \"tcp\"\n", "checks.conf:2: check a: a tcp check needs address"),
+            (
+                "[check.a]\ntype = \"tcp\"\naddress = \"10.0.0.1\"\n",
+                "checks.conf:3: check a: address: \"10.0.0.1\" has no port",
+            ),
+            (
+                "[check.a]\ntype = \"smtp\"\n",
+                "checks.conf:2: check a: type \"smtp\" is not one of",
+            ),
+            (
+                "[check.a]\ntype = \"tcp\"\naddress = \"h:1\"\nbogus = 1\n",
+                "checks.conf:",
+            ),
+            (
+                "\n\n[check.a]\ntype = \"http\"\nurl = \"https://x/\"\n",
+                "checks.conf:5: check a: url: https://x/: https is not supported",
+            ),
+            (
+                "[check.a]\ntype = \"http\"\nurl = \"http://x/\"\nbody_regex = \"(\"\n",
+                "checks.conf:4: check a: bad pattern",
+            ),
+            (
+                "[check.a]\ntype = \"tcp\"\naddress = \"h:1\"\nbody = \"x\"\n",
+                "checks.conf:4: check a: body does not apply to a tcp check",
+            ),
+            (
+                "[check.a]\ntype = \"framework\"\nprocess = \"p\"\ncondition = \"x = 1\"\n",
+                "checks.conf:4: check a: condition \"x = 1\": write VARIABLE OP NUMBER",
+            ),
+            (
+                "[check.a]\ntype = \"tcp\"\naddress = \"h:1\"\nrise = 0\n",
+                "checks.conf:4: check a: rise: 0 is outside 1 to 1000",
+            ),
+            (
+                "[check.a]\ntype = \"tcp\"\naddress = \"h:1\"\ninterval = \"soon\"\n",
+                "checks.conf:4: check a: interval: \"soon\" is not a duration",
+            ),
+            (
+                "[check.a]\ntype = \"tcp\"\naddress = \"h:1\"\nnotify = \"/nonexistent/x\"\n",
+                "checks.conf:4: check a: notify: /nonexistent/x: no such executable",
+            ),
+            (
+                "[check.\"a b\"]\ntype = \"tcp\"\naddress = \"h:1\"\n",
+                "checks.conf:1: check a b: the name must be",
+            ),
+            (
+                "[check.a]\ntype = \"tcp\"\n",
+                "checks.conf:2: check a: a tcp check needs address",
+            ),
             ("[check.a\ntype = \"tcp\"\n", "checks.conf:1: "),
         ];
         for (text, want) in cases {

@@ -379,8 +379,7 @@ impl HttpState {
     pub fn eof(&self, e: &HttpExpect) -> Reason {
         match (self.stage, &e.body) {
             (Stage::Body, Some(m)) => {
-                if self.length != u32::MAX && self.seen < self.length && !m.finish(self.state(m))
-                {
+                if self.length != u32::MAX && self.seen < self.length && !m.finish(self.state(m)) {
                     Reason::ClosedEarly
                 } else {
                     self.end_of_body(m)
@@ -496,7 +495,8 @@ mod tests {
 
     #[test]
     fn http_status_and_body_any_split() {
-        let ok = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\nall is well";
+        let ok =
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\nall is well";
         for step in [1, 2, 3, 7, 1000] {
             assert_eq!(judge(&expect(None), ok, step), Reason::Ok);
             assert_eq!(judge(&expect(Some("is w")), ok, step), Reason::Ok);
@@ -513,7 +513,10 @@ mod tests {
                 judge(&expect(None), b"HTTP/1.0 404 Not Found\r\n\r\n", step),
                 Reason::BadStatus(404)
             );
-            assert_eq!(judge(&expect(None), b"HTTP/1.1 2", step), Reason::ClosedEarly);
+            assert_eq!(
+                judge(&expect(None), b"HTTP/1.1 2", step),
+                Reason::ClosedEarly
+            );
             assert_eq!(judge(&expect(None), b"", step), Reason::ClosedEarly);
             assert_eq!(
                 judge(&expect(None), b"SSH-2.0-OpenSSH\r\n", step),
@@ -523,7 +526,10 @@ mod tests {
         // A header that looks like the end of the headers does not fool it; the pattern is not
         // searched in the headers.
         let tricky = b"HTTP/1.1 200 OK\r\nX-Note: all is well\r\n\r\nnope";
-        assert_eq!(judge(&expect(Some("all is")), tricky, 1), Reason::UnexpectedBody);
+        assert_eq!(
+            judge(&expect(Some("all is")), tricky, 1),
+            Reason::UnexpectedBody
+        );
         // Without Content-Length, the body runs to the end of the connection.
         let open = b"HTTP/1.0 200 OK\n\nfine here";
         assert_eq!(judge(&expect(Some("here")), open, 4), Reason::Ok);
@@ -531,8 +537,14 @@ mod tests {
             body: Some(Matcher::regex("v[0-9]+\\.[0-9]+").unwrap()),
             ..expect(None)
         };
-        assert_eq!(judge(&re, b"HTTP/1.1 200 OK\r\n\r\nversion v12.3 up", 3), Reason::Ok);
-        assert_eq!(judge(&re, b"HTTP/1.1 200 OK\r\n\r\nversion v12 up", 3), Reason::UnexpectedBody);
+        assert_eq!(
+            judge(&re, b"HTTP/1.1 200 OK\r\n\r\nversion v12.3 up", 3),
+            Reason::Ok
+        );
+        assert_eq!(
+            judge(&re, b"HTTP/1.1 200 OK\r\n\r\nversion v12 up", 3),
+            Reason::UnexpectedBody
+        );
     }
 
     #[test]
@@ -582,7 +594,10 @@ mod tests {
             st.feed(&re, b"421 busy\r\n220 mail ESMTP\r\n", Reason::BadBanner),
             Judged::Done(Reason::BadBanner)
         );
-        assert_eq!(judge_datagram(Some(&Matcher::substring("pong").unwrap()), b"xpongx"), Reason::Ok);
+        assert_eq!(
+            judge_datagram(Some(&Matcher::substring("pong").unwrap()), b"xpongx"),
+            Reason::Ok
+        );
         assert_eq!(
             judge_datagram(Some(&Matcher::substring("pong").unwrap()), b"ping"),
             Reason::UnexpectedBody
@@ -590,6 +605,9 @@ mod tests {
         // Literal text with regex metacharacters is matched literally.
         let lit = Matcher::substring("a.b (c)").unwrap();
         assert_eq!(judge_datagram(Some(&lit), b"xx a.b (c)"), Reason::Ok);
-        assert_eq!(judge_datagram(Some(&lit), b"xx aXb (c)"), Reason::UnexpectedBody);
+        assert_eq!(
+            judge_datagram(Some(&lit), b"xx aXb (c)"),
+            Reason::UnexpectedBody
+        );
     }
 }

@@ -35,7 +35,9 @@ pub struct Row {
 }
 
 /// The names of a check's variables, in the order they are added.
-pub const COLUMNS: [&str; 7] = ["status", "reason", "since", "fails", "last_ms", "checks", "ok"];
+pub const COLUMNS: [&str; 7] = [
+    "status", "reason", "since", "fails", "last_ms", "checks", "ok",
+];
 
 impl Row {
     fn add(region: &VarRegion, check: &str) -> Result<Row, AddError> {
