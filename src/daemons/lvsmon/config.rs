@@ -593,7 +593,7 @@ pub fn parse(
     let file: FileToml = toml::from_str(text).map_err(|e| ConfigError {
         path: path.to_owned(),
         line: e.span().map(|s| line_of(text, s.start)),
-        msg: e.message().trim().to_owned(),
+        msg: e.message().trim().replace('\n', "; "),
     })?;
     let defaults = cx.common(&file.defaults, base)?;
     let mut ipvsadm = None;
