@@ -337,7 +337,7 @@ pub fn parse_duration_ms(t: &str) -> Option<u64> {
 
 /// A duration for people: `250 ms`, `10 s`.
 pub fn fmt_ms(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{} s", ms / 1000)
     } else if ms > 1000 {
         format!("{:.3} s", ms as f64 / 1000.0)

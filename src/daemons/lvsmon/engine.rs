@@ -656,7 +656,7 @@ impl Engine {
                 self.query(i, readable);
             }
             Probe::Banner { send: None, .. } => {
-                self.to_recv(i);
+                self.enter_recv(i);
                 if readable {
                     self.recv(i);
                 }
@@ -665,7 +665,7 @@ impl Engine {
         }
     }
 
-    fn to_recv(&mut self, i: usize) {
+    fn enter_recv(&mut self, i: usize) {
         let now = self.now_ms();
         let t = &mut *self.table;
         let s = &mut t.slots[i];
@@ -693,7 +693,7 @@ impl Engine {
                 Err(e) => return self.finish(i, Reason::from_io(&e)),
             }
         }
-        self.to_recv(i);
+        self.enter_recv(i);
         if readable {
             self.recv(i);
         }
