@@ -623,3 +623,83 @@ expect_regex = "^SSH-2.0-"
         );
     }
 }
+
+#[test]
+fn lvsmon_and_lvsbench_print_completions_and_man_pages() {
+    let env = Env::new();
+    for bin in ["lvsmon", "lvsbench"] {
+        let mut c = env.command(bin);
+        c.args(["--completions", "bash"]);
+        env.run(c).ok().stdout_has(bin);
+        let mut c = env.command(bin);
+        c.arg("--man");
+        env.run(c).ok().stdout_has(".TH");
+    }
+    let mut c = env.command("lvsmon");
+    c.args(["--file", "x.conf", "--interval", "soon"]);
+    env.run(c)
+        .expect_code(2)
+        .stderr_has("--interval soon: not a duration");
+}
+
+#[test]
+fn started_as_root_it_becomes_the_user_it_is_told() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: dropping root needs root (CI runs the tests as root)");
+        return;
+    }
+    let user = "lvsmontest";
+    if nix::unistd::User::from_name(user).ok().flatten().is_none() {
+        let st = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                user,
+            ])
+            .status();
+        if !st.is_ok_and(|s| s.success()) {
+            eprintln!("skipped: cannot create user {user} (no useradd?)");
+            return;
+        }
+    }
+    let uid = nix::unistd::User::from_name(user)
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    let mut env = Env::new();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let f = write(
+        &env,
+        "checks.conf",
+        &format!("[defaults]\ninterval = \"50ms\"\nrise = 1\n[check.a]\ntype = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n"),
+    );
+    let pid = start_lvsmon(&mut env, "mon1", &f, &["--user", user]);
+    env.wait_until("the drop", || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some(&uid.to_string()))
+    });
+    // Still commanded (its files went to the user with it), still probing.
+    env.wait_until("a UP", || env.get("mon1", "check.a.status") == "UP");
+    env.shvar(&["cmd", "mon1", "checks"]).ok().stdout_has("UP");
+    assert!(env
+        .stderr_of("mon1")
+        .contains(&format!("dropped root: now uid {uid}")));
+    // ipvs actions need root: refused at start with --user.
+    let f2 = write(
+        &env,
+        "ipvs.conf",
+        &format!("[ipvsadm]\ncommand = \"/bin/true\"\n[check.a]\ntype = \"tcp\"\naddress = \"127.0.0.1:{port}\"\nipvs = {{ service = \"10.0.0.1:80\", real = \"10.0.0.2:80\" }}\n"),
+    );
+    let mut c = env.command("lvsmon");
+    c.args(["-n", "mon2", "--user", user, "--file"]).arg(&f2);
+    env.run(c)
+        .expect_code(1)
+        .stderr_has("ipvs actions need root");
+    drop(l);
+}

@@ -54,7 +54,10 @@ fn line(who: &str, s: &[Sample]) -> (f64, f64) {
     let rates: Vec<f64> = s.iter().map(|x| x.rate).collect();
     let cpus: Vec<f64> = s.iter().map(|x| x.cpu).collect();
     let per: Vec<f64> = s.iter().map(Sample::per_cpu).collect();
-    let lat: Vec<f64> = s.iter().flat_map(|x| x.latency_ms.iter().copied()).collect();
+    let lat: Vec<f64> = s
+        .iter()
+        .flat_map(|x| x.latency_ms.iter().copied())
+        .collect();
     let (lo, hi) = (
         rates.iter().copied().fold(f64::INFINITY, f64::min),
         rates.iter().copied().fold(0.0, f64::max),

@@ -27,7 +27,10 @@ pub fn exe(name: &str) -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe()?;
     let p = me.with_file_name(name);
     if !p.exists() {
-        bail!("{} not found: build it (cargo build --release)", p.display());
+        bail!(
+            "{} not found: build it (cargo build --release)",
+            p.display()
+        );
     }
     Ok(p)
 }
@@ -40,7 +43,9 @@ pub fn checks_file(kind: Kind, addrs: &[SocketAddr], n: usize, interval: &str) -
     for i in 0..n {
         let a = addrs[i % addrs.len()];
         match kind {
-            Kind::Tcp => s.push_str(&format!("[check.c{i}]\ntype = \"tcp\"\naddress = \"{a}\"\n")),
+            Kind::Tcp => s.push_str(&format!(
+                "[check.c{i}]\ntype = \"tcp\"\naddress = \"{a}\"\n"
+            )),
             Kind::Http => s.push_str(&format!(
                 "[check.c{i}]\ntype = \"http\"\nurl = \"http://{a}/health\"\n"
             )),

@@ -40,7 +40,9 @@ impl Blackbox {
         let dir = tempfile::Builder::new().prefix("lvsbench-bb").tempdir()?;
         let cfg = dir.path().join("blackbox.yml");
         std::fs::write(&cfg, CONFIG)?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let child = Command::new(exe)
             .arg(format!("--config.file={}", cfg.display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
@@ -49,7 +51,9 @@ impl Blackbox {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .with_context(|| format!("starting {exe} (apt-get install prometheus-blackbox-exporter)"))?;
+            .with_context(|| {
+                format!("starting {exe} (apt-get install prometheus-blackbox-exporter)")
+            })?;
         pin(child.id(), cpu)?;
         let t0 = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -66,14 +70,22 @@ impl Blackbox {
     }
 
     /// Drives it with `conc` clients for `secs`: probes of `kind` over `addrs`.
-    pub fn measure(&self, kind: Kind, addrs: &[SocketAddr], conc: usize, secs: f64) -> anyhow::Result<Sample> {
+    pub fn measure(
+        &self,
+        kind: Kind,
+        addrs: &[SocketAddr],
+        conc: usize,
+        secs: f64,
+    ) -> anyhow::Result<Sample> {
         let stop = Arc::new(AtomicBool::new(false));
         let (c0, t0) = (cpu_secs(self.child.id()), Instant::now());
         let mut threads = Vec::new();
         for k in 0..conc {
             let (stop, port) = (stop.clone(), self.port);
             let addrs = addrs.to_vec();
-            threads.push(std::thread::spawn(move || client(port, kind, &addrs, k, &stop)));
+            threads.push(std::thread::spawn(move || {
+                client(port, kind, &addrs, k, &stop)
+            }));
         }
         std::thread::sleep(Duration::from_secs_f64(secs));
         stop.store(true, Ordering::Relaxed);
@@ -83,7 +95,9 @@ impl Blackbox {
         let mut failed = 0u64;
         let mut latency_ms = Vec::new();
         for t in threads {
-            let r = t.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
+            let r = t
+                .join()
+                .map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
             n += r.0;
             failed += r.1;
             latency_ms.extend(r.2);
@@ -101,7 +115,13 @@ impl Blackbox {
 
 /// One client: requests back to back on one keep-alive connection. Returns probes, failures
 /// and latencies (ms).
-fn client(port: u16, kind: Kind, addrs: &[SocketAddr], k: usize, stop: &AtomicBool) -> anyhow::Result<(u64, u64, Vec<f64>)> {
+fn client(
+    port: u16,
+    kind: Kind,
+    addrs: &[SocketAddr],
+    k: usize,
+    stop: &AtomicBool,
+) -> anyhow::Result<(u64, u64, Vec<f64>)> {
     let s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_nodelay(true)?;
     let mut w = s.try_clone()?;
@@ -123,21 +143,43 @@ fn client(port: u16, kind: Kind, addrs: &[SocketAddr], k: usize, stop: &AtomicBo
             "GET /probe?module={module}&target={target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
         )?;
         let mut len = 0usize;
+        let mut chunked = false;
         loop {
             line.clear();
             if r.read_line(&mut line)? == 0 {
                 bail!("blackbox_exporter closed the connection");
             }
-            let l = line.trim_end();
+            let l = line.trim_end().to_ascii_lowercase();
             if l.is_empty() {
                 break;
             }
-            if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+            if let Some(v) = l.strip_prefix("content-length:") {
                 len = v.trim().parse().unwrap_or(0);
             }
+            if l.starts_with("transfer-encoding:") && l.contains("chunked") {
+                chunked = true;
+            }
         }
-        body.resize(len, 0);
-        r.read_exact(&mut body)?;
+        body.clear();
+        if chunked {
+            // Bigger answers (the HTTP prober's) come in chunks.
+            loop {
+                line.clear();
+                r.read_line(&mut line)?;
+                let n = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)?;
+                let at = body.len();
+                body.resize(at + n, 0);
+                r.read_exact(&mut body[at..])?;
+                line.clear();
+                r.read_line(&mut line)?;
+                if n == 0 {
+                    break;
+                }
+            }
+        } else {
+            body.resize(len, 0);
+            r.read_exact(&mut body)?;
+        }
         lat.push(t.elapsed().as_secs_f64() * 1e3);
         n += 1;
         if !body.windows(16).any(|w| w == b"probe_success 1\n") {

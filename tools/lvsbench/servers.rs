@@ -133,7 +133,9 @@ fn serve(mut poll: Poll, listeners: Vec<TcpListener>, kind: Kind, stop: &AtomicB
                             Kind::Tcp => drop(s),
                             Kind::Http => {
                                 let id = conns.insert((s, Vec::new()));
-                                let Some((s, _)) = conns.get_mut(id) else { continue };
+                                let Some((s, _)) = conns.get_mut(id) else {
+                                    continue;
+                                };
                                 if poll
                                     .registry()
                                     .register(s, Token(base + id), Interest::READABLE)

@@ -20,7 +20,7 @@ pub struct Cli {
     /// Default probe interval: seconds, or with a unit (500ms, 1m)
     #[arg(short = 'i', long, value_name = "SECONDS", default_value = "10")]
     pub interval: String,
-    /// When started as root: become USER once the region, FIFO and socket are open
+    /// When started as root: become USER once the region, FIFO and socket are open (not with ipvs actions)
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
     #[command(flatten)]

@@ -1088,6 +1088,15 @@ condition = ["no_conn == 0", "rate >= 1.5"]
     }
 
     #[test]
+    fn the_documented_example_parses() {
+        let text = include_str!("../../../docs/examples/lvsmon.conf")
+            .replace("/usr/local/bin/lvsmon-notify", "/bin/true")
+            .replace("/sbin/ipvsadm", "/bin/true");
+        let s = try_parse(&text).unwrap();
+        assert_eq!(s.checks.len(), 7);
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration_ms("10s"), Some(10_000));
         assert_eq!(parse_duration_ms("1.5s"), Some(1500));

@@ -613,11 +613,8 @@ impl Engine {
         }
         match s.phase {
             Phase::Wait => {}
-            Phase::ConResult => {
-                if writable || failed {
-                    self.conresult(i, readable);
-                }
-            }
+            // Any event: getpeername says whether the connection is up yet.
+            Phase::ConResult => self.conresult(i, readable),
             Phase::Query => {
                 if writable || failed {
                     self.query(i, readable);

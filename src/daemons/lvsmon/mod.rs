@@ -422,8 +422,10 @@ impl Lvsmon {
             ctx.log().info(line);
         }
         self.vars.edges.add(1);
-        if e.gen == self.gen {
-            self.states.insert(m.name.clone(), new);
+        // An edge of the previous table that arrives after a reload still counts for a check
+        // the new table carries on (the checker carried its state after the edge).
+        if let Some(s) = self.states.get_mut(&m.name) {
+            *s = new;
             self.count_states();
         }
         let info = EdgeInfo {
@@ -530,8 +532,8 @@ impl Lvsmon {
         }
     }
 
-    fn drop_privileges(&mut self, ctx: &mut Ctx) -> Result<String, String> {
-        use nix::unistd::{chown, setgid, setgroups, setuid, User};
+    fn drop_privileges(&mut self) -> Result<String, String> {
+        use nix::unistd::{setgid, setgroups, setuid, User};
         let name = self.opts.user.clone().unwrap_or_default();
         let u = User::from_name(&name)
             .map_err(|e| format!("--user {name}: {e}"))?
@@ -541,15 +543,9 @@ impl Lvsmon {
                 "--user {name}: lvsmon is not running as root, so it cannot become another user"
             ));
         }
-        let files = [
-            ctx.region().path().to_path_buf(),
-            ctx.dir().ctl_path(ctx.name()),
-            ctx.dir().sock_path(ctx.name()),
-        ];
-        for f in &files {
-            chown(f, Some(u.uid), Some(u.gid))
-                .map_err(|e| format!("--user {name}: cannot give {} to it: {e}", f.display()))?;
-        }
+        // The region, FIFO and socket stay root's: clients check that the socket's peer (whose
+        // credentials are those of the listen(), root's) owns the files. They are open already,
+        // so the process goes on serving them as USER.
         setgroups(&[u.gid]).map_err(|e| format!("--user {name}: setgroups: {e}"))?;
         setgid(u.gid).map_err(|e| format!("--user {name}: setgid: {e}"))?;
         setuid(u.uid).map_err(|e| format!("--user {name}: setuid: {e}"))?;
@@ -720,7 +716,7 @@ impl App for Lvsmon {
     fn timer(&mut self, ctx: &mut Ctx, id: TimerId) {
         if Some(id) == self.drop_timer {
             self.drop_timer = None;
-            match self.drop_privileges(ctx) {
+            match self.drop_privileges() {
                 Ok(t) => ctx.log().info(t),
                 Err(e) => {
                     ctx.error(&format!("{e}: exiting"));

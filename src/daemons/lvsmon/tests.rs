@@ -483,3 +483,16 @@ fn the_checker_never_allocates_in_steady_state() {
     assert!(shvars::alloc::installed());
     let _ = Probe::kind;
 }
+
+#[test]
+fn memory_per_check() {
+    // The figures docs/lvsmon.md quotes; a change here is a change to document.
+    let slot = std::mem::size_of::<super::engine::Slot>();
+    let def = std::mem::size_of::<super::plan::CheckDef>();
+    eprintln!(
+        "slot {slot} B, per check in the table {} B, CheckDef {def} B, Row {} B",
+        Table::bytes_per_check(),
+        std::mem::size_of::<super::rows::Row>()
+    );
+    assert!(slot <= 160, "a check's running state grew to {slot} bytes");
+}
