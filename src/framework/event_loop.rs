@@ -29,6 +29,10 @@ const WAKER: Token = Token(3);
 
 /// Bytes read from the FIFO in one turn before the loop looks at its other sources.
 const FIFO_BUDGET: usize = 256 * 1024;
+/// Requests of one connection run in one turn before the loop looks at the others.
+const TURN_REQUESTS: usize = 16;
+/// Reply bytes waiting for a client above which its next requests wait.
+const OUT_HIGH: usize = 64 * 1024;
 
 struct FifoSource {
     file: File,
@@ -46,6 +50,8 @@ pub(crate) struct EventLoop {
     fifo: Option<FifoSource>,
     server: Option<Server>,
     guard: Option<Guard>,
+    /// Connections with requests left after their turn.
+    more: Vec<u64>,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -80,6 +86,7 @@ impl EventLoop {
             fifo: None,
             server: None,
             guard: None,
+            more: Vec::new(),
         })
     }
 
@@ -172,6 +179,9 @@ impl EventLoop {
                 }
             }
             self.read_fifo(r);
+            for id in std::mem::take(&mut self.more) {
+                self.service_conn(r, id);
+            }
             self.resume_paused(r);
             if r.mailbox_pending() {
                 r.run_mailbox();
@@ -182,7 +192,10 @@ impl EventLoop {
     }
 
     fn timeout<A: App>(&mut self, r: &mut Runner<A>) -> Option<Duration> {
-        if self.fifo.as_ref().is_some_and(|f| f.more) || r.mailbox_pending() {
+        if self.fifo.as_ref().is_some_and(|f| f.more)
+            || r.mailbox_pending()
+            || !self.more.is_empty()
+        {
             return Some(Duration::ZERO);
         }
         let mut next = r.next_deadline();
@@ -251,10 +264,27 @@ impl EventLoop {
 
     /// Runs the connection's next requests while it is free, then writes what it can.
     fn service_conn<A: App>(&mut self, r: &mut Runner<A>, id: u64) {
+        // Write first: room made by the client lets the next requests run.
+        if let Some(c) = self.server.as_mut().and_then(|s| s.get(id)) {
+            if let ConnState::Close(why) = c.flush(self.poll.registry()) {
+                self.close(r, id, why);
+                return;
+            }
+        }
+        let mut budget = TURN_REQUESTS;
         loop {
             let Some(s) = &mut self.server else { return };
             let Some(c) = s.get(id) else { return };
+            // A client that does not take its replies gets no more work done for it; one with
+            // many requests waits its turn behind the others.
+            if c.out_len() > OUT_HIGH || budget == 0 {
+                if budget == 0 {
+                    self.more.push(id);
+                }
+                break;
+            }
             let Some(frame) = c.next_request() else { break };
+            budget -= 1;
             match frame {
                 Frame::Bad(why) => {
                     let who = c.caller.who.clone();

@@ -235,15 +235,15 @@ fn start<A: App>(
     ctx.log_file = log_file;
     let region = ctx.region.clone();
     let app = build(&mut ctx).map_err(|e| format!("{name}: start-up failed: {e}"))?;
-    // Every variable is declared: readers may look now.
-    region.publish();
-    let (fifo, fifo_file) =
-        ControlFifo::create(&dir.ctl_path(&name), gid.is_some()).map_err(|e| e.to_string())?;
+    let mut notes = Vec::new();
+    let (fifo, fifo_file) = ControlFifo::create(&dir.ctl_path(&name), gid.is_some(), &mut notes)
+        .map_err(|e| e.to_string())?;
     if let Some(g) = gid {
         nix::unistd::chown(fifo.path(), None, Some(nix::unistd::Gid::from_raw(g)))
             .map_err(|e| format!("cannot give the control FIFO to group {g}: {e}"))?;
     }
-    let (sock, listener) = ControlSocket::bind(&dir.sock_path(&name)).map_err(|e| e.to_string())?;
+    let (sock, listener) =
+        ControlSocket::bind(&dir.sock_path(&name), &mut notes).map_err(|e| e.to_string())?;
     el.attach_fifo(fifo_file)
         .map_err(|e| format!("cannot watch the control FIFO: {e}"))?;
     el.attach_server(Server::new(
@@ -254,6 +254,9 @@ fn start<A: App>(
         },
     ))
     .map_err(|e| format!("cannot watch the control socket: {e}"))?;
+    // Every variable is declared and the control channels are up: readers may look now (a
+    // process seen alive always takes commands).
+    region.publish();
     let guard =
         Guard::start(ctx.log.clone()).map_err(|e| format!("cannot start the guard thread: {e}"))?;
     el.attach_guard(guard);
@@ -266,6 +269,9 @@ fn start<A: App>(
         fifo.path().display(),
         sock.path().display()
     ));
+    for n in notes {
+        runner.ctx.log.warn(n);
+    }
     let startup = Caller::trusted("a start-up command");
     for (i, cmd) in args.commands.iter().enumerate() {
         let reply = match runner.submit(cmd, Origin::Startup(i), &startup) {
