@@ -24,6 +24,7 @@ use super::timers::Timers;
 use crate::control::fifo::{ControlFifo, ControlSocket};
 use crate::control::reply::Reply;
 use crate::support::files::{euid, open_log};
+use crate::support::units::cut;
 
 /// Boxed error of an application's set-up.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -106,6 +107,25 @@ fn std_vars(region: &VarRegion) -> Result<StdVars, BoxError> {
         VarSpec::int("started", started)
             .desc("Start time (Unix seconds)")
             .unit("s"),
+    )?;
+    let args: Vec<String> = std::env::args().collect();
+    let cmdline = crate::control::words::join(&args);
+    region.add_str(
+        VarSpec::string("cmdline", 1024, cut(&cmdline, 1024))
+            .desc("The command line that started the process (quoted as the control words are)"),
+    )?;
+    let cwd = std::env::current_dir()
+        .map(|d| d.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    region.add_str(
+        VarSpec::string("cwd", 512, cut(&cwd, 512))
+            .desc("The directory the process was started in"),
+    )?;
+    let supervisor = std::env::var("DAQPROC_SUPERVISOR").unwrap_or_default();
+    region.add_str(
+        VarSpec::string("supervisor", 128, cut(&supervisor, 128)).desc(
+            "Who starts and restarts this process, if a supervisor does (its DAQPROC_SUPERVISOR)",
+        ),
     )?;
     let ctlerrors = region.add_int(VarSpec::int("ctlerrors", 0).counter().desc(
         "Bad input on the control FIFO and socket, and clients dropped (see the event log)",
