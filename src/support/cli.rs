@@ -148,16 +148,23 @@ fn print_and_exit(out: &[u8]) -> ! {
     }
 }
 
-/// Parses a positive number of seconds (an option such as `-w SECONDS` or `--interval S`),
-/// for every tool alike.
+/// Parses a positive duration in seconds, for every tool alike (`-w`, `--interval`): a number
+/// of seconds (`0.5`, `5`) or a duration with its unit (`500ms`, `2s`, `1m30s`, as humantime
+/// writes them).
 ///
 /// # Errors
 /// A message naming the text given and what is accepted.
 pub fn parse_secs(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() && v < 1e6 => Ok(v),
+    let secs = match s.trim().parse::<f64>() {
+        Ok(v) => Some(v),
+        Err(_) => humantime::parse_duration(s.trim())
+            .ok()
+            .map(|d| d.as_secs_f64()),
+    };
+    match secs {
+        Some(v) if v > 0.0 && v.is_finite() && v < 1e6 => Ok(v),
         _ => Err(format!(
-            "{s:?} is not a positive number of seconds (e.g. 0.5, 5; at most 999999)"
+            "{s:?} is not a positive duration (e.g. 0.5, 5, 500ms, 2s, 1m; at most 999999 s)"
         )),
     }
 }
@@ -167,9 +174,11 @@ mod tests {
     #[test]
     fn seconds() {
         assert_eq!(super::parse_secs("0.5"), Ok(0.5));
-        for bad in ["0", "-1", "nan", "inf", "1e9", "soon"] {
+        assert_eq!(super::parse_secs("500ms"), Ok(0.5));
+        assert_eq!(super::parse_secs("1m30s"), Ok(90.0));
+        for bad in ["0", "-1", "nan", "inf", "1e9", "soon", "0ms", "-5s"] {
             let e = super::parse_secs(bad).unwrap_err();
-            assert!(e.contains("is not a positive number of seconds"), "{e}");
+            assert!(e.contains("is not a positive duration"), "{e}");
         }
     }
 

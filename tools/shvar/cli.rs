@@ -17,10 +17,9 @@ pub struct Cli {
     /// Runtime directory [default: $SHVAR_DIR, else /dev/shm/shvars, else $XDG_RUNTIME_DIR/shvars]
     #[arg(long, global = true, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// Seconds to wait for a process's reply
-    #[arg(short = 'w', long = "wait", global = true, value_name = "SECONDS", default_value_t = 5.0,
-          value_parser = parse_secs)]
-    pub wait: f64,
+    /// How long `cmd` and `set` wait for the process's reply [default: 5s]
+    #[arg(short = 'w', long = "wait", value_name = "DURATION", value_parser = parse_secs)]
+    pub wait: Option<f64>,
     #[command(subcommand)]
     pub verb: Verb,
     #[command(flatten)]
@@ -28,8 +27,9 @@ pub struct Cli {
 }
 
 impl Cli {
-    pub fn wait(&self) -> Duration {
-        Duration::from_secs_f64(self.wait)
+    /// The reply wait: the subcommand's `-w`, else the one before it, else 5 s.
+    pub fn wait(&self, sub: Option<f64>) -> Duration {
+        Duration::from_secs_f64(sub.or(self.wait).unwrap_or(5.0))
     }
 }
 
@@ -91,6 +91,9 @@ pub struct GetArgs {
 
 #[derive(Debug, Args)]
 pub struct SetArgs {
+    /// How long to wait for the process's reply [default: 5s]
+    #[arg(short = 'w', long = "wait", value_name = "DURATION", value_parser = parse_secs)]
+    pub wait: Option<f64>,
     /// Process name
     pub name: String,
     /// Variable
@@ -107,11 +110,11 @@ pub struct WatchArgs {
     /// Variables (all of them if none given)
     #[arg(value_name = "VAR")]
     pub vars: Vec<String>,
-    /// Seconds between looks
-    #[arg(short, long, default_value_t = 0.1, value_parser = parse_secs)]
+    /// Time between looks (a number of seconds, or 500ms, 2s...)
+    #[arg(short, long, value_name = "DURATION", default_value = "0.1", value_parser = parse_secs)]
     pub interval: f64,
     /// Stop after this many lines
-    #[arg(short, long)]
+    #[arg(long, value_name = "N")]
     pub count: Option<u64>,
     /// Enums as numbers, not labels
     #[arg(long)]
@@ -120,6 +123,9 @@ pub struct WatchArgs {
 
 #[derive(Debug, Args)]
 pub struct CmdArgs {
+    /// How long to wait for the process's reply [default: 5s]
+    #[arg(short = 'w', long = "wait", value_name = "DURATION", value_parser = parse_secs)]
+    pub wait: Option<f64>,
     /// Process name
     pub name: String,
     /// Command and its arguments
@@ -150,6 +156,9 @@ pub struct ExportArgs {
     /// Output format
     #[arg(long, value_enum, default_value = "prometheus")]
     pub format: ExportFormat,
+    /// Print JSON (as --format json)
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
