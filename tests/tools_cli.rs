@@ -64,6 +64,72 @@ fn every_binary_prints_its_man_page() {
         );
         assert!(o.stdout.contains(".SH NAME"), "{}", o.stdout);
         assert!(o.stdout.contains("\\-\\-man"), "{}", o.stdout);
+        // Rendered as a reader sees it, by man(1), without a warning from groff.
+        let page = env.path(&format!("{bin}.1"));
+        std::fs::write(&page, &o.stdout).unwrap();
+        let mut m = Command::new("man");
+        m.args(["--warnings", "-l"])
+            .arg(&page)
+            .env("MANWIDTH", "100");
+        let r = env.run(m);
+        r.ok();
+        assert!(r.stderr.is_empty(), "man -l {bin}.1 warns:\n{}", r.stderr);
+        for heading in [
+            "NAME",
+            "SYNOPSIS",
+            "OPTIONS",
+            "ENVIRONMENT",
+            "FILES",
+            "EXIT STATUS",
+            "SEE ALSO",
+        ] {
+            assert!(
+                r.stdout.lines().any(|l| l == heading),
+                "{bin}(1) has no {heading} section:\n{}",
+                r.stdout
+            );
+        }
+        // No page is named that does not exist: subcommands are in the page itself.
+        assert!(!r.stdout.contains(&format!("{bin}-")), "{}", r.stdout);
+        assert!(r.stdout.contains("SHVAR_DIR"), "{}", r.stdout);
+    }
+    let mut c = env.command("shvar");
+    c.arg("--man");
+    let page = env.path("shvar.1");
+    std::fs::write(&page, env.run(c).stdout).unwrap();
+    let mut m = Command::new("man");
+    m.args(["-l"]).arg(&page).env("MANWIDTH", "100");
+    let r = env.run(m);
+    for sub in [
+        "shvar list",
+        "shvar get",
+        "shvar watch",
+        "shvar cmd",
+        "shvar cleanup",
+    ] {
+        assert!(
+            r.stdout.contains(sub),
+            "shvar(1) lacks {sub}:\n{}",
+            r.stdout
+        );
+    }
+    assert!(r
+        .stdout
+        .contains("printed the last values of a process that is not running"));
+    let mut c = env.command("spyctl");
+    c.arg("--man");
+    let page = env.path("spyctl.1");
+    std::fs::write(&page, env.run(c).stdout).unwrap();
+    let mut m = Command::new("man");
+    m.args(["-l"]).arg(&page).env("MANWIDTH", "100");
+    let r = env.run(m);
+    assert!(r.stdout.lines().any(|l| l == "VERBS"), "{}", r.stdout);
+    for verb in ["open NAME", "watch", "launch NAME", "quit"] {
+        assert!(
+            r.stdout.contains(verb),
+            "spyctl(1) lacks {verb}:\n{}",
+            r.stdout
+        );
     }
 }
 

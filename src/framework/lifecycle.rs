@@ -189,6 +189,23 @@ fn group_id(group: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("no group named {group}"))
 }
 
+/// Removes the region file when dropped, unless disarmed (start-up got as far as publishing).
+struct Unpublished(Option<PathBuf>);
+
+impl Unpublished {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unpublished {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 /// The region with the standard (and statistics) variables, and the context around it.
 pub(crate) fn make_ctx(
     name: &ProcName,
@@ -254,6 +271,9 @@ fn start<A: App>(
     let mut ctx = make_ctx(&name, &dir, spec, services)?;
     ctx.log_file = log_file;
     let region = ctx.region.clone();
+    // Until it is published, a region whose process fails to start is removed: it never ran,
+    // and a region left "being created" would have readers wait for an owner that is gone.
+    let unpublished = Unpublished(Some(region.path().to_owned()));
     let app = build(&mut ctx).map_err(|e| format!("{name}: start-up failed: {e}"))?;
     let mut notes = Vec::new();
     let (fifo, fifo_file) = ControlFifo::create(&dir.ctl_path(&name), gid.is_some(), &mut notes)
@@ -277,6 +297,7 @@ fn start<A: App>(
     // Every variable is declared and the control channels are up: readers may look now (a
     // process seen alive always takes commands).
     region.publish();
+    unpublished.disarm();
     let guard =
         Guard::start(ctx.log.clone()).map_err(|e| format!("cannot start the guard thread: {e}"))?;
     el.attach_guard(guard);

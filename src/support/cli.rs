@@ -39,14 +39,53 @@ const MAN: &str = "man";
 
 /// `--completions SHELL` and `--man`: flatten into a binary's `Parser` with
 /// `#[command(flatten)]` and parse with [`parse`].
-#[derive(Debug, Clone, Default, clap::Args)]
+///
+/// `clap::Args` is implemented by hand: the derive would make this doc comment the about text
+/// of every binary that flattens `Extras` last.
+#[derive(Debug, Clone, Default)]
 pub struct Extras {
-    /// Print the shell completion script for SHELL to stdout and exit
-    #[arg(long, value_name = "SHELL", exclusive = true)]
+    /// `--completions SHELL`.
     pub completions: Option<Shell>,
-    /// Print the man page (roff) to stdout and exit
-    #[arg(long, exclusive = true)]
+    /// `--man`.
     pub man: bool,
+}
+
+impl clap::FromArgMatches for Extras {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Extras {
+            completions: m.get_one::<Shell>(COMPLETIONS).copied(),
+            man: m.get_flag(MAN),
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for Extras {
+    fn augment_args(cmd: Command) -> Command {
+        cmd.arg(
+            clap::Arg::new(COMPLETIONS)
+                .long(COMPLETIONS)
+                .value_name("SHELL")
+                .value_parser(clap::value_parser!(Shell))
+                .exclusive(true)
+                .help("Print the shell completion script for SHELL to stdout and exit"),
+        )
+        .arg(
+            clap::Arg::new(MAN)
+                .long(MAN)
+                .action(clap::ArgAction::SetTrue)
+                .exclusive(true)
+                .help("Print the man page (roff) to stdout and exit"),
+        )
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
+    }
 }
 
 /// Parses the command line of `C` (which flattens [`Extras`]); with `--completions` or `--man`
@@ -127,11 +166,7 @@ pub fn completions(mut cmd: Command, shell: Shell) -> Vec<u8> {
 
 /// The man page of `cmd`, in roff.
 pub fn man_page(cmd: Command) -> Vec<u8> {
-    let mut out = Vec::new();
-    clap_mangen::Man::new(cmd)
-        .render(&mut out)
-        .expect("rendering into memory does not fail");
-    out
+    super::man::render(cmd)
 }
 
 /// Writes `out` to stdout and exits: 0 when written (or when the reader went away, as with

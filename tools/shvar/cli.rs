@@ -4,13 +4,13 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use daqproc::support::cli::parse_secs;
 
+/// Exit status of `get` when the values come from a process that is not running.
+pub const EXIT_NOT_RUNNING: u8 = 3;
+
 /// Read and change the shared variables of framework processes; send them commands.
 ///
 /// Exit status: 0 ok, 1 the operation failed (the process refused, is not running, did not
 /// answer...), 2 bad usage, 3 `get` printed the last values of a process that is not running.
-/// Exit status of `get` when the values come from a process that is not running.
-pub const EXIT_NOT_RUNNING: u8 = 3;
-
 #[derive(Debug, Parser)]
 #[command(name = "shvar", version)]
 pub struct Cli {

@@ -18,7 +18,7 @@ use daqproc::support::cli::parse_secs;
 /// Exit status: 0 ok, 1 a command failed (refused, process not running, no answer...), 2 bad
 /// usage.
 #[derive(Debug, Parser)]
-#[command(name = "spyctl", version)]
+#[command(name = "spyctl", version, after_long_help = crate::verbs::verbs_section())]
 pub struct Cli {
     /// Runtime directory [default: $SHVAR_DIR, else /dev/shm/shvars, else $XDG_RUNTIME_DIR/shvars]
     #[arg(long, value_name = "DIR")]

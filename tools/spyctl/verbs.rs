@@ -176,6 +176,11 @@ pub fn vars(c: &Console, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// spyctl's verbs for `--help` and the man page (its VERBS section).
+pub fn verbs_section() -> String {
+    format!("VERBS\n{}", own_verbs_text())
+}
+
 fn own_verbs_text() -> String {
     let usage: Vec<String> = VERBS
         .iter()
