@@ -151,22 +151,23 @@ impl EventLoop {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
-            let events: Vec<(Token, Readiness)> = self
-                .events
-                .iter()
-                .map(|e| (e.token(), readiness(e)))
-                .collect();
-            for (token, ready) in events {
-                match token {
-                    FIFO => {
-                        if let Some(f) = &mut self.fifo {
-                            f.more = true;
-                        }
-                    }
+            // The events are taken out of `self` while they are handled (no allocation).
+            let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+            // The FIFO first: a command written into it before a request was sent on the
+            // socket runs before that request (`echo pause > t1.ctl; shvar cmd t1 status`).
+            if events.iter().any(|e| e.token() == FIFO) {
+                if let Some(f) = &mut self.fifo {
+                    f.more = true;
+                }
+            }
+            self.read_fifo(r);
+            for e in events.iter() {
+                let ready = readiness(e);
+                match e.token() {
+                    FIFO => {}
                     LISTENER => self.accept(r),
                     SIGNALS => {
-                        let sigs: Vec<i32> = self.signals.pending().collect();
-                        for s in sigs {
+                        for s in self.signals.pending() {
                             if let Ok(sig) = Signal::try_from(s) {
                                 r.signal(sig);
                             }
@@ -178,7 +179,7 @@ impl EventLoop {
                     _ => {}
                 }
             }
-            self.read_fifo(r);
+            self.events = events;
             for id in std::mem::take(&mut self.more) {
                 self.service_conn(r, id);
             }
