@@ -30,17 +30,68 @@ fn every_binary_prints_its_completions_for_every_shell() {
             c.args(["--completions", shell]);
             let o = env.run(c);
             o.ok();
+            // The script registers the binary's dynamic completion: the shell asks the binary.
             assert!(
-                o.stdout.contains(bin) && o.stdout.contains("completions"),
-                "{bin} --completions {shell}: no script naming {bin} and its options:\n{}",
+                o.stdout.contains(bin) && o.stdout.contains("COMPLETE"),
+                "{bin} --completions {shell}: no script asking {bin} for completions:\n{}",
                 o.stdout
             );
         }
-        // The bash script defines the completion function for the binary's name.
         let mut c = env.command(bin);
         c.args(["--completions", "bash"]);
-        env.run(c).stdout_has(&format!("complete -F _{bin}"));
+        env.run(c)
+            .stdout_has(&format!("-F _clap_complete_{bin} {bin}"));
     }
+}
+
+/// In a real bash, with the script `shvar --completions bash` prints: Tab after `shvar get`
+/// offers the live processes, and after `shvar get t1 ra` the variables of t1.
+#[test]
+fn bash_completes_live_process_and_variable_names() {
+    let mut env = Env::new();
+    env.ticker("t1", &[]);
+    env.ticker("spy7", &[]);
+    let bin_dir = crate::util::bin("shvar").parent().unwrap().to_owned();
+    let script = r#"
+source <(shvar --completions bash) || exit 9
+complete_at() {  # words...: completes the last one, as Tab would
+    COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 )); COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}
+    _clap_complete_shvar shvar "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+    echo "${COMPREPLY[*]}"
+}
+echo "names: $(complete_at shvar get '')"
+echo "spy: $(complete_at shvar dump sp)"
+echo "vars: $(complete_at shvar get t1 ra)"
+echo "more: $(complete_at shvar get t1 rate la)"
+echo "set: $(complete_at shvar set t1 up)"
+"#;
+    let mut c = Command::new("bash");
+    c.arg("-c").arg(script).env("SHVAR_DIR", env.dir()).env(
+        "PATH",
+        format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap()),
+    );
+    let o = env.run(c);
+    o.ok();
+    let line = |p: &str| {
+        o.stdout
+            .lines()
+            .find(|l| l.starts_with(p))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let names = line("names:");
+    assert!(
+        names.contains("t1") && names.contains("spy7"),
+        "{}",
+        o.stdout
+    );
+    assert_eq!(line("spy:"), "spy: spy7", "{}", o.stdout);
+    assert_eq!(line("vars:"), "vars: rate", "{}", o.stdout);
+    let more_line = line("more:");
+    let mut got: Vec<&str> = more_line.split_whitespace().skip(1).collect();
+    got.sort_unstable();
+    assert_eq!(got, ["label", "lastcmd", "lasterror"], "{}", o.stdout);
+    assert_eq!(line("set:"), "set: upfreq upfreq_l", "{}", o.stdout);
 }
 
 #[test]

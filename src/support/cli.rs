@@ -109,6 +109,8 @@ where
     T: Into<OsString> + Clone,
 {
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    // A completion request from the shell (COMPLETE=bash ...): answered here, then exit.
+    clap_complete::CompleteEnv::with_factory(C::command).complete();
     let cmd = C::command();
     assert!(
         cmd.get_arguments()
@@ -156,11 +158,24 @@ fn extra_output(m: &ArgMatches, cmd: Command) -> Option<Vec<u8>> {
     None
 }
 
-/// The completion script of `cmd` for `shell`.
-pub fn completions(mut cmd: Command, shell: Shell) -> Vec<u8> {
+/// The completion script of `cmd` for `shell`: it registers the binary's dynamic completion,
+/// so the shell asks the binary itself (with `COMPLETE=<shell>` set) and gets live process and
+/// variable names as well as the options.
+pub fn completions(cmd: Command, shell: Shell) -> Vec<u8> {
     let name = cmd.get_name().to_owned();
     let mut out = Vec::new();
-    clap_complete::generate(shell, &mut cmd, name, &mut out);
+    let shell_name = match shell {
+        Shell::Bash => "bash",
+        Shell::Elvish => "elvish",
+        Shell::Fish => "fish",
+        Shell::PowerShell => "powershell",
+        Shell::Zsh => "zsh",
+        _ => "bash",
+    };
+    if let Some(c) = clap_complete::env::Shells::builtins().completer(shell_name) {
+        c.write_registration("COMPLETE", &name, &name, &name, &mut out)
+            .expect("writing into memory does not fail");
+    }
     out
 }
 

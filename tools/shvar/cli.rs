@@ -2,6 +2,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use clap_complete::engine::ArgValueCompleter;
+use daqproc::observe::complete;
 use daqproc::support::cli::parse_secs;
 
 /// Exit status of `get` when the values come from a process that is not running.
@@ -65,6 +67,7 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 pub struct DumpArgs {
     /// Process name
+    #[arg(add = ArgValueCompleter::new(complete::process_name))]
     pub name: String,
     /// Print JSON
     #[arg(long)]
@@ -74,9 +77,10 @@ pub struct DumpArgs {
 #[derive(Debug, Args)]
 pub struct GetArgs {
     /// Process name
+    #[arg(add = ArgValueCompleter::new(complete::process_name))]
     pub name: String,
     /// Variables
-    #[arg(required = true, value_name = "VAR")]
+    #[arg(required = true, value_name = "VAR", add = ArgValueCompleter::new(complete::variable_name))]
     pub vars: Vec<String>,
     /// Add the time of the last change
     #[arg(short = 'a', long = "all")]
@@ -95,8 +99,10 @@ pub struct SetArgs {
     #[arg(short = 'w', long = "wait", value_name = "DURATION", value_parser = parse_secs)]
     pub wait: Option<f64>,
     /// Process name
+    #[arg(add = ArgValueCompleter::new(complete::process_name))]
     pub name: String,
     /// Variable
+    #[arg(add = ArgValueCompleter::new(complete::variable_name))]
     pub var: String,
     /// New value (several words are joined with spaces)
     #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
@@ -106,9 +112,10 @@ pub struct SetArgs {
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// Process name
+    #[arg(add = ArgValueCompleter::new(complete::process_name))]
     pub name: String,
     /// Variables (all of them if none given)
-    #[arg(value_name = "VAR")]
+    #[arg(value_name = "VAR", add = ArgValueCompleter::new(complete::variable_name))]
     pub vars: Vec<String>,
     /// Time between looks (a number of seconds, or 500ms, 2s...)
     #[arg(short, long, value_name = "DURATION", default_value = "0.1", value_parser = parse_secs)]
@@ -127,6 +134,7 @@ pub struct CmdArgs {
     #[arg(short = 'w', long = "wait", value_name = "DURATION", value_parser = parse_secs)]
     pub wait: Option<f64>,
     /// Process name
+    #[arg(add = ArgValueCompleter::new(complete::process_name))]
     pub name: String,
     /// Command and its arguments
     #[arg(required = true, num_args = 1.., allow_hyphen_values = true, trailing_var_arg = true)]

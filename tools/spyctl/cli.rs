@@ -24,7 +24,8 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// Process to select at start (as `open NAME`)
-    #[arg(short = 'n', long = "name", value_name = "NAME")]
+    #[arg(short = 'n', long = "name", value_name = "NAME",
+          add = clap_complete::engine::ArgValueCompleter::new(daqproc::observe::complete::process_name))]
     pub name: Option<String>,
     /// A console line to run (repeatable: run in order, stop at the first failure)
     #[arg(short = 'c', long = "command", value_name = "CMD")]
