@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 DEB=(
   "promtool prometheus"
   "prometheus-blackbox-exporter prometheus-blackbox-exporter"
+  "man man-db"
 )
 # "module-or-command package==version" (the module is tried with python3 -c 'import X')
 PIP=(
