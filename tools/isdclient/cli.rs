@@ -10,7 +10,13 @@ use clap::Parser;
 #[command(name = "isdclient", version)]
 pub struct Cli {
     /// The isectd to talk to (its process name)
-    #[arg(short = 'n', long = "name", value_name = "NAME", default_value = "isectd", env = "ISD_NAME")]
+    #[arg(
+        short = 'n',
+        long = "name",
+        value_name = "NAME",
+        default_value = "isectd",
+        env = "ISD_NAME"
+    )]
     pub name: String,
     /// Runtime directory [default: $SHVAR_DIR, else /dev/shm/shvars, else $XDG_RUNTIME_DIR/shvars]
     #[arg(long, value_name = "DIR")]

@@ -31,7 +31,11 @@ fn row(out: &mut String, usage: &str, help: &str) {
     }
     let mut first = true;
     for word in help.split_whitespace() {
-        let pad = if line.len() < COL { COL - line.len() } else { 0 };
+        let pad = if line.len() < COL {
+            COL - line.len()
+        } else {
+            0
+        };
         if !first && line.len() + 1 + word.len() > WIDTH {
             out.push_str(&line);
             out.push('\n');
@@ -39,7 +43,11 @@ fn row(out: &mut String, usage: &str, help: &str) {
             first = true;
         }
         if first {
-            line.push_str(&" ".repeat(if line.len() < COL { COL - line.len() } else { pad }));
+            line.push_str(&" ".repeat(if line.len() < COL {
+                COL - line.len()
+            } else {
+                pad
+            }));
             first = false;
         } else {
             line.push(' ');
@@ -55,7 +63,11 @@ mod tests {
     #[test]
     fn long_usages_go_on_a_line_of_their_own() {
         let mut s = String::new();
-        super::row(&mut s, "delete {worker|client} id", "deletes a client or worker");
+        super::row(
+            &mut s,
+            "delete {worker|client} id",
+            "deletes a client or worker",
+        );
         assert_eq!(
             s,
             "delete {worker|client} id\n                         deletes a client or worker\n"

@@ -229,7 +229,8 @@ fn clone(d: &mut Isectd, ctx: &mut Ctx, args: &[String]) -> Outcome {
     let (spec, policy): (WorkerSpec, Policy) = (w.spec.clone(), w.policy());
     let started = d.service(&spec.service).is_some_and(|s| s.started);
     let id = d.next_wid;
-    d.add_worker(ctx, id, spec, &policy).map_err(Failure::failed)?;
+    d.add_worker(ctx, id, spec, &policy)
+        .map_err(Failure::failed)?;
     d.event(ctx, format!("worker {id} cloned from {from}"));
     if started {
         let _ = d.start_worker(ctx, id, "cloned into a started service");
@@ -242,16 +243,17 @@ fn config(d: &mut Isectd, ctx: &mut Ctx, args: &[String]) -> Outcome {
     let u = "config {service name | worker service host path [params] | events n}";
     match args[0].as_str() {
         "service" => {
-            let [_, name] = args else { return Err(usage("config service name")) };
+            let [_, name] = args else {
+                return Err(usage("config service name"));
+            };
             let id = d.add_service(ctx, name, None).map_err(Failure::refused)?;
             d.event(ctx, format!("service {name} configured (id {id})"));
             d.refresh(ctx);
             Ok(format!("service {name} configured (id {id})").into())
         }
         "worker" => {
-            let spec = WorkerSpec::parse(&args[1..]).map_err(|e| {
-                Failure::new(ErrorKind::Usage, e)
-            })?;
+            let spec =
+                WorkerSpec::parse(&args[1..]).map_err(|e| Failure::new(ErrorKind::Usage, e))?;
             let Some(s) = d.service(&spec.service) else {
                 return Err(Failure::refused(format!(
                     "no service {} (services: {}): config service {} first",
@@ -273,7 +275,9 @@ fn config(d: &mut Isectd, ctx: &mut Ctx, args: &[String]) -> Outcome {
             Ok(format!("worker {id} configured (service {svc})").into())
         }
         "events" => {
-            let [_, n] = args else { return Err(usage("config events n")) };
+            let [_, n] = args else {
+                return Err(usage("config events n"));
+            };
             let n: i64 = n
                 .parse()
                 .ok()
@@ -330,7 +334,9 @@ fn delete(d: &mut Isectd, ctx: &mut Ctx, args: &[String]) -> Outcome {
         }
         "client" => {
             let id = parse_id(&args[1], "client")?;
-            Err(Failure::refused(format!("no client {id} (no client is logged in)")))
+            Err(Failure::refused(format!(
+                "no client {id} (no client is logged in)"
+            )))
         }
         _ => Err(usage("delete {worker|client} id")),
     }
@@ -357,7 +363,10 @@ fn halt(d: &mut Isectd, ctx: &mut Ctx, _: &[String]) -> Outcome {
     d.halting = true;
     d.dirty = true;
     d.refresh(ctx);
-    d.event(ctx, "halt: exiting with status 1, the workers left running".into());
+    d.event(
+        ctx,
+        "halt: exiting with status 1, the workers left running".into(),
+    );
     ctx.set_exit_code(1);
     ctx.request_exit();
     Ok("halting: isectd exits 1 and leaves its workers running (a new isectd of the same name adopts them)".into())
@@ -487,9 +496,7 @@ fn send(d: &mut Isectd, ctx: &mut Ctx, args: &[String]) -> Outcome {
         }
     };
     if groups.iter().all(Vec::is_empty) {
-        return Err(Failure::refused(format!(
-            "no worker to send '{line}' to"
-        )));
+        return Err(Failure::refused(format!("no worker to send '{line}' to")));
     }
     let reply = ctx.defer();
     d.start_send(ctx, reply, line, groups);
@@ -657,19 +664,34 @@ fn worker(d: &mut Isectd, _ctx: &mut Ctx, args: &[String]) -> Outcome {
 fn workers(d: &mut Isectd, _ctx: &mut Ctx, args: &[String]) -> Outcome {
     let queues: Vec<Queue> = match args.first().map(String::as_str) {
         None | Some("all") => vec![Queue::Lazy, Queue::Idle, Queue::Busy],
-        Some(q) => vec![Queue::parse(q).ok_or_else(|| usage("workers [lazy | idle | busy | all]"))?],
+        Some(q) => {
+            vec![Queue::parse(q).ok_or_else(|| usage("workers [lazy | idle | busy | all]"))?]
+        }
     };
     let mut out = Vec::new();
     for q in queues {
-        let ws: Vec<&super::Worker> = d.live_workers().filter(|w| w.state().queue() == q).collect();
+        let ws: Vec<&super::Worker> = d
+            .live_workers()
+            .filter(|w| w.state().queue() == q)
+            .collect();
         out.push(format!("{} ({}):", q.label(), ws.len()));
         if ws.is_empty() {
             continue;
         }
         out.push(format!(
             "  {:<12} {:>9} {:<6} {:<16} {:>8} {:>8} {:>10} {:>10} {:>8} {:>9} {:>4}  {}",
-            "service", "worker id", "avail?", "hostname", "host pid", "xactions", "avg. resp.",
-            "last resp.", "restarts", "client id", "fd", "state"
+            "service",
+            "worker id",
+            "avail?",
+            "hostname",
+            "host pid",
+            "xactions",
+            "avg. resp.",
+            "last resp.",
+            "restarts",
+            "client id",
+            "fd",
+            "state"
         ));
         for w in ws {
             let s = w.state();

@@ -42,7 +42,10 @@ impl Home {
         if !m.is_dir() {
             return Err(refused(
                 &path,
-                format!("is {}, not isectd's directory: remove it", kind_text(m.file_type())),
+                format!(
+                    "is {}, not isectd's directory: remove it",
+                    kind_text(m.file_type())
+                ),
             ));
         }
         if m.uid() != euid() {
@@ -195,10 +198,16 @@ fn open_checked(path: &Path) -> io::Result<File> {
         })?;
     let m = f.metadata()?;
     if !m.is_file() {
-        return Err(refused(path, format!("is {}, not a regular file", kind_text(m.file_type()))));
+        return Err(refused(
+            path,
+            format!("is {}, not a regular file", kind_text(m.file_type())),
+        ));
     }
     if m.uid() != euid() {
-        return Err(refused(path, format!("belongs to {}, not to us", user_text(m.uid()))));
+        return Err(refused(
+            path,
+            format!("belongs to {}, not to us", user_text(m.uid())),
+        ));
     }
     if m.nlink() != 1 {
         return Err(refused(path, "has several names (hard links): refusing it"));
@@ -217,7 +226,11 @@ mod tests {
         h.write_atomic("state.json", b"{}").unwrap();
         assert_eq!(h.read("state.json").unwrap().unwrap(), b"{}");
         std::os::unix::fs::symlink("/etc/passwd", h.file("evil")).unwrap();
-        assert!(h.read("evil").unwrap_err().to_string().contains("symbolic link"));
+        assert!(h
+            .read("evil")
+            .unwrap_err()
+            .to_string()
+            .contains("symbolic link"));
         assert_eq!(h.read("none").unwrap(), None);
         let mut f = h.open_log(3).unwrap();
         for i in 0..100 {

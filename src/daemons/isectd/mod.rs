@@ -37,7 +37,9 @@ use nix::sys::signal::Signal;
 use shvars::region::VarSpec;
 use shvars::ProcName;
 
-use crate::framework::{App, BoxError, Ctx, Deferred, FdToken, Interest, ProcessSpec, Readiness, TimerId};
+use crate::framework::{
+    App, BoxError, Ctx, Deferred, FdToken, Interest, ProcessSpec, Readiness, TimerId,
+};
 use crate::support::backoff::Backoff;
 
 use events::{Buckets, Events};
@@ -228,11 +230,9 @@ impl Isectd {
             .and_then(|h| h.into_string().ok())
             .unwrap_or_else(|| "localhost".into());
         let v = IsdVars::add(ctx.region(), &host)?;
-        ctx.region().add_int(
-            VarSpec::int("ISDARGMAX", 0).desc(
-                "Arguments before a transaction worker's own parameters (none for other programs)",
-            ),
-        )?;
+        ctx.region().add_int(VarSpec::int("ISDARGMAX", 0).desc(
+            "Arguments before a transaction worker's own parameters (none for other programs)",
+        ))?;
         let nt = ctx.register_fd(notify.fd(), Interest::Read)?;
         let mut d = Isectd {
             home,
@@ -318,8 +318,15 @@ impl Isectd {
         spec: WorkerSpec,
         policy: &Policy,
     ) -> Result<(), String> {
-        let v = WorkerVars::add(ctx.region(), id, &spec.service, &spec.host, &spec.path, policy)
-            .map_err(|e| format!("cannot publish the variables of worker {id}: {e}"))?;
+        let v = WorkerVars::add(
+            ctx.region(),
+            id,
+            &spec.service,
+            &spec.host,
+            &spec.path,
+            policy,
+        )
+        .map_err(|e| format!("cannot publish the variables of worker {id}: {e}"))?;
         if let Some(s) = self.service(&spec.service) {
             s.v.workers.add(1);
         }
@@ -397,7 +404,9 @@ impl Isectd {
             .collect();
         for id in ids {
             match self.home.rotate_log(id, max) {
-                Ok(true) => ctx.log().info(format!("worker {id}: log rotated (over {max} bytes)")),
+                Ok(true) => ctx
+                    .log()
+                    .info(format!("worker {id}: log rotated (over {max} bytes)")),
                 Ok(false) => {}
                 Err(e) => ctx.error(&format!("worker {id}: cannot rotate its log: {e}")),
             }

@@ -44,8 +44,9 @@ impl NotifySocket {
             )));
         }
         crate::support::files::remove_leftover(path, "notify socket")?;
-        let sock = UnixDatagram::bind(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("notify socket {}: {e}", path.display())))?;
+        let sock = UnixDatagram::bind(path).map_err(|e| {
+            io::Error::new(e.kind(), format!("notify socket {}: {e}", path.display()))
+        })?;
         sock.set_nonblocking(true)?;
         setsockopt(&sock, sockopt::PassCred, &true)?;
         Ok(NotifySocket {
@@ -130,7 +131,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = NotifySocket::bind(&d.path().join("n.sock")).unwrap();
         let c = UnixDatagram::unbound().unwrap();
-        c.send_to(b"STATUS=INIT_STATE\nREADY=1\n", s.path()).unwrap();
+        c.send_to(b"STATUS=INIT_STATE\nREADY=1\n", s.path())
+            .unwrap();
         let notes = s.drain();
         assert_eq!(notes.len(), 1);
         assert_eq!(notes[0].pid, std::process::id() as i32);

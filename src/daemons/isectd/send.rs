@@ -104,7 +104,9 @@ impl Isectd {
             let exit = line.split_whitespace().next() == Some("exit");
             let timeout = Duration::from_millis(self.v.send_timeout_ms.get().max(10) as u64);
             for wid in group {
-                let Some(w) = self.workers.get_mut(&wid) else { continue };
+                let Some(w) = self.workers.get_mut(&wid) else {
+                    continue;
+                };
                 let who = format!("worker {wid} ({})", w.spec.service);
                 if w.proc.is_none() {
                     let st = w.state().label();
@@ -189,7 +191,11 @@ impl Isectd {
         let (text, bad) = match r {
             Ok(Reply::Ok { text: t }) => (format!("{who}: {}", t.replace('\n', " | ")), false),
             Ok(Reply::Error(f)) => (
-                format!("{who}: error ({}): {}", f.kind.as_str(), f.text.replace('\n', " | ")),
+                format!(
+                    "{who}: error ({}): {}",
+                    f.kind.as_str(),
+                    f.text.replace('\n', " | ")
+                ),
                 true,
             ),
             Err(e) => (format!("{who}: {e}"), true),

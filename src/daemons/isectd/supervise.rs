@@ -124,9 +124,9 @@ impl Isectd {
                 Ok(st) => {
                     let Some(pid) = st.pid() else { continue };
                     let found = self.workers.values().find(|w| {
-                        w.proc
-                            .as_ref()
-                            .is_some_and(|p| p.pid == pid.as_raw() && matches!(p.watch, Watch::Child))
+                        w.proc.as_ref().is_some_and(|p| {
+                            p.pid == pid.as_raw() && matches!(p.watch, Watch::Child)
+                        })
                     });
                     if let Some(id) = found.map(|w| w.id) {
                         self.died(ctx, id, exit_text(&st));
@@ -138,13 +138,19 @@ impl Isectd {
 
     /// An adopted worker's pidfd says its process ended (its status is its parent's to know).
     pub(super) fn adopted_died(&mut self, ctx: &mut Ctx, id: u32) {
-        self.died(ctx, id, "ended (exit status unknown: adopted, not isectd's child)".into());
+        self.died(
+            ctx,
+            id,
+            "ended (exit status unknown: adopted, not isectd's child)".into(),
+        );
     }
 
     /// Worker `id`'s process ended with `how`: restart it, back off, or give up.
     fn died(&mut self, ctx: &mut Ctx, id: u32, how: String) {
         let tail = self.home.tail(id, 5).unwrap_or_default();
-        let Some(w) = self.workers.get_mut(&id) else { return };
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
         let Some(p) = w.proc.take() else { return };
         if let Watch::Pidfd { fd, token } = p.watch {
             use std::os::fd::AsRawFd;
@@ -239,7 +245,8 @@ impl Isectd {
             }
             Watch::Pidfd { fd, .. } => {
                 if let Err(e) = shvars::sys::pidfd_send_signal(fd, sig as i32) {
-                    ctx.log().warn(format!("worker {id}: {} not delivered: {e}", sig.as_str()));
+                    ctx.log()
+                        .warn(format!("worker {id}: {} not delivered: {e}", sig.as_str()));
                 } else if super::procfs::same_process(p.pid, p.ticks) {
                     let _ = kill(Pid::from_raw(-p.pid), sig);
                 }
@@ -250,7 +257,9 @@ impl Isectd {
     /// Stops worker `id`'s process (it is not restarted): a framework process is sent `exit`,
     /// any other SIGTERM; SIGKILL follows after the grace.
     pub(super) fn stop_worker(&mut self, ctx: &mut Ctx, id: u32) {
-        let Some(w) = self.workers.get_mut(&id) else { return };
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
         w.wanted = false;
         w.failed = false;
         if let Some(t) = w.restart_timer.take() {
@@ -272,7 +281,11 @@ impl Isectd {
                 std::thread::spawn(move || {
                     if let Err(e) = client::send(&dir, &name, "exit", grace) {
                         mb.post(move |d, ctx| {
-                            let still = d.workers.get(&id).and_then(|w| w.proc.as_ref()).map(|p| p.pid);
+                            let still = d
+                                .workers
+                                .get(&id)
+                                .and_then(|w| w.proc.as_ref())
+                                .map(|p| p.pid);
                             if still == Some(pid) {
                                 ctx.log().warn(format!(
                                     "worker {id}: 'exit' not taken ({e}): SIGTERM instead"
@@ -282,7 +295,10 @@ impl Isectd {
                         });
                     }
                 });
-                self.event(ctx, format!("worker {id}: stopping ('exit' sent to {shown})"));
+                self.event(
+                    ctx,
+                    format!("worker {id}: stopping ('exit' sent to {shown})"),
+                );
             }
             None => {
                 self.signal(ctx, id, Signal::SIGTERM);
@@ -292,8 +308,12 @@ impl Isectd {
     }
 
     pub(super) fn grace_over(&mut self, ctx: &mut Ctx, id: u32) {
-        let Some(w) = self.workers.get_mut(&id) else { return };
-        let Some((_, killed)) = w.stopping else { return };
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        let Some((_, killed)) = w.stopping else {
+            return;
+        };
         if killed || w.proc.is_none() {
             return;
         }
@@ -302,7 +322,10 @@ impl Isectd {
         w.stopping = Some((t, true));
         self.timers.insert(t, Due::Grace(id));
         self.signal(ctx, id, Signal::SIGKILL);
-        self.event(ctx, format!("worker {id}: still running after its grace: SIGKILL"));
+        self.event(
+            ctx,
+            format!("worker {id}: still running after its grace: SIGKILL"),
+        );
     }
 
     /// Waits for `workers` to have no process, then answers `reply` with `text`.
@@ -339,7 +362,9 @@ impl Isectd {
 
     /// Looks for readiness again after `period` (doubling up to half a second).
     pub(super) fn poll_ready(&mut self, ctx: &mut Ctx, id: u32, period: Duration) {
-        let Some(w) = self.workers.get_mut(&id) else { return };
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
         if let Some((t, _)) = w.ready_poll.take() {
             ctx.cancel_timer(t);
         }
@@ -349,8 +374,12 @@ impl Isectd {
     }
 
     pub(super) fn ready_poll(&mut self, ctx: &mut Ctx, id: u32) {
-        let Some(w) = self.workers.get_mut(&id) else { return };
-        let Some((_, period)) = w.ready_poll.take() else { return };
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        let Some((_, period)) = w.ready_poll.take() else {
+            return;
+        };
         if w.proc.is_none() || w.ready {
             return;
         }
@@ -358,7 +387,10 @@ impl Isectd {
             return;
         }
         let w = &self.workers[&id];
-        if w.proc.as_ref().is_some_and(|p| p.since.elapsed() < READY_POLL_FOR) {
+        if w.proc
+            .as_ref()
+            .is_some_and(|p| p.since.elapsed() < READY_POLL_FOR)
+        {
             self.poll_ready(ctx, id, (period * 2).min(READY_POLL_MAX));
         }
     }
@@ -383,7 +415,9 @@ impl Isectd {
     }
 
     fn set_ready(&mut self, ctx: &mut Ctx, id: u32, why: &str) {
-        let Some(w) = self.workers.get_mut(&id) else { return };
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
         if w.ready || w.proc.is_none() {
             return;
         }
@@ -415,8 +449,10 @@ impl Isectd {
             .find(|w| w.proc.as_ref().is_some_and(|p| p.pid == n.pid))
             .map(|w| w.id)
         else {
-            ctx.log()
-                .warn(format!("notification from pid {} which is no worker: ignored", n.pid));
+            ctx.log().warn(format!(
+                "notification from pid {} which is no worker: ignored",
+                n.pid
+            ));
             return;
         };
         if let Some(s) = &n.status {

@@ -34,7 +34,8 @@ impl IsdVars {
     pub fn add(r: &VarRegion, host: &str) -> Result<IsdVars, AddError> {
         Ok(IsdVars {
             host: r.add_str(
-                VarSpec::string("host", 64, host).desc("The host name of the computer running isectd"),
+                VarSpec::string("host", 64, host)
+                    .desc("The host name of the computer running isectd"),
             )?,
             service_list: r.add_int(VarSpec::int("ServiceList", 0).desc("Services defined"))?,
             lazy: r.add_int(
@@ -42,12 +43,10 @@ impl IsdVars {
             )?,
             idle: r.add_int(VarSpec::int("IdleWorkers", 0).desc("Workers on the IDLE queue"))?,
             busy: r.add_int(VarSpec::int("BusyWorkers", 0).desc("Workers on the BUSY queue"))?,
-            events: r.add_int(
-                VarSpec::int("Events", 0).desc("Events remembered now (listevents)"),
-            )?,
+            events: r
+                .add_int(VarSpec::int("Events", 0).desc("Events remembered now (listevents)"))?,
             num_events: r.add_int(
-                VarSpec::int("NumEvents", 100)
-                    .desc("Events remembered at most (config events N)"),
+                VarSpec::int("NumEvents", 100).desc("Events remembered at most (config events N)"),
             )?,
             num_buckets: r.add_int(
                 VarSpec::int("NumBuckets", 6).desc("Buckets of the transaction histogram"),
@@ -57,14 +56,13 @@ impl IsdVars {
                     .unit("s")
                     .desc("Seconds covered by each bucket"),
             )?,
-            peak_bucket: r.add_int(
-                VarSpec::int("PeakBucket", 0)
-                    .desc("Most transactions completed in one bucket since the histogram started"),
-            )?,
+            peak_bucket: r
+                .add_int(VarSpec::int("PeakBucket", 0).desc(
+                    "Most transactions completed in one bucket since the histogram started",
+                ))?,
             buckets: r.add_str(
-                VarSpec::string("Buckets", 1024, "0  0  0  0  0  0").desc(
-                    "Transactions (and sends) completed in each bucket, newest first",
-                ),
+                VarSpec::string("Buckets", 1024, "0  0  0  0  0  0")
+                    .desc("Transactions (and sends) completed in each bucket, newest first"),
             )?,
             send_timeout_ms: r.add_int(
                 VarSpec::int("send_timeout_ms", 5000)
@@ -111,7 +109,9 @@ impl ServiceVars {
                 VarSpec::int(&p("order"), i64::from(id))
                     .rw()
                     .range(Some(-1e9), Some(1e9))
-                    .desc("Place in `send all` (lowest first; reversed for end, pause, exit, stop)"),
+                    .desc(
+                        "Place in `send all` (lowest first; reversed for end, pause, exit, stop)",
+                    ),
             )?,
             workers: r.add_int(VarSpec::int(&p("workers"), 0).desc("Workers configured"))?,
             xactions: r.add_int(
@@ -199,7 +199,13 @@ pub struct WorkerVars {
     pub policy: PolicyVars,
 }
 
-fn policy_var(r: &VarRegion, name: String, v: i64, max: f64, desc: &str) -> Result<IntVar, AddError> {
+fn policy_var(
+    r: &VarRegion,
+    name: String,
+    v: i64,
+    max: f64,
+    desc: &str,
+) -> Result<IntVar, AddError> {
     r.add_int(
         VarSpec::int(&name, v)
             .rw()
@@ -273,7 +279,9 @@ impl WorkerVars {
         };
         r.add_str(VarSpec::string(&p("service"), 32, cut(service, 32)).desc("Its service"))?;
         r.add_str(VarSpec::string(&p("host"), 64, cut(host, 64)).desc("Host as configured"))?;
-        r.add_str(VarSpec::string(&p("path"), 256, cut(path, 256)).desc("The program (cut to 256 bytes)"))?;
+        r.add_str(
+            VarSpec::string(&p("path"), 256, cut(path, 256)).desc("The program (cut to 256 bytes)"),
+        )?;
         Ok(WorkerVars {
             state: r.add_int(
                 VarSpec::enumeration(&p("state"), &WSTATE_LABELS, WState::Stopped as i64)
@@ -285,27 +293,25 @@ impl WorkerVars {
             avail: r.add_int(
                 VarSpec::int(&p("avail"), 0).desc("1 if it can take work now (on the IDLE queue)"),
             )?,
-            pid: r.add_int(VarSpec::int(&p("pid"), 0).desc("Its process id on its host (0: none)"))?,
+            pid: r
+                .add_int(VarSpec::int(&p("pid"), 0).desc("Its process id on its host (0: none)"))?,
             restarts: r.add_int(
                 VarSpec::int(&p("restarts"), 0)
                     .counter()
                     .desc("Times isectd restarted it after it died unasked"),
             )?,
-            exit: r.add_str(
-                VarSpec::string(&p("exit"), 64, "").desc("How its last process ended"),
-            )?,
+            exit: r
+                .add_str(VarSpec::string(&p("exit"), 64, "").desc("How its last process ended"))?,
             stderr: r.add_str(
                 VarSpec::string(&p("stderr"), 512, "")
                     .desc("The tail of its log when it last died or failed"),
             )?,
-            fwname: r.add_str(
-                VarSpec::string(&p("fwname"), 32, "")
-                    .desc("Its framework process name, once recognised (its region in the runtime directory)"),
-            )?,
-            status: r.add_str(
-                VarSpec::string(&p("status"), 128, "")
-                    .desc("The last STATUS= it sent on NOTIFY_SOCKET (a framework process: its run state)"),
-            )?,
+            fwname: r.add_str(VarSpec::string(&p("fwname"), 32, "").desc(
+                "Its framework process name, once recognised (its region in the runtime directory)",
+            ))?,
+            status: r.add_str(VarSpec::string(&p("status"), 128, "").desc(
+                "The last STATUS= it sent on NOTIFY_SOCKET (a framework process: its run state)",
+            ))?,
             xactions: r.add_int(
                 VarSpec::int(&p("xactions"), 0)
                     .counter()
