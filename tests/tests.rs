@@ -7,6 +7,7 @@ mod circ_tools;
 mod ecosystem;
 mod event_loop;
 mod framework;
+mod isectd;
 mod shvar_tool;
 mod spy;
 mod spyctl;

@@ -8,14 +8,18 @@ use std::time::Duration;
 use shvars::{ProcName, RuntimeDir};
 
 /// The start time of process `pid` in clock ticks since boot (field 22 of `/proc/PID/stat`),
-/// or `None` if there is no such process.
+/// or `None` if there is no such process, or only its zombie (dead, not reaped yet).
 pub fn start_ticks(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may contain spaces and parentheses:
     // the fields after it start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
     // rest starts with field 3 (state); field 22 is the 20th from there.
-    rest.split_whitespace().nth(19)?.parse().ok()
+    if fields.next()? == "Z" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// How long ago a process that started at `ticks` (clock ticks since boot) started.
