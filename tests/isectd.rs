@@ -496,3 +496,103 @@ fn a_script_configures_isectd_at_start_up() {
     o.expect_code(1)
         .stderr_has("--script: 'config worker nosuch localhost /bin/true': no service nosuch");
 }
+
+fn key_file(env: &Env, name: &str, text: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let p = env.path(name);
+    std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p.display().to_string()
+}
+
+fn isdexecd(env: &mut Env, label: &str, addr: &str, key: &str) -> u32 {
+    let mut c = env.command("isdexecd");
+    c.args([
+        "-n",
+        label,
+        "--listen",
+        addr,
+        "--key",
+        key,
+        "--allow",
+        "/bin/sleep",
+    ]);
+    let pid = env.spawn(label, c);
+    env.wait_ready(label, pid);
+    pid
+}
+
+#[test]
+fn workers_on_another_host_run_through_an_authenticated_isdexecd() {
+    let mut env = Env::new();
+    let key = key_file(&env, "key", "a shared secret of the farm\n");
+    let addr = format!("127.0.0.2:{}", crate::util::free_port());
+    isdexecd(&mut env, "x1", &addr, &key);
+    isectd(&mut env, "isd9", &["--key", &key]);
+    isd(&env, "isd9", "config service far");
+    isd(
+        &env,
+        "isd9",
+        &format!("config worker far {addr} /bin/sleep 1000"),
+    );
+    isd(&env, "isd9", &format!("config worker far {addr} /bin/true"));
+    isd(&env, "isd9", "start far");
+    env.wait_until("the remote worker to run", || pid_of(&env, "isd9", 1) > 0);
+    let p1 = pid_of(&env, "isd9", 1);
+    env.adopt(p1 as u32);
+    assert!(env.stderr_of("x1").contains(&format!(
+        "isd9 worker 1: started /bin/sleep 1000 as pid {p1}"
+    )));
+    // A program the remote host does not allow is refused there, and said so here.
+    env.wait_until("worker 2 refused", || state(&env, "isd9", 2) == "FAILED");
+    assert!(env
+        .get("isd9", "worker.2.stderr")
+        .contains("/bin/true is not among the programs this isdexecd may run"));
+    assert_eq!(env.get_int("x1", "refused"), 1);
+    // A remote death is noticed and the worker restarted.
+    isd(&env, "isd9", "set worker.1.quick_ms 1");
+    kill9(p1);
+    env.wait_until("a new remote process", || {
+        let p = pid_of(&env, "isd9", 1);
+        p > 0 && p != p1
+    });
+    assert_eq!(env.get("isd9", "worker.1.exit"), "signal 9 (SIGKILL)");
+    // Losing isdexecd makes its workers LOST, not dead; once it is back they run again.
+    let p2 = pid_of(&env, "isd9", 1);
+    env.adopt(p2 as u32);
+    env.kill9("x1");
+    env.wait_until("LOST", || state(&env, "isd9", 1) == "LOST");
+    assert_eq!(env.get("isd9", "worker.1.queue"), "LAZY");
+    isdexecd(&mut env, "x1", &addr, &key);
+    env.wait_until("running again", || {
+        let p = pid_of(&env, "isd9", 1);
+        p > 0 && p != p2 && state(&env, "isd9", 1) != "LOST"
+    });
+    env.adopt(pid_of(&env, "isd9", 1) as u32);
+    // An isectd with another key is refused, and counted.
+    let bad = key_file(&env, "bad", "not the farm's secret at all\n");
+    isectd(&mut env, "isd10", &["--key", &bad]);
+    isd(&env, "isd10", "config service far");
+    isd(
+        &env,
+        "isd10",
+        &format!("config worker far {addr} /bin/sleep 1000"),
+    );
+    isd(&env, "isd10", "start far");
+    env.wait_until("the refusal", || env.get_int("x1", "authfail") >= 1);
+    env.wait_until("isd10's worker LOST", || state(&env, "isd10", 1) == "LOST");
+    assert!(env
+        .stderr_of("isd10")
+        .contains("refused us: authentication failed"));
+    // A key others can read is refused outright.
+    let open = env.path("open");
+    std::fs::write(&open, "a shared secret of the farm\n").unwrap();
+    let mut c = env.command("isectd");
+    c.args(["-n", "isd11", "--key", open.to_str().unwrap()]);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    env.run(c)
+        .expect_code(1)
+        .stderr_has("is readable by others (mode 644): chmod 600 it");
+    isd(&env, "isd9", "stop all");
+}

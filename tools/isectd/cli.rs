@@ -19,6 +19,9 @@ pub struct Cli {
     /// not run when a saved configuration is adopted (see --fresh)
     #[arg(long, value_name = "FILE")]
     pub script: Option<PathBuf>,
+    /// The key file shared with the isdexecd of other hosts (mode 0600, at least 16 bytes)
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
     /// Ignore the saved state of a previous isectd of this name: adopt nothing, run --script
     #[arg(long)]
     pub fresh: bool,

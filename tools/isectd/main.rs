@@ -22,6 +22,7 @@ fn main() -> ExitCode {
     let opts = Options {
         script,
         fresh: cli.fresh,
+        key: cli.key.clone(),
     };
     daqproc::framework::run(cli.process, SPEC, move |ctx| Isectd::build(ctx, &opts))
 }

@@ -87,6 +87,22 @@ impl Home {
         open_log(&self.log_path(id))
     }
 
+    /// Opens log file `name` in the directory for appending (as [`open_log`]).
+    ///
+    /// # Errors
+    /// If it cannot be opened safely.
+    pub fn open_log_named(&self, name: &str) -> io::Result<File> {
+        open_log(&self.file(name))
+    }
+
+    /// The last `lines` lines of log file `name`.
+    ///
+    /// # Errors
+    /// If it cannot be read.
+    pub fn tail_named(&self, name: &str, lines: usize) -> io::Result<String> {
+        tail_of(&self.file(name), lines)
+    }
+
     /// Rotates worker `id`'s log once it is larger than `max` bytes: its content goes to
     /// `worker.N.log.1` (replacing the older one) and it is truncated. The worker keeps writing
     /// (its descriptor appends); what it writes between the copy and the truncation is lost.
@@ -121,23 +137,7 @@ impl Home {
 
     /// The last `lines` lines of worker `id`'s log (at most 64 KiB of it).
     pub fn tail(&self, id: u32, lines: usize) -> io::Result<String> {
-        let mut f = match open_checked(&self.log_path(id)) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(String::new()),
-            Err(e) => return Err(e),
-        };
-        let len = f.metadata()?.len();
-        let from = len.saturating_sub(64 * 1024);
-        f.seek(SeekFrom::Start(from))?;
-        let mut buf = Vec::new();
-        f.read_to_end(&mut buf)?;
-        let text = String::from_utf8_lossy(&buf);
-        let mut all: Vec<&str> = text.lines().collect();
-        if from > 0 && !all.is_empty() {
-            all.remove(0); // cut in the middle
-        }
-        let start = all.len().saturating_sub(lines);
-        Ok(all[start..].join("\n"))
+        tail_of(&self.log_path(id), lines)
     }
 
     /// Writes `data` as file `name`, atomically: a reader (or a restarted isectd) sees the old
@@ -180,6 +180,26 @@ impl Home {
     pub fn remove(&self, name: &str) {
         let _ = fs::remove_file(self.file(name));
     }
+}
+
+fn tail_of(path: &Path, lines: usize) -> io::Result<String> {
+    let mut f = match open_checked(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(e),
+    };
+    let len = f.metadata()?.len();
+    let from = len.saturating_sub(64 * 1024);
+    f.seek(SeekFrom::Start(from))?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let mut all: Vec<&str> = text.lines().collect();
+    if from > 0 && !all.is_empty() {
+        all.remove(0); // cut in the middle
+    }
+    let start = all.len().saturating_sub(lines);
+    Ok(all[start..].join("\n"))
 }
 
 /// Opens a file read-only without following a link, and checks it is a regular file of ours

@@ -19,11 +19,15 @@
 //! [`home`] (isectd's directory and files), [`notify`], [`procfs`], [`events`].
 
 mod commands;
+pub mod conn;
 pub mod events;
+pub mod exec_proto;
+pub mod execd;
 pub mod home;
 pub mod model;
 pub mod notify;
 pub mod procfs;
+mod remote;
 mod saved;
 mod send;
 mod supervise;
@@ -58,6 +62,8 @@ pub struct Options {
     pub script: Vec<String>,
     /// Ignore a saved state (start afresh, adopting nothing).
     pub fresh: bool,
+    /// The key shared with the isdexecd of other hosts.
+    pub key: Option<std::path::PathBuf>,
 }
 
 /// A service.
@@ -84,6 +90,8 @@ pub enum Watch {
         /// Its token in the loop.
         token: FdToken,
     },
+    /// On another host: its isdexecd reports.
+    Remote,
 }
 
 /// A worker's running process.
@@ -133,6 +141,8 @@ pub struct Worker {
     pub fwname: Option<ProcName>,
     /// Deleted: its row stays (shown DELETED) until rows can be retired.
     pub deleted: bool,
+    /// On a host whose isdexecd cannot be reached now.
+    pub lost: bool,
     xactions: u64,
     resp_total_us: u64,
 }
@@ -142,6 +152,9 @@ impl Worker {
     pub fn state(&self) -> WState {
         if self.deleted {
             return WState::Deleted;
+        }
+        if self.lost && (self.proc.is_some() || self.wanted) {
+            return WState::Lost;
         }
         match &self.proc {
             Some(_) if self.stopping.is_some() => WState::Stopping,
@@ -178,6 +191,7 @@ enum Due {
     ReadyAfter(u32),
     Housekeeping,
     Abort,
+    Reconnect,
 }
 
 /// What a registered descriptor is.
@@ -185,6 +199,7 @@ enum Due {
 enum FdUse {
     Notify,
     Pidfd(u32),
+    Link,
 }
 
 /// A `stop` (or the `end` before exit) waiting for processes to end.
@@ -210,6 +225,8 @@ pub struct Isectd {
     buckets: Buckets,
     stops: Vec<PendingStop>,
     sends: send::Sends,
+    remote: remote::Links,
+    key: Option<Vec<u8>>,
     /// `halt`: exit without stopping the workers.
     halting: bool,
     /// The saved state needs writing.
@@ -247,6 +264,11 @@ impl Isectd {
             fds: HashMap::new(),
             stops: Vec::new(),
             sends: send::Sends::default(),
+            remote: remote::Links::default(),
+            key: match &opts.key {
+                Some(p) => Some(exec_proto::read_key(p)?),
+                None => None,
+            },
             halting: false,
             dirty: false,
         };
@@ -350,6 +372,7 @@ impl Isectd {
                 ready_after: None,
                 fwname: None,
                 deleted: false,
+                lost: false,
                 xactions: 0,
                 resp_total_us: 0,
             },
@@ -449,6 +472,7 @@ impl App for Isectd {
                 ctx.log().error("abort: calling abort() as asked");
                 std::process::abort();
             }
+            Due::Reconnect => self.reconnect_due(ctx),
         }
         self.refresh(ctx);
     }
@@ -461,6 +485,7 @@ impl App for Isectd {
                 }
             }
             Some(FdUse::Pidfd(w)) => self.adopted_died(ctx, w),
+            Some(FdUse::Link) => self.link_event(ctx, fd),
             None => {}
         }
         self.refresh(ctx);

@@ -109,12 +109,16 @@ impl Isectd {
                     paused: w.paused,
                     failed: w.failed,
                     restarts: w.v.restarts.get(),
-                    proc: w.proc.as_ref().map(|p| SavedProc {
-                        pid: p.pid,
-                        ticks: p.ticks,
-                        ready: w.ready,
-                        fwname: w.fwname.as_ref().map(ToString::to_string),
-                    }),
+                    proc: w
+                        .proc
+                        .as_ref()
+                        .filter(|p| !matches!(p.watch, Watch::Remote))
+                        .map(|p| SavedProc {
+                            pid: p.pid,
+                            ticks: p.ticks,
+                            ready: w.ready,
+                            fwname: w.fwname.as_ref().map(ToString::to_string),
+                        }),
                 })
                 .collect(),
             next_wid: self.next_wid,

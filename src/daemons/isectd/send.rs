@@ -115,7 +115,11 @@ impl Isectd {
                     j.failed = true;
                     continue;
                 }
-                if w.fwname.is_none() {
+                let remote = matches!(
+                    w.proc.as_ref().map(|p| &p.watch),
+                    Some(super::Watch::Remote)
+                );
+                if w.fwname.is_none() && !remote {
                     if let Some(pid) = w.proc.as_ref().map(|p| p.pid) {
                         if let Some(n) = super::procfs::framework_name(ctx.dir(), pid) {
                             w.v.fwname.set(n.as_str());
@@ -145,6 +149,21 @@ impl Isectd {
                 w.busy_since.get_or_insert_with(Instant::now);
                 let who = format!("worker {wid} ({}, {name})", w.spec.service);
                 self.job(job).waiting.push(wid);
+                if remote {
+                    if !self.remote_control(ctx, job, wid, who.clone(), &line, timeout) {
+                        self.send_answered(
+                            ctx,
+                            job,
+                            wid,
+                            who,
+                            Err(crate::control::client::ClientError::BadFile(
+                                "its isdexecd cannot be reached".into(),
+                            )),
+                            Duration::ZERO,
+                        );
+                    }
+                    continue;
+                }
                 let (dir, mb, line) = (ctx.dir().clone(), ctx.mailbox::<Isectd>(), line.clone());
                 std::thread::spawn(move || {
                     let t0 = Instant::now();
@@ -164,7 +183,7 @@ impl Isectd {
             .expect("a send in progress")
     }
 
-    fn send_answered(
+    pub(super) fn send_answered(
         &mut self,
         ctx: &mut Ctx,
         job: u64,

@@ -39,10 +39,18 @@ impl Isectd {
         let r = self.spawn(ctx, id);
         match &r {
             Ok(pid) => {
-                let text = format!(
-                    "worker {id} ({}) started as pid {pid}: {why}",
-                    self.workers[&id].spec.service
-                );
+                let w = &self.workers[&id];
+                let text = if *pid == 0 {
+                    format!(
+                        "worker {id} ({}) to be started on {} by its isdexecd: {why}",
+                        w.spec.service, w.spec.host
+                    )
+                } else {
+                    format!(
+                        "worker {id} ({}) started as pid {pid}: {why}",
+                        w.spec.service
+                    )
+                };
                 self.event(ctx, text);
             }
             Err(e) => {
@@ -61,10 +69,7 @@ impl Isectd {
     fn spawn(&mut self, ctx: &mut Ctx, id: u32) -> Result<i32, String> {
         let w = &self.workers[&id];
         if let Host::Remote { addr } = super::model::parse_host(&w.spec.host)? {
-            return Err(format!(
-                "host {} ({addr}) is another machine: workers there are started by its isdexecd",
-                w.spec.host
-            ));
+            return self.remote_run(ctx, id, &addr);
         }
         let log = self
             .home
@@ -147,7 +152,12 @@ impl Isectd {
 
     /// Worker `id`'s process ended with `how`: restart it, back off, or give up.
     fn died(&mut self, ctx: &mut Ctx, id: u32, how: String) {
-        let tail = self.home.tail(id, 5).unwrap_or_default();
+        self.died_with(ctx, id, how, None);
+    }
+
+    /// As `died`, with the log's tail given (a remote worker's, from its isdexecd).
+    pub(super) fn died_with(&mut self, ctx: &mut Ctx, id: u32, how: String, tail: Option<String>) {
+        let tail = tail.unwrap_or_else(|| self.home.tail(id, 5).unwrap_or_default());
         let Some(w) = self.workers.get_mut(&id) else {
             return;
         };
@@ -233,7 +243,7 @@ impl Isectd {
     }
 
     /// Sends `sig` to worker `id`'s process and its process group.
-    fn signal(&self, ctx: &Ctx, id: u32, sig: Signal) {
+    fn signal(&mut self, ctx: &mut Ctx, id: u32, sig: Signal) {
         let Some(p) = self.workers.get(&id).and_then(|w| w.proc.as_ref()) else {
             return;
         };
@@ -251,6 +261,7 @@ impl Isectd {
                     let _ = kill(Pid::from_raw(-p.pid), sig);
                 }
             }
+            Watch::Remote => self.remote_signal(ctx, id, sig as i32),
         }
     }
 
@@ -273,7 +284,8 @@ impl Isectd {
         let t = ctx.timer_after(grace);
         w.stopping = Some((t, false));
         self.timers.insert(t, Due::Grace(id));
-        match w.fwname.clone() {
+        let local = !matches!(w.proc.as_ref().map(|p| &p.watch), Some(Watch::Remote));
+        match w.fwname.clone().filter(|_| local) {
             Some(name) => {
                 let (dir, mb) = (ctx.dir().clone(), ctx.mailbox::<Isectd>());
                 let pid = w.proc.as_ref().map_or(0, |p| p.pid);
@@ -398,7 +410,12 @@ impl Isectd {
     /// Whether worker `id` is a framework process that serves: its region is published and
     /// its control socket answers. If so it is ready.
     fn check_framework(&mut self, ctx: &mut Ctx, id: u32) -> bool {
-        let Some(pid) = self.workers[&id].proc.as_ref().map(|p| p.pid) else {
+        let Some(pid) = self.workers[&id]
+            .proc
+            .as_ref()
+            .filter(|p| !matches!(p.watch, Watch::Remote))
+            .map(|p| p.pid)
+        else {
             return false;
         };
         let Some(name) = super::procfs::framework_name(ctx.dir(), pid) else {
@@ -414,7 +431,7 @@ impl Isectd {
         true
     }
 
-    fn set_ready(&mut self, ctx: &mut Ctx, id: u32, why: &str) {
+    pub(super) fn set_ready(&mut self, ctx: &mut Ctx, id: u32, why: &str) {
         let Some(w) = self.workers.get_mut(&id) else {
             return;
         };
