@@ -131,7 +131,12 @@ impl Home {
             .open(&tmp)?;
         io::copy(&mut f, &mut out)?;
         fs::rename(&tmp, &old)?;
-        f.set_len(0)?;
+        drop(f);
+        OpenOptions::new()
+            .write(true)
+            .custom_flags(NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(&path)?
+            .set_len(0)?;
         Ok(true)
     }
 
