@@ -4,11 +4,16 @@
 mod cli;
 mod command;
 mod help;
+mod transact;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     shvars::sys::default_sigpipe();
     let cli = daqproc::support::cli::parse::<cli::Cli>();
-    command::run(&cli)
+    if cli.service.is_some() {
+        transact::run(&cli)
+    } else {
+        command::run(&cli)
+    }
 }

@@ -22,6 +22,12 @@ pub struct Cli {
     /// The key file shared with the isdexecd of other hosts (mode 0600, at least 16 bytes)
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
+    /// Address to listen on for clients and transaction workers
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    pub listen: String,
+    /// TCP port for clients (the seed's req_port; 0: any free port, shown in the variable)
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
+    pub req_port: u16,
     /// Ignore the saved state of a previous isectd of this name: adopt nothing, run --script
     #[arg(long)]
     pub fresh: bool,

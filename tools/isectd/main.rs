@@ -23,6 +23,8 @@ fn main() -> ExitCode {
         script,
         fresh: cli.fresh,
         key: cli.key.clone(),
+        listen: cli.listen.clone(),
+        req_port: cli.req_port,
     };
     daqproc::framework::run(cli.process, SPEC, move |ctx| Isectd::build(ctx, &opts))
 }

@@ -142,6 +142,32 @@ pub fn table() -> Vec<Command<Isectd>> {
     const MANY: usize = usize::MAX;
     vec![
         Command::new("abort", "isectd calls abort() - creates a core file").handler(abort),
+        Command::new("block", "[un]blocks incoming transactions from clientid (they are held until unblock)")
+            .args("clientid", 1, 1)
+            .handler(block),
+        Command::new("client", "examine the client structure for client id id")
+            .args("id", 1, 1)
+            .public()
+            .handler(client),
+        Command::new("clients", "displays the client list").public().handler(clients),
+        Command::new("idle", "forcibly idles the busy worker id")
+            .args("id", 1, 1)
+            .handler(idle),
+        Command::new("preempt", "sets or reports preempting option")
+            .args("[on|off]", 0, 1)
+            .handler(preempt),
+        Command::new("pri", "changes a client's priority to n (higher first)")
+            .args("id n", 2, 2)
+            .handler(pri),
+        Command::new("reject", "force isectd to reject new client logins (reject off undoes it)")
+            .args("[on|off]", 0, 1)
+            .handler(reject),
+        Command::new("service", "changes a client's service to newservice")
+            .args("id newservice", 2, 2)
+            .handler(service_move),
+        Command::new("unblock", "reverses \"block clientid\"")
+            .args("clientid", 1, 1)
+            .handler(unblock),
         Command::new("buckets", "set the number of buckets to 'num' and the bucket size to 'secs' seconds")
             .args("num secs", 2, 2)
             .handler(buckets),
@@ -334,9 +360,9 @@ fn delete(d: &mut Isectd, ctx: &mut Ctx, args: &[String]) -> Outcome {
         }
         "client" => {
             let id = parse_id(&args[1], "client")?;
-            Err(Failure::refused(format!(
-                "no client {id} (no client is logged in)"
-            )))
+            d.delete_client(ctx, id).map_err(Failure::refused)?;
+            d.event(ctx, format!("client {id} deleted"));
+            Ok(format!("client {id} deleted").into())
         }
         _ => Err(usage("delete {worker|client} id")),
     }
@@ -374,12 +400,20 @@ fn halt(d: &mut Isectd, ctx: &mut Ctx, _: &[String]) -> Outcome {
 
 fn isddata(d: &mut Isectd, _ctx: &mut Ctx, _: &[String]) -> Outcome {
     let v = &d.v;
+    let b = d.broker.as_ref().expect("the broker runs");
     let rows: Vec<(&str, String)> = vec![
         ("host", format!("\"{}\"", v.host.get())),
         ("ServiceList", v.service_list.get().to_string()),
+        ("PriList", b.clients.len().to_string()),
         ("LazyWorkers", v.lazy.get().to_string()),
         ("IdleWorkers", v.idle.get().to_string()),
         ("BusyWorkers", v.busy.get().to_string()),
+        ("socket", b.listeners().0.to_string()),
+        ("port", b.port.to_string()),
+        ("req_socket", b.listeners().1.to_string()),
+        ("req_port", b.req_port.to_string()),
+        ("NextClientID", b.next_client().to_string()),
+        ("MaxUsers", b.max_users_var().to_string()),
         ("Events", v.events.get().to_string()),
         ("NumEvents", v.num_events.get().to_string()),
         ("NumBuckets", v.num_buckets.get().to_string()),
@@ -521,16 +555,22 @@ fn services(d: &mut Isectd, _ctx: &mut Ctx, _: &[String]) -> Outcome {
     Ok(out.join("\n").into())
 }
 
-fn shutdown(d: &mut Isectd, _ctx: &mut Ctx, args: &[String]) -> Outcome {
+fn shutdown(d: &mut Isectd, ctx: &mut Ctx, args: &[String]) -> Outcome {
     let what = args[0].as_str();
-    if what != "all" {
-        parse_id(what, "socket fd")?;
+    let fd = if what == "all" {
+        None
+    } else {
+        Some(parse_id(what, "socket fd")? as i32)
+    };
+    let done = d.shutdown_fds(fd);
+    if done.is_empty() {
+        return Err(Failure::refused(format!(
+            "{}: only transaction workers and clients have a socket with isectd; framework processes and other programs are commanded through their control socket or signals (stop them with stop, or send SERVICE exit)",
+            if what == "all" { "no socket to shut down".to_owned() } else { format!("no worker or client socket with fd {what}") }
+        )));
     }
-    let _ = d;
-    Err(Failure::refused(format!(
-        "{}: no worker or client has a socket with isectd (only transaction workers and clients do; framework processes and other programs are commanded through their control socket or signals: stop them with stop, or send SERVICE exit)",
-        if what == "all" { "nothing to shut down".to_owned() } else { format!("no socket with fd {what}") }
-    )))
+    d.event(ctx, format!("shutdown {what}: {}", done.join("; ")));
+    Ok(done.join("\n").into())
 }
 
 fn start(d: &mut Isectd, ctx: &mut Ctx, args: &[String]) -> Outcome {
@@ -621,14 +661,15 @@ fn worker(d: &mut Isectd, _ctx: &mut Ctx, args: &[String]) -> Outcome {
     let rows: Vec<(&str, String)> = vec![
         ("id", id.to_string()),
         ("service_id", sid.to_string()),
+        ("kind", format!("{:?}", w.spec.kind)),
         ("hostpid", w.proc.as_ref().map_or(0, |p| p.pid).to_string()),
         ("name", q(w.spec.service.clone())),
         ("host", q(w.spec.host.clone())),
         ("path", q(w.spec.path.clone())),
         ("args", q(w.spec.args_text())),
         ("Transactions", w.xactions.to_string()),
-        ("fromCount", "0".into()),
-        ("toCount", "0".into()),
+        ("fromCount", w.from_count.to_string()),
+        ("toCount", w.to_count.to_string()),
         ("restarts", w.v.restarts.get().to_string()),
         ("stopped", i32::from(!w.wanted).to_string()),
         ("up_not_log_in", i32::from(s == WState::Starting).to_string()),
@@ -706,11 +747,185 @@ fn workers(d: &mut Isectd, _ctx: &mut Ctx, args: &[String]) -> Outcome {
                 us(w.v.avg_resp_us.get()),
                 us(w.v.last_resp_us.get()),
                 w.v.restarts.get(),
-                "-",
-                -1,
+                w.client.map_or("-".to_owned(), |c| c.to_string()),
+                w.conn
+                    .map_or(-1, |t| d.broker.as_ref().expect("broker").fd_of(t)),
                 s.label()
             ));
         }
     }
     Ok(out.join("\n").into())
+}
+
+fn client_ref(d: &Isectd, word: &str) -> Result<u32, Failure> {
+    let id = parse_id(word, "client")?;
+    if d.broker.as_ref().expect("broker").clients.contains_key(&id) {
+        Ok(id)
+    } else {
+        Err(Failure::refused(format!("no client {id}")))
+    }
+}
+
+fn set_blocked(d: &mut Isectd, ctx: &mut Ctx, args: &[String], on: bool) -> Outcome {
+    let id = client_ref(d, &args[0])?;
+    let c = d
+        .broker
+        .as_mut()
+        .expect("broker")
+        .clients
+        .get_mut(&id)
+        .expect("checked");
+    c.blocked = on;
+    let svc = c.service.clone();
+    let what = if on { "blocked" } else { "unblocked" };
+    d.event(ctx, format!("client {id} {what}"));
+    if !on {
+        d.schedule(ctx, &svc);
+    }
+    d.refresh(ctx);
+    Ok(format!("client {id} {what}").into())
+}
+
+fn block(d: &mut Isectd, ctx: &mut Ctx, args: &[String]) -> Outcome {
+    set_blocked(d, ctx, args, true)
+}
+
+fn unblock(d: &mut Isectd, ctx: &mut Ctx, args: &[String]) -> Outcome {
+    set_blocked(d, ctx, args, false)
+}
+
+fn client(d: &mut Isectd, _ctx: &mut Ctx, args: &[String]) -> Outcome {
+    let id = client_ref(d, &args[0])?;
+    let b = d.broker.as_ref().expect("broker");
+    let c = &b.clients[&id];
+    let rows = [
+        ("id", id.to_string()),
+        ("service", format!("\"{}\"", c.service)),
+        ("priority", c.pri.to_string()),
+        ("loghost", format!("\"{}\"", c.peer)),
+        ("blocked", i32::from(c.blocked).to_string()),
+        ("worker", c.worker.map_or("-".into(), |w| w.to_string())),
+        ("Transactions", c.xactions.to_string()),
+        ("fd", b.fd_of(c.token_of()).to_string()),
+        (
+            "connected",
+            format!("{:.1} s", c.since.elapsed().as_secs_f64()),
+        ),
+    ];
+    Ok(rows
+        .iter()
+        .map(|(k, v)| format!("client->{k} = {v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .into())
+}
+
+fn clients(d: &mut Isectd, _ctx: &mut Ctx, _: &[String]) -> Outcome {
+    let b = d.broker.as_ref().expect("broker");
+    let mut out = vec![format!(
+        "  {:>9} {:<12} {:>8} {:<7} {:>6} {:>8} {:>4}  loghost",
+        "client id", "service", "priority", "blocked", "worker", "xactions", "fd"
+    )];
+    for c in b.clients.values() {
+        out.push(format!(
+            "  {:>9} {:<12} {:>8} {:<7} {:>6} {:>8} {:>4}  {}",
+            c.id,
+            c.service,
+            c.pri,
+            if c.blocked { "yes" } else { "no" },
+            c.worker.map_or("-".into(), |w| w.to_string()),
+            c.xactions,
+            b.fd_of(c.token_of()),
+            c.peer
+        ));
+    }
+    Ok(out.join("\n").into())
+}
+
+fn idle(d: &mut Isectd, ctx: &mut Ctx, args: &[String]) -> Outcome {
+    let id = parse_id(&args[0], "worker")?;
+    d.worker_ref(id)?;
+    let r = d.idle_worker(ctx, id).map_err(Failure::refused)?;
+    d.refresh(ctx);
+    Ok(r.into())
+}
+
+fn on_off(args: &[String], u: &str) -> Result<Option<bool>, Failure> {
+    match args.first().map(String::as_str) {
+        None => Ok(None),
+        Some("on") => Ok(Some(true)),
+        Some("off") => Ok(Some(false)),
+        Some(_) => Err(usage(u)),
+    }
+}
+
+fn preempt(d: &mut Isectd, ctx: &mut Ctx, args: &[String]) -> Outcome {
+    if let Some(on) = on_off(args, "preempt [on|off]")? {
+        d.broker.as_ref().expect("broker").set_preempt(on);
+        d.event(ctx, format!("preempt {}", if on { "on" } else { "off" }));
+    }
+    let on = d.broker.as_ref().expect("broker").preempt();
+    Ok(format!("preempt {}", if on { "on" } else { "off" }).into())
+}
+
+fn pri(d: &mut Isectd, ctx: &mut Ctx, args: &[String]) -> Outcome {
+    let id = client_ref(d, &args[0])?;
+    let n: i64 = args[1]
+        .parse()
+        .ok()
+        .filter(|n: &i64| n.abs() <= 1_000_000)
+        .ok_or_else(|| usage("pri id n (n an integer, -1000000 to 1000000)"))?;
+    let c = d
+        .broker
+        .as_mut()
+        .expect("broker")
+        .clients
+        .get_mut(&id)
+        .expect("checked");
+    let old = c.pri;
+    c.pri = n;
+    d.event(ctx, format!("client {id} priority {old} -> {n}"));
+    Ok(format!("client {id}: priority {old} -> {n}").into())
+}
+
+fn reject(d: &mut Isectd, ctx: &mut Ctx, args: &[String]) -> Outcome {
+    let on = on_off(args, "reject [on|off]")?.unwrap_or(true);
+    d.broker.as_ref().expect("broker").set_rejecting(on);
+    d.event(
+        ctx,
+        format!(
+            "client logins {}",
+            if on { "rejected" } else { "accepted again" }
+        ),
+    );
+    Ok(if on {
+        "rejecting new client logins (reject off to accept them again)".into()
+    } else {
+        "accepting client logins".into()
+    })
+}
+
+fn service_move(d: &mut Isectd, ctx: &mut Ctx, args: &[String]) -> Outcome {
+    let id = client_ref(d, &args[0])?;
+    let new = &args[1];
+    if d.service(new).is_none() {
+        return Err(Failure::refused(format!(
+            "no service {new} (services: {})",
+            d.service_names()
+        )));
+    }
+    let c = d
+        .broker
+        .as_mut()
+        .expect("broker")
+        .clients
+        .get_mut(&id)
+        .expect("checked");
+    let old = std::mem::replace(&mut c.service, new.clone());
+    d.event(
+        ctx,
+        format!("client {id} moved from service {old} to {new}"),
+    );
+    d.schedule(ctx, new);
+    Ok(format!("client {id}: service {old} -> {new}").into())
 }

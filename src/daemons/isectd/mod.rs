@@ -18,6 +18,7 @@
 //! (the command language), [`send`] (run-control fan-out), [`saved`] (the saved state),
 //! [`home`] (isectd's directory and files), [`notify`], [`procfs`], [`events`].
 
+mod broker;
 mod commands;
 pub mod conn;
 pub mod events;
@@ -32,6 +33,8 @@ mod saved;
 mod send;
 mod supervise;
 mod vars;
+pub mod xlib;
+pub mod xproto;
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::OwnedFd;
@@ -56,7 +59,7 @@ use vars::{IsdVars, Policy, ServiceVars, WorkerVars};
 pub const SPEC: ProcessSpec = ProcessSpec::new("isectd");
 
 /// What isectd's command line adds to the framework's options.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Commands to run at start-up, from `--script FILE` (one per line, `#` comments).
     pub script: Vec<String>,
@@ -64,6 +67,22 @@ pub struct Options {
     pub fresh: bool,
     /// The key shared with the isdexecd of other hosts.
     pub key: Option<std::path::PathBuf>,
+    /// Address to listen on for clients and transaction workers.
+    pub listen: String,
+    /// The client port (0: any free one, shown in `req_port`).
+    pub req_port: u16,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            script: Vec::new(),
+            fresh: false,
+            key: None,
+            listen: "127.0.0.1".into(),
+            req_port: 0,
+        }
+    }
 }
 
 /// A service.
@@ -143,6 +162,18 @@ pub struct Worker {
     pub deleted: bool,
     /// On a host whose isdexecd cannot be reached now.
     pub lost: bool,
+    /// A transaction worker's connection, once it logged in.
+    pub conn: Option<FdToken>,
+    /// The client whose transaction it serves.
+    pub client: Option<u32>,
+    /// The login token given to its process.
+    pub token: Option<String>,
+    /// The rest of a reply to a transaction taken from it (idled, client gone) is thrown away.
+    pub orphan_reply: bool,
+    /// Pieces sent to it.
+    pub to_count: u64,
+    /// Pieces it sent.
+    pub from_count: u64,
     xactions: u64,
     resp_total_us: u64,
 }
@@ -200,6 +231,9 @@ enum FdUse {
     Notify,
     Pidfd(u32),
     Link,
+    WorkerListener,
+    ClientListener,
+    XConn,
 }
 
 /// A `stop` (or the `end` before exit) waiting for processes to end.
@@ -227,6 +261,9 @@ pub struct Isectd {
     sends: send::Sends,
     remote: remote::Links,
     key: Option<Vec<u8>>,
+    broker: Option<broker::Broker>,
+    /// `send` to transaction workers waiting for their CONTROL answer: worker -> (job, who, when).
+    x_controls: HashMap<u32, (u64, String, Instant)>,
     /// `halt`: exit without stopping the workers.
     halting: bool,
     /// The saved state needs writing.
@@ -269,10 +306,23 @@ impl Isectd {
                 Some(p) => Some(exec_proto::read_key(p)?),
                 None => None,
             },
+            broker: None,
+            x_controls: HashMap::new(),
             halting: false,
             dirty: false,
         };
         d.fds.insert(nt, FdUse::Notify);
+        let b = broker::Broker::new(ctx.region(), &opts.listen, opts.req_port)?;
+        let (wfd, cfd) = b.listeners();
+        let wt = ctx.register_fd(wfd, Interest::Read)?;
+        let ct = ctx.register_fd(cfd, Interest::Read)?;
+        d.fds.insert(wt, FdUse::WorkerListener);
+        d.fds.insert(ct, FdUse::ClientListener);
+        ctx.log().info(format!(
+            "transactions: clients on {}:{}, workers on {}:{}",
+            opts.listen, b.req_port, opts.listen, b.port
+        ));
+        d.broker = Some(b);
         let t = ctx.timer_every(Duration::from_secs(1));
         d.timers.insert(t, Due::Housekeeping);
         let adopted = if opts.fresh {
@@ -373,6 +423,12 @@ impl Isectd {
                 fwname: None,
                 deleted: false,
                 lost: false,
+                conn: None,
+                client: None,
+                token: None,
+                orphan_reply: false,
+                to_count: 0,
+                from_count: 0,
                 xactions: 0,
                 resp_total_us: 0,
             },
@@ -486,6 +542,9 @@ impl App for Isectd {
             }
             Some(FdUse::Pidfd(w)) => self.adopted_died(ctx, w),
             Some(FdUse::Link) => self.link_event(ctx, fd),
+            Some(FdUse::WorkerListener) => self.accept_x(ctx, true),
+            Some(FdUse::ClientListener) => self.accept_x(ctx, false),
+            Some(FdUse::XConn) => self.x_event(ctx, fd),
             None => {}
         }
         self.refresh(ctx);

@@ -80,7 +80,14 @@ pub enum Kind {
     /// rendezvous is in its environment. A framework process is recognised once it runs (it
     /// holds a region of its own in the runtime directory).
     Program,
+    /// A transaction worker (`tp:PATH`): the rendezvous comes first in its arguments (host,
+    /// port, worker id, login token; [`ISDARGMAX`]), it is ready when it logs in.
+    Tp,
 }
+
+/// The argv index of a transaction worker's first configured parameter: argv[1] is isectd's
+/// host, argv[2] its worker port, argv[3] the worker id, argv[4] the login token.
+pub const ISDARGMAX: u32 = 5;
 
 /// A worker as configured (`config worker`), the same for every clone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,15 +114,19 @@ impl WorkerSpec {
             return Err("usage: config worker SERVICE HOST PATH [params]".to_owned());
         };
         parse_host(host)?;
+        let (kind, path) = match path.strip_prefix("tp:") {
+            Some(p) => (Kind::Tp, p),
+            None => (Kind::Program, path.as_str()),
+        };
         if path.is_empty() || path.len() > 4096 || path.contains('\0') {
             return Err(format!("bad program path {path:?}"));
         }
         Ok(WorkerSpec {
             service: service.clone(),
             host: host.clone(),
-            path: path.clone(),
+            path: path.to_owned(),
             args: params.to_vec(),
-            kind: Kind::Program,
+            kind,
         })
     }
 

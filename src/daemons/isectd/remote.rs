@@ -348,10 +348,24 @@ impl Isectd {
             ("ISD_WORKER".to_owned(), id.to_string()),
             ("ISD_SERVICE".to_owned(), w.spec.service.clone()),
         ];
+        let mut args = Vec::new();
+        if w.spec.kind == super::model::Kind::Tp {
+            // The rendezvous: isectd's address must be one the other host can reach (--listen).
+            let b = self.broker.as_ref().expect("the broker runs");
+            let tok = proto::nonce().map_err(|e| e.to_string())?;
+            args.extend([
+                b.worker_host.clone(),
+                b.port.to_string(),
+                id.to_string(),
+                tok.clone(),
+            ]);
+            w.token = Some(tok);
+        }
+        args.extend(w.spec.args_for(id));
         let m = Msg::Run {
             id,
             path: w.spec.path.clone(),
-            args: w.spec.args_for(id),
+            args,
             env,
         };
         w.lost = false;

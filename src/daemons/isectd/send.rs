@@ -127,6 +127,22 @@ impl Isectd {
                         }
                     }
                 }
+                if w.conn.is_some() {
+                    w.busy += 1;
+                    w.busy_since.get_or_insert_with(Instant::now);
+                    let who = format!("worker {wid} ({})", w.spec.service);
+                    self.job(job).waiting.push(wid);
+                    self.x_controls
+                        .insert(wid, (job, who.clone(), Instant::now()));
+                    if !self.x_control(wid, &line) {
+                        self.x_controls.remove(&wid);
+                        let e = crate::control::client::ClientError::BadFile(
+                            "its connection failed".into(),
+                        );
+                        self.send_answered(ctx, job, wid, who, Err(e), Duration::ZERO);
+                    }
+                    continue;
+                }
                 let Some(name) = w.fwname.clone() else {
                     let path = w.spec.path.clone();
                     let j = self.job(job);

@@ -79,6 +79,20 @@ impl Isectd {
             .try_clone()
             .map_err(|e| format!("cannot open its log: {e}"))?;
         let mut cmd = Command::new(&w.spec.path);
+        let token = if w.spec.kind == super::model::Kind::Tp {
+            let b = self.broker.as_ref().expect("the broker runs");
+            let tok =
+                super::exec_proto::nonce().map_err(|e| format!("cannot make a token: {e}"))?;
+            cmd.args([
+                b.worker_host.clone(),
+                b.port.to_string(),
+                id.to_string(),
+                tok.clone(),
+            ]);
+            Some(tok)
+        } else {
+            None
+        };
         cmd.args(w.spec.args_for(id))
             .stdin(Stdio::null())
             .stdout(log)
@@ -108,11 +122,14 @@ impl Isectd {
             watch: Watch::Child,
         });
         w.ready = false;
+        w.token = token;
         w.fwname = None;
         w.v.fwname.set("");
         w.v.status.set("");
         let after = w.policy().ready_after_ms;
-        self.poll_ready(ctx, id, Duration::from_millis(2));
+        if w.spec.kind != super::model::Kind::Tp {
+            self.poll_ready(ctx, id, Duration::from_millis(2));
+        }
         if after > 0 {
             let t = ctx.timer_after(Duration::from_millis(after as u64));
             self.timers.insert(t, Due::ReadyAfter(id));
@@ -157,6 +174,7 @@ impl Isectd {
 
     /// As `died`, with the log's tail given (a remote worker's, from its isdexecd).
     pub(super) fn died_with(&mut self, ctx: &mut Ctx, id: u32, how: String, tail: Option<String>) {
+        self.x_worker_gone(ctx, id);
         let tail = tail.unwrap_or_else(|| self.home.tail(id, 5).unwrap_or_default());
         let Some(w) = self.workers.get_mut(&id) else {
             return;
@@ -240,6 +258,11 @@ impl Isectd {
                 let _ = self.start_worker(ctx, id, "restarted after backoff");
             }
         }
+    }
+
+    /// Makes worker `id`'s process end (SIGTERM); it is restarted as after any death.
+    pub(super) fn restart_worker(&mut self, ctx: &mut Ctx, id: u32) {
+        self.signal(ctx, id, Signal::SIGTERM);
     }
 
     /// Sends `sig` to worker `id`'s process and its process group.
