@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use daqproc::daemons::isectd::xlib::{Incoming, XError, XWorker};
+use daqproc::daemons::isectd::xproto::MAX_PAYLOAD;
 
 fn main() -> ExitCode {
     let cli = daqproc::support::cli::parse::<cli::Cli>();
@@ -51,7 +52,8 @@ fn echo(w: &mut XWorker, cli: &cli::Cli) -> Result<(), XError> {
                 if cli.delay_ms > 0 {
                     std::thread::sleep(Duration::from_millis(cli.delay_ms));
                 }
-                let n = cli.pieces.max(1);
+                // At least --pieces pieces, none larger than a frame may be.
+                let n = cli.pieces.max(1).max(req.len().div_ceil(MAX_PAYLOAD));
                 let step = req.len().div_ceil(n).max(1);
                 let mut chunks: Vec<&[u8]> = req.chunks(step).collect();
                 while chunks.len() < n {

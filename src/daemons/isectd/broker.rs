@@ -94,6 +94,7 @@ pub struct Broker {
     /// The address transaction workers are told to log in to.
     pub worker_host: String,
     conns: HashMap<FdToken, XConn>,
+    preempt: bool,
     /// Clients by id.
     pub clients: BTreeMap<u32, Client>,
     arrivals: u64,
@@ -101,6 +102,11 @@ pub struct Broker {
 }
 
 impl Client {
+    /// Pieces received and not yet given to a worker (held while blocked or waiting).
+    pub fn held(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Its connection's token.
     pub fn token_of(&self) -> FdToken {
         self.token
@@ -164,7 +170,9 @@ impl Broker {
             )?,
             xactions: r.add_int(VarSpec::int("xactions", 0).counter().desc("Transactions completed"))?,
             rejecting: r.add_int(VarSpec::int("rejecting", 0).desc("1: new client logins are refused (reject)"))?,
-            preempt: r.add_str(VarSpec::string("preempt", 8, "off").desc("The preempt option"))?,
+            preempt: r.add_str(VarSpec::string("preempt", 8, "on").desc(
+                "on: a waiting transaction of a higher-priority client goes before earlier ones of lower priority; off: arrival order only",
+            ))?,
         };
         let worker_host = match host {
             "0.0.0.0" | "::" | "[::]" => "127.0.0.1".to_owned(),
@@ -177,6 +185,7 @@ impl Broker {
             port,
             req_port,
             conns: HashMap::new(),
+            preempt: true,
             clients: BTreeMap::new(),
             arrivals: 0,
             v,
@@ -218,11 +227,12 @@ impl Broker {
 
     /// The preempt option.
     pub fn preempt(&self) -> bool {
-        self.v.preempt.get() == "on"
+        self.preempt
     }
 
     /// Sets the preempt option.
-    pub fn set_preempt(&self, on: bool) {
+    pub fn set_preempt(&mut self, on: bool) {
+        self.preempt = on;
         self.v.preempt.set(if on { "on" } else { "off" });
     }
 
@@ -314,12 +324,8 @@ impl Isectd {
         match c.role {
             Role::Client(id) => {
                 if let Some(cl) = self.broker().clients.remove(&id) {
-                    if let Some(w) = cl.worker {
-                        // Its worker goes on with the reply; it is thrown away when it comes.
-                        if let Some(w) = self.workers.get_mut(&w) {
-                            w.orphan_reply = true;
-                        }
-                    }
+                    // Its worker (if busy for it) goes on with the reply, which goes nowhere.
+                    let _ = cl.worker;
                     self.events.push(format!("client {id} logged out"));
                 }
                 let n = self.broker().clients.len() as i64;
@@ -334,9 +340,7 @@ impl Isectd {
                 if let Some(cid) = busy_client {
                     self.intervene(ctx, cid, &format!("worker {wid} closed its connection"));
                 }
-                let text = format!(
-                    "worker {wid} closed its connection to isectd: it is stopped and restarted"
-                );
+                let text = format!("worker {wid} closed its connection to isectd: it is restarted");
                 self.event(ctx, text);
                 // The seed: a worker that closes its socket is restarted.
                 if self
@@ -554,6 +558,7 @@ impl Isectd {
 
     /// Gives waiting transactions of `service` to its idle workers.
     pub(super) fn schedule(&mut self, ctx: &mut Ctx, service: &str) {
+        let preempt = self.broker().preempt();
         loop {
             let idle = self
                 .workers
@@ -577,7 +582,12 @@ impl Isectd {
                         && c.worker.is_none()
                         && !c.pending.is_empty()
                 })
-                .min_by_key(|c| (std::cmp::Reverse(c.pri), c.arrival))
+                .min_by_key(|c| {
+                    (
+                        std::cmp::Reverse(if preempt { c.pri } else { 0 }),
+                        c.arrival,
+                    )
+                })
                 .map(|c| c.id);
             let (Some(wid), Some(cid)) = (idle, next) else {
                 if let (None, Some(cid)) = (idle, next) {
@@ -620,10 +630,14 @@ impl Isectd {
         p: Vec<u8>,
     ) -> Result<(), String> {
         let w = self.workers.get_mut(&wid).ok_or("no such worker")?;
-        let Some(cid) = w.client else {
-            if std::mem::take(&mut w.orphan_reply) && h.more() {
-                w.orphan_reply = true;
+        if let Some(i) = w.orphans.iter().position(|t| *t == h.tag) {
+            // The late reply of a transaction taken from it (idle WID): thrown away.
+            if !h.more() {
+                w.orphans.remove(i);
             }
+            return Ok(());
+        }
+        let Some(cid) = w.client else {
             return Err(format!(
                 "worker {wid} replied for a transaction it was not given"
             ));
@@ -652,9 +666,8 @@ impl Isectd {
             self.broker().v.xactions.add(1);
             self.count_done(1);
         }
-        let orphan = std::mem::take(&mut self.workers.get_mut(&wid).expect("here").orphan_reply);
         let ct = self.broker().clients.get(&cid).map(|c| c.token);
-        if let (Some(ct), false) = (ct, orphan) {
+        if let Some(ct) = ct {
             if !self
                 .broker()
                 .send(ct, xp::hdr(Kind::Data, h.flags, h.error, cid, h.seq), &p)
@@ -705,7 +718,7 @@ impl Isectd {
             return;
         };
         let (t, cid) = (w.conn.take(), w.client.take());
-        w.orphan_reply = false;
+        w.orphans.clear();
         if let Some(cid) = cid {
             self.intervene(ctx, cid, &format!("worker {wid} died"));
         }
@@ -731,7 +744,9 @@ impl Isectd {
         };
         w.busy = w.busy.saturating_sub(1);
         w.busy_since = None;
-        w.orphan_reply = true;
+        if w.orphans.len() < 64 {
+            w.orphans.push(cid);
+        }
         self.intervene(ctx, cid, &format!("worker {wid} idled by an operator"));
         let svc = self.workers[&wid].spec.service.clone();
         self.schedule(ctx, &svc);

@@ -804,6 +804,7 @@ fn client(d: &mut Isectd, _ctx: &mut Ctx, args: &[String]) -> Outcome {
         ("priority", c.pri.to_string()),
         ("loghost", format!("\"{}\"", c.peer)),
         ("blocked", i32::from(c.blocked).to_string()),
+        ("held", c.held().to_string()),
         ("worker", c.worker.map_or("-".into(), |w| w.to_string())),
         ("Transactions", c.xactions.to_string()),
         ("fd", b.fd_of(c.token_of()).to_string()),
@@ -861,7 +862,7 @@ fn on_off(args: &[String], u: &str) -> Result<Option<bool>, Failure> {
 
 fn preempt(d: &mut Isectd, ctx: &mut Ctx, args: &[String]) -> Outcome {
     if let Some(on) = on_off(args, "preempt [on|off]")? {
-        d.broker.as_ref().expect("broker").set_preempt(on);
+        d.broker.as_mut().expect("broker").set_preempt(on);
         d.event(ctx, format!("preempt {}", if on { "on" } else { "off" }));
     }
     let on = d.broker.as_ref().expect("broker").preempt();

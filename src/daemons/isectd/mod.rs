@@ -168,8 +168,9 @@ pub struct Worker {
     pub client: Option<u32>,
     /// The login token given to its process.
     pub token: Option<String>,
-    /// The rest of a reply to a transaction taken from it (idled, client gone) is thrown away.
-    pub orphan_reply: bool,
+    /// Clients whose transactions were taken from it (`idle`): a late reply to them is
+    /// thrown away.
+    pub orphans: Vec<u32>,
     /// Pieces sent to it.
     pub to_count: u64,
     /// Pieces it sent.
@@ -223,6 +224,7 @@ enum Due {
     Housekeeping,
     Abort,
     Reconnect,
+    Closed(u32),
 }
 
 /// What a registered descriptor is.
@@ -426,7 +428,7 @@ impl Isectd {
                 conn: None,
                 client: None,
                 token: None,
-                orphan_reply: false,
+                orphans: Vec::new(),
                 to_count: 0,
                 from_count: 0,
                 xactions: 0,
@@ -529,6 +531,7 @@ impl App for Isectd {
                 std::process::abort();
             }
             Due::Reconnect => self.reconnect_due(ctx),
+            Due::Closed(w) => self.closed_due(ctx, w),
         }
         self.refresh(ctx);
     }

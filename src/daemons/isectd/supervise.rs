@@ -260,9 +260,25 @@ impl Isectd {
         }
     }
 
-    /// Makes worker `id`'s process end (SIGTERM); it is restarted as after any death.
+    /// A transaction worker closed its connection: if its process has not ended by itself a
+    /// second later, it gets SIGTERM; either way it is restarted as after any death.
     pub(super) fn restart_worker(&mut self, ctx: &mut Ctx, id: u32) {
-        self.signal(ctx, id, Signal::SIGTERM);
+        let t = ctx.timer_after(Duration::from_secs(1));
+        self.timers.insert(t, Due::Closed(id));
+    }
+
+    pub(super) fn closed_due(&mut self, ctx: &mut Ctx, id: u32) {
+        let still = self
+            .workers
+            .get(&id)
+            .is_some_and(|w| w.proc.is_some() && w.conn.is_none() && w.stopping.is_none());
+        if still {
+            self.event(
+                ctx,
+                format!("worker {id} still runs after closing its connection: SIGTERM"),
+            );
+            self.signal(ctx, id, Signal::SIGTERM);
+        }
     }
 
     /// Sends `sig` to worker `id`'s process and its process group.

@@ -293,7 +293,14 @@ impl XWorker {
                     if !p.header.more() {
                         let out = f(&req);
                         req.clear();
-                        self.reply(p.header.tag, 1, &out, false)?;
+                        let chunks: Vec<&[u8]> = if out.is_empty() {
+                            vec![&out[..]]
+                        } else {
+                            out.chunks(xp::MAX_PAYLOAD).collect()
+                        };
+                        for (i, c) in chunks.iter().enumerate() {
+                            self.reply(p.header.tag, i as u32 + 1, c, i + 1 < chunks.len())?;
+                        }
                     }
                 }
                 Ok(Incoming::Control(c)) => match c.trim() {

@@ -1,7 +1,9 @@
 //! isectd and isdclient, part 1: the seed's commands and replies, framework and plain workers,
 //! restarts, backoff and failure, stopping, run-control fan-out in service order, a hanging
 //! worker, readiness, and adoption after `kill -9` of isectd. Real processes, each test in its
-//! own runtime directory.
+//! own runtime directory. Part 2 (transactions) is in `xact.rs`.
+
+mod xact;
 
 use crate::util::{bin, Env, Out};
 
