@@ -475,3 +475,19 @@ fn daemon_mode_detaches_and_logs_to_a_file() {
         .stderr_has("start-up command 'start' failed");
     assert!(!env.path("d2.ctl").exists());
 }
+
+#[test]
+fn a_process_that_fails_to_start_leaves_no_region_behind() {
+    let env = Env::new();
+    let mut c = env.command("evgen");
+    // The buffer cannot be made: evgen's set-up fails after the region was created.
+    c.args(["-n", "g1", "--buffer", "/nonexistent-daqproc-dir/b"]);
+    env.run(c).expect_code(1).stderr_has("g1: start-up failed");
+    assert!(
+        !env.path("g1.shv").exists(),
+        "a region of a process that never ran"
+    );
+    assert!(!env.path("g1.ctl").exists() && !env.path("g1.sock").exists());
+    let l = env.shvar(&["list"]);
+    assert!(!l.stdout.contains("g1"), "{}", l.stdout);
+}

@@ -153,3 +153,62 @@ fn watch_stops_when_the_restarted_process_lacks_the_variable() {
     );
     assert!(err.contains("`shvar list t1`"), "{err}");
 }
+
+#[test]
+fn long_values_keep_the_dump_a_table_and_json_whole() {
+    let mut env = Env::new();
+    let long = "x".repeat(60);
+    env.ticker("t1", &["-c", &format!("set label {long}")]);
+    // An error with a long text lands in lasterror.
+    env.shvar(&["cmd", "t1", "set", "rate", &"9".repeat(80)])
+        .expect_code(1);
+    let d = env.shvar(&["dump", "t1"]);
+    d.ok();
+    let header = d.stdout.lines().find(|l| l.starts_with("NAME ")).unwrap();
+    let unit_col = header.find("UNIT").unwrap();
+    for name in ["label", "lasterror", "rate"] {
+        let row = d
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap();
+        let cut = row.chars().take(unit_col).collect::<String>();
+        assert!(
+            !cut.contains("x".repeat(41).as_str()),
+            "the value of {name} spills into the next column:\n{row}"
+        );
+    }
+    let label = d.stdout.lines().find(|l| l.starts_with("label ")).unwrap();
+    assert!(label.contains(&format!("{}…", "x".repeat(39))), "{label}");
+    let j = env.shvar(&["dump", "--json", "t1"]);
+    let v: serde_json::Value = serde_json::from_str(&j.stdout).unwrap();
+    let l = v["vars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "label")
+        .unwrap();
+    assert_eq!(l["value"], serde_json::json!(long));
+}
+
+#[test]
+fn durations_are_read_alike_everywhere() {
+    let mut env = Env::new();
+    env.ticker("t1", &[]);
+    env.shvar(&["-w", "500ms", "cmd", "t1", "status"]).ok();
+    env.shvar(&["cmd", "-w", "2s", "t1", "status"]).ok();
+    env.shvar(&["set", "-w", "1.5", "t1", "rate", "20"]).ok();
+    env.shvar(&["watch", "t1", "rate", "--count", "1", "--interval", "50ms"])
+        .ok()
+        .stdout_has("rate 20");
+    env.shvar(&["-w", "soon", "cmd", "t1", "status"])
+        .expect_code(2)
+        .stderr_has("is not a positive duration");
+    // -w belongs to the verbs that wait.
+    let h = env.shvar(&["list", "--help"]);
+    h.ok();
+    assert!(!h.stdout.contains("--wait"), "{}", h.stdout);
+    env.shvar(&["export", "--json"])
+        .ok()
+        .stdout_has("\"processes\"");
+}

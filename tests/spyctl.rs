@@ -309,21 +309,119 @@ fn history_falls_back_to_home_without_xdg_data_home() {
 }
 
 #[test]
-fn exit_is_sent_to_the_process_and_quit_leaves_spyctl() {
+fn exit_asks_first_and_quit_leaves_spyctl() {
     let mut env = Env::new();
     env.ticker("t1", &[]);
     let mut pty = Pty::spawn(&env, &["-n", "t1"]);
     pty.expect("t1 UNDEFINED_STATE> ");
+    // A habit from shells: `exit` to leave. It names the process and asks.
     pty.line("exit");
+    pty.expect_re(r"'exit' stops it: t1 \(pid \d+\)\. Send it\? \[y/N\] ");
+    pty.line("");
+    pty.expect("'exit' not sent");
+    pty.expect("t1 UNDEFINED_STATE> ");
+    env.shvar(&["cmd", "t1", "status"]).ok();
+    // Another line as the answer is not run either, and spyctl says so.
+    pty.line("exit");
+    pty.expect("Send it? [y/N] ");
+    pty.line("init");
+    pty.expect("the line 'init' was taken as the answer and not run");
+    assert_eq!(env.get("t1", "runstate"), "UNDEFINED_STATE");
+    // The prompt's help says how to leave.
+    pty.line("help spyctl");
+    pty.expect("Leave spyctl (Ctrl-D too)");
+    pty.line("exit");
+    pty.expect("Send it? [y/N] ");
+    pty.line("y");
     assert_eq!(env.wait_exit("t1"), 0);
     pty.expect("t1 (not running)> ");
     pty.line("status");
     pty.expect("t1 has exited");
+    pty.expect("start it again with `cd ");
     pty.expect("t1 (not running)> ");
     pty.line("quit");
     if let Err(e) = pty.session.expect(Eof) {
         panic!("quit did not end spyctl ({e})\n{}", pty.transcript.text());
     }
+}
+
+#[test]
+fn confirmation_is_off_for_scripts_and_with_no_confirm() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init", "-c", "start"]);
+    // end stops the run: a script never asks.
+    script(&env, &["-n", "t1", "-c", "end"]).ok();
+    assert_eq!(env.get("t1", "runstate"), "INIT_STATE");
+    let mut pty = Pty::spawn(&env, &["-n", "t1", "--no-confirm"]);
+    pty.expect("t1 INIT_STATE> ");
+    pty.line("exit");
+    assert_eq!(env.wait_exit("t1"), 0);
+    pty.expect("t1 (not running)> ");
+    pty.ctrl_d_quits();
+}
+
+#[test]
+fn every_pasted_or_typed_ahead_line_runs_in_order() {
+    let mut env = Env::new();
+    env.ticker("t1", &[]);
+    let mut pty = Pty::spawn(&env, &["-n", "t1"]);
+    pty.expect("t1 UNDEFINED_STATE> ");
+    // Typed ahead (a paste without bracketed paste): five lines in one go.
+    pty.keys("init\rset label a\rset label b\rset label c\rget label\r");
+    pty.expect("label: b -> c");
+    pty.expect("label = c");
+    pty.expect("t1 INIT_STATE> ");
+    assert_eq!(env.get("t1", "label"), "c");
+    // A terminal's bracketed paste: the lines arrive as one block, then Enter.
+    pty.keys("\x1b[200~set label d\nset label e\nget label\n\x1b[201~");
+    pty.keys("\r");
+    pty.expect("label: d -> e");
+    pty.expect("label = e");
+    pty.expect("t1 INIT_STATE> ");
+    assert_eq!(env.get("t1", "label"), "e");
+    pty.ctrl_d_quits();
+}
+
+#[test]
+fn one_shot_forms_and_launch() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init"]);
+    let o = script(&env, &["list"]);
+    o.ok();
+    assert!(
+        o.stdout.contains("t1") && o.stdout.contains("INIT_STATE"),
+        "{}",
+        o.stdout
+    );
+    script(&env, &["-n", "t1", "get", "runstate", "rate"])
+        .ok()
+        .stdout_has("runstate = INIT_STATE")
+        .stdout_has("rate = 10");
+    script(&env, &["-n", "t1", "set", "rate", "20"])
+        .ok()
+        .stdout_has("rate: 10 -> 20");
+    script(&env, &["-n", "t1", "resume"])
+        .expect_code(1)
+        .stderr_has("not allowed in INIT_STATE");
+    // A one-shot exit never asks.
+    script(&env, &["-n", "t1", "exit"]).ok();
+    assert_eq!(env.wait_exit("t1"), 0);
+    // launch starts it again with the command line it recorded, detached.
+    let o = script(&env, &["launch", "t1"]);
+    o.ok()
+        .stdout_has("launching t1:")
+        .stdout_has("t1 runs as pid");
+    let pid = env.get_int("t1", "pid");
+    env.adopt(pid as u32);
+    assert_eq!(
+        env.get("t1", "runstate"),
+        "INIT_STATE",
+        "its -c init ran again"
+    );
+    script(&env, &["launch", "t1"])
+        .expect_code(1)
+        .stderr_has("t1 is already running");
+    script(&env, &["-n", "t1", "exit"]).ok();
 }
 
 #[test]

@@ -30,17 +30,68 @@ fn every_binary_prints_its_completions_for_every_shell() {
             c.args(["--completions", shell]);
             let o = env.run(c);
             o.ok();
+            // The script registers the binary's dynamic completion: the shell asks the binary.
             assert!(
-                o.stdout.contains(bin) && o.stdout.contains("completions"),
-                "{bin} --completions {shell}: no script naming {bin} and its options:\n{}",
+                o.stdout.contains(bin) && o.stdout.contains("COMPLETE"),
+                "{bin} --completions {shell}: no script asking {bin} for completions:\n{}",
                 o.stdout
             );
         }
-        // The bash script defines the completion function for the binary's name.
         let mut c = env.command(bin);
         c.args(["--completions", "bash"]);
-        env.run(c).stdout_has(&format!("complete -F _{bin}"));
+        env.run(c)
+            .stdout_has(&format!("-F _clap_complete_{bin} {bin}"));
     }
+}
+
+/// In a real bash, with the script `shvar --completions bash` prints: Tab after `shvar get`
+/// offers the live processes, and after `shvar get t1 ra` the variables of t1.
+#[test]
+fn bash_completes_live_process_and_variable_names() {
+    let mut env = Env::new();
+    env.ticker("t1", &[]);
+    env.ticker("spy7", &[]);
+    let bin_dir = crate::util::bin("shvar").parent().unwrap().to_owned();
+    let script = r#"
+source <(shvar --completions bash) || exit 9
+complete_at() {  # words...: completes the last one, as Tab would
+    COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 )); COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}
+    _clap_complete_shvar shvar "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+    echo "${COMPREPLY[*]}"
+}
+echo "names: $(complete_at shvar get '')"
+echo "spy: $(complete_at shvar dump sp)"
+echo "vars: $(complete_at shvar get t1 ra)"
+echo "more: $(complete_at shvar get t1 rate la)"
+echo "set: $(complete_at shvar set t1 up)"
+"#;
+    let mut c = Command::new("bash");
+    c.arg("-c").arg(script).env("SHVAR_DIR", env.dir()).env(
+        "PATH",
+        format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap()),
+    );
+    let o = env.run(c);
+    o.ok();
+    let line = |p: &str| {
+        o.stdout
+            .lines()
+            .find(|l| l.starts_with(p))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let names = line("names:");
+    assert!(
+        names.contains("t1") && names.contains("spy7"),
+        "{}",
+        o.stdout
+    );
+    assert_eq!(line("spy:"), "spy: spy7", "{}", o.stdout);
+    assert_eq!(line("vars:"), "vars: rate", "{}", o.stdout);
+    let more_line = line("more:");
+    let mut got: Vec<&str> = more_line.split_whitespace().skip(1).collect();
+    got.sort_unstable();
+    assert_eq!(got, ["label", "lastcmd", "lasterror"], "{}", o.stdout);
+    assert_eq!(line("set:"), "set: upfreq upfreq_l", "{}", o.stdout);
 }
 
 #[test]
@@ -64,6 +115,72 @@ fn every_binary_prints_its_man_page() {
         );
         assert!(o.stdout.contains(".SH NAME"), "{}", o.stdout);
         assert!(o.stdout.contains("\\-\\-man"), "{}", o.stdout);
+        // Rendered as a reader sees it, by man(1), without a warning from groff.
+        let page = env.path(&format!("{bin}.1"));
+        std::fs::write(&page, &o.stdout).unwrap();
+        let mut m = Command::new("man");
+        m.args(["--warnings", "-l"])
+            .arg(&page)
+            .env("MANWIDTH", "100");
+        let r = env.run(m);
+        r.ok();
+        assert!(r.stderr.is_empty(), "man -l {bin}.1 warns:\n{}", r.stderr);
+        for heading in [
+            "NAME",
+            "SYNOPSIS",
+            "OPTIONS",
+            "ENVIRONMENT",
+            "FILES",
+            "EXIT STATUS",
+            "SEE ALSO",
+        ] {
+            assert!(
+                r.stdout.lines().any(|l| l == heading),
+                "{bin}(1) has no {heading} section:\n{}",
+                r.stdout
+            );
+        }
+        // No page is named that does not exist: subcommands are in the page itself.
+        assert!(!r.stdout.contains(&format!("{bin}-")), "{}", r.stdout);
+        assert!(r.stdout.contains("SHVAR_DIR"), "{}", r.stdout);
+    }
+    let mut c = env.command("shvar");
+    c.arg("--man");
+    let page = env.path("shvar.1");
+    std::fs::write(&page, env.run(c).stdout).unwrap();
+    let mut m = Command::new("man");
+    m.args(["-l"]).arg(&page).env("MANWIDTH", "100");
+    let r = env.run(m);
+    for sub in [
+        "shvar list",
+        "shvar get",
+        "shvar watch",
+        "shvar cmd",
+        "shvar cleanup",
+    ] {
+        assert!(
+            r.stdout.contains(sub),
+            "shvar(1) lacks {sub}:\n{}",
+            r.stdout
+        );
+    }
+    assert!(r
+        .stdout
+        .contains("printed the last values of a process that is not running"));
+    let mut c = env.command("spyctl");
+    c.arg("--man");
+    let page = env.path("spyctl.1");
+    std::fs::write(&page, env.run(c).stdout).unwrap();
+    let mut m = Command::new("man");
+    m.args(["-l"]).arg(&page).env("MANWIDTH", "100");
+    let r = env.run(m);
+    assert!(r.stdout.lines().any(|l| l == "VERBS"), "{}", r.stdout);
+    for verb in ["open NAME", "watch", "launch NAME", "quit"] {
+        assert!(
+            r.stdout.contains(verb),
+            "spyctl(1) lacks {verb}:\n{}",
+            r.stdout
+        );
     }
 }
 

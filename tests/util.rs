@@ -28,6 +28,57 @@ pub fn example(name: &str) -> PathBuf {
     p
 }
 
+/// A second local user for tests that play a hostile neighbour: created (once) when the tests
+/// run as root, else `None` (the caller skips, saying why).
+#[derive(Debug, Clone, Copy)]
+pub struct Stranger {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+static STRANGER: std::sync::OnceLock<Option<Stranger>> = std::sync::OnceLock::new();
+
+pub fn stranger() -> Option<Stranger> {
+    *STRANGER.get_or_init(|| {
+        if !nix::unistd::geteuid().is_root() {
+            return None;
+        }
+        const NAME: &str = "daqproc-stranger";
+        let lookup = || nix::unistd::User::from_name(NAME).ok().flatten();
+        if lookup().is_none() {
+            let _ = Command::new("useradd")
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    NAME,
+                ])
+                .status();
+        }
+        lookup().map(|u| Stranger {
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
+        })
+    })
+}
+
+/// Skips a test that needs a second user, saying why.
+#[macro_export]
+macro_rules! need_stranger {
+    () => {
+        match $crate::util::stranger() {
+            Some(s) => s,
+            None => {
+                eprintln!(
+                    "skipped: this test needs a second user; run the tests as root to create one"
+                );
+                return;
+            }
+        }
+    };
+}
+
 /// A loopback port nobody listens on now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -117,6 +168,33 @@ impl Env {
             children: Vec::new(),
             adopted: Vec::new(),
         }
+    }
+
+    /// Makes the runtime directory shared like /tmp (mode 1777), for tests with a stranger.
+    pub fn share(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(self.dir(), fs::Permissions::from_mode(0o1777)).unwrap();
+    }
+
+    /// A command for binary `name` run as the stranger, in this test's directory.
+    pub fn command_as(&self, name: &str, who: Stranger) -> Command {
+        self.program_as(&bin(name).to_string_lossy(), who)
+    }
+
+    /// Any program run as the stranger (e.g. `python3`), in this test's directory: through
+    /// `setpriv`, which also drops root's supplementary groups.
+    pub fn program_as(&self, program: &str, who: Stranger) -> Command {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={}", who.uid))
+            .arg(format!("--regid={}", who.gid))
+            .arg("--clear-groups")
+            .arg("--")
+            .arg(program)
+            .env("SHVAR_DIR", self.dir())
+            .env_remove("NOTIFY_SOCKET")
+            .current_dir(self.dir())
+            .stdin(Stdio::null());
+        c
     }
 
     /// Kills process `pid` (started by a child, e.g. a detached daemon) when the test ends.

@@ -41,20 +41,24 @@ pub enum ClientError {
     #[error(transparent)]
     Region(#[from] OpenError),
     /// The owner is dead.
-    #[error("{name} is not running (pid {pid} is gone, its files are stale): start it again, or remove them with `shvar cleanup`")]
+    #[error("{name} is not running (pid {pid} is gone, its files are stale): {hint}, or remove its files with `shvar cleanup`")]
     NotRunning {
         /// Process.
         name: String,
         /// Its last pid.
         pid: u32,
+        /// How to start it again.
+        hint: String,
     },
     /// The owner exited cleanly.
-    #[error("{name} has exited (it was pid {pid}): start it again")]
+    #[error("{name} has exited (it was pid {pid}): {hint}")]
     Exited {
         /// Process.
         name: String,
         /// Its last pid.
         pid: u32,
+        /// How to start it again.
+        hint: String,
     },
     /// No answer in time.
     #[error("no answer from {name} (pid {pid}) within {secs} s: it is alive but not answering (stopped with SIGSTOP, or a command blocks it?); try -w with a longer wait, or look at `shvar dump {name}`")]
@@ -161,12 +165,18 @@ pub fn check_running(dir: &RuntimeDir, name: &ProcName) -> Result<Owner, ClientE
         Liveness::Stopped => Err(ClientError::Exited {
             name: name.to_string(),
             pid: st.pid,
+            hint: start_hint(dir, name),
         }),
         _ => Err(ClientError::NotRunning {
             name: name.to_string(),
             pid: st.pid,
+            hint: start_hint(dir, name),
         }),
     }
+}
+
+fn start_hint(dir: &RuntimeDir, name: &ProcName) -> String {
+    liveness::how_to_start(dir, name).unwrap_or_else(|| "start it again".to_owned())
 }
 
 /// Sends `line` to process `name` without waiting for an answer (like `echo line > NAME.ctl`).
@@ -190,6 +200,7 @@ pub fn send_nowait(dir: &RuntimeDir, name: &ProcName, line: &str) -> Result<(), 
                 ClientError::NotRunning {
                     name: name.to_string(),
                     pid: owner.pid,
+                    hint: start_hint(dir, name),
                 }
             }
             Some(c) if c == nix::errno::Errno::ELOOP as i32 => ClientError::BadFile(format!(
@@ -275,6 +286,7 @@ impl Connection {
             io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => ClientError::NotRunning {
                 name: name.to_string(),
                 pid: owner.pid,
+                hint: start_hint(dir, name),
             },
             _ => ClientError::Io {
                 what: format!("cannot connect to {}", path.display()),

@@ -29,17 +29,22 @@ fn ctx<'a>(path: &'a Path, what: &str) -> impl Fn(io::Error) -> io::Error + 'a {
 impl ControlFifo {
     /// Creates `NAME.ctl` (replacing a leftover of ours: the caller owns the region, so any FIFO
     /// of that name is stale) and opens it read-write and non-blocking, so writers coming and
-    /// going never cause an end of file and reading never blocks.
+    /// going never cause an end of file and reading never blocks. What it had to remove of
+    /// another user (as root) is added to `notes`, for the log.
     ///
     /// # Errors
     /// If the FIFO cannot be made or opened, or another user's file is in the way.
-    pub fn create(path: &Path, group_writable: bool) -> io::Result<(ControlFifo, File)> {
+    pub fn create(
+        path: &Path,
+        group_writable: bool,
+        notes: &mut Vec<String>,
+    ) -> io::Result<(ControlFifo, File)> {
         let mode = if group_writable { 0o620 } else { 0o600 };
-        remove_leftover(path, "control FIFO")?;
+        notes.extend(remove_leftover(path, "control FIFO")?);
         let made = nix::unistd::mkfifo(path, Mode::from_bits_truncate(mode));
         if made == Err(nix::errno::Errno::EEXIST) {
             // Someone was quicker: if it is not ours, say whose it is.
-            remove_leftover(path, "control FIFO")?;
+            notes.extend(remove_leftover(path, "control FIFO")?);
             nix::unistd::mkfifo(path, Mode::from_bits_truncate(mode))
                 .map_err(|e| ctx(path, "control FIFO")(e.into()))?;
         } else {
@@ -93,8 +98,11 @@ impl ControlSocket {
     ///
     /// # Errors
     /// If the socket cannot be made, or another user's file is in the way.
-    pub fn bind(path: &Path) -> io::Result<(ControlSocket, std::os::unix::net::UnixListener)> {
-        remove_leftover(path, "control socket")?;
+    pub fn bind(
+        path: &Path,
+        notes: &mut Vec<String>,
+    ) -> io::Result<(ControlSocket, std::os::unix::net::UnixListener)> {
+        notes.extend(remove_leftover(path, "control socket")?);
         let l =
             std::os::unix::net::UnixListener::bind(path).map_err(ctx(path, "control socket"))?;
         let guard = ControlSocket {

@@ -123,11 +123,15 @@ impl LineFramer {
     /// the next command. Drops it and says why, if there was one.
     pub fn end_of_input(&mut self) -> Option<Frame> {
         let n = self.partial();
+        let start: String = String::from_utf8_lossy(&self.buf[..self.buf.len().min(24)])
+            .chars()
+            .map(|c| if c.is_control() { '.' } else { c })
+            .collect();
         self.buf.clear();
         self.discarding = None;
         (n > 0).then(|| {
             Frame::Bad(format!(
-                "{n} bytes without a final newline discarded (a command is one line written at once)"
+                "{n} bytes without a final newline discarded ({start:?}...; a command is one line written at once)"
             ))
         })
     }
@@ -355,7 +359,10 @@ mod tests {
         f.push(b"junk\njunk without newline", &mut out);
         assert_eq!(out, [line("junk")]);
         let bad = f.end_of_input().unwrap();
-        assert!(matches!(&bad, Frame::Bad(w) if w.contains("20 bytes without a final newline")));
+        assert!(
+            matches!(&bad, Frame::Bad(w) if w.contains("20 bytes without a final newline discarded (\"junk without newline\"")),
+            "{bad:?}"
+        );
         out.clear();
         f.push(b"init\n", &mut out);
         assert_eq!(out, [line("init")]);

@@ -29,6 +29,10 @@ const WAKER: Token = Token(3);
 
 /// Bytes read from the FIFO in one turn before the loop looks at its other sources.
 const FIFO_BUDGET: usize = 256 * 1024;
+/// Requests of one connection run in one turn before the loop looks at the others.
+const TURN_REQUESTS: usize = 16;
+/// Reply bytes waiting for a client above which its next requests wait.
+const OUT_HIGH: usize = 64 * 1024;
 
 struct FifoSource {
     file: File,
@@ -46,6 +50,8 @@ pub(crate) struct EventLoop {
     fifo: Option<FifoSource>,
     server: Option<Server>,
     guard: Option<Guard>,
+    /// Connections with requests left after their turn.
+    more: Vec<u64>,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -80,6 +86,7 @@ impl EventLoop {
             fifo: None,
             server: None,
             guard: None,
+            more: Vec::new(),
         })
     }
 
@@ -144,22 +151,23 @@ impl EventLoop {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
-            let events: Vec<(Token, Readiness)> = self
-                .events
-                .iter()
-                .map(|e| (e.token(), readiness(e)))
-                .collect();
-            for (token, ready) in events {
-                match token {
-                    FIFO => {
-                        if let Some(f) = &mut self.fifo {
-                            f.more = true;
-                        }
-                    }
+            // The events are taken out of `self` while they are handled (no allocation).
+            let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+            // The FIFO first: a command written into it before a request was sent on the
+            // socket runs before that request (`echo pause > t1.ctl; shvar cmd t1 status`).
+            if events.iter().any(|e| e.token() == FIFO) {
+                if let Some(f) = &mut self.fifo {
+                    f.more = true;
+                }
+            }
+            self.read_fifo(r);
+            for e in events.iter() {
+                let ready = readiness(e);
+                match e.token() {
+                    FIFO => {}
                     LISTENER => self.accept(r),
                     SIGNALS => {
-                        let sigs: Vec<i32> = self.signals.pending().collect();
-                        for s in sigs {
+                        for s in self.signals.pending() {
                             if let Ok(sig) = Signal::try_from(s) {
                                 r.signal(sig);
                             }
@@ -171,7 +179,10 @@ impl EventLoop {
                     _ => {}
                 }
             }
-            self.read_fifo(r);
+            self.events = events;
+            for id in std::mem::take(&mut self.more) {
+                self.service_conn(r, id);
+            }
             self.resume_paused(r);
             if r.mailbox_pending() {
                 r.run_mailbox();
@@ -182,7 +193,10 @@ impl EventLoop {
     }
 
     fn timeout<A: App>(&mut self, r: &mut Runner<A>) -> Option<Duration> {
-        if self.fifo.as_ref().is_some_and(|f| f.more) || r.mailbox_pending() {
+        if self.fifo.as_ref().is_some_and(|f| f.more)
+            || r.mailbox_pending()
+            || !self.more.is_empty()
+        {
             return Some(Duration::ZERO);
         }
         let mut next = r.next_deadline();
@@ -251,10 +265,27 @@ impl EventLoop {
 
     /// Runs the connection's next requests while it is free, then writes what it can.
     fn service_conn<A: App>(&mut self, r: &mut Runner<A>, id: u64) {
+        // Write first: room made by the client lets the next requests run.
+        if let Some(c) = self.server.as_mut().and_then(|s| s.get(id)) {
+            if let ConnState::Close(why) = c.flush(self.poll.registry()) {
+                self.close(r, id, why);
+                return;
+            }
+        }
+        let mut budget = TURN_REQUESTS;
         loop {
             let Some(s) = &mut self.server else { return };
             let Some(c) = s.get(id) else { return };
+            // A client that does not take its replies gets no more work done for it; one with
+            // many requests waits its turn behind the others.
+            if c.out_len() > OUT_HIGH || budget == 0 {
+                if budget == 0 {
+                    self.more.push(id);
+                }
+                break;
+            }
             let Some(frame) = c.next_request() else { break };
+            budget -= 1;
             match frame {
                 Frame::Bad(why) => {
                     let who = c.caller.who.clone();

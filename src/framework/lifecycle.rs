@@ -24,6 +24,7 @@ use super::timers::Timers;
 use crate::control::fifo::{ControlFifo, ControlSocket};
 use crate::control::reply::Reply;
 use crate::support::files::{euid, open_log};
+use crate::support::units::cut;
 
 /// Boxed error of an application's set-up.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -107,6 +108,25 @@ fn std_vars(region: &VarRegion) -> Result<StdVars, BoxError> {
             .desc("Start time (Unix seconds)")
             .unit("s"),
     )?;
+    let args: Vec<String> = std::env::args().collect();
+    let cmdline = crate::control::words::join(&args);
+    region.add_str(
+        VarSpec::string("cmdline", 1024, cut(&cmdline, 1024))
+            .desc("The command line that started the process (quoted as the control words are)"),
+    )?;
+    let cwd = std::env::current_dir()
+        .map(|d| d.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    region.add_str(
+        VarSpec::string("cwd", 512, cut(&cwd, 512))
+            .desc("The directory the process was started in"),
+    )?;
+    let supervisor = std::env::var("DAQPROC_SUPERVISOR").unwrap_or_default();
+    region.add_str(
+        VarSpec::string("supervisor", 128, cut(&supervisor, 128)).desc(
+            "Who starts and restarts this process, if a supervisor does (its DAQPROC_SUPERVISOR)",
+        ),
+    )?;
     let ctlerrors = region.add_int(VarSpec::int("ctlerrors", 0).counter().desc(
         "Bad input on the control FIFO and socket, and clients dropped (see the event log)",
     ))?;
@@ -167,6 +187,23 @@ fn group_id(group: &str) -> Result<u32, String> {
         .map_err(|e| format!("group {group}: {e}"))?
         .map(|g| g.gid.as_raw())
         .ok_or_else(|| format!("no group named {group}"))
+}
+
+/// Removes the region file when dropped, unless disarmed (start-up got as far as publishing).
+struct Unpublished(Option<PathBuf>);
+
+impl Unpublished {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unpublished {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// The region with the standard (and statistics) variables, and the context around it.
@@ -234,16 +271,19 @@ fn start<A: App>(
     let mut ctx = make_ctx(&name, &dir, spec, services)?;
     ctx.log_file = log_file;
     let region = ctx.region.clone();
+    // Until it is published, a region whose process fails to start is removed: it never ran,
+    // and a region left "being created" would have readers wait for an owner that is gone.
+    let unpublished = Unpublished(Some(region.path().to_owned()));
     let app = build(&mut ctx).map_err(|e| format!("{name}: start-up failed: {e}"))?;
-    // Every variable is declared: readers may look now.
-    region.publish();
-    let (fifo, fifo_file) =
-        ControlFifo::create(&dir.ctl_path(&name), gid.is_some()).map_err(|e| e.to_string())?;
+    let mut notes = Vec::new();
+    let (fifo, fifo_file) = ControlFifo::create(&dir.ctl_path(&name), gid.is_some(), &mut notes)
+        .map_err(|e| e.to_string())?;
     if let Some(g) = gid {
         nix::unistd::chown(fifo.path(), None, Some(nix::unistd::Gid::from_raw(g)))
             .map_err(|e| format!("cannot give the control FIFO to group {g}: {e}"))?;
     }
-    let (sock, listener) = ControlSocket::bind(&dir.sock_path(&name)).map_err(|e| e.to_string())?;
+    let (sock, listener) =
+        ControlSocket::bind(&dir.sock_path(&name), &mut notes).map_err(|e| e.to_string())?;
     el.attach_fifo(fifo_file)
         .map_err(|e| format!("cannot watch the control FIFO: {e}"))?;
     el.attach_server(Server::new(
@@ -254,6 +294,10 @@ fn start<A: App>(
         },
     ))
     .map_err(|e| format!("cannot watch the control socket: {e}"))?;
+    // Every variable is declared and the control channels are up: readers may look now (a
+    // process seen alive always takes commands).
+    region.publish();
+    unpublished.disarm();
     let guard =
         Guard::start(ctx.log.clone()).map_err(|e| format!("cannot start the guard thread: {e}"))?;
     el.attach_guard(guard);
@@ -266,6 +310,9 @@ fn start<A: App>(
         fifo.path().display(),
         sock.path().display()
     ));
+    for n in notes {
+        runner.ctx.log.warn(n);
+    }
     let startup = Caller::trusted("a start-up command");
     for (i, cmd) in args.commands.iter().enumerate() {
         let reply = match runner.submit(cmd, Origin::Startup(i), &startup) {

@@ -149,6 +149,11 @@ impl Conn {
         self.out.is_empty()
     }
 
+    /// Reply bytes waiting to be written.
+    pub fn out_len(&self) -> usize {
+        self.out.len()
+    }
+
     /// A duplicate of the socket, for the guard that answers for a blocked handler.
     pub fn dup_fd(&self) -> Option<OwnedFd> {
         self.stream.as_fd().try_clone_to_owned().ok()

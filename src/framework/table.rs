@@ -90,6 +90,7 @@ pub struct Command<A> {
     pub(crate) refreshes_stats: bool,
     pub(crate) before_exit: bool,
     pub(crate) exits: bool,
+    pub(crate) stops: bool,
     pub(crate) time_limit: Duration,
     pub(crate) access: Access,
 }
@@ -117,6 +118,7 @@ impl<A> Command<A> {
             refreshes_stats: false,
             before_exit: false,
             exits: false,
+            stops: false,
             time_limit: DEFAULT_TIME_LIMIT,
             access: Access::Owner,
         }
@@ -219,6 +221,14 @@ impl<A> Command<A> {
         self
     }
 
+    /// It stops the process or its work (as `exit`, `end` and a supervisor's `halt` do): an
+    /// interactive console asks before sending it. `exit` and the `before_exit` row are marked
+    /// so already.
+    pub fn stops(mut self) -> Self {
+        self.stops = true;
+        self
+    }
+
     /// How long the command may take before its caller gets a `timeout` error (it may go on
     /// running; its outcome is then in the event log and `lasterror`).
     /// [`DEFAULT_TIME_LIMIT`] unless set.
@@ -276,6 +286,7 @@ impl<A> Command<A> {
             time_limit_ms: self.time_limit.as_millis() as u64,
             resets_stats: self.resets_stats,
             before_exit: self.before_exit,
+            stops: self.stops || self.exits || self.before_exit,
         }
     }
 
@@ -314,6 +325,9 @@ pub struct CommandInfo {
     /// Whether `exit` runs it first.
     #[serde(default)]
     pub before_exit: bool,
+    /// Whether it stops the process or its work (consoles ask before sending it).
+    #[serde(default)]
+    pub stops: bool,
 }
 
 fn owner_access() -> Access {

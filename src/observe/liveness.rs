@@ -195,3 +195,29 @@ pub fn list(dir: &RuntimeDir) -> Result<Vec<ProcessStatus>, DirError> {
         .map(|n| process_status(dir, n))
         .collect())
 }
+
+/// How a process that is not running is started again, from what its region recorded: its
+/// supervisor, or its command line and directory. `None` if the region says nothing usable.
+pub fn how_to_start(dir: &RuntimeDir, name: &ProcName) -> Option<String> {
+    let r = RegionReader::open(dir, name).ok()?;
+    let text = |v: &str| {
+        r.find(v)
+            .ok()
+            .and_then(|v| r.read(&v).ok())
+            .map(|v| v.to_string())
+            .filter(|s| !s.is_empty())
+    };
+    if let Some(sup) = text("supervisor") {
+        return Some(format!(
+            "it is managed by {sup}: start it through its supervisor"
+        ));
+    }
+    let cmd = text("cmdline")?;
+    Some(match text("cwd") {
+        Some(cwd) => format!(
+            "start it again with `cd {} && {cmd}` (or `spyctl launch {name}`)",
+            crate::control::words::quote(&cwd)
+        ),
+        None => format!("start it again with `{cmd}` (or `spyctl launch {name}`)"),
+    })
+}

@@ -2,6 +2,7 @@
 //! they run ([`liveness`]), every change of their variables ([`watch`]), and the numbers for
 //! monitoring systems ([`metrics`]).
 
+pub mod complete;
 pub mod liveness;
 pub mod metrics;
 pub mod watch;

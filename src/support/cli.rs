@@ -39,14 +39,53 @@ const MAN: &str = "man";
 
 /// `--completions SHELL` and `--man`: flatten into a binary's `Parser` with
 /// `#[command(flatten)]` and parse with [`parse`].
-#[derive(Debug, Clone, Default, clap::Args)]
+///
+/// `clap::Args` is implemented by hand: the derive would make this doc comment the about text
+/// of every binary that flattens `Extras` last.
+#[derive(Debug, Clone, Default)]
 pub struct Extras {
-    /// Print the shell completion script for SHELL to stdout and exit
-    #[arg(long, value_name = "SHELL", exclusive = true)]
+    /// `--completions SHELL`.
     pub completions: Option<Shell>,
-    /// Print the man page (roff) to stdout and exit
-    #[arg(long, exclusive = true)]
+    /// `--man`.
     pub man: bool,
+}
+
+impl clap::FromArgMatches for Extras {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Extras {
+            completions: m.get_one::<Shell>(COMPLETIONS).copied(),
+            man: m.get_flag(MAN),
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for Extras {
+    fn augment_args(cmd: Command) -> Command {
+        cmd.arg(
+            clap::Arg::new(COMPLETIONS)
+                .long(COMPLETIONS)
+                .value_name("SHELL")
+                .value_parser(clap::value_parser!(Shell))
+                .exclusive(true)
+                .help("Print the shell completion script for SHELL to stdout and exit"),
+        )
+        .arg(
+            clap::Arg::new(MAN)
+                .long(MAN)
+                .action(clap::ArgAction::SetTrue)
+                .exclusive(true)
+                .help("Print the man page (roff) to stdout and exit"),
+        )
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
+    }
 }
 
 /// Parses the command line of `C` (which flattens [`Extras`]); with `--completions` or `--man`
@@ -70,6 +109,8 @@ where
     T: Into<OsString> + Clone,
 {
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    // A completion request from the shell (COMPLETE=bash ...): answered here, then exit.
+    clap_complete::CompleteEnv::with_factory(C::command).complete();
     let cmd = C::command();
     assert!(
         cmd.get_arguments()
@@ -117,21 +158,30 @@ fn extra_output(m: &ArgMatches, cmd: Command) -> Option<Vec<u8>> {
     None
 }
 
-/// The completion script of `cmd` for `shell`.
-pub fn completions(mut cmd: Command, shell: Shell) -> Vec<u8> {
+/// The completion script of `cmd` for `shell`: it registers the binary's dynamic completion,
+/// so the shell asks the binary itself (with `COMPLETE=<shell>` set) and gets live process and
+/// variable names as well as the options.
+pub fn completions(cmd: Command, shell: Shell) -> Vec<u8> {
     let name = cmd.get_name().to_owned();
     let mut out = Vec::new();
-    clap_complete::generate(shell, &mut cmd, name, &mut out);
+    let shell_name = match shell {
+        Shell::Bash => "bash",
+        Shell::Elvish => "elvish",
+        Shell::Fish => "fish",
+        Shell::PowerShell => "powershell",
+        Shell::Zsh => "zsh",
+        _ => "bash",
+    };
+    if let Some(c) = clap_complete::env::Shells::builtins().completer(shell_name) {
+        c.write_registration("COMPLETE", &name, &name, &name, &mut out)
+            .expect("writing into memory does not fail");
+    }
     out
 }
 
 /// The man page of `cmd`, in roff.
 pub fn man_page(cmd: Command) -> Vec<u8> {
-    let mut out = Vec::new();
-    clap_mangen::Man::new(cmd)
-        .render(&mut out)
-        .expect("rendering into memory does not fail");
-    out
+    super::man::render(cmd)
 }
 
 /// Writes `out` to stdout and exits: 0 when written (or when the reader went away, as with
@@ -148,16 +198,23 @@ fn print_and_exit(out: &[u8]) -> ! {
     }
 }
 
-/// Parses a positive number of seconds (an option such as `-w SECONDS` or `--interval S`),
-/// for every tool alike.
+/// Parses a positive duration in seconds, for every tool alike (`-w`, `--interval`): a number
+/// of seconds (`0.5`, `5`) or a duration with its unit (`500ms`, `2s`, `1m30s`, as humantime
+/// writes them).
 ///
 /// # Errors
 /// A message naming the text given and what is accepted.
 pub fn parse_secs(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() && v < 1e6 => Ok(v),
+    let secs = match s.trim().parse::<f64>() {
+        Ok(v) => Some(v),
+        Err(_) => humantime::parse_duration(s.trim())
+            .ok()
+            .map(|d| d.as_secs_f64()),
+    };
+    match secs {
+        Some(v) if v > 0.0 && v.is_finite() && v < 1e6 => Ok(v),
         _ => Err(format!(
-            "{s:?} is not a positive number of seconds (e.g. 0.5, 5; at most 999999)"
+            "{s:?} is not a positive duration (e.g. 0.5, 5, 500ms, 2s, 1m; at most 999999 s)"
         )),
     }
 }
@@ -167,9 +224,11 @@ mod tests {
     #[test]
     fn seconds() {
         assert_eq!(super::parse_secs("0.5"), Ok(0.5));
-        for bad in ["0", "-1", "nan", "inf", "1e9", "soon"] {
+        assert_eq!(super::parse_secs("500ms"), Ok(0.5));
+        assert_eq!(super::parse_secs("1m30s"), Ok(90.0));
+        for bad in ["0", "-1", "nan", "inf", "1e9", "soon", "0ms", "-5s"] {
             let e = super::parse_secs(bad).unwrap_err();
-            assert!(e.contains("is not a positive number of seconds"), "{e}");
+            assert!(e.contains("is not a positive duration"), "{e}");
         }
     }
 

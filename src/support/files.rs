@@ -123,15 +123,16 @@ pub fn open_log(path: &Path) -> io::Result<File> {
 }
 
 /// Removes a leftover runtime file of ours at `path` (a dead owner's FIFO or socket), refusing
-/// a directory and another user's file with an error that names its owner.
+/// a directory and another user's file with an error that names its owner. Root removes another
+/// user's file (as only it can, in a sticky directory): the returned line says whose it was.
 ///
 /// # Errors
 /// The file is a directory, belongs to someone else (a squatter, in a shared directory), or
 /// cannot be removed.
-pub fn remove_leftover(path: &Path, what: &str) -> io::Result<()> {
+pub fn remove_leftover(path: &Path, what: &str) -> io::Result<Option<String>> {
     let m = match fs::symlink_metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
             return Err(io::Error::new(
                 e.kind(),
@@ -161,7 +162,15 @@ pub fn remove_leftover(path: &Path, what: &str) -> io::Result<()> {
             e.kind(),
             format!("cannot remove the old {what} {}: {e}", path.display()),
         )
-    })
+    })?;
+    if m.uid() != euid() {
+        return Ok(Some(format!(
+            "removed {} of {} that was in the way of the {what}",
+            path.display(),
+            user_text(m.uid())
+        )));
+    }
+    Ok(None)
 }
 
 /// Checks that `path` (not followed if a link) is a socket owned by `owner`.

@@ -4,4 +4,5 @@
 pub mod backoff;
 pub mod cli;
 pub mod files;
+pub mod man;
 pub mod units;

@@ -31,8 +31,27 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is not a byte count (e.g. 1000, 64K, 4M, 1G)"))
 }
 
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cutting() {
+        assert_eq!(super::cut("abc", 5), "abc");
+        assert_eq!(super::cut("abcdef", 3), "abc");
+        assert_eq!(super::cut("aé", 2), "a");
+    }
+
     #[test]
     fn bytes() {
         assert_eq!(super::parse_bytes("4M"), Ok(4 << 20));

@@ -598,3 +598,18 @@ fn workers_on_another_host_run_through_an_authenticated_isdexecd() {
         .stderr_has("is readable by others (mode 644): chmod 600 it");
     isd(&env, "isd9", "stop all");
 }
+
+#[test]
+fn every_isectd_binary_prints_its_man_page_and_completions() {
+    let env = Env::new();
+    for b in ["isectd", "isdclient", "isdexecd", "isdecho", "isdbench"] {
+        let mut c = env.command(b);
+        c.arg("--man");
+        let o = env.run(c);
+        o.ok();
+        assert!(o.stdout.contains(&format!(".TH {b} 1")), "{b}: {}", o.stdout);
+        let mut c = env.command(b);
+        c.args(["--completions", "bash"]);
+        env.run(c).ok().stdout_has(&format!("_{b}()"));
+    }
+}

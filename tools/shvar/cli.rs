@@ -2,25 +2,26 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use clap_complete::engine::ArgValueCompleter;
+use daqproc::observe::complete;
 use daqproc::support::cli::parse_secs;
+
+/// Exit status of `get` when the values come from a process that is not running.
+pub const EXIT_NOT_RUNNING: u8 = 3;
 
 /// Read and change the shared variables of framework processes; send them commands.
 ///
 /// Exit status: 0 ok, 1 the operation failed (the process refused, is not running, did not
 /// answer...), 2 bad usage, 3 `get` printed the last values of a process that is not running.
-/// Exit status of `get` when the values come from a process that is not running.
-pub const EXIT_NOT_RUNNING: u8 = 3;
-
 #[derive(Debug, Parser)]
 #[command(name = "shvar", version)]
 pub struct Cli {
     /// Runtime directory [default: $SHVAR_DIR, else /dev/shm/shvars, else $XDG_RUNTIME_DIR/shvars]
     #[arg(long, global = true, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// Seconds to wait for a process's reply
-    #[arg(short = 'w', long = "wait", global = true, value_name = "SECONDS", default_value_t = 5.0,
-          value_parser = parse_secs)]
-    pub wait: f64,
+    /// How long `cmd` and `set` wait for the process's reply [default: 5s]
+    #[arg(short = 'w', long = "wait", value_name = "DURATION", value_parser = parse_secs)]
+    pub wait: Option<f64>,
     #[command(subcommand)]
     pub verb: Verb,
     #[command(flatten)]
@@ -28,8 +29,9 @@ pub struct Cli {
 }
 
 impl Cli {
-    pub fn wait(&self) -> Duration {
-        Duration::from_secs_f64(self.wait)
+    /// The reply wait: the subcommand's `-w`, else the one before it, else 5 s.
+    pub fn wait(&self, sub: Option<f64>) -> Duration {
+        Duration::from_secs_f64(sub.or(self.wait).unwrap_or(5.0))
     }
 }
 
@@ -65,6 +67,7 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 pub struct DumpArgs {
     /// Process name
+    #[arg(add = ArgValueCompleter::new(complete::process_name))]
     pub name: String,
     /// Print JSON
     #[arg(long)]
@@ -74,9 +77,10 @@ pub struct DumpArgs {
 #[derive(Debug, Args)]
 pub struct GetArgs {
     /// Process name
+    #[arg(add = ArgValueCompleter::new(complete::process_name))]
     pub name: String,
     /// Variables
-    #[arg(required = true, value_name = "VAR")]
+    #[arg(required = true, value_name = "VAR", add = ArgValueCompleter::new(complete::variable_name))]
     pub vars: Vec<String>,
     /// Add the time of the last change
     #[arg(short = 'a', long = "all")]
@@ -91,9 +95,14 @@ pub struct GetArgs {
 
 #[derive(Debug, Args)]
 pub struct SetArgs {
+    /// How long to wait for the process's reply [default: 5s]
+    #[arg(short = 'w', long = "wait", value_name = "DURATION", value_parser = parse_secs)]
+    pub wait: Option<f64>,
     /// Process name
+    #[arg(add = ArgValueCompleter::new(complete::process_name))]
     pub name: String,
     /// Variable
+    #[arg(add = ArgValueCompleter::new(complete::variable_name))]
     pub var: String,
     /// New value (several words are joined with spaces)
     #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
@@ -103,15 +112,16 @@ pub struct SetArgs {
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// Process name
+    #[arg(add = ArgValueCompleter::new(complete::process_name))]
     pub name: String,
     /// Variables (all of them if none given)
-    #[arg(value_name = "VAR")]
+    #[arg(value_name = "VAR", add = ArgValueCompleter::new(complete::variable_name))]
     pub vars: Vec<String>,
-    /// Seconds between looks
-    #[arg(short, long, default_value_t = 0.1, value_parser = parse_secs)]
+    /// Time between looks (a number of seconds, or 500ms, 2s...)
+    #[arg(short, long, value_name = "DURATION", default_value = "0.1", value_parser = parse_secs)]
     pub interval: f64,
     /// Stop after this many lines
-    #[arg(short, long)]
+    #[arg(long, value_name = "N")]
     pub count: Option<u64>,
     /// Enums as numbers, not labels
     #[arg(long)]
@@ -120,7 +130,11 @@ pub struct WatchArgs {
 
 #[derive(Debug, Args)]
 pub struct CmdArgs {
+    /// How long to wait for the process's reply [default: 5s]
+    #[arg(short = 'w', long = "wait", value_name = "DURATION", value_parser = parse_secs)]
+    pub wait: Option<f64>,
     /// Process name
+    #[arg(add = ArgValueCompleter::new(complete::process_name))]
     pub name: String,
     /// Command and its arguments
     #[arg(required = true, num_args = 1.., allow_hyphen_values = true, trailing_var_arg = true)]
@@ -150,6 +164,9 @@ pub struct ExportArgs {
     /// Output format
     #[arg(long, value_enum, default_value = "prometheus")]
     pub format: ExportFormat,
+    /// Print JSON (as --format json)
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,20 @@ use shvars::RuntimeDir;
 use crate::cli::DumpArgs;
 use crate::util::{open, print_json, time_text, value_json, value_text};
 
+/// Widest value column; longer values are cut with `…`.
+const VALUE_WIDTH: usize = 40;
+
+/// `text` on one line and at most `width` characters, cut with `…` when it was longer.
+fn fit(text: &str, width: usize) -> String {
+    let one_line = text.replace(['\n', '\r', '\t'], " ");
+    if one_line.chars().count() <= width {
+        return one_line;
+    }
+    let mut cut: String = one_line.chars().take(width - 1).collect();
+    cut.push('…');
+    cut
+}
+
 pub fn run(dir: &RuntimeDir, a: &DumpArgs) -> anyhow::Result<ExitCode> {
     let (name, r) = open(dir, &a.name)?;
     let st = daqproc::control::client::process_status(dir, &name);
@@ -52,11 +66,13 @@ pub fn run(dir: &RuntimeDir, a: &DumpArgs) -> anyhow::Result<ExitCode> {
         st.status,
         st.runstate.as_deref().unwrap_or("-")
     );
+    // A long or multi-line value is cut with a marker so the table stays a table (`--json`
+    // and `get` always give it whole).
     let texts: Vec<String> = rows
         .iter()
         .map(|(s, v, _)| match v {
-            Ok(v) => value_text(s, v, false),
-            Err(e) => format!("<{e}>"),
+            Ok(v) => fit(&value_text(s, v, false), VALUE_WIDTH),
+            Err(e) => fit(&format!("<{e}>"), VALUE_WIDTH),
         })
         .collect();
     let wn = rows
@@ -70,7 +86,7 @@ pub fn run(dir: &RuntimeDir, a: &DumpArgs) -> anyhow::Result<ExitCode> {
         .map(|t| t.chars().count())
         .max()
         .unwrap_or(5)
-        .clamp(5, 40);
+        .clamp(5, VALUE_WIDTH);
     let wu = rows
         .iter()
         .map(|r| r.0.unit.as_deref().unwrap_or("").len())

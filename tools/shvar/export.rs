@@ -11,7 +11,8 @@ use crate::util::print_json;
 pub fn run(dir: &RuntimeDir, a: &ExportArgs) -> anyhow::Result<ExitCode> {
     let snap = daqproc::observe::metrics::snapshot(dir)
         .with_context(|| format!("cannot list the processes in {dir}"))?;
-    match a.format {
+    let format = if a.json { ExportFormat::Json } else { a.format };
+    match format {
         ExportFormat::Prometheus => {
             print!("{}", daqproc::observe::metrics::prometheus::render(&snap))
         }

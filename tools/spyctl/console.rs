@@ -63,6 +63,16 @@ pub const VERBS: &[(&str, &str, &str)] = &[
         "The selected process's commands and states, or spyctl's verbs",
     ),
     (
+        "launch",
+        "NAME",
+        "Start a framework process that is not running, with the command line it last ran with",
+    ),
+    (
+        "confirm",
+        "[on|off]",
+        "Whether commands that stop a process (exit, end, ...) are confirmed first",
+    ),
+    (
         "quit",
         "",
         "Leave spyctl (Ctrl-D too); `exit` is sent to the process and makes it exit",
@@ -77,12 +87,19 @@ pub fn is_own_verb(word: &str) -> bool {
 }
 
 /// What to do after a line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Flow {
     /// Read the next line.
     Continue,
     /// Leave spyctl.
     Quit,
+    /// Ask `question`; on yes, run `line` with [`Console::execute_confirmed`].
+    Confirm {
+        /// The line waiting for confirmation.
+        line: String,
+        /// What to ask.
+        question: String,
+    },
 }
 
 /// A process's command table as read from it, for one incarnation of the process.
@@ -100,6 +117,8 @@ pub struct Console {
     selected: Option<ProcName>,
     /// Whether command tables are read for completion (only the interactive console needs them).
     interactive: bool,
+    /// Whether a command that stops the process is confirmed first (interactive only).
+    confirm: bool,
     tables: HashMap<String, Table>,
 }
 
@@ -110,12 +129,19 @@ impl Console {
             wait,
             selected: None,
             interactive,
+            confirm: interactive,
             tables: HashMap::new(),
         }
     }
 
     pub fn dir(&self) -> &RuntimeDir {
         &self.dir
+    }
+
+    /// Turns the confirmation of stopping commands off (`--no-confirm`, `confirm off`) or on
+    /// (interactive consoles only).
+    pub fn set_confirm(&mut self, on: bool) {
+        self.confirm = on && self.interactive;
     }
 
     /// Whether this is the interactive console (not a script).
@@ -161,15 +187,62 @@ impl Console {
             "vars" => verbs::vars(self, args)?,
             "watch" => watch::run(self, args)?,
             "help" => verbs::help(self, args)?,
+            "confirm" => match args {
+                [] => println!("confirm {}", if self.confirm { "on" } else { "off" }),
+                [w] if w == "on" || w == "off" => self.set_confirm(w == "on"),
+                _ => bail!("usage: confirm [on|off]"),
+            },
+            "launch" => verbs::launch(self, args)?,
             other => {
-                let reply = self.send(line)?;
-                print_reply(&reply);
-                if other == "exit" {
-                    self.wait_for_exit();
+                if self.confirm {
+                    if let Some(q) = self.stop_question(other, line) {
+                        return Ok(Flow::Confirm {
+                            line: line.to_owned(),
+                            question: q,
+                        });
+                    }
                 }
+                self.execute_confirmed(line)?;
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// Sends a line that needed no confirmation, or was confirmed.
+    ///
+    /// # Errors
+    /// As [`Console::send`].
+    pub fn execute_confirmed(&mut self, line: &str) -> anyhow::Result<()> {
+        let reply = self.send(line)?;
+        print_reply(&reply);
+        if line.split_whitespace().next() == Some("exit") {
+            self.wait_for_exit();
+        }
+        Ok(())
+    }
+
+    /// The question to ask before sending `word` (its table says it stops the process), if any.
+    fn stop_question(&mut self, word: &str, line: &str) -> Option<String> {
+        self.refresh_table(false);
+        let name = self.selected.as_ref()?;
+        let info = self
+            .tables
+            .get(name.as_str())?
+            .infos
+            .iter()
+            .find(|i| i.name == word)?;
+        if !info.stops {
+            return None;
+        }
+        let pid = client::process_status(&self.dir, name).pid;
+        let what = if info.before_exit {
+            "ends its run"
+        } else {
+            "stops it"
+        };
+        Some(format!(
+            "'{line}' {what}: {name} (pid {pid}). Send it? [y/N] "
+        ))
     }
 
     /// Selects process `name` (its region must exist) and reads its command table.

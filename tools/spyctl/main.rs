@@ -25,9 +25,16 @@ fn main() -> ExitCode {
     shvars::sys::default_sigpipe();
     let cli = daqproc::support::cli::parse::<Cli>();
     let dir = shvars::RuntimeDir::resolve(cli.dir.as_deref());
-    let stdin_script = cli.commands.is_empty() && !std::io::stdin().is_terminal();
-    let script = stdin_script || !cli.commands.is_empty();
+    let mut commands = cli.commands.clone();
+    if !cli.line.is_empty() {
+        commands.push(daqproc::control::words::join(&cli.line));
+    }
+    let stdin_script = commands.is_empty() && !std::io::stdin().is_terminal();
+    let script = stdin_script || !commands.is_empty();
     let mut console = Console::new(dir, cli.wait(), !script);
+    if cli.no_confirm {
+        console.set_confirm(false);
+    }
     if let Some(name) = &cli.name {
         if let Err(e) = shvars::ProcName::new(name) {
             eprintln!("spyctl: -n: {e}");
@@ -40,12 +47,8 @@ fn main() -> ExitCode {
             }
         }
     }
-    if !cli.commands.is_empty() {
-        script::run(
-            &mut console,
-            Source::Option,
-            cli.commands.iter().map(|c| Ok(c.clone())),
-        )
+    if !commands.is_empty() {
+        script::run(&mut console, Source::Option, commands.into_iter().map(Ok))
     } else if stdin_script {
         script::run(&mut console, Source::Stdin, script::stdin_lines())
     } else {

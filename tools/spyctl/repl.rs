@@ -86,24 +86,66 @@ fn run_editor(console: &mut Console) -> anyhow::Result<()> {
             Err(ReadlineError::Eof) => return Ok(()),
             Err(e) => return Err(e).context("cannot read the terminal"),
         };
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        let _ = ed.add_history_entry(line);
-        if let Some(path) = &history {
-            // Appended at once, so a killed console loses nothing.
-            if let Err(e) = ed.append_history(path) {
-                eprintln!(
-                    "spyctl: note: cannot write history to {}: {e}",
-                    path.display()
-                );
+        // A terminal's bracketed paste hands several lines over as one: each runs, in order,
+        // shown as if typed at the prompt.
+        let lines: Vec<&str> = line
+            .split('\n')
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let several = lines.len() > 1;
+        for (i, line) in lines.iter().enumerate() {
+            if several && i > 0 {
+                console.refresh_table(false);
+                println!("{}{line}", console.prompt());
             }
-        }
-        match console.execute(line) {
-            Ok(Flow::Continue) => {}
-            Ok(Flow::Quit) => return Ok(()),
-            Err(e) => eprintln!("spyctl: {e:#}"),
+            let _ = ed.add_history_entry(*line);
+            if let Some(path) = &history {
+                // Appended at once, so a killed console loses nothing.
+                if let Err(e) = ed.append_history(path) {
+                    eprintln!(
+                        "spyctl: note: cannot write history to {}: {e}",
+                        path.display()
+                    );
+                }
+            }
+            let mut flow = console.execute(line);
+            if let Ok(Flow::Confirm { line, question }) = &flow {
+                flow = match ed.readline(question) {
+                    Ok(ans) if matches!(ans.trim(), "y" | "Y" | "yes" | "YES" | "Yes") => {
+                        console.execute_confirmed(line).map(|()| Flow::Continue)
+                    }
+                    Ok(ans) => {
+                        let ans = ans.trim();
+                        if ans.is_empty() || matches!(ans, "n" | "N" | "no" | "NO" | "No") {
+                            eprintln!("spyctl: '{line}' not sent");
+                        } else {
+                            eprintln!(
+                                "spyctl: '{line}' not sent (answer y to send it); the line '{ans}' was taken as the answer and not run"
+                            );
+                        }
+                        Ok(Flow::Continue)
+                    }
+                    Err(_) => {
+                        eprintln!("spyctl: '{line}' not sent");
+                        Ok(Flow::Continue)
+                    }
+                };
+            }
+            match flow {
+                Ok(Flow::Confirm { .. }) => unreachable!("answered above"),
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Quit) => {
+                    if i + 1 < lines.len() {
+                        eprintln!(
+                            "spyctl: quit: the {} pasted line(s) after it were not run",
+                            lines.len() - i - 1
+                        );
+                    }
+                    return Ok(());
+                }
+                Err(e) => eprintln!("spyctl: {e:#}"),
+            }
         }
     }
 }

@@ -40,6 +40,13 @@ pub fn run(
         match console.execute(line) {
             Ok(Flow::Continue) => {}
             Ok(Flow::Quit) => break,
+            // Scripts never ask (the console is not interactive).
+            Ok(Flow::Confirm { line, .. }) => {
+                if let Err(e) = console.execute_confirmed(&line) {
+                    eprintln!("spyctl: {where_}: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            }
             Err(e) => {
                 eprintln!("spyctl: {where_}: {e:#}");
                 return ExitCode::FAILURE;

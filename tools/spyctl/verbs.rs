@@ -176,6 +176,11 @@ pub fn vars(c: &Console, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// spyctl's verbs for `--help` and the man page (its VERBS section).
+pub fn verbs_section() -> String {
+    format!("VERBS\n{}", own_verbs_text())
+}
+
 fn own_verbs_text() -> String {
     let usage: Vec<String> = VERBS
         .iter()
@@ -228,5 +233,78 @@ pub fn help(c: &Console, args: &[String]) -> anyhow::Result<()> {
             print_reply(&c.send(&line)?);
         }
     }
+    Ok(())
+}
+
+/// `launch NAME`: starts a framework process that is not running again, with the command line and
+/// in the directory its region recorded (detached with `--daemon` if it was not), as the user
+/// running spyctl — who must own the region (nobody starts another user's command line). A
+/// process managed by a supervisor is left to it.
+pub fn launch(c: &mut Console, args: &[String]) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    use std::process::{Command, Stdio};
+
+    let [name] = args else {
+        bail!("usage: launch NAME (a framework process that is not running)");
+    };
+    let name = ProcName::new(name)?;
+    let st = client::process_status(c.dir(), &name);
+    if st.status.is_running() {
+        bail!("{name} is already running (pid {})", st.pid);
+    }
+    let path = c.dir().region_path(&name);
+    let meta = std::fs::symlink_metadata(&path)
+        .map_err(|e| anyhow!("no process named {name} in {}: {e}", c.dir()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        bail!(
+            "{name}'s region belongs to uid {}, not to you (uid {me}): launch only starts your own processes",
+            meta.uid()
+        );
+    }
+    let r = shvars::region::RegionReader::open(c.dir(), &name)?;
+    let text = |v: &str| -> String {
+        r.find(v)
+            .ok()
+            .and_then(|v| r.read(&v).ok())
+            .map(|v| v.to_string())
+            .unwrap_or_default()
+    };
+    let supervisor = text("supervisor");
+    if !supervisor.is_empty() {
+        bail!("{name} is managed by {supervisor}: start it through its supervisor");
+    }
+    let cmdline = text("cmdline");
+    let mut argv = daqproc::control::words::tokenize(&cmdline)
+        .map_err(|e| anyhow!("{name}'s recorded command line cannot be read ({e}): {cmdline:?}"))?;
+    if argv.is_empty() {
+        bail!("{name}'s region records no command line: start it by hand");
+    }
+    if !argv.iter().any(|a| a == "--daemon") {
+        argv.push("--daemon".to_owned());
+    }
+    let cwd = text("cwd");
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env("SHVAR_DIR", c.dir().path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if !cwd.is_empty() {
+        cmd.current_dir(&cwd);
+    }
+    println!("launching {name}: {}", join(&argv));
+    let out = cmd
+        .output()
+        .map_err(|e| anyhow!("cannot run {}: {e}", argv[0]))?;
+    if !out.status.success() {
+        bail!(
+            "{name} did not start: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let st = client::process_status(c.dir(), &name);
+    println!("{name} runs as pid {}", st.pid);
+    c.select(name);
     Ok(())
 }
