@@ -607,7 +607,11 @@ fn every_isectd_binary_prints_its_man_page_and_completions() {
         c.arg("--man");
         let o = env.run(c);
         o.ok();
-        assert!(o.stdout.contains(&format!(".TH {b} 1")), "{b}: {}", o.stdout);
+        assert!(
+            o.stdout.contains(&format!(".TH {b} 1")),
+            "{b}: {}",
+            o.stdout
+        );
         let mut c = env.command(b);
         c.args(["--completions", "bash"]);
         env.run(c).ok().stdout_has(&format!("_{b}()"));

@@ -26,6 +26,27 @@ pub enum What {
         #[arg(long)]
         skip_missing: bool,
     },
+    /// Transactions through isectd against a direct TCP round trip with the same framing
+    Xact {
+        /// Round trips measured each way
+        #[arg(long, default_value_t = 20_000)]
+        count: usize,
+        /// Clients for the throughput
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        /// Echo workers
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Seconds of throughput measurement
+        #[arg(long, default_value_t = 3.0)]
+        secs: f64,
+        /// Payload bytes
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Idle clients connected for the memory figure
+        #[arg(long, default_value_t = 1000)]
+        idle_clients: usize,
+    },
     /// `send all pause` (and `send all resume`) to N ticker workers, answered
     Pause {
         /// Ticker workers

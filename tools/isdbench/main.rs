@@ -10,6 +10,7 @@ mod cli;
 mod pause;
 mod restart;
 mod stats;
+mod xact;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,14 @@ fn main() -> ExitCode {
             skip_missing,
         } => restart::run(kills, up, skip_missing),
         cli::What::Pause { workers, rounds } => pause::run(workers, rounds),
+        cli::What::Xact {
+            count,
+            clients,
+            workers,
+            secs,
+            size,
+            idle_clients,
+        } => xact::run(count, clients, workers, secs, size, idle_clients),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -373,7 +373,9 @@ impl Isectd {
                 }
                 Ok(n) => {
                     c.framer.push(&buf[..n]);
-                    if c.framer.held() > 4 * xp::MAX_PAYLOAD {
+                    // A short read drained the socket: a later arrival is a new edge, so the
+                    // read that would only say WouldBlock is saved (one syscall per piece).
+                    if n < buf.len() || c.framer.held() > 4 * xp::MAX_PAYLOAD {
                         break;
                     }
                 }
