@@ -94,6 +94,7 @@ pub struct Broker {
     /// The address transaction workers are told to log in to.
     pub worker_host: String,
     conns: HashMap<FdToken, XConn>,
+    rbuf: Vec<u8>,
     preempt: bool,
     /// Clients by id.
     pub clients: BTreeMap<u32, Client>,
@@ -185,6 +186,7 @@ impl Broker {
             port,
             req_port,
             conns: HashMap::new(),
+            rbuf: vec![0; 64 * 1024],
             preempt: true,
             clients: BTreeMap::new(),
             arrivals: 0,
@@ -357,16 +359,18 @@ impl Isectd {
 
     /// A connection is ready.
     pub(super) fn x_event(&mut self, ctx: &mut Ctx, t: FdToken) {
-        let Some(c) = self.broker().conns.get_mut(&t) else {
+        let b = self.broker.as_mut().expect("the broker runs");
+        let Some(c) = b.conns.get_mut(&t) else {
             return;
         };
         if flush(c).is_err() {
             return self.drop_x(ctx, t, None);
         }
-        let mut buf = [0u8; 64 * 1024];
+        // One receive buffer for every connection (not zeroed again for each event).
+        let buf = &mut b.rbuf;
         let mut closed = false;
         loop {
-            match c.stream.read(&mut buf) {
+            match c.stream.read(buf) {
                 Ok(0) => {
                     closed = true;
                     break;

@@ -399,6 +399,7 @@ fn halt(d: &mut Isectd, ctx: &mut Ctx, _: &[String]) -> Outcome {
 }
 
 fn isddata(d: &mut Isectd, _ctx: &mut Ctx, _: &[String]) -> Outcome {
+    d.count_done(0);
     let v = &d.v;
     let b = d.broker.as_ref().expect("the broker runs");
     let rows: Vec<(&str, String)> = vec![

@@ -498,10 +498,11 @@ impl Isectd {
     /// Counts completed work in the histogram and shows it.
     fn count_done(&mut self, n: u64) {
         if n > 0 {
+            // Shown by the housekeeping every second (and by isddata), not per transaction.
             self.buckets.count(n);
-        } else {
-            self.buckets.roll(Instant::now());
+            return;
         }
+        self.buckets.roll(Instant::now());
         self.v.buckets.set(&self.buckets.text());
         self.v.peak_bucket.set(self.buckets.peak() as i64);
     }

@@ -46,6 +46,7 @@ struct Wire {
     s: TcpStream,
     framer: xp::Framer,
     out: Vec<u8>,
+    buf: Vec<u8>,
 }
 
 impl Wire {
@@ -55,6 +56,7 @@ impl Wire {
             s,
             framer: xp::Framer::default(),
             out: Vec::with_capacity(256),
+            buf: vec![0; 64 * 1024],
         }
     }
 
@@ -73,16 +75,15 @@ impl Wire {
     }
 
     fn recv(&mut self) -> Result<Piece, XError> {
-        let mut buf = [0u8; 64 * 1024];
         loop {
             if let Some((header, data)) = self.framer.next_frame().map_err(XError::Protocol)? {
                 return Ok(Piece { header, data });
             }
-            let n = self.s.read(&mut buf)?;
+            let n = self.s.read(&mut self.buf)?;
             if n == 0 {
                 return Err(XError::Closed);
             }
-            self.framer.push(&buf[..n]);
+            self.framer.push(&self.buf[..n]);
         }
     }
 }
