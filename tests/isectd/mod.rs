@@ -169,9 +169,18 @@ fn the_seeds_commands_answer_as_the_seed_shows() {
     isd_try(&env, "isd1", "config service a.b")
         .expect_code(1)
         .stderr_has("character '.' is not allowed");
+    assert_eq!(
+        isd(&env, "isd1", "buckets 12 5"),
+        "isdData.NumBuckets=12, isdData.BucketSecs=5\n"
+    );
+    assert_eq!(env.get_int("isd1", "NumBuckets"), 12);
+    isd_try(&env, "isd1", "buckets 0 5")
+        .expect_code(1)
+        .stderr_has("num must be 1 to 1000");
+    assert_eq!(isd(&env, "isd1", "reset"), "statistics reset\n");
     let ev = isd(&env, "isd1", "listevents 3");
     assert!(
-        ev.lines().next().unwrap().ends_with("worker 1 deleted"),
+        ev.lines().nth(1).unwrap().ends_with("worker 1 deleted"),
         "{ev}"
     );
     isd(&env, "isd1", "exit");
@@ -470,6 +479,11 @@ fn kill_9_of_isectd_and_a_new_one_adopts_its_workers() {
     o.ok().stdout_has("halting");
     assert_eq!(env.wait_exit("isd6"), 1);
     assert!(alive(p1));
+    isectd(&mut env, "isd6", &[]);
+    assert_eq!(pid_of(&env, "isd6", 1), p1);
+    // abort: a core where the system allows, the workers left for the next isectd too.
+    isd_try(&env, "isd6", "abort").ok().stdout_has("aborting");
+    assert_eq!(env.wait_exit("isd6"), -1);
     isectd(&mut env, "isd6", &[]);
     assert_eq!(pid_of(&env, "isd6", 1), p1);
     isd(&env, "isd6", "stop all");

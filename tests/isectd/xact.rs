@@ -338,6 +338,21 @@ fn junk_from_a_client_or_a_worker_costs_only_its_connection() {
     });
     assert!(isd(&env, "t5", "listevents 20").contains("replied for a transaction it was not given"));
     assert_eq!(good.transact(b"and again").unwrap(), b"and again");
+    // A client that sends and never reads is dropped once its replies pile up.
+    let before = env.get_int("t5", "proto_errors");
+    let mut deaf = XClient::connect(&a, "echo").unwrap();
+    let mb = vec![7u8; 1 << 20];
+    let mut sent = 0;
+    while env.get_int("t5", "proto_errors") == before && sent < 200 {
+        if deaf.send_piece(1, &mb, false).is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    env.wait_until("the deaf client dropped", || {
+        env.get_int("t5", "proto_errors") > before
+    });
+    assert_eq!(good.transact(b"unharmed").unwrap(), b"unharmed");
 }
 
 #[test]

@@ -19,6 +19,8 @@ use crate::framework::{Ctx, FdToken, Interest};
 
 /// Most bytes queued for a peer that does not read before it is dropped.
 const MAX_OUT: usize = 8 << 20;
+/// Most request bytes a client may have waiting for a worker.
+const MAX_HELD: usize = 16 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -379,7 +381,7 @@ impl Isectd {
                     c.framer.push(&buf[..n]);
                     // A short read drained the socket: a later arrival is a new edge, so the
                     // read that would only say WouldBlock is saved (one syscall per piece).
-                    if n < buf.len() || c.framer.held() > 4 * xp::MAX_PAYLOAD {
+                    if n < buf.len() {
                         break;
                     }
                 }
@@ -421,10 +423,7 @@ impl Isectd {
         let role = self.broker().conns[&t].role;
         match (role, h.kind) {
             (Role::New, Kind::Login) => self.login(ctx, t, &p),
-            (Role::Client(id), Kind::Data) => {
-                self.client_piece(ctx, id, h, p);
-                Ok(())
-            }
+            (Role::Client(id), Kind::Data) => self.client_piece(ctx, id, h, p),
             (Role::Worker(wid), Kind::Data) => self.worker_piece(ctx, wid, h, p),
             (Role::Worker(wid), Kind::Control) => {
                 self.worker_control_reply(ctx, wid, p);
@@ -525,15 +524,27 @@ impl Isectd {
         Ok(())
     }
 
-    fn client_piece(&mut self, ctx: &mut Ctx, id: u32, h: Header, p: Vec<u8>) {
+    fn client_piece(
+        &mut self,
+        ctx: &mut Ctx,
+        id: u32,
+        h: Header,
+        p: Vec<u8>,
+    ) -> Result<(), String> {
         let Some(c) = self.broker().clients.get_mut(&id) else {
-            return;
+            return Ok(());
         };
         if let Some(wid) = c.worker {
             if c.pending.is_empty() {
                 self.forward_to_worker(ctx, wid, id, h, &p);
-                return;
+                return Ok(());
             }
+        }
+        let held: usize = c.pending.iter().map(|(_, p)| p.len()).sum::<usize>() + p.len();
+        if held > MAX_HELD {
+            return Err(format!(
+                "client {id} sent {held} bytes that wait for a worker (at most {MAX_HELD})"
+            ));
         }
         let first = c.pending.is_empty() && c.worker.is_none();
         c.pending.push_back((h, p));
@@ -545,6 +556,7 @@ impl Isectd {
         }
         let svc = self.broker().clients[&id].service.clone();
         self.schedule(ctx, &svc);
+        Ok(())
     }
 
     fn forward_to_worker(&mut self, ctx: &mut Ctx, wid: u32, client: u32, h: Header, p: &[u8]) {
