@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 # "command-that-proves-it-is-installed package"
 DEB=(
   "promtool prometheus"
+  "prometheus-blackbox-exporter prometheus-blackbox-exporter"
   "man man-db"
 )
 # "module-or-command package==version" (the module is tried with python3 -c 'import X')

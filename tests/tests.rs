@@ -9,6 +9,7 @@ mod event_loop;
 mod framework;
 mod hostile;
 mod isectd;
+mod lvsmon;
 mod readme;
 mod shvar_tool;
 mod spy;

@@ -4,6 +4,8 @@
 //! - [`region`]: the variable region of a process (`NAME.shv`): typed shared variables that any
 //!   local tool reads without a lock and without disturbing the owner.
 //! - [`circ`]: the circular event buffer, one producer and many readers in other processes.
+//! - [`alloc`]: a global allocator that counts each thread's allocations (to prove a hot loop
+//!   allocates nothing).
 //! - [`sys`]: the few process-level system calls the framework needs (detaching a daemon).
 //!
 //! All of the workspace's `unsafe` code lives in this crate; every block says why it holds.
@@ -11,6 +13,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod alloc;
 pub mod circ;
 pub mod dir;
 pub mod region;

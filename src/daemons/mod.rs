@@ -4,6 +4,7 @@
 
 pub mod evgen;
 pub mod isectd;
+pub mod lvsmon;
 pub mod payload;
 pub mod spy;
 pub mod ticker;

@@ -151,6 +151,18 @@ pub fn run<A: App>(
     spec: ProcessSpec,
     build: impl FnOnce(&mut Ctx) -> Result<A, BoxError>,
 ) -> ExitCode {
+    run_sized(args, spec, CreateOptions::default(), build)
+}
+
+/// [`run`] with a region of the given sizes, for a daemon whose number of variables is known
+/// only at run time (a table with a row per entry of its configuration file). Pages of the
+/// region that are never touched cost no memory, so generous sizes are cheap.
+pub fn run_sized<A: App>(
+    args: ProcessArgs,
+    spec: ProcessSpec,
+    sizes: CreateOptions,
+    build: impl FnOnce(&mut Ctx) -> Result<A, BoxError>,
+) -> ExitCode {
     let mut detached = None;
     let name = match ProcName::new(args.name.as_deref().unwrap_or(spec.default_name)) {
         Ok(n) => n,
@@ -176,7 +188,16 @@ pub fn run<A: App>(
         }
         log_file = Some(log);
     }
-    match start::<A>(&args, spec, name, dir, build, &mut detached, log_file) {
+    match start::<A>(
+        &args,
+        spec,
+        sizes,
+        name,
+        dir,
+        build,
+        &mut detached,
+        log_file,
+    ) {
         Ok(code) => code,
         Err(msg) => fail(&mut detached, &msg),
     }
@@ -211,12 +232,10 @@ pub(crate) fn make_ctx(
     name: &ProcName,
     dir: &RuntimeDir,
     spec: ProcessSpec,
+    sizes: CreateOptions,
     services: LoopServices,
 ) -> Result<Ctx, String> {
-    let region = Arc::new(
-        VarRegion::create_pending(dir, name, &CreateOptions::default())
-            .map_err(|e| e.to_string())?,
-    );
+    let region = Arc::new(VarRegion::create_pending(dir, name, &sizes).map_err(|e| e.to_string())?);
     let v = std_vars(&region).map_err(|e| format!("cannot publish the standard variables: {e}"))?;
     let stats = match spec.stats {
         Some(cfg) => Some(Stats::new(&region, cfg).map_err(|e| e.to_string())?),
@@ -253,6 +272,7 @@ pub(crate) fn make_ctx(
 fn start<A: App>(
     args: &ProcessArgs,
     spec: ProcessSpec,
+    sizes: CreateOptions,
     name: ProcName,
     dir: RuntimeDir,
     build: impl FnOnce(&mut Ctx) -> Result<A, BoxError>,
@@ -268,7 +288,7 @@ fn start<A: App>(
         waker: Some(el.waker()),
         mailbox: Box::new(tx),
     };
-    let mut ctx = make_ctx(&name, &dir, spec, services)?;
+    let mut ctx = make_ctx(&name, &dir, spec, sizes, services)?;
     ctx.log_file = log_file;
     let region = ctx.region.clone();
     // Until it is published, a region whose process fails to start is removed: it never ran,

@@ -29,7 +29,7 @@ mod tests;
 
 pub use app::{App, Hangup, ProcessSpec, TICK};
 pub use ctx::{Ctx, Deferred, FdToken, Interest, Mailbox, Readiness};
-pub use lifecycle::{run, BoxError, ProcessArgs};
+pub use lifecycle::{run, run_sized, BoxError, ProcessArgs};
 pub use state::RunState;
 pub use table::{Command, CommandInfo, Done, Outcome};
 pub use timers::TimerId;

@@ -57,7 +57,13 @@ impl<A: App> TestProcess<A> {
             waker: None,
             mailbox: Box::new(tx),
         };
-        let mut ctx = make_ctx(&name, &dir, spec, services)?;
+        let mut ctx = make_ctx(
+            &name,
+            &dir,
+            spec,
+            shvars::region::CreateOptions::default(),
+            services,
+        )?;
         let app = build(&mut ctx)?;
         ctx.region.publish();
         Ok(TestProcess {

@@ -66,7 +66,7 @@ pub fn now_ns() -> u64 {
 }
 
 /// Sizes of a new region.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct CreateOptions {
     /// Bytes for the schema (about 200 per variable).
     pub schema_cap: usize,
@@ -722,6 +722,18 @@ impl StrVar {
         n < s.len()
     }
 
+    /// Writes the value, cut to the capacity at a character boundary, without first reading the
+    /// current one: unlike [`StrVar::set`] it never allocates (for a loop that must not), and it
+    /// always updates the time of change. Returns whether it was cut.
+    pub fn store(&self, s: &str) -> bool {
+        let mut n = s.len().min(self.cap);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        self.map.write_str(self.off, &s.as_bytes()[..n], now_ns());
+        n < s.len()
+    }
+
     /// Capacity in bytes.
     pub fn capacity(&self) -> usize {
         self.cap
@@ -994,6 +1006,12 @@ impl RegionReader {
             instance_id: h.instance_id.load(Ordering::Relaxed),
             nvars: h.nvars.load(Ordering::Relaxed),
         }
+    }
+
+    /// The owner's last heartbeat, ns since the Unix epoch (as [`RegionReader::info`], without
+    /// copying the name: a loop that must not allocate can watch it).
+    pub fn heartbeat_ns(&self) -> u64 {
+        self.map.header().heartbeat_ns.load(Ordering::Relaxed)
     }
 
     /// Whether the owner process is alive: it holds the exclusive lock on the file. This is

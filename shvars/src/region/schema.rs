@@ -116,6 +116,10 @@ pub struct VarSpec {
     /// Counter (only grows, Prometheus `counter`) rather than a gauge.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub counter: bool,
+    /// The metric name monitoring exporters use for it instead of one derived from its name
+    /// (`probe_success`); see docs/region.md for how a table row becomes a label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
     /// Offset of the slot from the start of the data area (set by the region).
     #[serde(default)]
     pub offset: usize,
@@ -133,6 +137,7 @@ impl VarSpec {
             max: None,
             default,
             counter: false,
+            metric: None,
             offset: 0,
         }
     }
@@ -198,6 +203,12 @@ impl VarSpec {
         self
     }
 
+    /// Names the metric monitoring exporters publish it as (`[a-zA-Z_:][a-zA-Z0-9_:]*`).
+    pub fn metric(mut self, m: &str) -> Self {
+        self.metric = Some(m.to_owned());
+        self
+    }
+
     /// The label of enum value `v`, if this is an ENUM and `v` has one.
     pub fn label(&self, v: i64) -> Option<&str> {
         match &self.ty {
@@ -238,6 +249,18 @@ impl VarSpec {
                 return Err(format!("variable {}: an enum needs labels", self.name));
             }
             _ => {}
+        }
+        if let Some(m) = &self.metric {
+            let ok = !m.is_empty()
+                && !m.starts_with(|c: char| c.is_ascii_digit())
+                && m.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+            if !ok {
+                return Err(format!(
+                    "variable {}: metric name {m:?} is not [a-zA-Z_:][a-zA-Z0-9_:]*",
+                    self.name
+                ));
+            }
         }
         self.parse_value(&self.default.to_string())
             .map(|_| ())

@@ -73,6 +73,10 @@ pub struct VarSample {
     /// The variable's unit, as declared.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
+    /// For a variable with a declared metric name whose name is a table row
+    /// (`TABLE.ROW.COLUMN`): the label `TABLE="ROW"` its sample carries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row: Option<(String, String)>,
 }
 
 /// One process of the runtime directory.
@@ -160,8 +164,41 @@ fn read_process(dir: &RuntimeDir, name: &ProcName) -> ProcessMetrics {
     p
 }
 
+/// A declared metric name (see [`VarSpec::metric`]): used as given (`_total` added to a
+/// counter that lacks it), its value scaled to seconds when the name ends in `_seconds` and the
+/// unit is a time unit; a variable named `TABLE.ROW.COLUMN` is labelled `TABLE="ROW"`.
+fn declared(spec: &VarSpec, m: &str) -> (String, f64, Option<(String, String)>) {
+    let mut name = m.to_owned();
+    if spec.counter && !name.ends_with("_total") {
+        name.push_str("_total");
+    }
+    let factor = match &spec.unit {
+        Some(u) if name.ends_with("_seconds") => TIME_UNITS
+            .iter()
+            .find(|(t, _)| t == u)
+            .map_or(1.0, |(_, f)| *f),
+        _ => 1.0,
+    };
+    let row = match (spec.name.split_once('.'), spec.name.rsplit_once('.')) {
+        (Some((table, _)), Some((head, _))) if head.len() > table.len() => {
+            let row = &head[table.len() + 1..];
+            let label_ok = !table.starts_with(|c: char| c.is_ascii_digit())
+                && table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            label_ok.then(|| (table.to_owned(), row.to_owned()))
+        }
+        _ => None,
+    };
+    (name, factor, row)
+}
+
 fn sample(spec: &VarSpec, value: Number) -> VarSample {
-    let (metric, factor) = metric_name(&spec.name, spec.counter);
+    let (metric, factor, row) = match &spec.metric {
+        Some(m) => declared(spec, m),
+        None => {
+            let (m, f) = metric_name(&spec.name, spec.counter);
+            (m, f, None)
+        }
+    };
     let (kind, labels) = match &spec.ty {
         VarType::Enum { labels } => (Kind::Stateset, labels.clone()),
         _ if spec.counter => (Kind::Counter, Vec::new()),
@@ -184,6 +221,7 @@ fn sample(spec: &VarSpec, value: Number) -> VarSample {
         labels,
         help: spec.desc.clone(),
         unit: spec.unit.clone(),
+        row,
     }
 }
 
@@ -244,4 +282,54 @@ pub fn metric_name(var: &str, counter: bool) -> (String, f64) {
         _ => {}
     }
     (name, factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_metric_names_and_table_labels() {
+        let spec = VarSpec::float("check.web-1.last_ms", 0.0)
+            .unit("ms")
+            .metric("probe_duration_seconds");
+        let s = sample(&spec, Number::Float(250.0));
+        assert_eq!(s.metric, "probe_duration_seconds");
+        assert_eq!(s.value, Number::Float(0.25));
+        assert_eq!(s.row, Some(("check".to_owned(), "web-1".to_owned())));
+        let c = VarSpec::int("check.a.fails", 0)
+            .counter()
+            .metric("lvsmon_check_failures");
+        assert_eq!(
+            sample(&c, Number::Int(3)).metric,
+            "lvsmon_check_failures_total"
+        );
+        // Not a table row: no label; no declared name: the derived one.
+        assert_eq!(
+            sample(&VarSpec::int("x.y", 0).metric("m"), Number::Int(1)).row,
+            None
+        );
+        assert_eq!(
+            sample(&VarSpec::int("check.a.ok", 0), Number::Int(1)).metric,
+            "shvar_check_a_ok"
+        );
+        let mut snap = Snapshot {
+            dir: "/d".into(),
+            processes: vec![],
+        };
+        snap.processes.push(ProcessMetrics {
+            process: "mon1".into(),
+            pid: 1,
+            status: Liveness::Alive,
+            up: true,
+            heartbeat_age_seconds: None,
+            variables: vec![sample(
+                &VarSpec::int("check.web1.ok", 0).metric("probe_success"),
+                Number::Int(1),
+            )],
+            error: None,
+        });
+        assert!(prometheus::render(&snap)
+            .contains("probe_success{process=\"mon1\",check=\"web1\"} 1\n"));
+    }
 }

@@ -114,8 +114,13 @@ pub fn render(snap: &Snapshot) -> String {
         }
     }
     for p in &snap.processes {
-        let proc_label = format!("process=\"{}\"", escape_label(&p.process));
+        let proc_only = format!("process=\"{}\"", escape_label(&p.process));
         for v in &p.variables {
+            let proc_label = match &v.row {
+                Some((table, row)) => format!("{proc_only},{table}=\"{}\"", escape_label(row)),
+                None => proc_only.clone(),
+            };
+            let proc_label = &proc_label;
             let ty = if v.kind == Kind::Counter {
                 "counter"
             } else {
@@ -136,7 +141,7 @@ pub fn render(snap: &Snapshot) -> String {
                     }
                     any
                 }
-                _ => f.sample(&v.metric, &v.help, ty, &proc_label, &format_value(v.value)),
+                _ => f.sample(&v.metric, &v.help, ty, proc_label, &format_value(v.value)),
             };
             if !added {
                 f.notes.push(format!(
@@ -178,6 +183,7 @@ mod tests {
             labels: labels.iter().map(|s| s.to_string()).collect(),
             help: format!("about {name}\nline two \\ end"),
             unit: None,
+            row: None,
         }
     }
 
