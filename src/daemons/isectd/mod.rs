@@ -13,10 +13,13 @@
 //! configuration and its workers' identities are saved in its own directory, so a new isectd
 //! of the same name adopts the workers of one that was killed.
 //!
-//! Files: [`model`] (what is configured, states and queues), [`vars`] (the variables),
-//! [`supervise`] (processes: start, death, restart, stop, readiness, adoption), [`commands`]
-//! (the command language), [`send`] (run-control fan-out), [`saved`] (the saved state),
-//! [`home`] (isectd's directory and files), [`notify`], [`procfs`], [`events`].
+//! Files: [`model`] (what is configured, states and queues), `vars.rs` (the variables),
+//! `supervise.rs` (processes: start, death, restart, stop, readiness, adoption),
+//! `commands.rs` (the command language), `send.rs` (run-control fan-out), `saved.rs` (the
+//! saved state), [`home`] (isectd's directory and files), [`notify`], [`procfs`], [`events`];
+//! workers on other hosts: [`exec_proto`] (the wire format), [`conn`], `remote.rs` (isectd's
+//! side), [`execd`] (isdexecd); transactions: [`xproto`] (the wire format), `broker.rs`
+//! (routing), [`xlib`] (client and worker libraries).
 
 mod broker;
 mod commands;
@@ -225,6 +228,7 @@ enum Due {
     Abort,
     Reconnect,
     Closed(u32),
+    XControl(u32),
 }
 
 /// What a registered descriptor is.
@@ -533,6 +537,15 @@ impl App for Isectd {
             }
             Due::Reconnect => self.reconnect_due(ctx),
             Due::Closed(w) => self.closed_due(ctx, w),
+            Due::XControl(w) => {
+                if let Some((job, who, t0)) = self.x_controls.remove(&w) {
+                    let e = crate::control::client::ClientError::BadFile(format!(
+                        "no answer within {} ms",
+                        self.v.send_timeout_ms.get()
+                    ));
+                    self.send_answered(ctx, job, w, who, Err(e), t0.elapsed());
+                }
+            }
         }
         self.refresh(ctx);
     }

@@ -85,8 +85,8 @@ pub enum Kind {
     Tp,
 }
 
-/// The argv index of a transaction worker's first configured parameter: argv[1] is isectd's
-/// host, argv[2] its worker port, argv[3] the worker id, argv[4] the login token.
+/// The argv index of a transaction worker's first configured parameter: `argv[1]` is isectd's
+/// host, `argv[2]` its worker port, `argv[3]` the worker id, `argv[4]` the login token.
 pub const ISDARGMAX: u32 = 5;
 
 /// A worker as configured (`config worker`), the same for every clone.

@@ -134,6 +134,8 @@ impl Isectd {
                     self.job(job).waiting.push(wid);
                     self.x_controls
                         .insert(wid, (job, who.clone(), Instant::now()));
+                    let t = ctx.timer_after(timeout);
+                    self.timers.insert(t, super::Due::XControl(wid));
                     if !self.x_control(wid, &line) {
                         self.x_controls.remove(&wid);
                         let e = crate::control::client::ClientError::BadFile(

@@ -219,7 +219,7 @@ impl std::fmt::Debug for XWorker {
 
 impl XWorker {
     /// Logs in with the rendezvous isectd gave: its host, worker port, worker id and token
-    /// (argv[1..5]; the program's own parameters start at argv[ISDARGMAX]).
+    /// (`argv[1..5]`; the program's own parameters start at `argv[ISDARGMAX]`).
     ///
     /// # Errors
     /// The connection fails or the login is refused.
