@@ -107,7 +107,7 @@ fn export_prometheus_passes_promtool() {
     assert_eq!(value_of(text, r#"shvar_pid{process="t1"}"#), p1.to_string());
     assert_eq!(value_of(text, r#"shvar_pid{process="t2"}"#), p2.to_string());
     assert_eq!(
-        value_of(text, r#"shvar_rate{process="t1"}"#),
+        value_of(text, r#"shvar_ticker_target_rate_hertz{process="t1"}"#),
         env.get_int("t1", "rate").to_string()
     );
     let ticks: i64 = value_of(text, r#"shvar_ticks_total{process="t1"}"#)
@@ -149,7 +149,21 @@ fn export_prometheus_passes_promtool() {
     );
     assert!(fams.contains(&"shvar_ticks_total counter".to_owned()));
     assert!(fams.contains(&"shvar_runstate gauge".to_owned()));
-    assert!(fams.contains(&"shvar_rate gauge".to_owned()));
+    assert!(fams.contains(&"shvar_ticker_target_rate_hertz gauge".to_owned()));
+    // Base units, as exporters name them: CPU and elapsed time in seconds, bytes in one
+    // counter, timestamps as such.
+    for f in [
+        "shvar_sg_cpu_seconds_total counter",
+        "shvar_sg_seconds_total counter",
+        "shvar_sg_bytes_total counter",
+        "shvar_sl_cpu_seconds gauge",
+        "shvar_started_timestamp_seconds gauge",
+        "shvar_sg_update_timestamp_seconds gauge",
+    ] {
+        assert!(fams.contains(&f.to_owned()), "no family {f}: {fams:?}");
+    }
+    assert!(!text.contains("gbytes"), "{text}");
+    assert!(!text.contains("shvar_sg_cpu_total"), "{text}");
     assert!(text.contains("# HELP shvar_ticks_total Ticks counted since the last start\n"));
     assert!(!text.contains("lastcmd") && !text.contains("shvar_label"));
     let ticks_lines: Vec<_> = text
@@ -419,4 +433,115 @@ fn systemd_watchdog_pings_from_the_main_loop() {
     let got = notifications(&sock, |_| {}, |got| got.iter().any(|l| l == "STOPPING=1"));
     assert_eq!(got, ["STATUS=INIT_STATE", "READY=1", "STOPPING=1"]);
     assert_eq!(env.wait_exit("t2"), 0);
+}
+
+/// Reads one HTTP response with a Content-Length from a kept-alive connection.
+fn read_response(r: &mut std::io::BufReader<TcpStream>) -> (String, String) {
+    use std::io::BufRead;
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("a Content-Length");
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).unwrap();
+    (head, String::from_utf8(body).unwrap())
+}
+
+#[test]
+fn serve_keeps_http11_connections_alive() {
+    let mut env = Env::new();
+    env.ticker("t1", &[]);
+    let port = free_port();
+    let mut c = env.command("shvar");
+    c.args(["serve", "--listen", &format!("127.0.0.1:{port}")]);
+    env.spawn("serve", c);
+    env.wait_until("shvar serve to listen", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = std::io::BufReader::new(s);
+    // Three scrapes on one connection, the last two sent before reading (pipelined).
+    write!(w, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (head, body) = read_response(&mut r);
+    assert!(head.contains("Connection: keep-alive"), "{head}");
+    assert!(body.contains(r#"shvar_up{process="t1"} 1"#), "{body}");
+    write!(w, "GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let (_, page) = read_response(&mut r);
+    assert!(page.contains("/metrics"), "{page}");
+    let (head, _) = read_response(&mut r);
+    assert!(head.contains("Connection: close"), "{head}");
+    let mut rest = String::new();
+    r.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "", "the connection closes after Connection: close");
+}
+
+/// A real Prometheus server (from the package that has promtool) scrapes `shvar serve`, and the
+/// names arrive as exporters name them.
+#[test]
+fn a_real_prometheus_scrapes_shvar_serve() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init", "-c", "start"]);
+    let port = free_port();
+    let mut c = env.command("shvar");
+    c.args(["serve", "--listen", &format!("127.0.0.1:{port}")]);
+    env.spawn("serve", c);
+    let prom_port = free_port();
+    let cfg = env.path("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: shvar\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+        ),
+    )
+    .unwrap();
+    let mut p = std::process::Command::new("prometheus");
+    p.arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            env.path("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdin(std::process::Stdio::null());
+    env.spawn("prometheus", p);
+    let query = |q: &str| -> String {
+        match TcpStream::connect(("127.0.0.1", prom_port)) {
+            Ok(_) => http_get(prom_port, &format!("/api/v1/query?query={q}")).2,
+            Err(_) => String::new(),
+        }
+    };
+    env.wait_until("Prometheus to have scraped t1", || {
+        query("shvar_up").contains(r#""process":"t1""#)
+    });
+    for name in [
+        "shvar_ticks_total",
+        "shvar_sg_cpu_seconds_total",
+        "shvar_sg_bytes_total",
+        "shvar_started_timestamp_seconds",
+        "shvar_ticker_target_rate_hertz",
+    ] {
+        env.wait_until(&format!("{name} in Prometheus"), || {
+            let r = query(name);
+            r.contains(r#""status":"success""#) && r.contains(r#""process":"t1""#)
+        });
+    }
+    let started = query("shvar_started_timestamp_seconds");
+    assert!(
+        started.contains(&format!(r#""{}"#, env.get_int("t1", "started"))),
+        "{started}"
+    );
 }

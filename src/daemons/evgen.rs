@@ -237,6 +237,7 @@ impl Evgen {
                 rate: r.add_float(
                     VarSpec::float("rate", 0.0)
                         .unit("Hz")
+                        .metric("shvar_evgen_event_rate_hertz")
                         .desc("Events written per second, measured over the last second"),
                 )?,
                 refused: r.add_int(VarSpec::int("refused", 0).counter().desc(
@@ -250,6 +251,7 @@ impl Evgen {
                         .rw()
                         .unit("Hz")
                         .range(Some(0.0), Some(1e9))
+                        .metric("shvar_evgen_target_rate_hertz")
                         .desc("Events per second to write (0: as fast as possible)"),
                 )?,
             };

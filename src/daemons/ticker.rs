@@ -47,7 +47,8 @@ impl Ticker {
                 .rw()
                 .unit("Hz")
                 .range(Some(1.0), Some(1_000_000.0))
-                .desc("Ticks per second while RUNNING_STATE"),
+                .metric("shvar_ticker_target_rate_hertz")
+                .desc("Ticks per second while RUNNING_STATE (the setpoint)"),
         )?;
         let ticks = r.add_int(
             VarSpec::int("ticks", 0)

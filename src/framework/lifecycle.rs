@@ -106,7 +106,8 @@ fn std_vars(region: &VarRegion) -> Result<StdVars, BoxError> {
     region.add_int(
         VarSpec::int("started", started)
             .desc("Start time (Unix seconds)")
-            .unit("s"),
+            .unit("s")
+            .metric("shvar_started_timestamp_seconds"),
     )?;
     let args: Vec<String> = std::env::args().collect();
     let cmdline = crate::control::words::join(&args);

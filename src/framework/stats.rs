@@ -126,13 +126,17 @@ impl Stats {
             sg_cpu: c("sg_cpu", "CPU used from the last start or resume".into(), "ns")?,
             sg_gbytes: c("sg_gbytes", "GBytes (2^30) from the last start or resume".into(), "GiB")?,
             sg_bytes: i("sg_bytes", "Bytes (mod 2^30) from the last start or resume".into())?,
-            sg_uptime: i("sg_uptime", "Time of the last long term status update (Unix seconds; 0: none yet)".into())?,
-            sl_msecs: i("sl_msecs", "Milliseconds covered by the last short term update".into())?,
+            sg_uptime: region.add_int(VarSpec::int("sg_uptime", 0).metric("shvar_sg_update_timestamp_seconds")
+                .desc("Time of the last long term status update (Unix seconds; 0: none yet)"))?,
+            sl_msecs: region.add_int(VarSpec::int("sl_msecs", 0).unit("ms")
+                .desc("Milliseconds covered by the last short term update"))?,
             sl_events: i("sl_events", "Events in the last short term update interval".into())?,
             sl_packs: i("sl_packs", format!("Number of {p} in the last short term update interval"))?,
-            sl_cpu: i("sl_cpu", "CPU used in the last short term update interval (ns)".into())?,
+            sl_cpu: region.add_int(VarSpec::int("sl_cpu", 0).unit("ns")
+                .desc("CPU used in the last short term update interval"))?,
             sl_bytes: i("sl_bytes", "Bytes in the last short term update interval".into())?,
-            sl_uptime: i("sl_uptime", "Time of the last short term status update (Unix seconds; 0: none yet)".into())?,
+            sl_uptime: region.add_int(VarSpec::int("sl_uptime", 0).metric("shvar_sl_update_timestamp_seconds")
+                .desc("Time of the last short term status update (Unix seconds; 0: none yet)"))?,
         };
         let now = Point {
             at: Instant::now(),

@@ -161,7 +161,45 @@ fn read_process(dir: &RuntimeDir, name: &ProcName) -> ProcessMetrics {
         };
         p.variables.push(sample(spec, value));
     }
+    combine_gbytes(&mut p.variables);
     p
+}
+
+/// KLOE splits a byte count into whole GiB (`X_gbytes`, unit GiB) and the rest (`X_bytes`): a
+/// monitoring system wants one counter in bytes, `shvar_X_bytes_total`.
+fn combine_gbytes(vars: &mut Vec<VarSample>) {
+    let pairs: Vec<(usize, usize)> = vars
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.unit.as_deref() == Some("GiB"))
+        .filter_map(|(gi, g)| {
+            let stem = g.name.strip_suffix("_gbytes")?;
+            let bi = vars
+                .iter()
+                .position(|b| b.name == format!("{stem}_bytes"))?;
+            Some((gi, bi))
+        })
+        .collect();
+    let mut drop = Vec::new();
+    for (gi, bi) in pairs {
+        let (Number::Int(g), Number::Int(b)) = (vars[gi].value, vars[bi].value) else {
+            continue;
+        };
+        let stem = vars[gi].name.trim_end_matches("_gbytes").to_owned();
+        let (metric, _) = metric_name(&format!("{stem}_bytes"), true);
+        let total = Number::Int(g.saturating_mul(1 << 30).saturating_add(b));
+        let v = &mut vars[bi];
+        v.metric = metric;
+        v.kind = Kind::Counter;
+        v.value = total;
+        v.unit = Some("bytes".to_owned());
+        v.help = format!("{} (whole GiB and the rest together)", v.help);
+        drop.push(gi);
+    }
+    drop.sort_unstable();
+    for i in drop.into_iter().rev() {
+        vars.remove(i);
+    }
 }
 
 /// A declared metric name (see [`VarSpec::metric`]): used as given (`_total` added to a
@@ -195,7 +233,7 @@ fn sample(spec: &VarSpec, value: Number) -> VarSample {
     let (metric, factor, row) = match &spec.metric {
         Some(m) => declared(spec, m),
         None => {
-            let (m, f) = metric_name(&spec.name, spec.counter);
+            let (m, f) = metric_name_with_unit(&spec.name, spec.counter, spec.unit.as_deref());
             (m, f, None)
         }
     };
@@ -225,18 +263,49 @@ fn sample(spec: &VarSpec, value: Number) -> VarSample {
     }
 }
 
-/// Time units a name may end with, and their factor to seconds.
-const TIME_UNITS: [(&str, f64); 9] = [
+/// Time units a name may end with (or a variable declare as its unit), and their factor to
+/// seconds.
+const TIME_UNITS: [(&str, f64); 12] = [
     ("s", 1.0),
     ("sec", 1.0),
     ("secs", 1.0),
     ("ms", 1e-3),
+    ("msecs", 1e-3),
     ("milliseconds", 1e-3),
     ("us", 1e-6),
+    ("usecs", 1e-6),
     ("microseconds", 1e-6),
     ("ns", 1e-9),
+    ("nsecs", 1e-9),
     ("nanoseconds", 1e-9),
 ];
+
+/// As [`metric_name`], with the variable's declared unit: a variable whose unit is a time unit
+/// is exported in seconds (`sg_cpu`, unit `ns`: `shvar_sg_cpu_seconds_total`; `sg_msecs`, unit
+/// `ms`: `shvar_sg_seconds_total`), a byte count's name ends in `_bytes`.
+///
+/// # Examples
+/// ```
+/// use daqproc::observe::metrics::metric_name_with_unit;
+/// assert_eq!(metric_name_with_unit("sg_cpu", true, Some("ns")), ("shvar_sg_cpu_seconds_total".to_owned(), 1e-9));
+/// assert_eq!(metric_name_with_unit("sg_msecs", true, Some("ms")).0, "shvar_sg_seconds_total");
+/// assert_eq!(metric_name_with_unit("timeout_us", false, Some("us")).0, "shvar_timeout_seconds");
+/// ```
+pub fn metric_name_with_unit(var: &str, counter: bool, unit: Option<&str>) -> (String, f64) {
+    let (name, factor) = metric_name(var, counter);
+    if factor != 1.0 || name.contains("_seconds") {
+        return (name, factor);
+    }
+    let Some((_, f)) = unit.and_then(|u| TIME_UNITS.iter().find(|(t, _)| *t == u)) else {
+        return (name, factor);
+    };
+    let stem = name.strip_suffix("_total").unwrap_or(&name);
+    let mut n = format!("{stem}_seconds");
+    if counter {
+        n.push_str("_total");
+    }
+    (n, *f)
+}
 
 /// The metric name of variable `var`, and the factor its values are multiplied by.
 ///
