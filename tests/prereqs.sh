@@ -15,6 +15,7 @@ DEB=(
   "promtool prometheus"
   "prometheus-blackbox-exporter prometheus-blackbox-exporter"
   "man man-db"
+  "python3 python3"
 )
 # "module-or-command package==version" (the module is tried with python3 -c 'import X')
 PIP=(

@@ -8,6 +8,7 @@ mod ecosystem;
 mod event_loop;
 mod framework;
 mod hostile;
+mod isectd;
 mod lvsmon;
 mod readme;
 mod shvar_tool;

@@ -1,7 +1,8 @@
 //! Process-level system calls the framework needs and safe Rust does not offer: detaching a
-//! daemon from its terminal while telling the parent when it is ready.
+//! daemon from its terminal while telling the parent when it is ready; pidfds, which let a
+//! supervisor watch and signal processes that are not its children without pid-reuse races.
 //!
-//! Must never be used once the process has more than one thread: `fork` copies only the calling
+//! `daemonize` must never be used once the process has more than one thread: `fork` copies only the calling
 //! thread, so locks held by others would stay locked forever in the child.
 
 use std::fs::File;
@@ -100,4 +101,67 @@ pub fn default_sigpipe() {
     // SAFETY: installing SIG_DFL runs no Rust code in signal context; it only changes what the
     // kernel does on SIGPIPE. No other code of ours relies on SIGPIPE being ignored.
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
+/// A descriptor that refers to process `pid` itself, not to its number (`pidfd_open(2)`, Linux
+/// 5.3): it becomes readable when the process exits, and a signal sent through it
+/// ([`pidfd_send_signal`]) can never reach another process that later got the same pid. For a
+/// supervisor watching processes that are not its children (it cannot `waitpid` them).
+///
+/// # Errors
+/// `ESRCH` if no such process exists; `ENOSYS` on kernels before 5.3.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes two integers and touches no memory of ours.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd =
+        i32::try_from(r).map_err(|_| io::Error::other("pidfd_open: descriptor out of range"))?;
+    // SAFETY: the kernel just returned this descriptor to us, open and owned by no one else;
+    // the OwnedFd becomes its only owner and closes it once.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sends signal `sig` to the process that pidfd `fd` refers to (`pidfd_send_signal(2)`).
+///
+/// # Errors
+/// `ESRCH` if the process has exited (even if its pid was reused since).
+pub fn pidfd_send_signal(fd: &OwnedFd, sig: i32) -> io::Result<()> {
+    // SAFETY: the descriptor is open for the duration of the call (borrowed); the siginfo
+    // pointer is null, which the call accepts to mean "as kill(2) would send it".
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod pidfd_tests {
+    #[test]
+    fn a_pidfd_follows_its_process_and_signals_it() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let fd = super::pidfd_open(child.id() as i32).unwrap();
+        super::pidfd_send_signal(&fd, libc::SIGKILL).unwrap();
+        let st = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(st.signal(), Some(libc::SIGKILL));
+        // Reaped: the pidfd now refers to nothing, and says so.
+        let e = super::pidfd_send_signal(&fd, libc::SIGKILL).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ESRCH));
+        assert!(super::pidfd_open(i32::MAX).is_err());
+    }
 }

@@ -1,7 +1,9 @@
 //! The processes built on the framework: the example `ticker`, the event generator `evgen`
-//! (with the self-checking event [`payload`]), and the spy daemons ([`spy`]).
+//! (with the self-checking event [`payload`]), the spy daemons ([`spy`]), and the node supervisor
+//! and transaction broker [`isectd`].
 
 pub mod evgen;
+pub mod isectd;
 pub mod lvsmon;
 pub mod payload;
 pub mod spy;

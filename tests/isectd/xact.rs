@@ -1,0 +1,404 @@
+//! isectd part 2: transactions through isectd to transaction workers (isdecho, the stdio
+//! adapter), pieces, routing to idle workers only, priorities and preempt, block, service
+//! moves, reject, the intervention error, junk from either side, many clients at once.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use daqproc::daemons::isectd::xlib::{XClient, XError, XWorker};
+
+use super::{isd, isd_try, isectd, kill9, pid_of, state};
+use crate::util::{bin, Env};
+
+fn echo_path() -> String {
+    bin("isdecho").display().to_string()
+}
+
+fn addr(env: &Env, name: &str) -> String {
+    format!("127.0.0.1:{}", env.get_int(name, "req_port"))
+}
+
+/// isectd `name` with service `echo` of `n` isdecho workers (extra isdecho options `opts`),
+/// all logged in.
+fn with_echo(env: &mut Env, name: &str, n: usize, opts: &str) {
+    isectd(env, name, &[]);
+    isd(env, name, "config service echo");
+    isd(
+        env,
+        name,
+        &format!("config worker echo localhost tp:{} {opts}", echo_path()),
+    );
+    for _ in 1..n {
+        isd(env, name, "clone 1");
+    }
+    isd(env, name, "start echo");
+    env.wait_until("the echo workers to log in", || {
+        env.get_int(name, "IdleWorkers") == n as i64
+    });
+}
+
+#[test]
+fn transactions_go_to_idle_workers_in_pieces_and_are_counted() {
+    let mut env = Env::new();
+    with_echo(&mut env, "t1", 2, "");
+    let a = addr(&env, "t1");
+    let mut c = XClient::connect(&a, "echo").unwrap();
+    assert_eq!(c.transact(b"hello").unwrap(), b"hello");
+    // A request larger than a frame goes in pieces, and comes back whole.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(c.transact(&big).unwrap(), big);
+    // isdclient: one message, then one per line of stdin.
+    let o = isd_try(&env, "t1", "");
+    assert!(
+        o.stdout.contains("isdData.PriList          = 1"),
+        "{}",
+        o.stdout
+    );
+    let mut cmd = env.command("isdclient");
+    cmd.args(["-n", "t1", "-s", "echo", "hi there"]);
+    assert_eq!(env.run(cmd).stdout, "hi there\n");
+    let from: i64 = (1..=2)
+        .map(|w| env.get_int("t1", &format!("worker.{w}.xactions")))
+        .sum();
+    assert_eq!(from, 3);
+    let w1 = isd(&env, "t1", "worker 1");
+    assert!(w1.contains("worker->kind = Tp"), "{w1}");
+    assert!(
+        isd(&env, "t1", "").contains("isdData.PeakBucket       = 3"),
+        "the histogram counts the transactions"
+    );
+    assert_eq!(env.get_int("t1", "xactions"), 3);
+    // Replies in pieces: the worker stays BUSY until the last.
+    isd(
+        &env,
+        "t1",
+        &format!("config worker echo localhost tp:{} --pieces 3", echo_path()),
+    );
+    isd(&env, "t1", "pause 1");
+    isd(&env, "t1", "pause 2");
+    env.wait_until("worker 3 idle", || state(&env, "t1", 3) == "IDLE");
+    assert_eq!(c.transact(b"abcdefghi").unwrap(), b"abcdefghi");
+    let w3 = isd(&env, "t1", "worker 3");
+    assert!(
+        w3.contains("worker->fromCount = 3") && w3.contains("worker->toCount = 1"),
+        "{w3}"
+    );
+    // send reinit|status to transaction workers.
+    assert_eq!(
+        isd(&env, "t1", "send 3 status"),
+        "worker 3 (echo): echoed 1 transactions\n"
+    );
+    assert_eq!(
+        isd(&env, "t1", "send 3 reinit"),
+        "worker 3 (echo): reinitialised\n"
+    );
+}
+
+#[test]
+fn waiting_transactions_are_served_by_priority_then_arrival() {
+    let mut env = Env::new();
+    with_echo(&mut env, "t2", 1, "--delay-ms 300");
+    let a = addr(&env, "t2");
+    let (tx, rx) = mpsc::channel();
+    // One transaction keeps the only worker busy.
+    let mut first = XClient::connect(&a, "echo").unwrap();
+    first.send_piece(1, b"first", false).unwrap();
+    env.wait_until("the worker busy", || state(&env, "t2", 1) == "BUSY");
+    let mut low = XClient::connect(&a, "echo").unwrap();
+    let mut high = XClient::connect(&a, "echo").unwrap();
+    isd(&env, "t2", &format!("pri {} 5", high.id()));
+    assert!(isd(&env, "t2", &format!("client {}", high.id())).contains("client->priority = 5"));
+    let wait_held = |id: u32| {
+        env.wait_until("the request held", || {
+            isd(&env, "t2", &format!("client {id}")).contains("client->held = 1")
+        })
+    };
+    low.send_piece(1, b"low", false).unwrap();
+    wait_held(low.id());
+    high.send_piece(1, b"high", false).unwrap();
+    wait_held(high.id());
+    for (name, mut c) in [("low", low), ("high", high)] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let p = c.recv_piece().unwrap();
+            tx.send((name, p.data)).unwrap();
+        });
+    }
+    assert_eq!(first.recv_piece().unwrap().data, b"first");
+    let order: Vec<&str> = (0..2)
+        .map(|_| rx.recv_timeout(Duration::from_secs(20)).unwrap().0)
+        .collect();
+    assert_eq!(order, ["high", "low"]);
+    let ev = isd(&env, "t2", "listevents 30");
+    assert!(
+        ev.contains("transaction waits: no idle worker of echo"),
+        "{ev}"
+    );
+    assert!(ev.contains("transaction (priority 5) to worker 1"), "{ev}");
+    // preempt off: arrival order whatever the priority.
+    assert_eq!(isd(&env, "t2", "preempt off"), "preempt off\n");
+    let mut first = XClient::connect(&a, "echo").unwrap();
+    first.send_piece(1, b"first", false).unwrap();
+    env.wait_until("the worker busy", || state(&env, "t2", 1) == "BUSY");
+    let mut low = XClient::connect(&a, "echo").unwrap();
+    let mut high = XClient::connect(&a, "echo").unwrap();
+    isd(&env, "t2", &format!("pri {} 5", high.id()));
+    low.send_piece(1, b"low", false).unwrap();
+    wait_held(low.id());
+    high.send_piece(1, b"high", false).unwrap();
+    wait_held(high.id());
+    for (name, mut c) in [("low", low), ("high", high)] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let p = c.recv_piece().unwrap();
+            tx.send((name, p.data)).unwrap();
+        });
+    }
+    let order: Vec<&str> = (0..2)
+        .map(|_| rx.recv_timeout(Duration::from_secs(20)).unwrap().0)
+        .collect();
+    assert_eq!(order, ["low", "high"]);
+}
+
+#[test]
+fn block_service_moves_reject_and_a_shell_script_worker() {
+    let mut env = Env::new();
+    with_echo(&mut env, "t3", 1, "");
+    // A program that knows nothing of the protocol, through the adapter.
+    isd(&env, "t3", "config service shout");
+    isd(
+        &env,
+        "t3",
+        &format!(
+            "config worker shout localhost tp:{} --stdio /bin/sh -c 'while read l; do echo \"got: $l\"; done'",
+            echo_path()
+        ),
+    );
+    isd(&env, "t3", "start shout");
+    env.wait_until("the adapter logged in", || state(&env, "t3", 2) == "IDLE");
+    let a = addr(&env, "t3");
+    let mut s = XClient::connect(&a, "shout").unwrap();
+    assert_eq!(s.transact(b"one line").unwrap(), b"got: one line");
+    assert_eq!(
+        s.transact(b"two\nlines").unwrap(),
+        b"error: the adapter takes one line per transaction (no newline in a request)"
+    );
+    // block holds a client's transactions; unblock lets them go.
+    let mut c = XClient::connect(&a, "echo").unwrap();
+    let id = c.id();
+    assert_eq!(
+        isd(&env, "t3", &format!("block {id}")),
+        format!("client {id} blocked\n")
+    );
+    c.send_piece(1, b"held", false).unwrap();
+    env.wait_until("held", || {
+        isd(&env, "t3", &format!("client {id}")).contains("client->held = 1")
+    });
+    assert_eq!(env.get_int("t3", "worker.1.xactions"), 0);
+    isd(&env, "t3", &format!("unblock {id}"));
+    assert_eq!(c.recv_piece().unwrap().data, b"held");
+    // service moves a client to another service.
+    assert_eq!(
+        isd(&env, "t3", &format!("service {id} shout")),
+        format!("client {id}: service echo -> shout\n")
+    );
+    assert_eq!(c.transact(b"moved").unwrap(), b"got: moved");
+    assert!(isd(&env, "t3", "clients").contains(&format!("{id:>11} shout")));
+    // reject refuses new logins until reject off.
+    isd(&env, "t3", "reject");
+    match XClient::connect(&a, "echo") {
+        Err(XError::Reply { code: -3, text }) => {
+            assert!(text.contains("logins are refused"), "{text}")
+        }
+        other => panic!("login while rejecting: {other:?}"),
+    }
+    assert_eq!(isd(&env, "t3", "reject off"), "accepting client logins\n");
+    XClient::connect(&a, "echo").unwrap();
+    match XClient::connect(&a, "nosuch") {
+        Err(XError::Reply { code: -2, .. }) => {}
+        other => panic!("login to no service: {other:?}"),
+    }
+    // delete client closes it.
+    assert_eq!(
+        isd(&env, "t3", &format!("delete client {id}")),
+        format!("client {id} deleted\n")
+    );
+    assert!(matches!(
+        c.transact(b"x"),
+        Err(XError::Reply { code: -4, .. }) | Err(XError::Closed) | Err(XError::Io(_))
+    ));
+}
+
+#[test]
+fn a_worker_idled_or_killed_mid_transaction_gives_its_client_the_intervention() {
+    let mut env = Env::new();
+    with_echo(&mut env, "t4", 1, "--delay-ms 3000");
+    let a = addr(&env, "t4");
+    let mut c = XClient::connect(&a, "echo").unwrap();
+    c.send_piece(1, b"slow", false).unwrap();
+    env.wait_until("busy", || state(&env, "t4", 1) == "BUSY");
+    let ws = isd(&env, "t4", "workers busy");
+    assert!(ws.contains(&format!("{:>9}", c.id())), "{ws}");
+    isd_try(&env, "t4", "idle 1")
+        .ok()
+        .stdout_has("idled worker 1");
+    let p = c.recv_piece().unwrap();
+    assert_eq!(
+        (p.header.error, p.data.as_slice()),
+        (-1, &b"PROTOCOL INTERVENTION"[..])
+    );
+    assert_eq!(state(&env, "t4", 1), "IDLE");
+    isd_try(&env, "t4", "idle 1")
+        .expect_code(1)
+        .stderr_has("worker 1 is not busy on a transaction (IDLE)");
+    // Its late reply is thrown away; the next transaction gets its own answer.
+    assert_eq!(c.transact(b"next").unwrap(), b"next");
+    // Killed while busy: the client is told, the worker restarted and logs in again.
+    c.send_piece(1, b"doomed", false).unwrap();
+    env.wait_until("busy", || state(&env, "t4", 1) == "BUSY");
+    let p1 = pid_of(&env, "t4", 1);
+    isd(&env, "t4", "set worker.1.quick_ms 1");
+    kill9(p1);
+    let p = c.recv_piece().unwrap();
+    assert_eq!(
+        (p.header.error, p.data.as_slice()),
+        (-1, &b"PROTOCOL INTERVENTION"[..])
+    );
+    env.wait_until("restarted and logged in", || {
+        pid_of(&env, "t4", 1) != p1 && state(&env, "t4", 1) == "IDLE"
+    });
+    assert_eq!(env.get_int("t4", "worker.1.restarts"), 1);
+    // shutdown of its socket: the worker sees isectd closing, exits, and is restarted.
+    let p2 = pid_of(&env, "t4", 1);
+    let fd = isd(&env, "t4", "workers idle")
+        .lines()
+        .nth(2)
+        .and_then(|l| l.split_whitespace().nth(10).map(str::to_owned))
+        .unwrap();
+    isd_try(&env, "t4", &format!("shutdown {fd}"))
+        .ok()
+        .stdout_has("(worker 1) shut down for sending");
+    env.wait_until("restarted after shutdown", || {
+        pid_of(&env, "t4", 1) != p2 && state(&env, "t4", 1) == "IDLE"
+    });
+    assert!(env.get("t4", "worker.1.exit").contains("exit 0"));
+}
+
+#[test]
+fn junk_from_a_client_or_a_worker_costs_only_its_connection() {
+    let mut env = Env::new();
+    with_echo(&mut env, "t5", 1, "");
+    let a = addr(&env, "t5");
+    let mut good = XClient::connect(&a, "echo").unwrap();
+    // Garbage, an absurd length, a frame before login.
+    let mut s = TcpStream::connect(&a).unwrap();
+    s.write_all(&crate::util::junk(4096, 7)).unwrap();
+    let mut s2 = TcpStream::connect(&a).unwrap();
+    let mut f = b"ISD1\x03\x00\x00\x00".to_vec();
+    f.extend_from_slice(&[0; 8]);
+    f.extend_from_slice(&u32::MAX.to_le_bytes());
+    s2.write_all(&f).unwrap();
+    env.wait_until("both dropped", || env.get_int("t5", "proto_errors") >= 2);
+    assert_eq!(good.transact(b"still served").unwrap(), b"still served");
+    // A worker that replies for a transaction it was not given: a transaction worker whose
+    // program is a shell, and an impostor logging in with its rendezvous.
+    let script = env.path("sleeper");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho $4 > {}\nexec sleep 1000\n",
+            env.path("token").display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    isd(&env, "t5", "config service sh");
+    isd(
+        &env,
+        "t5",
+        &format!("config worker sh localhost tp:{}", script.display()),
+    );
+    isd(&env, "t5", "start sh");
+    env.wait_until("running", || pid_of(&env, "t5", 2) > 0);
+    env.wait_until("the token", || env.path("token").exists());
+    // The script got SCRIPT HOST PORT ID TOKEN and wrote the token down.
+    let (host, port, id) = ("127.0.0.1", env.get_int("t5", "port") as u16, 2u32);
+    let token = std::fs::read_to_string(env.path("token")).unwrap();
+    let token = token.trim();
+    assert!(XWorker::login(host, port, id, "wrong-token").is_err());
+    let mut w = XWorker::login(host, port, id, token).unwrap();
+    env.wait_until("the impostor idle", || state(&env, "t5", 2) == "IDLE");
+    let before = env.get_int("t5", "proto_errors");
+    w.reply(77, 1, b"unasked", false).unwrap();
+    env.wait_until("the unasked reply dropped", || {
+        env.get_int("t5", "proto_errors") > before
+    });
+    assert!(isd(&env, "t5", "listevents 20").contains("replied for a transaction it was not given"));
+    assert_eq!(good.transact(b"and again").unwrap(), b"and again");
+    // A client that sends and never reads is dropped once its replies pile up.
+    let before = env.get_int("t5", "proto_errors");
+    let mut deaf = XClient::connect(&a, "echo").unwrap();
+    let mb = vec![7u8; 1 << 20];
+    let mut sent = 0;
+    while env.get_int("t5", "proto_errors") == before && sent < 200 {
+        if deaf.send_piece(1, &mb, false).is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    env.wait_until("the deaf client dropped", || {
+        env.get_int("t5", "proto_errors") > before
+    });
+    assert_eq!(good.transact(b"unharmed").unwrap(), b"unharmed");
+}
+
+#[test]
+fn a_thousand_clients_at_once_are_bounded_and_a_good_one_is_served() {
+    let (soft, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    if hard < 2600 {
+        eprintln!("skipped: the descriptor limit ({hard}) is too low for 1000 clients");
+        return;
+    }
+    nix::sys::resource::setrlimit(
+        nix::sys::resource::Resource::RLIMIT_NOFILE,
+        soft.max(2600),
+        hard,
+    )
+    .unwrap();
+    let mut env = Env::new();
+    with_echo(&mut env, "t6", 1, "");
+    isd(&env, "t6", "set MaxUsers 600");
+    let a = addr(&env, "t6");
+    let mut good = XClient::connect(&a, "echo").unwrap();
+    let mut conns = Vec::new();
+    let mut login = Vec::new();
+    daqproc::daemons::isectd::xproto::put(
+        &mut login,
+        daqproc::daemons::isectd::xproto::Kind::Login,
+        0,
+        0,
+        0,
+        1,
+        b"echo",
+    );
+    for _ in 0..1000 {
+        let mut s = TcpStream::connect(&a).unwrap();
+        s.write_all(&login).unwrap();
+        conns.push(s);
+    }
+    assert_eq!(
+        good.transact(b"served among a crowd").unwrap(),
+        b"served among a crowd"
+    );
+    env.wait_until("600 logged in, the rest refused", || {
+        env.get_int("t6", "PriList") == 600
+    });
+    assert!(isd(&env, "t6", "listevents 5").contains("isectd has its maximum of 600 clients"));
+    drop(conns);
+    env.wait_until("all gone", || env.get_int("t6", "PriList") == 1);
+    assert_eq!(good.transact(b"after").unwrap(), b"after");
+}

@@ -1,0 +1,59 @@
+use clap::{Parser, Subcommand};
+
+/// isectd measured against its peers, in one run, interleaved: restart latency against
+/// supervisord and s6 (apt-get install supervisor s6), `send all pause` to many tickers.
+/// Medians, p99 and ratios; run it on a quiet machine, several times.
+#[derive(Debug, Parser)]
+#[command(name = "isdbench", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub what: What,
+    #[command(flatten)]
+    pub extras: daqproc::support::cli::Extras,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum What {
+    /// From `kill -9` of a worker to its replacement running: isectd, supervisord, s6-supervise
+    Restart {
+        /// Kills per supervisor
+        #[arg(long, default_value_t = 20)]
+        kills: usize,
+        /// Seconds a worker stays up before it is killed (above s6's 1 s restart guard)
+        #[arg(long, default_value_t = 1.2)]
+        up: f64,
+        /// Leave out a peer that is not installed instead of failing
+        #[arg(long)]
+        skip_missing: bool,
+    },
+    /// Transactions through isectd against a direct TCP round trip with the same framing
+    Xact {
+        /// Round trips measured each way
+        #[arg(long, default_value_t = 20_000)]
+        count: usize,
+        /// Clients for the throughput
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        /// Echo workers
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Seconds of throughput measurement
+        #[arg(long, default_value_t = 3.0)]
+        secs: f64,
+        /// Payload bytes
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Idle clients connected for the memory figure
+        #[arg(long, default_value_t = 1000)]
+        idle_clients: usize,
+    },
+    /// `send all pause` (and `send all resume`) to N ticker workers, answered
+    Pause {
+        /// Ticker workers
+        #[arg(long, default_value_t = 100)]
+        workers: usize,
+        /// Rounds of pause + resume
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+    },
+}
