@@ -208,9 +208,12 @@ pub fn how_to_start(dir: &RuntimeDir, name: &ProcName) -> Option<String> {
             .filter(|s| !s.is_empty())
     };
     if let Some(sup) = text("supervisor") {
-        return Some(format!(
-            "it is managed by {sup}: start it through its supervisor"
-        ));
+        return Some(match supervisor_command(&sup) {
+            Some((by, cmd)) => format!(
+                "it is managed by {by}: `shvar cmd {by} {cmd}` starts it again (or `spyctl launch {name}`)"
+            ),
+            None => format!("it is managed by {sup}: start it through its supervisor"),
+        });
     }
     let cmd = text("cmdline")?;
     Some(match text("cwd") {
@@ -220,4 +223,13 @@ pub fn how_to_start(dir: &RuntimeDir, name: &ProcName) -> Option<String> {
         ),
         None => format!("start it again with `{cmd}` (or `spyctl launch {name}`)"),
     })
+}
+
+/// The supervisor and its command that starts a process again, from its `supervisor` variable
+/// (`DAQPROC_SUPERVISOR`): `"isd1: start daq"` is `("isd1", "start daq")`. `None` for free text.
+pub fn supervisor_command(text: &str) -> Option<(ProcName, String)> {
+    let (by, cmd) = text.split_once(": ")?;
+    let by = ProcName::new(by.trim()).ok()?;
+    let cmd = cmd.trim();
+    (!cmd.is_empty()).then(|| (by, cmd.to_owned()))
 }

@@ -631,3 +631,39 @@ fn every_isectd_binary_prints_its_man_page_and_completions() {
         env.run(c).ok().stdout_has(&format!("_{b}()"));
     }
 }
+
+/// A worker knows who supervises it: `shvar`'s and spyctl's advice for it, once it is stopped,
+/// is to ask isectd, and `spyctl launch` does so.
+#[test]
+fn a_supervised_worker_is_started_again_through_isectd() {
+    let mut env = Env::new();
+    isectd(&mut env, "isd9", &[]);
+    isd(&env, "isd9", "config service daq");
+    let t = ticker();
+    isd(
+        &env,
+        "isd9",
+        &format!("config worker daq localhost {t} -n d%w -c init"),
+    );
+    isd(&env, "isd9", "start daq");
+    env.wait_until("the ticker ready", || {
+        env.get_int("isd9", "IdleWorkers") == 1
+    });
+    assert_eq!(env.get("d1", "supervisor"), "isd9: start daq");
+    isd(&env, "isd9", "stop daq");
+    env.wait_until("the ticker stopped", || {
+        env.shvar(&["cmd", "d1", "status"]).code == 1
+    });
+    env.shvar(&["cmd", "d1", "status"])
+        .expect_code(1)
+        .stderr_has("it is managed by isd9: `shvar cmd isd9 start daq` starts it again");
+    let mut c = env.command("spyctl");
+    c.args(["launch", "d1"]);
+    env.run(c)
+        .ok()
+        .stdout_has("d1 is managed by isd9: sending it 'start daq'");
+    env.wait_until("d1 running again", || {
+        env.shvar(&["cmd", "d1", "status"]).code == 0
+    });
+    isd(&env, "isd9", "stop all");
+}

@@ -272,7 +272,19 @@ pub fn launch(c: &mut Console, args: &[String]) -> anyhow::Result<()> {
     };
     let supervisor = text("supervisor");
     if !supervisor.is_empty() {
-        bail!("{name} is managed by {supervisor}: start it through its supervisor");
+        // Its supervisor starts it: ask it, as the operator would.
+        let Some((by, cmd)) = daqproc::observe::liveness::supervisor_command(&supervisor) else {
+            bail!("{name} is managed by {supervisor}: start it through its supervisor");
+        };
+        println!("{name} is managed by {by}: sending it '{cmd}'");
+        let reply = client::send(c.dir(), &by, &cmd, std::time::Duration::from_secs(30))
+            .map_err(|e| anyhow!("cannot ask {by} to start {name}: {e}"))?;
+        if !reply.is_ok() {
+            bail!("{by} refused '{cmd}': {}", reply.text());
+        }
+        print_reply(&reply);
+        c.select(name);
+        return Ok(());
     }
     let cmdline = text("cmdline");
     let mut argv = daqproc::control::words::tokenize(&cmdline)

@@ -102,6 +102,12 @@ impl Isectd {
             .env("ISD_NAME", ctx.name().as_str())
             .env("ISD_WORKER", id.to_string())
             .env("ISD_SERVICE", &w.spec.service)
+            // The framework records it in the worker's `supervisor` variable: tools then send
+            // this command to isectd instead of starting the worker themselves.
+            .env(
+                "DAQPROC_SUPERVISOR",
+                format!("{}: start {}", ctx.name(), w.spec.service),
+            )
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
             .env_remove("LISTEN_FDS")
