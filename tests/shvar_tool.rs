@@ -212,3 +212,92 @@ fn durations_are_read_alike_everywhere() {
         .ok()
         .stdout_has("\"processes\"");
 }
+
+/// Structured names: wildcards in get and dump, a table as a table, nested JSON, and spyctl's
+/// get and vars with the same patterns. isectd's worker rows are the table.
+#[test]
+fn wildcards_tables_and_nested_json_over_structured_names() {
+    let mut env = Env::new();
+    let mut c = env.command("isectd");
+    c.args([
+        "-n",
+        "isd1",
+        "-c",
+        "config service s",
+        "-c",
+        "config worker s localhost /bin/sleep 1000",
+        "-c",
+        "clone 1",
+    ]);
+    let pid = env.spawn("isd1", c);
+    env.wait_ready("isd1", pid);
+    let g = env.shvar(&["get", "isd1", "worker.*.state"]);
+    g.ok();
+    let lines: Vec<&str> = g.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", g.stdout);
+    assert!(
+        lines[0].starts_with("worker.1.state\t") && lines[1].starts_with("worker.2.state\t"),
+        "{}",
+        g.stdout
+    );
+    env.shvar(&["get", "isd1", "nosuch.*"])
+        .expect_code(1)
+        .stderr_has("no variable of isd1 matches \"nosuch.*\"");
+    // A plain name still prints its value alone.
+    assert_eq!(
+        env.get("isd1", "worker.2.state"),
+        lines[1].split('\t').nth(1).unwrap()
+    );
+    let j = env.shvar(&["get", "--json", "isd1", "worker.*.pid", "ServiceList"]);
+    j.ok();
+    let v: serde_json::Value = serde_json::from_str(&j.stdout).unwrap();
+    assert!(
+        v["worker"]["1"]["pid"].is_i64() && v["worker"]["2"]["pid"].is_i64(),
+        "{v}"
+    );
+    assert!(v["ServiceList"].is_i64(), "{v}");
+    let d = env.shvar(&["dump", "isd1", "worker.2.*"]);
+    d.ok();
+    assert!(
+        d.stdout.lines().skip(2).all(|l| l.starts_with("worker.2.")),
+        "{}",
+        d.stdout
+    );
+    let t = env.shvar(&["dump", "isd1", "--table", "worker"]);
+    t.ok();
+    let tl: Vec<&str> = t.stdout.lines().collect();
+    assert!(
+        tl[0].starts_with("WORKER") && tl[0].contains("STATE") && tl[0].contains("PID"),
+        "{}",
+        t.stdout
+    );
+    assert!(
+        tl[1].starts_with("1 ") && tl[2].starts_with("2 ") && tl.len() == 3,
+        "{}",
+        t.stdout
+    );
+    env.shvar(&["dump", "isd1", "--table", "nosuch"])
+        .expect_code(1)
+        .stderr_has("has no table \"nosuch\"");
+    let dj = env.shvar(&["dump", "--json", "isd1"]);
+    let v: serde_json::Value = serde_json::from_str(&dj.stdout).unwrap();
+    assert!(
+        v["values"]["worker"]["2"]["state"].is_string(),
+        "{}",
+        dj.stdout
+    );
+    let mut c = env.command("spyctl");
+    c.args(["-n", "isd1", "get", "worker.*.state"]);
+    let o = env.run(c);
+    o.ok();
+    assert_eq!(o.stdout.lines().count(), 2, "{}", o.stdout);
+    let mut c = env.command("spyctl");
+    c.args(["-n", "isd1", "vars", "worker.1.*"]);
+    let o = env.run(c);
+    o.ok();
+    assert!(
+        o.stdout.lines().skip(1).all(|l| l.starts_with("worker.1.")),
+        "{}",
+        o.stdout
+    );
+}

@@ -5,4 +5,6 @@
 pub mod complete;
 pub mod liveness;
 pub mod metrics;
+pub mod names;
+pub mod vartable;
 pub mod watch;

@@ -69,7 +69,14 @@ pub struct DumpArgs {
     /// Process name
     #[arg(add = ArgValueCompleter::new(complete::process_name))]
     pub name: String,
-    /// Print JSON
+    /// Only the variables these names or shell-style patterns select ('check.*', 'worker.?.pid')
+    #[arg(value_name = "VAR", add = ArgValueCompleter::new(complete::variable_name))]
+    pub vars: Vec<String>,
+    /// Show table TABLE (variables TABLE.ROW.COLUMN) as a table: a line per row, a column per
+    /// last name part
+    #[arg(long, value_name = "TABLE", conflicts_with = "json")]
+    pub table: Option<String>,
+    /// Print JSON (the variables, and their values as nested objects for structured names)
     #[arg(long)]
     pub json: bool,
 }
@@ -79,7 +86,7 @@ pub struct GetArgs {
     /// Process name
     #[arg(add = ArgValueCompleter::new(complete::process_name))]
     pub name: String,
-    /// Variables
+    /// Variables: names, or shell-style patterns ('worker.*.state'), each then printed with its name
     #[arg(required = true, value_name = "VAR", add = ArgValueCompleter::new(complete::variable_name))]
     pub vars: Vec<String>,
     /// Add the time of the last change

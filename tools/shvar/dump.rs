@@ -6,38 +6,35 @@ use serde_json::json;
 use shvars::RuntimeDir;
 
 use crate::cli::DumpArgs;
-use crate::util::{open, print_json, time_text, value_json, value_text};
+use daqproc::observe::names::Table;
+use daqproc::observe::vartable;
 
-/// Widest value column; longer values are cut with `…`.
-const VALUE_WIDTH: usize = 40;
-
-/// `text` on one line and at most `width` characters, cut with `…` when it was longer.
-fn fit(text: &str, width: usize) -> String {
-    let one_line = text.replace(['\n', '\r', '\t'], " ");
-    if one_line.chars().count() <= width {
-        return one_line;
-    }
-    let mut cut: String = one_line.chars().take(width - 1).collect();
-    cut.push('…');
-    cut
-}
+use crate::util::{open, print_json, time_text, value_json};
 
 pub fn run(dir: &RuntimeDir, a: &DumpArgs) -> anyhow::Result<ExitCode> {
     let (name, r) = open(dir, &a.name)?;
     let st = daqproc::control::client::process_status(dir, &name);
-    let mut rows = Vec::new();
-    for spec in r.specs() {
-        let v = r.find(&spec.name)?;
-        let (value, changed) = match r.read(&v) {
-            Ok(val) => (Ok(val), r.changed_ns(&v)),
-            Err(e) => (Err(e.to_string()), 0),
-        };
-        rows.push((spec.clone(), value, changed));
+    let rows = vartable::read(&r, &a.vars);
+    if rows.is_empty() && !a.vars.is_empty() {
+        anyhow::bail!("no variable of {name} matches {}", a.vars.join(" "));
+    }
+    if let Some(table) = &a.table {
+        let t = Table::of(
+            table,
+            rows.iter()
+                .map(|r| (r.spec.name.as_str(), vartable::value_text(r))),
+        );
+        if t.rows.is_empty() {
+            anyhow::bail!("{name} has no table {table:?} (no variable named {table}.ROW.COLUMN)");
+        }
+        print!("{}", t.render(table, vartable::VALUE_WIDTH));
+        return Ok(ExitCode::SUCCESS);
     }
     if a.json {
         let vars: Vec<_> = rows
             .iter()
-            .map(|(s, v, t)| {
+            .map(|row| {
+                let (s, v, t) = (&row.spec, &row.value, &row.changed_ns);
                 json!({
                     "name": s.name,
                     "type": s.ty.name(),
@@ -53,9 +50,17 @@ pub fn run(dir: &RuntimeDir, a: &DumpArgs) -> anyhow::Result<ExitCode> {
                 })
             })
             .collect();
+        // Structured names also as one nested object of values.
+        let tree = daqproc::observe::names::nested(rows.iter().map(|r| {
+            let v = match &r.value {
+                Ok(v) => value_json(&r.spec, v, false),
+                Err(e) => json!({ "error": e }),
+            };
+            (r.spec.name.clone(), v)
+        }));
         print_json(&json!({
             "name": st.name, "pid": st.pid, "status": st.status, "runstate": st.runstate,
-            "vars": vars,
+            "vars": vars, "values": tree,
         }))?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -66,48 +71,9 @@ pub fn run(dir: &RuntimeDir, a: &DumpArgs) -> anyhow::Result<ExitCode> {
         st.status,
         st.runstate.as_deref().unwrap_or("-")
     );
-    // A long or multi-line value is cut with a marker so the table stays a table (`--json`
-    // and `get` always give it whole).
-    let texts: Vec<String> = rows
-        .iter()
-        .map(|(s, v, _)| match v {
-            Ok(v) => fit(&value_text(s, v, false), VALUE_WIDTH),
-            Err(e) => fit(&format!("<{e}>"), VALUE_WIDTH),
-        })
-        .collect();
-    let wn = rows
-        .iter()
-        .map(|r| r.0.name.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let wv = texts
-        .iter()
-        .map(|t| t.chars().count())
-        .max()
-        .unwrap_or(5)
-        .clamp(5, VALUE_WIDTH);
-    let wu = rows
-        .iter()
-        .map(|r| r.0.unit.as_deref().unwrap_or("").len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    println!(
-        "{:<wn$}  {:<7}  {:<6}  {:<wv$}  {:<wu$}  {:<24}  DESCRIPTION",
-        "NAME", "TYPE", "ACCESS", "VALUE", "UNIT", "CHANGED"
+    print!(
+        "{}",
+        vartable::render(&rows, vartable::Columns { changed: true })
     );
-    for ((s, _, t), text) in rows.iter().zip(texts) {
-        println!(
-            "{:<wn$}  {:<7}  {:<6}  {:<wv$}  {:<wu$}  {:<24}  {}",
-            s.name,
-            s.ty.name(),
-            s.access.as_str(),
-            text,
-            s.unit.as_deref().unwrap_or(""),
-            time_text(*t),
-            s.desc
-        );
-    }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,35 +8,40 @@ use shvars::RuntimeDir;
 use daqproc::observe::liveness::Liveness;
 
 use crate::cli::{GetArgs, EXIT_NOT_RUNNING};
-use crate::util::{open, print_json, time_text, value_json, value_text};
+use crate::util::{open, print_json, resolve, time_text, value_json, value_text};
 
 pub fn run(dir: &RuntimeDir, a: &GetArgs) -> anyhow::Result<ExitCode> {
     let (_, r) = open(dir, &a.name)?;
     // Resolve every name first: a typo fails the whole call before anything is printed.
-    let vars = a
+    let vars = resolve(&r, &a.vars)?;
+    // With a pattern, each line says which variable it is.
+    let named = a
         .vars
         .iter()
-        .map(|v| r.find(v))
-        .collect::<Result<Vec<_>, _>>()?;
+        .any(|v| daqproc::observe::names::is_pattern(v));
     let mut values = Vec::with_capacity(vars.len());
     for v in &vars {
         values.push((r.read(v)?, r.changed_ns(v)));
     }
     if a.json {
-        let mut obj = serde_json::Map::new();
-        for (v, (val, t)) in vars.iter().zip(&values) {
+        // Structured names nest: {"worker": {"3": {"state": ...}}}.
+        let obj = daqproc::observe::names::nested(vars.iter().zip(&values).map(|(v, (val, t))| {
             let j = value_json(v.spec(), val, a.raw);
             let j = if a.all {
                 json!({"value": j, "changed": time_text(*t)})
             } else {
                 j
             };
-            obj.insert(v.spec().name.clone(), j);
-        }
+            (v.spec().name.clone(), j)
+        }));
         print_json(&obj)?;
     } else {
         let mut out = String::new();
         for (v, (val, t)) in vars.iter().zip(&values) {
+            if named {
+                out.push_str(&v.spec().name);
+                out.push('\t');
+            }
             out.push_str(&value_text(v.spec(), val, a.raw));
             if a.all {
                 out.push('\t');

@@ -56,3 +56,5 @@ pub fn age_text(secs: f64) -> String {
         format!("{:.1}d ago", secs / 86400.0)
     }
 }
+
+pub use daqproc::observe::names::resolve;

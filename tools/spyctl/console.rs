@@ -39,8 +39,8 @@ pub const VERBS: &[(&str, &str, &str)] = &[
     ),
     (
         "vars",
-        "",
-        "Every variable: type, access, value, unit, description",
+        "[PATTERN...]",
+        "Every variable (or those the patterns select): type, access, value, unit, limits, description",
     ),
     (
         "watch",

@@ -80,11 +80,9 @@ pub fn get(c: &Console, args: &[String]) -> anyhow::Result<()> {
         bail!("usage: get VAR... (`vars` lists the variables)");
     }
     let (name, r) = c.reader()?;
-    // Resolve every name first: a typo fails the whole line before anything is printed.
-    let vars = args
-        .iter()
-        .map(|v| r.find(v))
-        .collect::<Result<Vec<_>, _>>()?;
+    // Resolve every name first: a typo fails the whole line before anything is printed; a
+    // pattern ('worker.*.state') selects every variable it matches.
+    let vars = daqproc::observe::names::resolve(&r, args)?;
     let mut out = String::new();
     for v in &vars {
         let spec = v.spec();
@@ -119,57 +117,18 @@ pub fn set(c: &Console, args: &[String]) -> anyhow::Result<()> {
 
 /// `vars`: a table of every variable of the selected process.
 pub fn vars(c: &Console, args: &[String]) -> anyhow::Result<()> {
-    if !args.is_empty() {
-        bail!("usage: vars (`get VAR...` shows some)");
-    }
     let (name, r) = c.reader()?;
-    let rows: Vec<_> = r
-        .specs()
-        .iter()
-        .map(|s| {
-            let text = r
-                .find(&s.name)
-                .map_err(|e| e.to_string())
-                .and_then(|v| r.read(&v).map_err(|e| e.to_string()))
-                .map(|v| s.display(&v))
-                .unwrap_or_else(|e| format!("<{e}>"));
-            (s, text)
-        })
-        .collect();
-    let wn = rows
-        .iter()
-        .map(|(s, _)| s.name.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let wv = rows
-        .iter()
-        .map(|(_, t)| t.chars().count())
-        .max()
-        .unwrap_or(5)
-        .clamp(5, 40);
-    let wu = rows
-        .iter()
-        .map(|(s, _)| s.unit.as_deref().unwrap_or("").len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let mut out = format!(
-        "{:<wn$}  {:<7}  {:<6}  {:<wv$}  {:<wu$}  DESCRIPTION\n",
-        "NAME", "TYPE", "ACCESS", "VALUE", "UNIT"
-    );
-    for (s, text) in &rows {
-        out.push_str(&format!(
-            "{:<wn$}  {:<7}  {:<6}  {:<wv$}  {:<wu$}  {}\n",
-            s.name,
-            s.ty.name(),
-            s.access.as_str(),
-            text,
-            s.unit.as_deref().unwrap_or(""),
-            s.desc
-        ));
+    let rows = daqproc::observe::vartable::read(&r, args);
+    if rows.is_empty() && !args.is_empty() {
+        bail!("no variable of {name} matches {}", args.join(" "));
     }
-    print!("{out}");
+    print!(
+        "{}",
+        daqproc::observe::vartable::render(
+            &rows,
+            daqproc::observe::vartable::Columns { changed: false }
+        )
+    );
     if !r.is_alive() {
         eprintln!("spyctl: note: {name} is not running: these are its last values");
     }
