@@ -154,8 +154,16 @@ pub struct CircWriter<S: Storage = FileStorage> {
     tail: u64,
     /// Stream position of the latest committed record.
     last: u64,
-    /// Stream positions of the records in the ring, oldest first (private to the producer).
-    starts: VecDeque<u64>,
+    /// Some record starts in the ring with their sequence numbers, oldest first (private to the
+    /// producer): one every `mark_every` bytes or more, so that an event costs a comparison
+    /// here, not a push (`make_room` reclaims from one of them, at most `mark_every` bytes
+    /// further than it had to).
+    marks: VecDeque<(u64, u64)>,
+    /// The stream position from which the next record start is kept in `marks`.
+    next_mark: u64,
+    mark_every: u64,
+    /// Sequence number of the record at `tail`.
+    tail_seq: u64,
     seq: u64,
     last_evnr: Option<u64>,
     bytes: u64,
@@ -285,7 +293,10 @@ impl<S: Storage> CircWriter<S> {
             head_off: 0,
             tail: 0,
             last: 0,
-            starts: VecDeque::new(),
+            marks: VecDeque::new(),
+            next_mark: 0,
+            mark_every: (ring / 256).max(8) & !7,
+            tail_seq: 0,
             seq: 0,
             last_evnr: None,
             bytes: 0,
@@ -440,14 +451,21 @@ impl<S: Storage> CircWriter<S> {
     fn make_room(&mut self, need: u64) {
         // Reclaim a chunk ahead, but never the latest event unless it must go.
         let target = need.max((need + self.chunk).min(self.last));
-        // Drop the oldest records until the first one left starts at or after the target.
-        // Their starts are kept in private memory, so this never reads (untrusted, and by
-        // now cold) shared memory.
-        let n = self.starts.partition_point(|&p| p < target);
-        self.starts.drain(..n);
-        let t = self.starts.front().copied().unwrap_or(self.head);
-        self.tail = t.min(self.head).max(self.tail);
-        self.overwritten += n as u64;
+        // The new tail: the first kept record start at or after the target, else the latest
+        // event (when it may stay), else the head. The starts are kept in private memory, so
+        // this never reads (untrusted, and by now cold) shared memory.
+        let n = self.marks.partition_point(|&(p, _)| p < target);
+        self.marks.drain(..n);
+        let (t, tseq) = match self.marks.front() {
+            Some(&m) => m,
+            None if self.seq > 0 && self.last >= target => (self.last, self.seq - 1),
+            None => (self.head, self.seq),
+        };
+        if t > self.tail {
+            self.overwritten += tseq - self.tail_seq;
+            self.tail = t;
+            self.tail_seq = tseq;
+        }
         let h = self.v.header();
         h.events_overwritten
             .store(self.overwritten, Ordering::Relaxed);
@@ -592,7 +610,10 @@ impl<S: Storage> CircWriter<S> {
             self.head_off = 0;
         }
         self.last = pos;
-        self.starts.push_back(pos);
+        if pos >= self.next_mark {
+            self.marks.push_back((pos, self.seq));
+            self.next_mark = pos + self.mark_every;
+        }
         self.seq += 1;
         self.bytes += len as u64;
         self.last_evnr = Some(evnr);
