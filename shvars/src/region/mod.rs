@@ -1111,7 +1111,9 @@ impl RegionReader {
                 let _ = self.file.unlock();
                 false
             }
-            Err(_) => squat::pid_runs(self.info().pid),
+            // (The pid straight from the header: `info` copies the name, and a loop that must
+            // not allocate asks this.)
+            Err(_) => squat::pid_runs(self.map.header().owner_pid.load(Ordering::Relaxed)),
         }
     }
 
