@@ -576,8 +576,8 @@ impl VarRegion {
 /// Whether a live process holds the owner's lock on the region file at `path`, without reading
 /// the file (which may be damaged). `None` if the file cannot be opened.
 ///
-/// A lock alone proves nothing (any reader may hold one: a squatter): the owner recorded in
-/// the header must also be running, and have been started before the region was made.
+/// A lock alone proves nothing (any reader may hold one: a squatter): when the file has a
+/// region header, the owner recorded in it must also be running.
 pub fn owner_alive(path: &Path) -> Option<bool> {
     let f = crate::open::open_regular(path, false).ok()?;
     match f.try_lock_shared() {
@@ -585,7 +585,12 @@ pub fn owner_alive(path: &Path) -> Option<bool> {
             let _ = f.unlock();
             Some(false)
         }
-        Err(_) => Some(squat::pid_runs(recorded_owner(&f).0)),
+        // A file without a readable region header (another kind of file, such as a circular
+        // buffer, or a damaged region) has only its lock to go by.
+        Err(_) => {
+            let pid = recorded_owner(&f).0;
+            Some(pid == 0 || squat::pid_runs(pid))
+        }
     }
 }
 
