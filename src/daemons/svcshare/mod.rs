@@ -492,6 +492,10 @@ impl Svcshare {
                     }
                     _ => "no longer asking to run".to_owned(),
                 };
+                if self.force == Force::Open {
+                    // A peer's election after our force won: the force is over.
+                    self.force = Force::None;
+                }
                 self.give_back(ctx, &why);
                 return;
             }
