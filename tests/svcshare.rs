@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -55,8 +54,18 @@ struct Record {
     accepted: Vec<Access>,
     /// Accesses that came with a token older than one already seen: refused.
     stale: u64,
+    /// Of those, the ones that came more than [`REORDER`] after the newer token's first access:
+    /// a holder that went on after its grant was over (a benign stale is one whose bytes were
+    /// sent before the new grant and read later by the server's other thread).
+    late: u64,
     max: u64,
+    /// When the newest token was first accepted.
+    max_since: Option<Instant>,
 }
+
+/// How much later than a newer token a stale access may be read and still have been sent
+/// before it (two server threads reading in the other order).
+const REORDER: Duration = Duration::from_millis(200);
 
 /// A resource that checks fencing tokens: each connection starts with `SVCSHARE-TOKEN T PEER`
 /// (the proxy's stamp); each `access` line is answered `ok`, or `stale` (and the connection
@@ -105,9 +114,15 @@ impl Fenced {
             let mut g = rec.lock().unwrap();
             if token < g.max {
                 g.stale += 1;
+                if g.max_since.is_some_and(|t| t.elapsed() > REORDER) {
+                    g.late += 1;
+                }
                 drop(g);
                 let _ = w.write_all(b"stale\n");
                 return;
+            }
+            if token > g.max {
+                g.max_since = Some(Instant::now());
             }
             g.max = token;
             g.accepted.push(Access {
@@ -130,13 +145,14 @@ impl Fenced {
         self.rec.lock().unwrap().accepted.last().cloned()
     }
 
-    /// Overlaps: an access accepted under a token older than one accepted before it, or one
-    /// token used by two peers.
+    /// Overlaps: an access accepted under a token older than one accepted before it, one
+    /// token used by two peers, or an access that came late under an old token (see
+    /// [`Record::late`]).
     fn overlaps(&self) -> usize {
         let g = self.rec.lock().unwrap();
         let mut owner: HashMap<u64, &str> = HashMap::new();
         let mut max = 0;
-        let mut n = 0;
+        let mut n = g.late as usize;
         for a in &g.accepted {
             if a.token < max {
                 n += 1;
@@ -550,14 +566,12 @@ fn bad_options_are_refused_with_what_to_do() {
     ])
     .expect_code(2)
     .stderr_has("starts with #");
-    for bin in ["svcshare"] {
-        let mut c = env.command(bin);
-        c.args(["--completions", "bash"]);
-        env.run(c).ok().stdout_has(bin);
-        let mut c = env.command(bin);
-        c.arg("--man");
-        env.run(c).ok().stdout_has(".TH");
-    }
+    let mut c = env.command("svcshare");
+    c.args(["--completions", "bash"]);
+    env.run(c).ok().stdout_has("svcshare");
+    let mut c = env.command("svcshare");
+    c.arg("--man");
+    env.run(c).ok().stdout_has(".TH");
 }
 
 #[test]
@@ -577,4 +591,196 @@ fn a_lease_file_planted_by_another_user_is_refused() {
     env.run(c)
         .expect_code(1)
         .stderr_has("refusing a lease file another user planted");
+}
+
+/// A tiny deterministic generator for the random schedule.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// Three peers with stamped proxies in front of one fenced server, a user behind each.
+struct Cluster {
+    names: Vec<String>,
+    ports: Vec<u16>,
+    args: Vec<String>,
+    server: Fenced,
+    users: Vec<User>,
+    ttl: Duration,
+}
+
+impl Cluster {
+    fn start(env: &mut Env, peering: &[&str], ttl: Duration) -> Cluster {
+        let server = Fenced::start();
+        let mut c = Cluster {
+            names: (0..3).map(|i| format!("p{i}")).collect(),
+            ports: (0..3).map(|_| free_port()).collect(),
+            args: peering.iter().map(|s| s.to_string()).collect(),
+            server,
+            users: Vec::new(),
+            ttl,
+        };
+        for i in 0..3 {
+            c.spawn(env, i);
+        }
+        for i in 0..3 {
+            c.users.push(User::start(c.ports[i]));
+        }
+        c
+    }
+
+    fn spawn(&self, env: &mut Env, i: usize) {
+        let listen = format!("127.0.0.1:{}", self.ports[i]);
+        let up = format!("127.0.0.1:{}", self.server.port);
+        let ttl = format!("{}ms", self.ttl.as_millis());
+        let mut a: Vec<&str> = vec![
+            "--listen",
+            &listen,
+            "--upstream",
+            &up,
+            "--stamp",
+            "--ttl",
+            &ttl,
+        ];
+        a.extend(self.args.iter().map(String::as_str));
+        svcshare(env, &self.names[i], &a);
+    }
+
+    /// Waits until the server accepted `n` more accesses.
+    fn progress(&self, env: &Env, n: usize, what: &str) {
+        let base = self.server.count();
+        env.wait_until(&format!("{n} accesses after {what}"), || {
+            self.server.count() >= base + n
+        });
+    }
+
+    fn holder(&self) -> Access {
+        self.server.last().expect("an access")
+    }
+
+    /// Makes peer `i` ask to run, unless it is halted.
+    fn ask(&self, env: &Env, i: usize) {
+        let _ = cmd(env, &self.names[i], "election");
+    }
+
+    /// Kills (or stops) the holder; returns how long until another peer's access was accepted.
+    fn fail_holder(&self, env: &mut Env, stop: bool) -> (String, Duration) {
+        // Every other peer asks, so someone is there to take over.
+        for i in 0..3 {
+            self.ask(env, i);
+        }
+        self.progress(env, 5, "everyone asking");
+        let h = self.holder();
+        let t0 = Instant::now();
+        if stop {
+            env.signal(&h.peer, Signal::SIGSTOP);
+        } else {
+            env.kill9(&h.peer);
+        }
+        env.wait_until("another peer to take over", || {
+            self.server.last().is_some_and(|a| a.token > h.token)
+        });
+        let first = self
+            .server
+            .rec
+            .lock()
+            .unwrap()
+            .accepted
+            .iter()
+            .find(|a| a.token > h.token)
+            .unwrap()
+            .at;
+        (h.peer, first.duration_since(t0))
+    }
+
+    fn random_ops(&self, env: &Env, rng: &mut Rng, n: usize) {
+        for step in 0..n {
+            let i = rng.below(3);
+            let p = &self.names[i];
+            let line = match rng.below(8) {
+                0 | 1 => "election".to_owned(),
+                2 => "force".to_owned(),
+                3 => "force 0.002".to_owned(),
+                4 => "halt 0.005".to_owned(),
+                5 => "pause".to_owned(),
+                6 => format!("enq item{step}"),
+                _ => "unhalt".to_owned(),
+            };
+            let _ = cmd(env, p, &line);
+            // Someone must be asking for the resource to move on.
+            let j = (i + 1 + rng.below(2)) % 3;
+            self.ask(env, j);
+            self.progress(env, 3, &format!("step {step}: {p} {line}"));
+        }
+    }
+
+    fn check(&self, failovers: &[Duration]) {
+        let g = self.server.rec.lock().unwrap();
+        let grants: std::collections::BTreeSet<u64> = g.accepted.iter().map(|a| a.token).collect();
+        eprintln!(
+            "safety: {} accesses under {} grants, {} stale refused by the resource ({} late), failovers {:?}",
+            g.accepted.len(),
+            grants.len(),
+            g.stale,
+            g.late,
+            failovers
+        );
+        drop(g);
+        assert_eq!(self.server.overlaps(), 0, "two holders overlapped");
+        for f in failovers {
+            assert!(
+                *f <= self.ttl + Duration::from_millis(500),
+                "a new holder took {f:?}, more than TTL + 0.5 s"
+            );
+        }
+    }
+}
+
+#[test]
+fn never_two_holders_with_local_peers_through_elections_forces_halts_kill_and_stop() {
+    let mut env = Env::new();
+    let ttl = Duration::from_secs(1);
+    let cl = Cluster::start(&mut env, &[], ttl);
+    for (i, n) in cl.names.iter().enumerate() {
+        for k in 0..=i {
+            ok(&env, n, &format!("enq {n}-{k}"));
+        }
+        ok(&env, n, "election");
+    }
+    cl.progress(&env, 5, "the first elections");
+    assert_eq!(cl.holder().peer, "p0", "the smallest queue wins");
+    let mut rng = Rng(0x5eed_0001);
+    cl.random_ops(&env, &mut rng, 20);
+    let mut failovers = Vec::new();
+    // kill -9 of the holder: its lease file entry stays, but its region's liveness says dead.
+    let (dead, f) = cl.fail_holder(&mut env, false);
+    failovers.push(f);
+    let i = cl.names.iter().position(|n| *n == dead).unwrap();
+    cl.spawn(&mut env, i);
+    cl.random_ops(&env, &mut rng, 5);
+    // SIGSTOP of the holder for longer than the lease.
+    let (stopped, f) = cl.fail_holder(&mut env, true);
+    failovers.push(f);
+    cl.progress(&env, 5, "the new holder");
+    env.signal(&stopped, Signal::SIGCONT);
+    cl.progress(&env, 20, "the stopped holder woke");
+    assert_eq!(
+        cl.server.overlaps(),
+        0,
+        "the woken holder went on using the resource"
+    );
+    env.wait_until("the woken holder to notice its lease is gone", || {
+        env.get_int(&stopped, "lease_lost") >= 1
+    });
+    let ev = ok(&env, &stopped, "events 50");
+    eprintln!("woken holder {stopped}:\n{ev}");
+    assert!(ev.contains("lost the grant of token"), "{ev}");
+    cl.random_ops(&env, &mut rng, 5);
+    cl.check(&failovers);
 }

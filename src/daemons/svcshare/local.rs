@@ -203,9 +203,11 @@ impl LocalLock {
         self.file.write_all_at(&r.bytes(), 0)
     }
 
-    /// Runs `f` on the record under the exclusive lock; writes it back if `f` says so.
+    /// Runs `f` on the record under the exclusive lock; writes it back if `f` says so. The
+    /// lock is never waited for: a peer stopped (SIGSTOP) inside its few microseconds of
+    /// critical section must not stop the others' loops. Busy: `WouldBlock`, try next round.
     fn update<T>(&self, f: impl FnOnce(&mut Record) -> (bool, T)) -> io::Result<T> {
-        self.file.lock()?;
+        self.try_lock(false)?;
         let out = (|| {
             let mut r = self.read()?;
             let (changed, t) = f(&mut r);
@@ -218,12 +220,35 @@ impl LocalLock {
         out
     }
 
+    /// Takes the lock without waiting more than a few tries.
+    fn try_lock(&self, shared: bool) -> io::Result<()> {
+        for _ in 0..50 {
+            let r = if shared {
+                self.file.try_lock_shared()
+            } else {
+                self.file.try_lock()
+            };
+            match r {
+                Ok(()) => return Ok(()),
+                Err(std::fs::TryLockError::WouldBlock) => std::thread::yield_now(),
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!(
+                "{}: another peer holds the lock (busy, or stopped inside it): trying again next round",
+                self.path.display()
+            ),
+        ))
+    }
+
     /// The record as it is (under a shared lock).
     ///
     /// # Errors
-    /// The file cannot be read or holds something else.
+    /// The file cannot be read or holds something else, or the lock is busy (`WouldBlock`).
     pub fn current(&self) -> io::Result<Record> {
-        self.file.lock_shared()?;
+        self.try_lock(true)?;
         let r = self.read();
         let _ = self.file.unlock();
         r
@@ -298,11 +323,6 @@ impl LocalLock {
             }
         })
     }
-
-    /// The fencing check: is `token` the latest grant? (A shared lock and one read.)
-    pub fn is_current(&self, token: u64) -> bool {
-        self.current().is_ok_and(|r| r.counter == token)
-    }
 }
 
 /// What we read of one peer's region.
@@ -322,6 +342,9 @@ pub struct LocalBoard {
     me: String,
     peers: Vec<PeerView>,
     last_scan_ns: u64,
+    holder: Option<String>,
+    /// A peer whose heartbeat is older than this (ns) is frozen (stopped): not a candidate.
+    frozen_after_ns: u64,
     /// Names seen that are not peers (another share, not svcshare, another user's), with the
     /// incarnation they had, so they are not opened again every scan.
     skipped: Vec<(String, u64)>,
@@ -340,14 +363,18 @@ impl std::fmt::Debug for LocalBoard {
 const SCAN_EVERY_NS: u64 = 250_000_000;
 
 impl LocalBoard {
-    /// The board of share `share`, seen by peer `me`.
-    pub fn new(dir: RuntimeDir, share: &str, me: &str) -> LocalBoard {
+    /// The board of share `share`, seen by peer `me`; a peer whose main loop has not beaten
+    /// for `frozen_after` (the lease's TTL) is left out: it is stopped or stuck, and would win
+    /// elections it cannot use.
+    pub fn new(dir: RuntimeDir, share: &str, me: &str, frozen_after: Duration) -> LocalBoard {
         LocalBoard {
+            frozen_after_ns: frozen_after.as_nanos() as u64,
             dir,
             share: share.to_owned(),
             me: me.to_owned(),
             peers: Vec::new(),
             last_scan_ns: 0,
+            holder: None,
             skipped: Vec::new(),
         }
     }
@@ -413,7 +440,11 @@ impl LocalBoard {
         self.peers
             .retain(|p| p.reader.is_alive() && !p.reader.is_replaced());
         let mut entries = vec![mine];
+        let wall = shvars::region::now_ns();
         for p in &self.peers {
+            if wall.saturating_sub(p.reader.heartbeat_ns()) > self.frozen_after_ns {
+                continue;
+            }
             entries.push(Entry {
                 name: p.name.clone(),
                 queue: p.queue.get(),
@@ -422,13 +453,17 @@ impl LocalBoard {
                 asked_ns: p.asked.get(),
             });
         }
-        let holder = lock.current().ok().and_then(|r| {
+        // A busy lock file: the holder as last seen (acquiring checks again under the lock).
+        if let Ok(r) = lock.current() {
             let live = !r.holder.is_empty()
                 && now < r.expiry_ns
                 && (r.holder == self.me || self.alive(&r.holder, r.pid));
-            live.then_some(r.holder)
-        });
-        Board { entries, holder }
+            self.holder = live.then_some(r.holder);
+        }
+        Board {
+            entries,
+            holder: self.holder.clone(),
+        }
     }
 
     /// Whether peer `name` with pid `pid` still runs (its region's owner is alive).
@@ -465,11 +500,10 @@ mod tests {
             b.acquire(|_, _| true).unwrap(),
             Err(Busy::HeldBy("a".into()))
         );
-        assert!(a.is_current(1));
+        assert_eq!(a.current().unwrap().counter, 1);
         // A dead holder's lease is taken over at once, with a higher token.
         let lb = b.acquire(|_, _| false).unwrap().unwrap();
         assert_eq!(lb.token, 2);
-        assert!(!a.is_current(1));
         assert_eq!(a.renew(1).unwrap(), None);
         assert!(!a.release(1).unwrap());
         assert!(b.release(2).unwrap());

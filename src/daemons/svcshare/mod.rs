@@ -275,7 +275,7 @@ impl Svcshare {
         let peers = match &opts.etcd {
             None => Peers::Local {
                 lock: LocalLock::open(ctx.dir().path(), &opts.share, &me, opts.ttl)?,
-                board: LocalBoard::new(ctx.dir().clone(), &opts.share, &me),
+                board: LocalBoard::new(ctx.dir().clone(), &opts.share, &me, opts.ttl),
             },
             Some(cfg) => {
                 if opts.ttl.subsec_nanos() != 0 || opts.ttl < Duration::from_secs(2) {
@@ -534,6 +534,7 @@ impl Svcshare {
                             self.last_busy = Some(h);
                         }
                     }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(e) => ctx.error(&format!("lease file {}: {e}", lock.path().display())),
                 }
             }
@@ -586,8 +587,7 @@ impl Svcshare {
             return;
         };
         let mut logs = Vec::new();
-        let peers = &self.peers;
-        let mut fence = || fence_ok(peers, g);
+        let mut fence = || fence_ok(g);
         let r = gate.pump_all(ctx, g.token, &mut fence, &mut |s| logs.push(s));
         for l in logs {
             ctx.log().info(l);
@@ -620,6 +620,8 @@ impl Svcshare {
                     Ok(None) => {
                         self.lose(ctx, "the lease is no longer ours (it ended and was taken)")
                     }
+                    // Busy: try next round; the deadline still stands.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(e) => ctx.error(&format!("renewing the lease: {e}")),
                 }
             }
@@ -867,14 +869,11 @@ impl Svcshare {
     }
 }
 
-fn fence_ok(peers: &Peers, g: Grant) -> bool {
-    if mono_ns() >= g.deadline_ns {
-        return false;
-    }
-    match peers {
-        Peers::Local { lock, .. } => lock.is_current(g.token),
-        Peers::Etcd { .. } => true,
-    }
+/// The gate's check before every write: the grant's lease has not reached its deadline. Nobody
+/// else can be granted before the lease ends (or this process dies), so a grant within its
+/// deadline is the current one; the resource checks the stamped token as well.
+fn fence_ok(g: Grant) -> bool {
+    mono_ns() < g.deadline_ns
 }
 
 fn version_text(s: &Svcshare) -> String {
@@ -1188,8 +1187,7 @@ impl App for Svcshare {
         if self.gate.as_ref().is_some_and(|g| g.owns(fd)) {
             let g = self.grant;
             let gate = self.gate.as_mut().expect("checked above");
-            let peers = &self.peers;
-            let mut fence = || g.is_some_and(|g| fence_ok(peers, g));
+            let mut fence = || g.is_some_and(fence_ok);
             let mut logs = Vec::new();
             let res = gate.ready(ctx, fd, g.map(|g| g.token), &mut fence, &mut |s| {
                 logs.push(s)
