@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -782,5 +783,128 @@ fn never_two_holders_with_local_peers_through_elections_forces_halts_kill_and_st
     eprintln!("woken holder {stopped}:\n{ev}");
     assert!(ev.contains("lost the grant of token"), "{ev}");
     cl.random_ops(&env, &mut rng, 5);
+    cl.check(&failovers);
+}
+
+/// A real etcd (Debian's etcd-server) on loopback ports chosen now, its data in a temp dir.
+struct Etcd {
+    url: String,
+    peer: String,
+    data: tempfile::TempDir,
+}
+
+impl Etcd {
+    fn start(env: &mut Env) -> Etcd {
+        let bin = std::path::Path::new("/usr/bin/etcd");
+        assert!(
+            bin.exists(),
+            "/usr/bin/etcd is missing: install Debian's etcd-server (tests/prereqs.sh does: apt-get install -y etcd-server)"
+        );
+        let shm = std::path::Path::new("/dev/shm");
+        let data = if shm.is_dir() {
+            tempfile::Builder::new()
+                .prefix("svcshare-etcd")
+                .tempdir_in(shm)
+        } else {
+            tempfile::Builder::new().prefix("svcshare-etcd").tempdir()
+        }
+        .unwrap();
+        let e = Etcd {
+            url: format!("http://127.0.0.1:{}", free_port()),
+            peer: format!("http://127.0.0.1:{}", free_port()),
+            data,
+        };
+        e.spawn(env);
+        e
+    }
+
+    fn spawn(&self, env: &mut Env) {
+        let mut c = Command::new("/usr/bin/etcd");
+        c.args(["--name", "t", "--data-dir"])
+            .arg(self.data.path())
+            .args(["--listen-client-urls", &self.url])
+            .args(["--advertise-client-urls", &self.url])
+            .args(["--listen-peer-urls", &self.peer])
+            .args(["--initial-advertise-peer-urls", &self.peer])
+            .args(["--initial-cluster", &format!("t={}", self.peer)]);
+        env.spawn("etcd", c);
+        let addr = self.url.trim_start_matches("http://").to_owned();
+        env.wait_until("etcd to answer", || {
+            let Ok(mut s) = TcpStream::connect(&addr) else {
+                return false;
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+            let _ = s.write_all(b"GET /health HTTP/1.0\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out.contains("\"health\":\"true\"")
+        });
+    }
+}
+
+#[test]
+fn never_two_holders_with_etcd_peers_through_holder_death_stop_and_an_etcd_restart() {
+    let mut env = Env::new();
+    let etcd = Etcd::start(&mut env);
+    let ttl = Duration::from_secs(2);
+    let cl = Cluster::start(
+        &mut env,
+        &["--etcd", &etcd.url, "--etcd-prefix", "/test"],
+        ttl,
+    );
+    assert_eq!(
+        env.get("p0", "peering"),
+        format!("etcd {} prefix /test", etcd.url)
+    );
+    for (i, n) in cl.names.iter().enumerate() {
+        for k in 0..=i {
+            ok(&env, n, &format!("enq {n}-{k}"));
+        }
+    }
+    // Every peer sees the others through etcd before the first election.
+    env.wait_until("the peers to see each other in etcd", || {
+        cl.names.iter().all(|n| env.get_int(n, "peers") == 2)
+    });
+    for n in &cl.names {
+        ok(&env, n, "election");
+    }
+    cl.progress(&env, 5, "the first elections");
+    env.wait_until("p0 (smallest queue) to hold", || cl.holder().peer == "p0");
+    let mut rng = Rng(0x5eed_e7cd);
+    cl.random_ops(&env, &mut rng, 12);
+    let mut failovers = Vec::new();
+    let (dead, f) = cl.fail_holder(&mut env, false);
+    failovers.push(f);
+    let i = cl.names.iter().position(|n| *n == dead).unwrap();
+    cl.spawn(&mut env, i);
+    cl.random_ops(&env, &mut rng, 4);
+    let (stopped, f) = cl.fail_holder(&mut env, true);
+    failovers.push(f);
+    cl.progress(&env, 5, "the new holder");
+    env.signal(&stopped, Signal::SIGCONT);
+    cl.progress(&env, 20, "the stopped holder woke");
+    assert_eq!(
+        cl.server.overlaps(),
+        0,
+        "the woken holder went on using the resource"
+    );
+    env.wait_until("the woken holder to notice its lease is gone", || {
+        env.get_int(&stopped, "lease_lost") >= 1
+    });
+    // etcd restarts: every holder pauses before its lease could end, then the peers go on.
+    let h = cl.holder().peer;
+    env.kill9("etcd");
+    env.wait_until("the holder to pause without etcd", || {
+        !["RUNNING", "FORCED"].contains(&state(&env, &h).as_str())
+    });
+    assert!(env.get("p0", "lasterror").contains("etcd"));
+    let before = cl.server.count();
+    etcd.spawn(&mut env);
+    for i in 0..3 {
+        cl.ask(&env, i);
+    }
+    env.wait_until("accesses again after the etcd restart", || {
+        cl.server.count() > before + 5
+    });
     cl.check(&failovers);
 }

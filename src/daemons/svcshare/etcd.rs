@@ -222,10 +222,6 @@ fn read_response(c: &mut BufReader<TcpStream>) -> io::Result<(u32, Vec<u8>, bool
             c.read_exact(&mut body[start..])?;
             line.clear();
             c.read_line(&mut line)?;
-            // The keepalive gateway streams one JSON object per chunk: one is enough.
-            if serde_json::from_slice::<Value>(&body).is_ok() {
-                break;
-            }
         }
     } else if let Some(n) = len {
         body.resize(n, 0);
@@ -393,7 +389,13 @@ impl Worker {
                 self.advert_sent = false;
                 self.publish()
             }
-            ToEtcd::Acquire => self.acquire(),
+            ToEtcd::Acquire => {
+                let r = self.acquire();
+                if let Err(e) = &r {
+                    self.post(FromEtcd::Busy(format!("nobody known: {e}")));
+                }
+                r
+            }
             ToEtcd::Release(t) => {
                 self.releases.push(t);
                 self.release_all()
@@ -515,6 +517,9 @@ impl Worker {
     fn acquire(&mut self) -> Result<(), String> {
         self.keep_lease()?;
         let Some(id) = self.lease else {
+            self.post(FromEtcd::Busy(
+                "nobody yet: our lease is not granted".into(),
+            ));
             return Ok(());
         };
         let until = self.lease_until;
