@@ -567,12 +567,14 @@ fn bad_options_are_refused_with_what_to_do() {
     ])
     .expect_code(2)
     .stderr_has("starts with #");
-    let mut c = env.command("svcshare");
-    c.args(["--completions", "bash"]);
-    env.run(c).ok().stdout_has("svcshare");
-    let mut c = env.command("svcshare");
-    c.arg("--man");
-    env.run(c).ok().stdout_has(".TH");
+    for bin in ["svcshare", "svcsoak"] {
+        let mut c = env.command(bin);
+        c.args(["--completions", "bash"]);
+        env.run(c).ok().stdout_has(bin);
+        let mut c = env.command(bin);
+        c.arg("--man");
+        env.run(c).ok().stdout_has(".TH");
+    }
 }
 
 #[test]
