@@ -209,8 +209,8 @@ fn soak(
     while n < grants {
         let holder = res.newest().1;
         let h = peers.index(&holder);
-        if fail_every > 0 && n > 0 && n % fail_every == 0 {
-            let stop = (n / fail_every) % 2 == 0;
+        if fail_every > 0 && n > 0 && n.is_multiple_of(fail_every) {
+            let stop = (n / fail_every).is_multiple_of(2);
             let t0 = Instant::now();
             if stop {
                 peers.signal(h, Signal::SIGSTOP);
@@ -239,7 +239,7 @@ fn soak(
         hand.push(at.saturating_duration_since(t0));
         tok = t;
         n += 1;
-        if n % 1000 == 0 {
+        if n.is_multiple_of(1000) {
             eprintln!(
                 "{label}: {n} grants in {:.1} s",
                 started.elapsed().as_secs_f64()
