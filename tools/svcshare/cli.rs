@@ -15,7 +15,7 @@ use daqproc::support::cli::parse_secs;
 ///
 /// `svcshare -n peer1 --listen 127.0.0.1:8999 --upstream server:80` pauses its proxy at start
 /// and joins the peers of its share in the runtime directory (or in etcd with --etcd). Commands:
-/// `shvar cmd peer1 election`, enqueue ID, done ID, force [MB], halt [MINUTES], unhalt, pause,
+/// `shvar cmd peer1 election`, `enqueue ID`, `done ID`, `force [MB]`, `halt [MINUTES]`, unhalt, pause,
 /// status, version, peers (or on IRC with --irc). See docs/svcshare.md.
 #[derive(Debug, Parser)]
 #[command(name = "svcshare", version)]
