@@ -1094,3 +1094,50 @@ fn the_irc_front_takes_the_seeds_commands_from_allowed_nicks_only() {
     assert!(ev.contains("irc: refused 'halt' from mallory"), "{ev}");
     assert!(ev.contains("irc: alice asks 'force'"), "{ev}");
 }
+
+#[test]
+fn with_a_channel_key_the_channel_commands_and_outsiders_are_refused() {
+    let mut env = Env::new();
+    let port = ngircd(&mut env);
+    let server = format!("127.0.0.1:{port}");
+    cmd_peer(
+        &mut env,
+        "k",
+        &[
+            "--irc",
+            &server,
+            "--channel",
+            "#locked",
+            "--nick",
+            "keybot",
+            "--irc-key",
+            "sekret",
+        ],
+    );
+    env.wait_until("keybot to join", || {
+        ok(&env, "k", "events 50").contains("irc: joined #locked")
+    });
+    let mut dave = IrcUser::connect(port, "dave");
+    // The bot, first in the channel and so its operator, closed it with the key.
+    env.wait_until("the channel to have its key", || {
+        dave.send("MODE #locked");
+        let l = dave.expect(|l| l.contains(" 324 ") || l.contains(" 403 "), "the modes");
+        l.contains(" 324 ") && l.split_whitespace().nth(4).is_some_and(|m| m.contains('k'))
+    });
+    let mut eve = IrcUser::connect(port, "eve");
+    eve.send("JOIN #locked");
+    eve.expect(|l| l.contains(" 475 "), "eve refused by the key");
+    dave.send("JOIN #locked sekret");
+    dave.expect(
+        |l| l.starts_with(":dave!") && l.contains(" JOIN "),
+        "dave's join",
+    );
+    dave.say("#locked", "keybot: enq x1");
+    dave.reply("keybot", "#locked", "dave: queued x1: queue 1");
+    // Private messages need --irc-allow: the key is no help there.
+    eve.say("keybot", "enq y1");
+    eve.reply("keybot", "eve", "refused");
+    dave.say("keybot", "enq y1");
+    dave.reply("keybot", "dave", "refused");
+    assert_eq!(env.get_int("k", "queue"), 1);
+}
