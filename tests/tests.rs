@@ -14,4 +14,5 @@ mod readme;
 mod shvar_tool;
 mod spy;
 mod spyctl;
+mod svcshare;
 mod tools_cli;
