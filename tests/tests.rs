@@ -13,5 +13,6 @@ mod lvsmon;
 mod readme;
 mod shvar_tool;
 mod spy;
+mod spy_hostile;
 mod spyctl;
 mod tools_cli;
