@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::fs::FileTypeExt;
 use std::time::Duration;
 
 use crate::spy::{cmd, start_farm, Producer};
@@ -227,4 +228,68 @@ fn issue12_an_idle_client_gives_its_slot_to_a_new_one() {
     let mut rest = Vec::new();
     let r = idle.read_to_end(&mut rest);
     assert!(r.is_ok() || r.unwrap_err().kind() == std::io::ErrorKind::ConnectionReset);
+}
+
+#[test]
+fn issue12_a_buffer_path_replaces_only_a_stale_buffer_in_a_buffer_directory() {
+    let mut env = Env::new();
+    crate::spy::start_spy(&mut env, "spy1", "L_1", &[]);
+    let precious = env.path("precious");
+    std::fs::write(&precious, "do not touch").unwrap();
+    let p = precious.to_str().unwrap().to_owned();
+    cmd(&env, "spy1", &["init", &p])
+        .expect_code(1)
+        .stderr_has("refusing to create buffer")
+        .stderr_has("a regular file of 12 bytes that is not a circular buffer");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "do not touch");
+    // The same for evgen, and for a symbolic link to the file.
+    let mut c = env.command("evgen");
+    c.args(["-n", "gen1", "--buffer", &p]);
+    env.run(c)
+        .expect_code(1)
+        .stderr_has("a regular file of 12 bytes that is not a circular buffer");
+    let link = env.path("link");
+    std::os::unix::fs::symlink(&precious, &link).unwrap();
+    cmd(&env, "spy1", &["init", link.to_str().unwrap()])
+        .expect_code(1)
+        .stderr_has("a symbolic link is already there");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "do not touch");
+    // A directory not meant for buffers: nothing is created there.
+    let sub = env.path("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let inside = sub.join("L_2");
+    cmd(&env, "spy1", &["init", inside.to_str().unwrap()])
+        .expect_code(1)
+        .stderr_has("is not a directory for buffers");
+    assert!(std::fs::read_dir(&sub).unwrap().next().is_none());
+    // A stale buffer (its producer was killed) is taken over.
+    crate::spy::start_evgen(&mut env, "gen2", "B_stale", &["--rate", "100"]);
+    env.kill9("gen2");
+    cmd(&env, "spy1", &["init", "B_stale"]).ok();
+    // A live one is not.
+    crate::spy::start_evgen(&mut env, "gen3", "B_live", &["--rate", "100"]);
+    cmd(&env, "spy1", &["init", "B_live"])
+        .expect_code(1)
+        .stderr_has("is already produced by pid");
+}
+
+#[test]
+fn issue12_a_fifo_at_a_buffer_path_is_refused_without_blocking() {
+    let mut env = Env::new();
+    crate::spy::start_spy(&mut env, "spy1", "L_1", &[]);
+    let fifo = env.path("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+    cmd(&env, "spy1", &["init", "fifo"])
+        .expect_code(1)
+        .stderr_has("a FIFO is already there");
+    let mut c = env.command("evgen");
+    c.args(["-n", "gen1", "--buffer", "fifo"]);
+    env.spawn("gen1", c);
+    assert_ne!(env.wait_exit("gen1"), 0);
+    assert!(env.stderr_of("gen1").contains("a FIFO is already there"));
+    // rspydaemon still answers, and SIGTERM still ends it.
+    cmd(&env, "spy1", &["status"]).ok();
+    env.signal("spy1", nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(env.wait_exit("spy1"), 0);
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
 }

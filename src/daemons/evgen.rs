@@ -212,7 +212,7 @@ impl Evgen {
             .buffer
             .clone()
             .unwrap_or_else(|| ctx.name().as_str().to_owned());
-        let path = ctx.dir().buffer_path(&lname)?;
+        let path = ctx.dir().producer_buffer_path(&lname)?;
         let writer = CircWriter::create_with(
             &path,
             &CircOptions::new(cfg.circsize).lossless_timeout(cfg.lossless_timeout),

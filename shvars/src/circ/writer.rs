@@ -188,7 +188,7 @@ impl CircWriter<FileStorage> {
     /// # Errors
     /// As [`create`](CircWriter::create), plus a bad name or an unusable runtime directory.
     pub fn create_named(dir: &RuntimeDir, lname: &str, capacity: u64) -> Result<Self, CreateError> {
-        let path = dir.buffer_path(lname)?;
+        let path = dir.producer_buffer_path(lname)?;
         if !lname.starts_with('/') {
             dir.ensure()?;
         }

@@ -209,7 +209,9 @@ impl Remote {
 
 fn init(r: &mut Remote, ctx: &mut Ctx, args: &[String]) -> Outcome {
     if let Some(b) = args.first() {
-        ctx.dir().buffer_path(b).map_err(|e| e.to_string())?;
+        ctx.dir()
+            .producer_buffer_path(b)
+            .map_err(|e| e.to_string())?;
         if r.vars.lname.set(b) {
             return Err(
                 format!("buffer name longer than {} bytes", r.vars.lname.capacity()).into(),
