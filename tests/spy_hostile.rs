@@ -293,3 +293,52 @@ fn issue12_a_fifo_at_a_buffer_path_is_refused_without_blocking() {
     assert_eq!(env.wait_exit("spy1"), 0);
     assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
 }
+
+#[test]
+fn issue12_rspy_backs_off_from_a_farm_that_accepts_then_refuses() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let mut env = Env::new();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let a = accepted.clone();
+    let port = crate::spy::fake_farm(move |mut s| {
+        a.fetch_add(1, Ordering::SeqCst);
+        let mut b = [0u8; 32];
+        let _ = s.read_exact(&mut b);
+        let msg = b"cannot serve B_1_1: its producer is not running";
+        let mut h = vec![0u8; 40];
+        h[0..4].copy_from_slice(b"KSpA");
+        h[4..6].copy_from_slice(&1u16.to_le_bytes());
+        h[6..8].copy_from_slice(&2u16.to_le_bytes());
+        h[16..24].copy_from_slice(&(msg.len() as u64).to_le_bytes());
+        h.extend_from_slice(msg);
+        let _ = s.write_all(&h);
+    });
+    crate::spy::start_spy(
+        &mut env,
+        "spy1",
+        "L_1",
+        &["-c", &format!("start 127.0.0.1 {port}")],
+    );
+    // Waits of 0.1, 0.2, 0.4, 0.8, 1.6 s between the six attempts.
+    env.wait_until("six attempts", || accepted.load(Ordering::SeqCst) >= 6);
+    let log = env.stderr_of("spy1");
+    let lines = log.matches("its producer is not running").count();
+    assert_eq!(
+        lines, 1,
+        "the repeated failure logged {lines} times:\n{log}"
+    );
+    assert!(env
+        .get("spy1", "lasterror")
+        .contains("its producer is not running"));
+    // Had it not backed off, it would have made dozens of attempts by now.
+    let n = accepted.load(Ordering::SeqCst);
+    assert!(n <= 7, "{n} attempts");
+    // A farm that works: the end of the failure is logged with its count.
+    let _p = Producer::start(env.path("B_1_1"), 1 << 20, 300, Duration::from_millis(1));
+    let good = start_farm(&mut env, "farm1", "B_1_1");
+    cmd(&env, "spy1", &["reconnect", "127.0.0.1", &good.to_string()]).ok();
+    env.wait_until("the end of the failure to be logged", || {
+        env.stderr_of("spy1").contains("before it stopped")
+    });
+}

@@ -22,6 +22,7 @@ use crate::framework::stats::{Stats, StatsConfig};
 use crate::framework::{
     App, BoxError, Command, Ctx, Deferred, Done, Outcome, ProcessSpec, TimerId,
 };
+use crate::support::backoff::{Backoff, RepeatedFailure};
 
 /// How the framework runs a remote spy daemon.
 pub const SPEC: ProcessSpec = ProcessSpec {
@@ -399,13 +400,16 @@ fn prefetch(
     let capacity = writer.stats().capacity;
     let mut conn: Option<SpyClient> = None;
     let mut generation = u64::MAX;
-    let mut backoff = BACKOFF.0;
+    let mut backoff = Backoff::new(BACKOFF.0, BACKOFF.1);
+    // A failure that repeats is logged once, then with its count (every minute at most).
+    let mut failures = RepeatedFailure::new(Duration::from_secs(60));
+    // The connection has not answered yet: it counts as working only once it has.
+    let mut unproven = false;
     let mut next_try = Instant::now();
     let mut in_flight = 0usize;
     let mut limits = (0u32, 0u32, 0u16);
     let mut waits = 0i64;
     let mut connected_once = false;
-    let mut last_err = String::new();
     let mut last_evnr = writer.stats().last_evnr.unwrap_or(0);
     let max_event = writer.max_event();
     let mut writer = Some(writer);
@@ -433,7 +437,7 @@ fn prefetch(
                 log.info("connection dropped");
             }
             vars.no_conn.set(1);
-            backoff = BACKOFF.0;
+            backoff.succeeded();
             next_try = Instant::now();
         }
         let target = control.target.lock().clone();
@@ -464,31 +468,24 @@ fn prefetch(
             }
             match SpyClient::connect(&host, port, Duration::from_secs(1)) {
                 Ok(c) => {
-                    log.info(format!("connected to {host}:{port}"));
+                    if backoff.failures() == 0 {
+                        log.info(format!("connected to {host}:{port}"));
+                    }
                     if connected_once {
                         vars.reconnects.add(1);
                     }
                     connected_once = true;
                     vars.no_conn.set(0);
-                    backoff = BACKOFF.0;
+                    unproven = true;
                     in_flight = 0;
                     waits = 0;
-                    last_err.clear();
                     conn = Some(c);
                 }
                 Err(e) => {
-                    let msg = e.to_string();
-                    if msg != last_err {
-                        log.warn(format!(
-                            "{msg}; retrying every {} ms at most",
-                            BACKOFF.1.as_millis()
-                        ));
-                        vars.lasterror.set(&msg);
-                        last_err = msg;
-                    }
+                    let wait = backoff.failed();
+                    fail_log(&mut failures, &e.to_string(), vars, log);
                     vars.no_conn.set(1);
-                    next_try = Instant::now() + backoff;
-                    backoff = (backoff * 2).min(BACKOFF.1);
+                    next_try = Instant::now() + wait;
                     continue;
                 }
             }
@@ -558,6 +555,22 @@ fn prefetch(
         let got = sent.and_then(|()| {
             c.receive_header(Duration::from_micros(vars.timeout_us.get().max(1) as u64))
         });
+        if unproven && matches!(got, Ok(Some(_))) {
+            // The farm answered: the connection works, the next failure starts the backoff
+            // again from its first step.
+            unproven = false;
+            if backoff.failures() > 0 {
+                log.info(format!(
+                    "connected to {host}:{port} after {} failed attempt{}",
+                    backoff.failures(),
+                    if backoff.failures() == 1 { "" } else { "s" }
+                ));
+            }
+            if let Some(line) = failures.succeeded() {
+                log.info(line);
+            }
+            backoff.succeeded();
+        }
         let failed = match got {
             Ok(Some(header)) if header.status == Status::Ok => {
                 if mode != Mode::Push {
@@ -595,19 +608,29 @@ fn prefetch(
         };
         if let Some(e) = failed {
             // Whatever went wrong on this connection (the events taken before stay), drop it
-            // and reconnect with backoff.
-            let msg = e.to_string();
-            log.warn(format!("{msg}; reconnecting"));
-            vars.lasterror.set(&msg);
-            last_err = msg;
+            // and reconnect with backoff: a farm that accepts and then refuses backs off as
+            // much as one that refuses to connect.
+            let wait = backoff.failed();
+            fail_log(&mut failures, &e.to_string(), vars, log);
             conn = None;
             vars.no_conn.set(1);
-            next_try = Instant::now() + backoff;
-            backoff = (backoff * 2).min(BACKOFF.1);
+            next_try = Instant::now() + wait;
         }
     }
     vars.no_conn.set(1);
     writer
+}
+
+/// Logs a failure to fetch (once while it repeats, then with its count) and shows it in
+/// `lasterror`.
+fn fail_log(failures: &mut RepeatedFailure, msg: &str, vars: &Vars, log: &EventLog) {
+    if let Some(line) = failures.failed(msg) {
+        log.warn(format!(
+            "{line}; retrying with backoff (up to {} s between attempts)",
+            BACKOFF.1.as_secs()
+        ));
+    }
+    vars.lasterror.set(msg);
 }
 
 /// Reads the events of the packet whose header was just received straight into the local
