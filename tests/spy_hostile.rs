@@ -342,3 +342,46 @@ fn issue12_rspy_backs_off_from_a_farm_that_accepts_then_refuses() {
         env.stderr_of("spy1").contains("before it stopped")
     });
 }
+
+#[test]
+fn issue12_evgen_exits_promptly_with_a_stopped_lossless_reader() {
+    use nix::sys::signal::Signal;
+    let mut env = Env::new();
+    crate::spy::start_evgen(
+        &mut env,
+        "gen1",
+        "B_1_1",
+        &[
+            "--circsize",
+            "64K",
+            "--size",
+            "1000",
+            "--lossless-timeout",
+            "60s",
+        ],
+    );
+    let mut c = env.command("spycat");
+    c.args(["--follow", "--lossless", "-q", "B_1_1"]);
+    env.spawn("reader", c);
+    env.wait_until("the lossless reader", || {
+        env.get_int("gen1", "readers") == 1
+    });
+    env.signal("reader", Signal::SIGSTOP);
+    // The producer is blocked by the stopped reader: events no longer grow.
+    env.wait_until("the producer to be blocked", || {
+        let a = env.get_int("gen1", "events");
+        std::thread::sleep(Duration::from_millis(300));
+        env.get_int("gen1", "events") == a
+    });
+    assert!(env.get_int("gen1", "circfulls") > 0);
+    let t0 = std::time::Instant::now();
+    cmd(&env, "gen1", &["exit"]).ok();
+    assert_eq!(env.wait_exit("gen1"), 0);
+    eprintln!("evgen exited {:?} after exit", t0.elapsed());
+    let log = env.stderr_of("gen1");
+    assert!(
+        !log.contains("did not stop within"),
+        "exit waited for the stopped reader:\n{log}"
+    );
+    assert!(!env.path("B_1_1").exists(), "the buffer is left behind");
+}

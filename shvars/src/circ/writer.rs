@@ -9,7 +9,8 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::error::{CreateError, WriteError};
@@ -169,6 +170,38 @@ pub struct CircWriter<S: Storage = FileStorage> {
     /// Registration counter last seen, and the smallest lossless reader position then.
     reg_seen: u64,
     min_reader: u64,
+    /// Times the buffer was full: an event needed room that only reclaiming old events (and
+    /// waiting for lossless readers behind them) could give.
+    circfulls: u64,
+    stop_waiting: StopWaiting,
+}
+
+/// Makes a producer stop waiting for lossless readers: once [`StopWaiting::stop`] is called,
+/// every reader that blocks the producer is evicted at once (within 10 ms if the producer is
+/// waiting now), so a producer that is ending never waits out the lossless timeout. Get it
+/// from [`CircWriter::stop_waiting`] and call it from another thread.
+///
+/// # Examples
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// use shvars::circ::CircWriter;
+/// let w = CircWriter::create(&dir.path().join("B"), 1 << 20).unwrap();
+/// let stop = w.stop_waiting();
+/// std::thread::spawn(move || stop.stop()).join().unwrap();
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct StopWaiting(Arc<AtomicBool>);
+
+impl StopWaiting {
+    /// From now on the producer waits for no lossless reader.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// True once [`StopWaiting::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 impl CircWriter<FileStorage> {
@@ -296,6 +329,8 @@ impl<S: Storage> CircWriter<S> {
             timeout: opts.lossless_timeout,
             reg_seen: 0,
             min_reader: u64::MAX,
+            circfulls: 0,
+            stop_waiting: StopWaiting::default(),
         }
     }
 
@@ -323,6 +358,19 @@ impl<S: Storage> CircWriter<S> {
             self.v.activity(),
             within.as_nanos() as u64,
         )
+    }
+
+    /// Times the buffer was full (KLOE's `circfulls`): an event needed room that only
+    /// reclaiming the oldest events could give (in a lossless setup, the producer then waits
+    /// for the readers behind them).
+    pub fn circfulls(&self) -> u64 {
+        self.circfulls
+    }
+
+    /// A handle that makes this producer stop waiting for lossless readers (see
+    /// [`StopWaiting`]).
+    pub fn stop_waiting(&self) -> StopWaiting {
+        self.stop_waiting.clone()
     }
 
     /// The largest event accepted, in bytes.
@@ -438,6 +486,7 @@ impl<S: Storage> CircWriter<S> {
     /// publishes it, and waits for lossless readers still behind it.
     #[cold]
     fn make_room(&mut self, need: u64) {
+        self.circfulls += 1;
         // Reclaim a chunk ahead, but never the latest event unless it must go.
         let target = need.max((need + self.chunk).min(self.last));
         // Drop the oldest records until the first one left starts at or after the target.
@@ -503,7 +552,8 @@ impl<S: Storage> CircWriter<S> {
             }
             let now = Instant::now();
             let start = *since.get_or_insert(now);
-            let timed_out = now.duration_since(start) >= self.timeout;
+            let timed_out =
+                now.duration_since(start) >= self.timeout || self.stop_waiting.is_stopped();
             let check_alive = checked_alive.is_none_or(|c| now.duration_since(c) >= LIVENESS_POLL);
             if check_alive {
                 checked_alive = Some(now);

@@ -66,6 +66,7 @@ struct Vars {
     packevents: IntVar,
     readers: IntVar,
     lookahead: IntVar,
+    circfulls: IntVar,
     lasterror: StrVar,
 }
 
@@ -152,6 +153,8 @@ impl Remote {
                 .desc("Readers of the local buffer active in the last 2 s (they read or wait for events)"))?,
             lookahead: r.add_int(VarSpec::int("lookahead", 256 << 10).rw().unit("bytes").range(Some(0.0), None)
                 .desc("While no reader is active, fetch at most this many bytes beyond what readers consumed"))?,
+            circfulls: r.add_int(VarSpec::int("circfulls", 0).counter()
+                .desc("Times the local buffer was full: an event needed room only overwriting the oldest events gave (KLOE's Circ counter; per buffer: init re-creating it starts again at 0)"))?,
             lasterror: ctx.lasterror_var(),
         };
         Ok(Remote {
@@ -587,6 +590,9 @@ fn prefetch(
                 };
                 if n > 0 {
                     vars.lastevent.set(last_evnr as i64);
+                }
+                if let Some(w) = writer.as_ref() {
+                    vars.circfulls.set(w.circfulls() as i64);
                 }
                 stats.count(n, 1, bytes);
                 stats.end_loop();
