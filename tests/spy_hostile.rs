@@ -287,6 +287,12 @@ fn issue12_a_fifo_at_a_buffer_path_is_refused_without_blocking() {
     env.spawn("gen1", c);
     assert_ne!(env.wait_exit("gen1"), 0);
     assert!(env.stderr_of("gen1").contains("a FIFO is already there"));
+    // A reader is refused too, at once.
+    let mut c = env.command("spycat");
+    c.args(["--count", "1", "fifo"]);
+    let o = env.run(c);
+    assert_ne!(o.code, 0);
+    o.stderr_has("is not a circular event buffer");
     // rspydaemon still answers, and SIGTERM still ends it.
     cmd(&env, "spy1", &["status"]).ok();
     env.signal("spy1", nix::sys::signal::Signal::SIGTERM);
@@ -384,4 +390,35 @@ fn issue12_evgen_exits_promptly_with_a_stopped_lossless_reader() {
         "exit waited for the stopped reader:\n{log}"
     );
     assert!(!env.path("B_1_1").exists(), "the buffer is left behind");
+}
+
+#[test]
+fn issue12_shvar_cleanup_removes_dead_producers_buffers() {
+    let mut env = Env::new();
+    crate::spy::start_evgen(&mut env, "gen1", "B_dead", &["--rate", "100"]);
+    let dead_pid = pid_of(&env, "gen1");
+    env.kill9("gen1");
+    crate::spy::start_evgen(&mut env, "gen2", "B_live", &["--rate", "100"]);
+    std::fs::write(env.path("notes"), "not a buffer").unwrap();
+    nix::unistd::mkfifo(
+        &env.path("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let dry = env.shvar(&["cleanup", "--dry-run"]);
+    dry.ok().stdout_has("would remove 1 dead producer's buffer");
+    assert!(env.path("B_dead").exists());
+    let o = env.shvar(&["cleanup"]);
+    o.ok()
+        .stdout_has(&format!(
+            "B_dead (circular buffer of 4.0 MiB, its producer pid {dead_pid} is gone)"
+        ))
+        .stdout_has("removed 1 dead producer's buffer: 4.0 MiB freed");
+    assert!(!env.path("B_dead").exists());
+    assert!(
+        env.path("B_live").exists(),
+        "a live producer's buffer removed"
+    );
+    assert!(env.path("notes").exists() && env.path("fifo").exists());
+    assert!(!o.stdout.contains("B_live"), "{}", o.stdout);
 }

@@ -379,16 +379,29 @@ impl FileStorage {
     /// writing is not permitted and `need_write` is false, read-only. The size is checked
     /// against `min_len` (the header) and then against `expected_len(header bytes)`.
     pub(crate) fn open(path: &Path, want_write: bool, need_write: bool) -> Result<Self, OpenError> {
+        // Without blocking: a FIFO planted at a buffer path would block an open until a
+        // writer came; it is refused below as not a regular file.
+        let ro = || {
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(path)
+        };
         let file = if want_write {
-            match OpenOptions::new().read(true).write(true).open(path) {
+            match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(path)
+            {
                 Ok(f) => Ok((f, true)),
                 Err(e) if e.kind() == io::ErrorKind::PermissionDenied && !need_write => {
-                    File::open(path).map(|f| (f, false))
+                    ro().map(|f| (f, false))
                 }
                 Err(e) => Err(e),
             }
         } else {
-            File::open(path).map(|f| (f, false))
+            ro().map(|f| (f, false))
         };
         let (file, writable) = file.map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => OpenError::NotFound {
