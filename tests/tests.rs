@@ -14,5 +14,6 @@ mod readme;
 mod shvar_tool;
 mod spy;
 mod spy_hostile;
+mod spy_seed;
 mod spyctl;
 mod tools_cli;

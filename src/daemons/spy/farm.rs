@@ -34,6 +34,9 @@ pub const SPEC: ProcessSpec = ProcessSpec {
 
 /// Default TCP port.
 pub const DEFAULT_PORT: i64 = 2115;
+/// Default nice value: the farm spy daemon yields to the DAQ processes (KLOE ran it at lower
+/// priority).
+pub const DEFAULT_NICE: i64 = 10;
 
 #[derive(Debug)]
 struct Vars {
@@ -50,6 +53,8 @@ struct Vars {
     badreqs: IntVar,
     dropped: IntVar,
     skipped: IntVar,
+    runnr: IntVar,
+    nice: IntVar,
 }
 
 struct Running {
@@ -135,8 +140,11 @@ impl Farm {
                 VarSpec::int("skipped", 0).counter()
                     .desc("Events skipped for clients: overwritten before they could be sent"),
             )?,
+            runnr: r.add_int(VarSpec::int("runnr", 0).rw().range(Some(0.0), None)
+                .desc("Run number, set by run control (`set runnr N` before start): the farm buffer carries none"))?,
+            nice: r.add_int(VarSpec::int("nice", DEFAULT_NICE).rw().range(Some(-20.0), Some(19.0))
+                .desc("Nice value the daemon runs at, applied by start: below the DAQ processes, as KLOE ran it (lowering it needs CAP_SYS_NICE)"))?,
         };
-        r.add_int(VarSpec::int("runnr", 0).desc("Run number"))?;
         Ok(Farm {
             vars,
             running: None,
@@ -196,6 +204,24 @@ impl Counter for StatsCounter {
         self.0.count(events, 1, bytes);
         self.0.end_loop();
     }
+    fn idle(&self) {
+        self.0.end_loop();
+    }
+}
+
+/// Runs the daemon at nice value `want` (this thread, and so every thread it starts).
+fn apply_nice(want: i32, log: &EventLog) -> Result<(), String> {
+    let now = shvars::sys::thread_nice().map_err(|e| format!("cannot read the nice value: {e}"))?;
+    if now == want {
+        return Ok(());
+    }
+    shvars::sys::set_thread_nice(want).map_err(|e| {
+        format!(
+            "cannot change the nice value from {now} to {want}: {e} (lowering it needs CAP_SYS_NICE; `set nice {now}` or higher)"
+        )
+    })?;
+    log.info(format!("running at nice {want} (was {now})"));
+    Ok(())
 }
 
 fn listen(port: u16, reuse: bool) -> std::io::Result<TcpListener> {
@@ -245,6 +271,7 @@ fn start(f: &mut Farm, ctx: &mut Ctx, _: &[String]) -> Outcome {
         .into());
     }
     drop(probe);
+    apply_nice(f.vars.nice.get() as i32, ctx.log())?;
     let port = f.vars.port.get();
     let listener = listen(port as u16, f.vars.reuseaddr.get() != 0).map_err(|e| {
         format!("cannot listen on port {port}: {e} (another process uses it? `set port N` to move)")
@@ -301,8 +328,10 @@ fn start(f: &mut Farm, ctx: &mut Ctx, _: &[String]) -> Outcome {
         stop_accept,
         addr,
     });
-    ctx.log()
-        .info(format!("listening on {addr}, serving {bcname}"));
+    ctx.log().info(format!(
+        "listening on {addr}, serving {bcname} (run {})",
+        f.vars.runnr.get()
+    ));
     Ok(format!("listening on port {}", addr.port()).into())
 }
 

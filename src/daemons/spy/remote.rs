@@ -15,7 +15,7 @@ use shvars::circ::{CircWriter, WriteError};
 use shvars::region::{IntVar, StrVar, VarSpec};
 
 use super::client::{SpyClient, SpyError};
-use super::proto::{Mode, Status};
+use super::proto::{Mode, Request, Status};
 use crate::framework::eventlog::EventLog;
 use crate::framework::state::SERVING;
 use crate::framework::stats::{Stats, StatsConfig};
@@ -66,6 +66,7 @@ struct Vars {
     packevents: IntVar,
     readers: IntVar,
     lookahead: IntVar,
+    maxage_ms: IntVar,
     circfulls: IntVar,
     lasterror: StrVar,
 }
@@ -153,6 +154,8 @@ impl Remote {
                 .desc("Readers of the local buffer active in the last 2 s (they read or wait for events)"))?,
             lookahead: r.add_int(VarSpec::int("lookahead", 256 << 10).rw().unit("bytes").range(Some(0.0), None)
                 .desc("While no reader is active, fetch at most this many bytes beyond what readers consumed"))?,
+            maxage_ms: r.add_int(VarSpec::int("maxage_ms", 500).rw().unit("ms").range(Some(0.0), Some(3.6e6))
+                .desc("No reader is served an event older than this (since the farm saw it); 0: no bound, old events welcome"))?,
             circfulls: r.add_int(VarSpec::int("circfulls", 0).counter()
                 .desc("Times the local buffer was full: an event needed room only overwriting the oldest events gave (KLOE's Circ counter; per buffer: init re-creating it starts again at 0)"))?,
             lasterror: ctx.lasterror_var(),
@@ -416,7 +419,9 @@ fn prefetch(
     let mut last_evnr = writer.stats().last_evnr.unwrap_or(0);
     let max_event = writer.max_event();
     let mut writer = Some(writer);
-    let mut target_seen: Option<(String, u16)> = None;
+    // The farm buffer our position (`last_evnr`) belongs to, as the farm told it: the same
+    // buffer reached by another address is the same farm.
+    let mut farm_id = 0u32;
     // Stream position of the local buffer that readers had consumed when last seen.
     let mut consumed_mark = writer.as_ref().map_or(0, |w| w.stats().head);
     let mut idle_since: Option<Instant> = None;
@@ -430,11 +435,6 @@ fn prefetch(
         }
         let g = control.generation.load(Ordering::Relaxed);
         if g != generation {
-            if generation != u64::MAX && *control.target.lock() != target_seen {
-                // Another farm: its numbering is its own.
-                last_evnr = 0;
-            }
-            target_seen = control.target.lock().clone();
             generation = g;
             if conn.take().is_some() {
                 log.info("connection dropped");
@@ -449,19 +449,15 @@ fn prefetch(
             if paused {
                 control.drained.fetch_add(1, Ordering::SeqCst);
             }
-            std::thread::sleep(Duration::from_millis(20));
+            idle_wait(vars, stats, &mut waits);
             continue;
         };
         let mode = Mode::from_u16(vars.mode.get().clamp(0, 2) as u16).unwrap_or_default();
-        if paused && (mode == Mode::Push || in_flight == 0 || conn.is_none()) {
-            // Push streams whatever we do: drop it while paused; otherwise stop asking (and
-            // do not connect).
-            if mode == Mode::Push && conn.take().is_some() {
-                in_flight = 0;
-            }
-            control.drained.fetch_add(1, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(20));
-            continue;
+        if paused && mode == Mode::Push && in_flight > 0 {
+            // Push streams whatever we do: drop the stream while paused (and connect again
+            // below, asking nothing).
+            conn = None;
+            in_flight = 0;
         }
         if conn.is_none() {
             let now = Instant::now();
@@ -493,6 +489,12 @@ fn prefetch(
                 }
             }
         }
+        if paused && (mode == Mode::Push || in_flight == 0) {
+            // Paused: connected (reconnect connects in PAUSE_STATE too), asking nothing.
+            control.drained.fetch_add(1, Ordering::SeqCst);
+            idle_wait(vars, stats, &mut waits);
+            continue;
+        }
         // Low load: with nobody reading, stop after a small look-ahead; when readers come back
         // after a while, start again from the freshest events.
         let mut wanted = true;
@@ -515,7 +517,7 @@ fn prefetch(
                     if mode == Mode::Push && conn.take().is_some() {
                         in_flight = 0;
                     }
-                    std::thread::sleep(Duration::from_millis(10));
+                    idle_wait(vars, stats, &mut waits);
                     continue;
                 }
             } else if let Some(t) = idle_since.take() {
@@ -529,12 +531,20 @@ fn prefetch(
         let max_bytes = (max_event as u64 / 2)
             .clamp(4096, 8 << 20)
             .min(lookahead_left.max(1)) as u32;
+        let maxage_ms = vars.maxage_ms.get().clamp(0, u32::MAX as i64) as u32;
         let want = (max_events, max_bytes, mode as u16);
         let sent = if mode == Mode::Push {
             if in_flight == 0 || want != limits {
                 in_flight = 1;
                 limits = want;
-                c.ask(mode, max_events, max_bytes, last_evnr)
+                c.request(&Request {
+                    mode,
+                    max_events,
+                    max_bytes,
+                    last_evnr,
+                    buffer_id: farm_id,
+                    maxage_ms,
+                })
             } else {
                 Ok(())
             }
@@ -549,7 +559,14 @@ fn prefetch(
             while !paused && wanted && in_flight < depth && r.is_ok() {
                 let m = if fresh_start { Mode::Latest } else { mode };
                 fresh_start = false;
-                r = c.ask(m, max_events, max_bytes, last_evnr);
+                r = c.request(&Request {
+                    mode: m,
+                    max_events,
+                    max_bytes,
+                    last_evnr,
+                    buffer_id: farm_id,
+                    maxage_ms,
+                });
                 in_flight += 1;
                 limits = want;
             }
@@ -558,6 +575,11 @@ fn prefetch(
         let got = sent.and_then(|()| {
             c.receive_header(Duration::from_micros(vars.timeout_us.get().max(1) as u64))
         });
+        if let Ok(Some(h)) = &got {
+            if h.buffer_id != 0 {
+                farm_id = h.buffer_id;
+            }
+        }
         if unproven && matches!(got, Ok(Some(_))) {
             // The farm answered: the connection works, the next failure starts the backoff
             // again from its first step.
@@ -603,11 +625,11 @@ fn prefetch(
                     in_flight = in_flight.saturating_sub(1);
                 }
                 vars.lost.add(header.skipped as i64);
-                count_wait(vars, &mut waits);
+                count_wait(vars, stats, &mut waits);
                 None
             }
             Ok(None) => {
-                count_wait(vars, &mut waits);
+                count_wait(vars, stats, &mut waits);
                 None
             }
             Err(e) => Some(e),
@@ -717,11 +739,21 @@ fn recreate(old: CircWriter, log: &EventLog) -> Result<CircWriter, String> {
 }
 
 /// A wait for data gave up after `timeout_us`; `timeoutcounts` of them in a row count one
-/// `timeouts`.
-fn count_wait(vars: &Vars, waits: &mut i64) {
+/// `timeouts`, a timeout loop, which counts as a loop for the statistics' cadence
+/// (`upfreq`, `upfreq_l`): the `sg_*`/`sl_*` keep their cadence while no data comes.
+fn count_wait(vars: &Vars, stats: &Stats, waits: &mut i64) {
     *waits += 1;
     if *waits >= vars.timeoutcounts.get().max(1) {
         vars.timeouts.add(1);
+        stats.end_loop();
         *waits = 0;
     }
+}
+
+/// Nothing to ask for now (paused, no reader, disconnected): wait one `timeout_us`, which
+/// counts as a wait for data.
+fn idle_wait(vars: &Vars, stats: &Stats, waits: &mut i64) {
+    let t = Duration::from_micros(vars.timeout_us.get().max(1) as u64);
+    std::thread::sleep(t.min(Duration::from_millis(20)));
+    count_wait(vars, stats, waits);
 }

@@ -4,6 +4,7 @@
 //! or broken client can only ever hurt itself: the producer never waits for a sampling reader,
 //! and other connections do not share anything with this one but atomic counters.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -203,6 +204,8 @@ pub enum End {
 pub trait Counter: Send + Sync {
     /// One packet with `events` events and `bytes` payload bytes was sent.
     fn packet(&self, events: u64, bytes: u64);
+    /// A wait for events ended with none (a timeout loop): it counts as a loop too.
+    fn idle(&self);
 }
 
 /// Serves one connection until it ends.
@@ -225,9 +228,11 @@ pub fn serve(
         Ok(None) => return End::Normal,
         Err(e) => return e,
     };
-    // Next serves everything the buffer still holds after the client's last event; latest and
-    // push start from the freshest.
+    // Next serves everything the buffer still holds after the client's last event (a client
+    // that has none and bounds the age starts at the freshest); latest and push start from the
+    // freshest.
     let start = match req.mode {
+        Mode::Next if req.last_evnr == 0 && req.maxage_ms > 0 => StartAt::Latest,
         Mode::Next => StartAt::Oldest,
         Mode::Latest | Mode::Push => StartAt::Latest,
     };
@@ -239,19 +244,25 @@ pub fn serve(
             return End::Buffer(msg);
         }
     };
-    // After a reconnect the client names the last event it has: skip up to it, unless this
-    // buffer never got that far (its producer restarted its numbering).
-    let newest = reader.buffer_stats().last_evnr.unwrap_or(0);
+    // After a reconnect the client names the last event it has: skip up to it, unless it
+    // names another buffer, or this buffer never got that far (its producer restarted its
+    // numbering).
+    let bs = reader.buffer_stats();
+    let newest = bs.last_evnr.unwrap_or(0);
+    let buffer_id = buffer_id(bs.instance);
+    let same_buffer = req.buffer_id == 0 || req.buffer_id == buffer_id;
     let mut conn = Conn {
         buf: Vec::with_capacity(64 << 10),
         lost_seen: 0,
         jumped: 0,
         skipped: 0,
-        last_sent: if req.last_evnr <= newest {
+        last_sent: if same_buffer && req.last_evnr <= newest {
             req.last_evnr
         } else {
             0
         },
+        buffer_id,
+        seen: VecDeque::new(),
     };
     loop {
         if shared.stop.load(Ordering::Relaxed) {
@@ -278,6 +289,7 @@ pub fn serve(
         shared.skipped.fetch_add(conn.skipped, Ordering::Relaxed);
         if n == 0 {
             shared.timeouts.fetch_add(1, Ordering::Relaxed);
+            count.idle();
             if req.mode == Mode::Push {
                 // Nothing to push: look for a new request or a closed socket, then wait again.
                 match poll_request(&mut sock, &mut req, shared) {
@@ -354,17 +366,46 @@ fn send(sock: &mut TcpStream, mut bytes: &[u8], shared: &FarmShared) -> Result<(
     Ok(())
 }
 
+/// The identity of a farm buffer on the wire: 32 bits of its instance number, never 0.
+pub fn buffer_id(instance: u64) -> u32 {
+    (shvars::circ::fmix64(instance) as u32).max(1)
+}
+
 struct Conn {
     buf: Vec<u8>,
     lost_seen: u64,
-    /// Events jumped over on purpose (latest mode) and not yet reported.
+    /// Events jumped over on purpose (latest mode, or too old) and not yet reported.
     jumped: u64,
     /// Events skipped reported in the packet in `buf`.
     skipped: u64,
     last_sent: u64,
+    buffer_id: u32,
+    /// When the buffer's newest event number was seen to change, oldest first: event `e` was
+    /// written before the first time a number `>= e` was seen, so its age is at least the age
+    /// of that sighting.
+    seen: VecDeque<(Instant, u64)>,
 }
 
 impl Conn {
+    /// Notes the buffer's newest event number now.
+    fn observe(&mut self, reader: &SamplingReader) {
+        let newest = reader.buffer_stats().last_evnr.unwrap_or(0);
+        if self.seen.back().is_none_or(|&(_, n)| n != newest) {
+            self.seen.push_back((Instant::now(), newest));
+        }
+    }
+
+    /// Every event up to the number returned is certainly older than `maxage` (0: none is).
+    fn stale_upto(&mut self, maxage: Duration) -> u64 {
+        while self.seen.len() >= 2 && self.seen[1].0.elapsed() > maxage {
+            self.seen.pop_front();
+        }
+        match self.seen.front() {
+            Some(&(t, n)) if t.elapsed() > maxage => n,
+            _ => 0,
+        }
+    }
+
     /// Builds a packet of events in `buf`; returns how many it holds (0: a no-data packet).
     fn fill(
         &mut self,
@@ -379,6 +420,12 @@ impl Conn {
         let mut n = 0u32;
         let mut payload = 0usize;
         let mut waited = false;
+        self.observe(reader);
+        let stale = if req.maxage_ms > 0 {
+            self.stale_upto(Duration::from_millis(req.maxage_ms as u64))
+        } else {
+            0
+        };
         while (n as usize) < max_events {
             let peeked = if n == 0 && !waited {
                 waited = true;
@@ -417,6 +464,12 @@ impl Conn {
                 let _ = p.finish();
                 continue;
             }
+            if evnr <= stale {
+                // Older than the client accepts: skip it (reported as skipped).
+                let _ = p.finish();
+                self.jumped += 1;
+                continue;
+            }
             let at = self.buf.len();
             let need = at + EVENT_HEADER_SIZE + len;
             if need > self.buf.capacity() {
@@ -447,6 +500,7 @@ impl Conn {
             payload_len: (self.buf.len() - PACKET_HEADER_SIZE) as u64,
             skipped: self.skipped_delta(reader),
             last_evnr: self.last_sent,
+            buffer_id: self.buffer_id,
         };
         self.skipped = h.skipped;
         self.buf[..PACKET_HEADER_SIZE].copy_from_slice(&h.encode());
@@ -468,6 +522,7 @@ impl Conn {
             payload_len: 0,
             skipped: self.skipped_delta(reader),
             last_evnr: reader.buffer_stats().last_evnr.unwrap_or(0),
+            buffer_id: self.buffer_id,
         };
         self.skipped = h.skipped;
         self.buf.extend_from_slice(&h.encode());
