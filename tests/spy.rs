@@ -454,6 +454,9 @@ fn maxevents_takes_effect_while_running() {
         &[
             "-c",
             "set circsize 8000000",
+            // The backlog is old by the time it is fetched: ask for old events.
+            "-c",
+            "set maxage_ms 0",
             "-c",
             "init",
             "-c",

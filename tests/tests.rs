@@ -13,6 +13,7 @@ mod lvsmon;
 mod readme;
 mod shvar_tool;
 mod spy;
+mod spy_fresh;
 mod spy_hostile;
 mod spy_seed;
 mod spyctl;

@@ -367,6 +367,46 @@ impl<S: Storage> CircWriter<S> {
         self.circfulls
     }
 
+    /// Stream position after the last event written: pass it later to
+    /// [`CircWriter::expire_before`] to expire everything written up to now.
+    pub fn position(&self) -> u64 {
+        self.head
+    }
+
+    /// Makes the events that start before stream position `pos` (a value of
+    /// [`CircWriter::position`]) unreadable for sampling readers, without writing anything:
+    /// a reader behind skips forward to the first event left and counts the others as lost,
+    /// exactly as if they had been overwritten (they are counted in `events_overwritten`).
+    /// Used to bound how old a served event can be. Lossless readers are never expired:
+    /// events from the first one a lossless reader has not consumed stay. Returns how many
+    /// events were expired.
+    pub fn expire_before(&mut self, pos: u64) -> u64 {
+        let mut target = pos.min(self.head);
+        for s in self.v.slots() {
+            if s.token.load(Ordering::SeqCst) != 0 {
+                target = target.min(s.pos.load(Ordering::SeqCst));
+            }
+        }
+        if target <= self.tail {
+            return 0;
+        }
+        let n = self.starts.partition_point(|&p| p < target);
+        if n == 0 {
+            return 0;
+        }
+        self.starts.drain(..n);
+        let t = self.starts.front().copied().unwrap_or(self.head);
+        self.tail = t.min(self.head).max(self.tail);
+        self.overwritten += n as u64;
+        let h = self.v.header();
+        h.events_overwritten
+            .store(self.overwritten, Ordering::Relaxed);
+        // As in make_room: publish the new tail before anything is written below it.
+        h.tail.store(self.tail, Ordering::SeqCst);
+        fence(Ordering::Release);
+        n as u64
+    }
+
     /// A handle that makes this producer stop waiting for lossless readers (see
     /// [`StopWaiting`]).
     pub fn stop_waiting(&self) -> StopWaiting {

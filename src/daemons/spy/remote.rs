@@ -5,6 +5,7 @@
 //! Commands, variables and state rules are those of the KLOE rspydaemon; see
 //! `docs/operations.md` for the prefetch policy and its knobs.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -44,6 +45,8 @@ const READERS_WINDOW: Duration = Duration::from_secs(2);
 const FRESH_AFTER: Duration = Duration::from_secs(1);
 /// Requests kept in flight in `next` and `latest` modes.
 const PIPELINE: usize = 2;
+/// The most fetched in one request while readers are being fed at their pace.
+const MAX_FETCH: u64 = 8 << 20;
 /// First and largest wait between connection attempts.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
@@ -67,6 +70,7 @@ struct Vars {
     readers: IntVar,
     lookahead: IntVar,
     maxage_ms: IntVar,
+    expired: IntVar,
     circfulls: IntVar,
     lasterror: StrVar,
 }
@@ -156,6 +160,8 @@ impl Remote {
                 .desc("While no reader is active, fetch at most this many bytes beyond what readers consumed"))?,
             maxage_ms: r.add_int(VarSpec::int("maxage_ms", 500).rw().unit("ms").range(Some(0.0), Some(3.6e6))
                 .desc("No reader is served an event older than this (since the farm saw it); 0: no bound, old events welcome"))?,
+            expired: r.add_int(VarSpec::int("expired", 0).counter()
+                .desc("Events expired unread from the local buffer: older than half of maxage_ms since they arrived"))?,
             circfulls: r.add_int(VarSpec::int("circfulls", 0).counter()
                 .desc("Times the local buffer was full: an event needed room only overwriting the oldest events gave (KLOE's Circ counter; per buffer: init re-creating it starts again at 0)"))?,
             lasterror: ctx.lasterror_var(),
@@ -426,6 +432,13 @@ fn prefetch(
     let mut consumed_mark = writer.as_ref().map_or(0, |w| w.stats().head);
     let mut idle_since: Option<Instant> = None;
     let mut fresh_start = false;
+    // Freshness: when each packet's events arrived (and the buffer position after them), the
+    // last arrival, how much to fetch at a time, the mean event size, the last packet's skips.
+    let mut arrivals: VecDeque<(Instant, u64)> = VecDeque::new();
+    let mut last_arrival: Option<Instant> = None;
+    let mut fetch_size: u64 = 64 << 10;
+    let mut avg_event: u64 = 1024;
+    let mut last_skipped: u64 = 0;
     while !control.stop.load(Ordering::Relaxed) {
         if writer.is_none() {
             // The buffer could not be re-created: try again every second.
@@ -495,8 +508,36 @@ fn prefetch(
             idle_wait(vars, stats, &mut waits);
             continue;
         }
+        let maxage_ms = vars.maxage_ms.get().clamp(0, u32::MAX as i64) as u32;
+        // Freshness: an event stays readable in the local buffer for half the bound after it
+        // arrived; the farm serves none older than the other half.
+        let local_age = Duration::from_millis(maxage_ms as u64 / 2);
+        if maxage_ms > 0 {
+            if let Some(w) = writer.as_mut() {
+                let mut mark = None;
+                while arrivals
+                    .front()
+                    .is_some_and(|(t, _)| t.elapsed() >= local_age)
+                {
+                    mark = arrivals.pop_front().map(|(_, pos)| pos);
+                }
+                if let Some(pos) = mark {
+                    let n = w.expire_before(pos);
+                    if n > 0 {
+                        vars.expired.add(n as i64);
+                        // Readers did not take all we fetched: fetch less at a time.
+                        fetch_size = (fetch_size / 2).max(avg_event);
+                    }
+                }
+            }
+        } else {
+            arrivals.clear();
+        }
         // Low load: with nobody reading, stop after a small look-ahead; when readers come back
-        // after a while, start again from the freshest events.
+        // after a while, start again from the freshest events. With readers and an age bound,
+        // fetch about what they consume: a request when less than half of `fetch_size` is
+        // left unread, `fetch_size` doubling while readers drain each packet quickly and
+        // halving when events expire unread.
         let mut wanted = true;
         let mut lookahead_left = u64::MAX;
         if let Some(w) = writer.as_ref() {
@@ -507,32 +548,53 @@ fn prefetch(
             }
             let ahead = act.head.saturating_sub(consumed_mark);
             let lookahead = vars.lookahead.get().max(0) as u64;
-            wanted = act.active > 0 || ahead < lookahead;
+            if act.active > 0 && maxage_ms > 0 {
+                if ahead == 0
+                    && in_flight == 0
+                    && last_arrival.is_some_and(|t| t.elapsed() < local_age / 2)
+                {
+                    fetch_size = (fetch_size * 2).min(MAX_FETCH);
+                }
+                wanted = ahead < fetch_size / 2 + 1;
+            } else {
+                wanted = act.active > 0 || ahead < lookahead;
+            }
             if act.active == 0 {
                 lookahead_left = lookahead.saturating_sub(ahead);
             }
             if !wanted {
                 idle_since.get_or_insert_with(Instant::now);
                 if in_flight == 0 || mode == Mode::Push {
-                    if mode == Mode::Push && conn.take().is_some() {
+                    if mode == Mode::Push && act.active == 0 && conn.take().is_some() {
                         in_flight = 0;
                     }
                     idle_wait(vars, stats, &mut waits);
                     continue;
                 }
             } else if let Some(t) = idle_since.take() {
-                fresh_start = t.elapsed() > FRESH_AFTER;
+                fresh_start = t.elapsed() > FRESH_AFTER && act.active > 0;
             }
+        }
+        // After a while without events (or none yet), what the farm holds after our position
+        // is old: start from its freshest.
+        if maxage_ms > 0 && last_arrival.is_none_or(|t| t.elapsed() > local_age) {
+            fresh_start = true;
         }
         let c = conn.as_mut().expect("connected above");
         let maxev = vars.maxevents.get();
         let max_events = if maxev <= 0 { 0 } else { maxev as u32 };
         // With no reader active, ask only for what the look-ahead still allows.
-        let max_bytes = (max_event as u64 / 2)
+        let mut max_bytes = (max_event as u64 / 2)
             .clamp(4096, 8 << 20)
-            .min(lookahead_left.max(1)) as u32;
-        let maxage_ms = vars.maxage_ms.get().clamp(0, u32::MAX as i64) as u32;
+            .min(lookahead_left.max(1));
+        if maxage_ms > 0 && lookahead_left == u64::MAX {
+            max_bytes = max_bytes.min(fetch_size.max(1));
+        }
+        let max_bytes = max_bytes as u32;
+        let farm_maxage = maxage_ms.div_ceil(2);
         let want = (max_events, max_bytes, mode as u16);
+        // Readers that do not take every event are sampling anyway: give them the freshest.
+        let sampling = maxage_ms > 0 && last_skipped > 0;
         let sent = if mode == Mode::Push {
             if in_flight == 0 || want != limits {
                 in_flight = 1;
@@ -543,21 +605,26 @@ fn prefetch(
                     max_bytes,
                     last_evnr,
                     buffer_id: farm_id,
-                    maxage_ms,
+                    maxage_ms: farm_maxage,
                 })
             } else {
                 Ok(())
             }
         } else {
             let mut r = Ok(());
-            // One request at a time while only the look-ahead is being filled.
-            let depth = if lookahead_left == u64::MAX {
+            // One request at a time while only the look-ahead is being filled, or while
+            // readers take little.
+            let depth = if lookahead_left == u64::MAX && (maxage_ms == 0 || fetch_size >= 1 << 20) {
                 PIPELINE
             } else {
                 1
             };
             while !paused && wanted && in_flight < depth && r.is_ok() {
-                let m = if fresh_start { Mode::Latest } else { mode };
+                let m = if fresh_start || sampling {
+                    Mode::Latest
+                } else {
+                    mode
+                };
                 fresh_start = false;
                 r = c.request(&Request {
                     mode: m,
@@ -565,7 +632,7 @@ fn prefetch(
                     max_bytes,
                     last_evnr,
                     buffer_id: farm_id,
-                    maxage_ms,
+                    maxage_ms: farm_maxage,
                 });
                 in_flight += 1;
                 limits = want;
@@ -612,7 +679,14 @@ fn prefetch(
                 };
                 if n > 0 {
                     vars.lastevent.set(last_evnr as i64);
+                    let now = Instant::now();
+                    last_arrival = Some(now);
+                    avg_event = bytes.checked_div(n).unwrap_or(avg_event).max(1);
+                    if let Some(w) = writer.as_ref() {
+                        arrivals.push_back((now, w.position()));
+                    }
                 }
+                last_skipped = header.skipped;
                 if let Some(w) = writer.as_ref() {
                     vars.circfulls.set(w.circfulls() as i64);
                 }

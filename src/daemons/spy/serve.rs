@@ -262,7 +262,14 @@ pub fn serve(
             0
         },
         buffer_id,
-        seen: VecDeque::new(),
+        // What the buffer holds now was written at a time we do not know: for an age bound,
+        // it counts as old (a client that bounds the age wants none of a backlog).
+        seen: VecDeque::from([(
+            Instant::now()
+                .checked_sub(Duration::from_secs(24 * 3600))
+                .unwrap_or_else(Instant::now),
+            newest,
+        )]),
     };
     loop {
         if shared.stop.load(Ordering::Relaxed) {
