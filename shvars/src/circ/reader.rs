@@ -104,7 +104,12 @@ pub(crate) struct Core<S: Storage> {
     act: Option<(usize, u64)>,
     /// Events consumed since the activity entry was last refreshed.
     act_count: u32,
+    /// When the activity entry was last refreshed (coarse wall clock, ns).
+    act_at: u64,
 }
+
+/// A reader refreshes its activity entry at least this often while it reads.
+const ACTIVITY_EVERY_NS: u64 = 100_000_000;
 
 /// A non-zero token naming one reader's entry in a table (lossless slot or activity entry):
 /// mixed from the time, our pid and `salt`.
@@ -134,6 +139,7 @@ impl<S: Storage> Core<S> {
             gone: None,
             act: None,
             act_count: 0,
+            act_at: 0,
         };
         c.claim_activity();
         if lossless {
@@ -507,6 +513,7 @@ impl<S: Storage> Core<S> {
     /// Tells producers that this reader reads, and how far it got.
     fn note_activity(&mut self) {
         self.act_count = 0;
+        self.act_at = super::layout::coarse_now_ns();
         if let Some((i, token)) = self.act {
             let s = &self.v.activity()[i];
             if s.token.load(Ordering::Relaxed) != token {
@@ -536,7 +543,11 @@ impl<S: Storage> Core<S> {
     #[inline(always)]
     fn consume(&mut self, loc: &Loc) {
         self.act_count += 1;
-        if self.act_count >= 256 {
+        // Every 256 events, and at least every 100 ms for a slow reader: a producer counting
+        // readers active in the last seconds counts a reader of one event a second too.
+        if self.act_count >= 256
+            || super::layout::coarse_now_ns().saturating_sub(self.act_at) >= ACTIVITY_EVERY_NS
+        {
             self.note_activity();
         }
         if let Some(exp) = self.expected_seq {

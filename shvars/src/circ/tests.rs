@@ -528,3 +528,33 @@ fn unaligned_positions_in_the_header_are_never_used_as_offsets() {
     let mut r = SamplingReader::on_storage(mem, StartAt::Oldest).unwrap();
     let _ = r.try_read(&mut buf);
 }
+
+#[test]
+fn expired_events_are_skipped_and_counted_as_lost() {
+    let (mem, mut w) = heap(1 << 16);
+    let mut r = SamplingReader::on_storage(mem.clone(), StartAt::Oldest).unwrap();
+    let mut buf = vec![0u8; 1024];
+    for n in 1..=10 {
+        write_ev(&mut w, n, 100);
+    }
+    assert_eq!(r.try_read(&mut buf).unwrap().evnr, 1);
+    let mark = w.position();
+    for n in 11..=15 {
+        write_ev(&mut w, n, 100);
+    }
+    // Everything written up to the mark goes: the reader skips 2..=10.
+    assert_eq!(w.expire_before(mark), 10);
+    assert_eq!(w.expire_before(mark), 0, "nothing more to expire");
+    let ev = r.try_read(&mut buf).unwrap();
+    assert_eq!(ev.evnr, 11);
+    check(ev.evnr, &buf[..ev.len]);
+    assert_eq!(r.stats().events_lost, 9);
+    // Expiring all of it leaves the buffer empty until the next event.
+    assert_eq!(w.expire_before(w.position()), 5);
+    assert!(matches!(r.try_read(&mut buf), Err(TryReadError::Empty)));
+    write_ev(&mut w, 16, 100);
+    assert_eq!(r.try_read(&mut buf).unwrap().evnr, 16);
+    // A new reader starting at the oldest starts after what expired.
+    let mut r2 = SamplingReader::on_storage(mem, StartAt::Oldest).unwrap();
+    assert_eq!(r2.try_read(&mut buf).unwrap().evnr, 16);
+}
