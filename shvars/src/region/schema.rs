@@ -120,7 +120,10 @@ pub struct VarSpec {
     /// (`probe_success`); see docs/region.md for how a table row becomes a label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric: Option<String>,
-    /// Offset of the slot from the start of the data area (set by the region).
+    /// Id of the variable, unique in its region's file and never reused (set by the region).
+    #[serde(default)]
+    pub id: u32,
+    /// Offset of the slot from the start of the file (set by the region).
     #[serde(default)]
     pub offset: usize,
 }
@@ -138,6 +141,7 @@ impl VarSpec {
             default,
             counter: false,
             metric: None,
+            id: 0,
             offset: 0,
         }
     }
