@@ -402,3 +402,162 @@ fn torn_strings_never_seen() {
     w.join().unwrap();
     assert!(reads > 0);
 }
+
+fn drain(c: &mut ChangeReader) -> Vec<ChangeEvent> {
+    std::iter::from_fn(|| c.next_event()).collect()
+}
+
+#[test]
+fn change_log_has_every_write_in_order() {
+    let (_t, dir, name) = setup();
+    let r = VarRegion::create(&dir, &name, &CreateOptions::default()).unwrap();
+    let n = r.add_int(VarSpec::int("n", 0)).unwrap();
+    let f = r.add_float(VarSpec::float("f", 0.0)).unwrap();
+    let s = r.add_str(VarSpec::string("s", 16, "")).unwrap();
+    let rd = RegionReader::open(&dir, &name).unwrap();
+    let mut c = rd.changes().unwrap();
+    assert!(c.next_event().is_none());
+    for i in 1..=1000 {
+        n.set(i);
+    }
+    n.set(1000); // unchanged: not a change
+    f.set(2.5);
+    s.set("hello");
+    let ev = drain(&mut c);
+    assert_eq!(ev.len(), 1002);
+    for (i, e) in ev[..1000].iter().enumerate() {
+        let ChangeEvent::Change(ch) = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(ch.kind, ChangeKind::Value);
+        assert_eq!(rd.spec_by_id(ch.id).unwrap().name, "n");
+        assert_eq!(ch.raw as i64, i as i64 + 1);
+        assert_eq!(ch.seq, ev_seq(&ev[0]) + i as u64);
+    }
+    let ChangeEvent::Change(fc) = ev[1000] else {
+        panic!()
+    };
+    assert_eq!(f64::from_bits(fc.raw), 2.5);
+    let ChangeEvent::Change(sc) = ev[1001] else {
+        panic!()
+    };
+    let sr = rd.string("s").unwrap();
+    assert_eq!(sc.raw, sr.seq(), "the entry names the slot's version");
+    // Additions and retirements are in the log too.
+    let row = r.add_vars(&[VarSpec::int("row.1.a", 7)]).unwrap();
+    r.retire(&row[0]).unwrap();
+    let ev = drain(&mut c);
+    let kinds: Vec<_> = ev
+        .iter()
+        .map(|e| match e {
+            ChangeEvent::Change(c) => (c.kind, c.raw),
+            ChangeEvent::Missed(n) => panic!("missed {n}"),
+        })
+        .collect();
+    assert_eq!(kinds, [(ChangeKind::Added, 7), (ChangeKind::Retired, 0)]);
+}
+
+fn ev_seq(e: &ChangeEvent) -> u64 {
+    match e {
+        ChangeEvent::Change(c) => c.seq,
+        ChangeEvent::Missed(_) => panic!(),
+    }
+}
+
+#[test]
+fn a_reader_that_falls_behind_is_told_exactly_how_much_it_missed() {
+    let (_t, dir, name) = setup();
+    let opts = CreateOptions {
+        log_cap: 64,
+        ..CreateOptions::default()
+    };
+    let r = VarRegion::create(&dir, &name, &opts).unwrap();
+    let n = r.add_int(VarSpec::int("n", 0)).unwrap();
+    let rd = RegionReader::open(&dir, &name).unwrap();
+    let mut c = rd.changes().unwrap();
+    for i in 1..=200 {
+        n.set(i);
+    }
+    let ev = drain(&mut c);
+    assert_eq!(ev[0], ChangeEvent::Missed(200 - 64));
+    let values: Vec<i64> = ev[1..]
+        .iter()
+        .map(|e| match e {
+            ChangeEvent::Change(c) => c.raw as i64,
+            ChangeEvent::Missed(n) => panic!("missed {n}"),
+        })
+        .collect();
+    assert_eq!(values, (137..=200).collect::<Vec<_>>());
+    // With a writer racing a slow reader, seen + missed is always the number written.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let st = stop.clone();
+    let w = std::thread::spawn(move || {
+        for i in 201..=100_200 {
+            n.set(i);
+        }
+        st.store(true, Ordering::Release);
+    });
+    let (mut seen, mut missed, mut last, mut pending) = (0u64, 0u64, 200i64, 0i64);
+    loop {
+        let done = stop.load(Ordering::Acquire);
+        while let Some(e) = c.next_event() {
+            match e {
+                ChangeEvent::Change(ch) => {
+                    // Each value follows the last one seen, plus exactly what was missed.
+                    let v = ch.raw as i64;
+                    assert_eq!(v, last + pending + 1, "missed count is not exact");
+                    last = v;
+                    pending = 0;
+                    seen += 1;
+                }
+                ChangeEvent::Missed(m) => {
+                    missed += m;
+                    pending += m as i64;
+                }
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    w.join().unwrap();
+    assert_eq!(last, 100_200);
+    assert_eq!(seen + missed, 100_000, "seen {seen} missed {missed}");
+}
+
+#[test]
+fn a_waiting_reader_sleeps_on_the_futex_and_wakes_fast() {
+    let (_t, dir, name) = setup();
+    let r = VarRegion::create(&dir, &name, &CreateOptions::default()).unwrap();
+    let n = r.add_int(VarSpec::int("n", 0)).unwrap();
+    let rd = RegionReader::open(&dir, &name).unwrap();
+    let mut c = rd.changes().unwrap();
+    assert!(c.uses_futex());
+    // Nothing to read: the wait times out.
+    let t0 = std::time::Instant::now();
+    assert!(!c.wait(Duration::from_millis(30)));
+    assert!(t0.elapsed() >= Duration::from_millis(25));
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let w = std::thread::spawn(move || {
+        for i in 1..=20 {
+            rx.recv().unwrap();
+            // Let the reader fall asleep first (the latency measured is a wake-up's).
+            std::thread::sleep(Duration::from_millis(5));
+            n.set(i);
+        }
+    });
+    let mut lat = Vec::new();
+    for _ in 0..20 {
+        tx.send(()).unwrap();
+        assert!(c.wait(Duration::from_secs(10)));
+        let woke = now_ns();
+        let Some(ChangeEvent::Change(ch)) = c.next_event() else {
+            panic!()
+        };
+        lat.push(woke.saturating_sub(ch.time_ns));
+    }
+    w.join().unwrap();
+    lat.sort_unstable();
+    let median = lat[lat.len() / 2];
+    assert!(median < 1_000_000, "median wake-up {median} ns: {lat:?}");
+}
