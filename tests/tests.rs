@@ -15,3 +15,4 @@ mod shvar_tool;
 mod spy;
 mod spyctl;
 mod tools_cli;
+mod region_tables;

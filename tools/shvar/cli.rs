@@ -89,13 +89,15 @@ pub struct GetArgs {
     /// Variables: names, or shell-style patterns ('worker.*.state'), each then printed with its name
     #[arg(required = true, value_name = "VAR", add = ArgValueCompleter::new(complete::variable_name))]
     pub vars: Vec<String>,
-    /// Add the time of the last change
+    /// Add the time of the last change and the alarm status and severity (NO_ALARM, MINOR,
+    /// MAJOR), tab separated
     #[arg(short = 'a', long = "all")]
     pub all: bool,
     /// Enums as numbers, not labels
     #[arg(long)]
     pub raw: bool,
-    /// Print JSON: {"VAR": value, ...} (with -a: {"VAR": {"value": v, "changed": t}})
+    /// Print JSON: {"VAR": value, ...} (with -a: {"VAR": {"value": v, "changed": t, "status": s,
+    /// "severity": s}})
     #[arg(long)]
     pub json: bool,
 }

@@ -69,7 +69,7 @@ pub use layout::{
     VERSION,
 };
 pub use log::{Change, ChangeEvent, ChangeKind, ChangeReader};
-pub use schema::{parse_int, Access, Value, VarSpec, VarType};
+pub use schema::{parse_int, Access, AlarmStatus, Severity, Value, VarSpec, VarType};
 
 use crate::dir::{ProcName, RuntimeDir};
 use layout::{
