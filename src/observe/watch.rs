@@ -69,7 +69,7 @@ pub struct WatchOpts {
     #[arg(long)]
     pub json: bool,
     /// Stop after N values (the current values printed first count too)
-    #[arg(short = 'c', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
     /// FLOAT variables: print a change only when it differs from the last value printed by
     /// more than X (EPICS MDEL); other changes are not printed
