@@ -387,3 +387,57 @@ fn spyctl_watch_takes_the_options_of_shvar_watch() {
     c.args(["-n", "tb", "-c", "watch --deadband nope"]);
     env.run(c).expect_code(1).stderr_has("not a deadband");
 }
+
+#[test]
+fn a_watcher_that_missed_additions_and_retirements_catches_up_from_the_schema() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let mut env = Env::new();
+    tabled(&mut env, "tb", &["--log-cap", "16"]);
+    env.shvar(&["cmd", "tb", "add", "2"]).ok();
+    env.wait_until("the rows", || env.get_int("tb", "rows_added") == 2);
+    let mut c = env.command("shvar");
+    c.args(["watch", "tb", "row.*.value", "--json", "--time", "none"]);
+    let pid = env.spawn_capturing("watcher", c);
+    env.wait_until("the watcher to start", || {
+        env.stdout_of("watcher").lines().count() == 2
+    });
+    kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
+    // 10 rows (30 variables, 40 log entries) come and row 1 goes while it does not read.
+    env.shvar(&["cmd", "tb", "add", "10"]).ok();
+    env.wait_until("the rows", || env.get_int("tb", "rows_added") == 12);
+    env.shvar(&["cmd", "tb", "retire-odd"]).ok();
+    env.wait_until("the retirements", || env.get_int("tb", "rows_retired") == 6);
+    kill(Pid::from_raw(pid as i32), Signal::SIGCONT).unwrap();
+    let want: Vec<String> = (2..12)
+        .filter(|k| k % 2 == 0)
+        .map(|k| format!("row.{k}.value"))
+        .collect();
+    env.wait_until("the watcher to catch up", || {
+        let out = env.stdout_of("watcher");
+        want.iter().all(|w| out.contains(w.as_str())) && out.contains("\"removed\":true")
+    });
+    let lines = json_lines(&env.stdout_of("watcher"));
+    assert!(lines
+        .iter()
+        .any(|l| l["missed"].as_u64().is_some_and(|m| m > 0)));
+    // row.1 was being watched: its removal is reported, with when.
+    let removed: Vec<&serde_json::Value> = lines.iter().filter(|l| l["removed"] == true).collect();
+    assert_eq!(removed.len(), 1, "{lines:?}");
+    assert_eq!(removed[0]["var"], "row.1.value");
+    assert!(removed[0]["time_ns"].as_u64().unwrap() > 0);
+    for l in lines.iter().filter(|l| l["added"] == true) {
+        let k: u64 = l["var"].as_str().unwrap()[4..]
+            .split('.')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(l["value"], k, "{l}");
+        assert_eq!(
+            k % 2,
+            0,
+            "an odd row was retired before the watcher looked: {l}"
+        );
+    }
+}

@@ -200,6 +200,8 @@ pub struct Watch {
     changes: ChangeReader,
     watched: HashMap<u32, Watched>,
     queue: VecDeque<Event>,
+    /// The schema was read since the last resync.
+    schema_moved: bool,
     alive: bool,
     last_check: Instant,
 }
@@ -234,6 +236,7 @@ impl Watch {
             changes,
             watched: HashMap::new(),
             queue: VecDeque::new(),
+            schema_moved: false,
             last_check: Instant::now(),
         };
         w.select(!opts.changes_only)?;
@@ -336,13 +339,16 @@ impl Watch {
         let ch = match ev {
             ChangeEvent::Missed(n) => {
                 self.queue.push_back(Event::Missed(n));
+                self.resync();
                 return;
             }
             ChangeEvent::Change(ch) => ch,
         };
         if ch.kind == ChangeKind::Added {
             // The schema has it already (the entry follows the schema line).
-            let _ = self.reader.refresh_schema();
+            if self.reader.refresh_schema().unwrap_or(false) {
+                self.schema_moved = true;
+            }
             let Some(spec) = self.reader.spec_by_id(ch.id).cloned() else {
                 return;
             };
@@ -396,6 +402,64 @@ impl Watch {
             },
             seq: Some(ch.seq),
         });
+    }
+
+    /// After missed changes: what was added or retired meanwhile is not in what was read, so
+    /// the selection is made again from the schema; variables that came are reported with
+    /// their current values, those that went as removed.
+    fn resync(&mut self) {
+        let changed = self.reader.refresh_schema().unwrap_or(false);
+        if !(changed || std::mem::take(&mut self.schema_moved)) {
+            return;
+        }
+        let gone: Vec<u32> = self
+            .watched
+            .keys()
+            .filter(|id| {
+                self.reader
+                    .spec_by_id(**id)
+                    .is_none_or(|s| self.reader.spec(&s.name).is_none_or(|l| l.id != **id))
+            })
+            .copied()
+            .collect();
+        for id in gone {
+            if let Some(w) = self.watched.remove(&id) {
+                let spec = Arc::new(w.var.spec().clone());
+                self.queue.push_back(Event::Removed {
+                    time_ns: self.reader.removed(&spec.name).unwrap_or(0),
+                    spec,
+                });
+            }
+        }
+        let new: Vec<Arc<VarSpec>> = self
+            .reader
+            .specs()
+            .iter()
+            .filter(|s| !self.watched.contains_key(&s.id) && self.selects(&s.name))
+            .cloned()
+            .collect();
+        for spec in new {
+            let Ok(var) = self.reader.find(&spec.name) else {
+                continue;
+            };
+            let Ok(value) = self.reader.read(&var) else {
+                continue;
+            };
+            self.queue.push_back(Event::Value {
+                time_ns: self.reader.changed_ns(&var),
+                spec: spec.clone(),
+                value: value.clone(),
+                origin: Origin::Added,
+                seq: None,
+            });
+            self.watched.insert(
+                spec.id,
+                Watched {
+                    var,
+                    last: number(&value),
+                },
+            );
+        }
     }
 
     /// At most every [`CHECK_EVERY`]: follows a restart of the process and notices it stopping

@@ -825,9 +825,12 @@ impl VarRegion {
         self.state.lock().live.values().cloned().collect()
     }
 
-    /// Names close to `name`, for "did you mean" hints.
+    /// Names close to `name`, for "did you mean" hints; when it was retired, when.
     pub fn suggest(&self, name: &str) -> String {
         let st = self.state.lock();
+        if let Some(&t) = st.tombs.get(name) {
+            return format!(" (it was removed at {})", utc_text(t));
+        }
         suggest(name, st.live.values().map(|s| s.name.as_str()))
     }
 
