@@ -561,3 +561,81 @@ fn a_waiting_reader_sleeps_on_the_futex_and_wakes_fast() {
     let median = lat[lat.len() / 2];
     assert!(median < 1_000_000, "median wake-up {median} ns: {lat:?}");
 }
+
+#[test]
+fn damaged_files_give_errors_never_panics() {
+    let (_t, dir, name) = setup();
+    let opts = CreateOptions {
+        schema_cap: 1024,
+        data_cap: 1024,
+        log_cap: 8,
+    };
+    let r = VarRegion::create(&dir, &name, &opts).unwrap();
+    // Enough to use a second schema chunk, a second data chunk, retirements and log laps.
+    for i in 0..40 {
+        r.add_vars(&[
+            VarSpec::int(&format!("row.{i}.n"), i),
+            VarSpec::string(&format!("row.{i}.s"), 12, "text"),
+        ])
+        .unwrap();
+    }
+    r.retire_prefix("row.3.").unwrap();
+    r.var("row.4.n").unwrap().set(&Value::Int(44));
+    let path = dir.region_path(&name);
+    let good = std::fs::read(&path).unwrap();
+    drop(r);
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let (mut opened, mut refused) = (0, 0);
+    for _ in 0..400 {
+        let mut bad = good.clone();
+        for _ in 0..1 + rnd() % 4 {
+            // Mostly the header, where damage matters most.
+            let at = if rnd() % 2 == 0 {
+                (rnd() % 256) as usize & !7
+            } else {
+                (rnd() as usize % bad.len()) & !7
+            };
+            let v: u64 = match rnd() % 4 {
+                0 => rnd(),
+                1 => rnd() % 4096,
+                2 => u64::MAX,
+                _ => good.len() as u64 + rnd() % 64,
+            };
+            bad[at..at + 8].copy_from_slice(&v.to_ne_bytes());
+        }
+        std::fs::write(&path, &bad).unwrap();
+        match RegionReader::open(&dir, &name) {
+            Err(e) => {
+                assert!(!e.to_string().is_empty());
+                refused += 1;
+            }
+            Ok(mut rd) => {
+                opened += 1;
+                let _ = rd.refresh_schema();
+                for s in rd.specs().to_vec() {
+                    if let Ok(v) = rd.find(&s.name) {
+                        let _ = rd.read(&v);
+                        let _ = rd.changed_ns(&v);
+                    }
+                }
+                if let Some(mut c) = rd.changes() {
+                    for _ in 0..64 {
+                        if c.next_event().is_none() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        opened > 0 && refused > 0,
+        "opened {opened}, refused {refused}"
+    );
+}
