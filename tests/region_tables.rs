@@ -70,7 +70,9 @@ fn json_lines(text: &str) -> Vec<serde_json::Value> {
 #[test]
 fn a_watcher_gets_every_value_of_a_counter_written_at_10_khz() {
     let mut env = Env::new();
-    tabled(&mut env, "tb", &[]);
+    // 6.5 s of writes fit the log: the watcher keeps every value even on a loaded machine
+    // (it normally follows within a millisecond; the default log holds 1.6 s at 10 kHz).
+    tabled(&mut env, "tb", &["--log-cap", "65536"]);
     let mut c = env.command("shvar");
     c.args([
         "watch", "tb", "counter", "--json", "--time", "none", "--count", "20001",
@@ -96,6 +98,10 @@ fn a_watcher_gets_every_value_of_a_counter_written_at_10_khz() {
         last_seq = seq;
         assert!(l.get("missed").is_none());
     }
+    // Written at 10 kHz indeed: 20,000 values over about 2 s.
+    let t = |l: &serde_json::Value| l["time_ns"].as_u64().unwrap() as f64 / 1e9;
+    let span = t(&lines[20000]) - t(&lines[1]);
+    assert!((1.9..4.0).contains(&span), "the burst took {span} s");
 }
 
 #[test]
@@ -204,6 +210,9 @@ fn watch_wildcards_added_and_removed_rows_deadband_and_time_modes() {
     let g = env.shvar(&["get", "tb", "row.1.name"]);
     g.expect_code(1)
         .stderr_has("variable row.1.name was removed by its owner at 20");
+    env.shvar(&["set", "tb", "row.1.name", "x"])
+        .expect_code(1)
+        .stderr_has("no variable row.1.name (it was removed at 20");
 
     // Deadband: only changes of more than 1 from the last printed value; relative times.
     let mut c = env.command("shvar");
