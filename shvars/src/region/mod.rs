@@ -714,7 +714,9 @@ impl VarRegion {
     /// are told it was removed (and when), and its slot is reused by a later addition. Writes
     /// through any handle of it are ignored from now on.
     ///
-    /// Retire a variable only once no other thread of the owner writes it any more.
+    /// In a region with a change log, a write through a handle in another thread at the same
+    /// time lands before the retirement or not at all. Without a change log, retire a variable
+    /// only once no other thread of the owner writes it any more.
     ///
     /// # Errors
     /// [`RetireError::NoSuchVar`] if it is already retired; [`RetireError::Region`] if the
@@ -759,6 +761,10 @@ impl VarRegion {
     }
 
     fn retire_ids(&self, st: &mut OwnerState, ids: &[u32]) -> Result<(), AddError> {
+        // With a change log every owner write holds its lock: taken here, no write through a
+        // handle of these variables is half done while their generation goes to 0, and every
+        // later one sees it (and does nothing).
+        let mut g = self.log.as_ref().map(|l| l.lock());
         let now = now_ns();
         let mut done = Vec::with_capacity(ids.len());
         let mut res = Ok(());
@@ -792,8 +798,7 @@ impl VarRegion {
             done.push(id);
         }
         self.publish_state(st);
-        if let Some(log) = &self.log {
-            let mut g = log.lock();
+        if let Some(g) = &mut g {
             for id in done {
                 g.append(id, KIND_RETIRED, 0, now);
             }

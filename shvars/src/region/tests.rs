@@ -639,3 +639,35 @@ fn damaged_files_give_errors_never_panics() {
         "opened {opened}, refused {refused}"
     );
 }
+
+#[test]
+fn a_stale_handle_writing_in_another_thread_never_lands_in_a_reused_slot() {
+    let (_t, dir, name) = setup();
+    let r = std::sync::Arc::new(VarRegion::create(&dir, &name, &CreateOptions::default()).unwrap());
+    let first = r.add_int(VarSpec::int("x0", 0)).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let st = stop.clone();
+    let w = std::thread::spawn(move || {
+        let mut i = 0i64;
+        while !st.load(Ordering::Relaxed) {
+            i += 1;
+            first.set(-i);
+            first.add(-1);
+        }
+    });
+    let mut prev = "x0".to_owned();
+    for g in 1..2000 {
+        r.retire_name(&prev).unwrap();
+        prev = format!("x{g}");
+        let v = r.add_int(VarSpec::int(&prev, 5)).unwrap();
+        for _ in 0..20 {
+            assert_eq!(
+                v.get(),
+                5,
+                "a write of the retired variable landed in its successor"
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    w.join().unwrap();
+}
