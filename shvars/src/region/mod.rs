@@ -604,8 +604,8 @@ impl VarRegion {
             }
         }
         self.publish_state(&st);
-        drop(st);
-        // The additions in the change log, after they are in the schema.
+        // The additions in the change log, after they are in the schema and before anything
+        // else can be logged of them (a retirement takes the state lock first).
         if let Some(log) = &self.log {
             let mut g = log.lock();
             for v in &out {
@@ -613,6 +613,7 @@ impl VarRegion {
                 g.append(v.id, KIND_ADDED, value, t);
             }
         }
+        drop(st);
         res.map(|()| out)
     }
 
