@@ -243,6 +243,17 @@ impl ChangeReader {
         Some(ChangeEvent::Missed(1))
     }
 
+    /// Appends to `out` every event since the position, at most `max`; returns how many.
+    pub fn poll(&mut self, out: &mut Vec<ChangeEvent>, max: usize) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Some(e) = self.next_event() else { break };
+            out.push(e);
+            n += 1;
+        }
+        n
+    }
+
     /// Sleeps until the owner writes a change this reader has not read, or `timeout` passes
     /// (the owner stopping also wakes it). Returns whether there is something to read.
     pub fn wait(&self, timeout: Duration) -> bool {
