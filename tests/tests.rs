@@ -11,6 +11,7 @@ mod hostile;
 mod isectd;
 mod lvsmon;
 mod readme;
+mod region_tables;
 mod shvar_tool;
 mod spy;
 mod spy_fresh;

@@ -45,7 +45,7 @@ pub enum Verb {
     Get(GetArgs),
     /// Change a R/W variable through its owner (checked there); prints VAR: old -> new
     Set(SetArgs),
-    /// Print a line per change of the variables, with its time (like camonitor)
+    /// Print every change of the variables, in order, with its time (like camonitor)
     Watch(WatchArgs),
     /// Send a command to a process and print its reply
     Cmd(CmdArgs),
@@ -89,13 +89,15 @@ pub struct GetArgs {
     /// Variables: names, or shell-style patterns ('worker.*.state'), each then printed with its name
     #[arg(required = true, value_name = "VAR", add = ArgValueCompleter::new(complete::variable_name))]
     pub vars: Vec<String>,
-    /// Add the time of the last change
+    /// Add the time of the last change and the alarm status and severity (NO_ALARM, MINOR,
+    /// MAJOR), tab separated
     #[arg(short = 'a', long = "all")]
     pub all: bool,
     /// Enums as numbers, not labels
     #[arg(long)]
     pub raw: bool,
-    /// Print JSON: {"VAR": value, ...} (with -a: {"VAR": {"value": v, "changed": t}})
+    /// Print JSON: {"VAR": value, ...} (with -a: {"VAR": {"value": v, "changed": t, "status": s,
+    /// "severity": s}})
     #[arg(long)]
     pub json: bool,
 }
@@ -121,18 +123,8 @@ pub struct WatchArgs {
     /// Process name
     #[arg(add = ArgValueCompleter::new(complete::process_name))]
     pub name: String,
-    /// Variables (all of them if none given)
-    #[arg(value_name = "VAR", add = ArgValueCompleter::new(complete::variable_name))]
-    pub vars: Vec<String>,
-    /// Time between looks (a number of seconds, or 500ms, 2s...)
-    #[arg(short, long, value_name = "DURATION", default_value = "0.1", value_parser = parse_secs)]
-    pub interval: f64,
-    /// Stop after this many lines
-    #[arg(long, value_name = "N")]
-    pub count: Option<u64>,
-    /// Enums as numbers, not labels
-    #[arg(long)]
-    pub raw: bool,
+    #[command(flatten)]
+    pub opts: daqproc::observe::watch::WatchOpts,
 }
 
 #[derive(Debug, Args)]

@@ -89,6 +89,16 @@ pub enum OpenError {
         /// Ours.
         supported: u32,
     },
+    /// The file was written by an older version of the framework.
+    #[error("{} has region format version {found}, this tool reads only version {supported}: the process runs an older framework; restart it with the current one, or read it with the shvar of its version", path.display())]
+    TooOld {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: u32,
+        /// Ours.
+        supported: u32,
+    },
     /// The owner is still creating it.
     #[error("{} is still being created by its owner; try again", path.display())]
     NotReady {
@@ -109,6 +119,14 @@ pub enum ReadError {
         var: String,
         /// A suggestion.
         hint: String,
+    },
+    /// The owner retired the variable.
+    #[error("variable {var} was removed by its owner{}", removed_text(*removed_ns))]
+    Removed {
+        /// The variable.
+        var: String,
+        /// When, ns since the epoch (0 if unknown).
+        removed_ns: u64,
     },
     /// A string kept changing during every retry.
     #[error("variable {0} is being rewritten too often to read a stable value; try again")]
@@ -171,6 +189,14 @@ pub enum SetError {
     },
 }
 
+fn removed_text(ns: u64) -> String {
+    if ns == 0 {
+        String::new()
+    } else {
+        format!(" at {}", super::utc_text(ns))
+    }
+}
+
 fn range_text(min: Option<f64>, max: Option<f64>) -> String {
     match (min, max) {
         (Some(a), Some(b)) => format!("allowed {a} to {b}"),
@@ -197,6 +223,15 @@ pub enum AddError {
         /// Which area ran out.
         what: &'static str,
     },
+    /// The file could not grow.
+    #[error("cannot grow the region {}: {source}", path.display())]
+    Grow {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
     /// The variable exists with another type.
     #[error("variable {name} is {found}, not {wanted}")]
     WrongType {
@@ -207,4 +242,15 @@ pub enum AddError {
         /// The type asked for.
         wanted: &'static str,
     },
+}
+
+/// Retiring a variable failed.
+#[derive(Debug, Error)]
+pub enum RetireError {
+    /// No live variable of that name (or handle).
+    #[error("no variable {0} to retire (never added, or already retired)")]
+    NoSuchVar(String),
+    /// The schema could not grow to record the retirement.
+    #[error(transparent)]
+    Region(#[from] AddError),
 }
