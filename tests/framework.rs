@@ -428,8 +428,11 @@ fn statistics_cadence_and_update() {
         ],
     );
     std::thread::sleep(std::time::Duration::from_millis(300));
-    // Automatic refresh disabled: nothing published yet beyond the reset at start.
+    // Automatic refresh disabled: nothing published yet beyond the reset at start, and the
+    // update times say "no update yet" (issue 12).
     assert_eq!(env.get_int("t1", "sg_events"), 0);
+    assert_eq!(env.get_int("t1", "sg_uptime"), 0);
+    assert_eq!(env.get_int("t1", "sl_uptime"), 0);
     env.shvar(&["cmd", "t1", "update"]).ok();
     let ev = env.get_int("t1", "sg_events");
     assert!(ev > 10, "sg_events {ev}");

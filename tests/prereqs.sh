@@ -16,6 +16,8 @@ DEB=(
   "prometheus-blackbox-exporter prometheus-blackbox-exporter"
   "man man-db"
   "python3 python3"
+  "etcd etcd-server"
+  "ngircd ngircd"
 )
 # "module-or-command package==version" (the module is tried with python3 -c 'import X')
 PIP=(

@@ -175,3 +175,94 @@ pub struct ServeArgs {
           value_parser = daqproc::observe::metrics::http::parse_listen)]
     pub listen: std::net::SocketAddr,
 }
+
+/// The arguments of a plain `shvar get` (`get NAME VAR... [-a|--all] [--raw] [--json]`, in any
+/// order), recognised without building the parser; `None` for anything else (another verb, any
+/// other flag, `--`, a missing variable, text that is not UTF-8, a shell asking for completions),
+/// which then goes through the parser as always. The two must agree: tests compare them.
+pub fn fast_get<I: IntoIterator<Item = std::ffi::OsString>>(args: I) -> Option<GetArgs> {
+    if std::env::var_os("COMPLETE").is_some() {
+        return None;
+    }
+    let mut args = args.into_iter().skip(1);
+    if args.next()? != "get" {
+        return None;
+    }
+    let mut a = GetArgs {
+        name: String::new(),
+        vars: Vec::new(),
+        all: false,
+        raw: false,
+        json: false,
+    };
+    let mut name = None;
+    for arg in args {
+        let arg = arg.into_string().ok()?;
+        match arg.as_str() {
+            // A flag given twice is an error of the parser's: leave it to say so.
+            "-a" | "--all" if !a.all => a.all = true,
+            "--raw" if !a.raw => a.raw = true,
+            "--json" if !a.json => a.json = true,
+            s if s.starts_with('-') || s.is_empty() => return None,
+            _ if name.is_none() => name = Some(arg),
+            _ => a.vars.push(arg),
+        }
+    }
+    a.name = name?;
+    if a.vars.is_empty() {
+        return None;
+    }
+    Some(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast path takes exactly what the parser would take, with the same meaning.
+    #[test]
+    fn fast_get_agrees_with_the_parser() {
+        let cases: &[&[&str]] = &[
+            &["get", "t1", "runstate"],
+            &["get", "t1", "a", "b", "worker.*.state"],
+            &["get", "-a", "t1", "runstate"],
+            &["get", "t1", "--json", "runstate", "--raw"],
+            &["get", "t1", "runstate", "--all", "--json", "--raw"],
+            &["get", "t1", "runstate", "-a", "-a"],
+            &["get", "t1"],
+            &["get"],
+            &["get", "--", "t1", "x"],
+            &["get", "-x", "t1", "x"],
+            &["get", "--dir", "/tmp", "t1", "x"],
+            &["--dir", "/tmp", "get", "t1", "x"],
+            &["get", "t1", "x", "--help"],
+            &["get", "t1", ""],
+            &["list"],
+            &["dump", "t1"],
+        ];
+        for case in cases {
+            let argv = std::iter::once("shvar").chain(case.iter().copied());
+            let fast = fast_get(argv.clone().map(Into::into));
+            let parsed = Cli::try_parse_from(argv);
+            if let Some(f) = fast {
+                let Ok(Cli {
+                    verb: Verb::Get(p),
+                    dir: None,
+                    wait: None,
+                    ..
+                }) = parsed
+                else {
+                    panic!("{case:?}: the fast path took what the parser does not: {parsed:?}");
+                };
+                assert_eq!(
+                    (f.name, f.vars, f.all, f.raw, f.json),
+                    (p.name, p.vars, p.all, p.raw, p.json),
+                    "{case:?}"
+                );
+            }
+        }
+        // And it does take the plain forms.
+        assert!(fast_get(["shvar", "get", "t1", "runstate"].map(Into::into)).is_some());
+        assert!(fast_get(["shvar", "get", "t1", "x", "--json", "-a"].map(Into::into)).is_some());
+    }
+}

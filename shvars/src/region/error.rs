@@ -19,17 +19,37 @@ pub enum CreateError {
         pid: u32,
     },
     /// The file system refused.
-    #[error("cannot create the region {}: {source}", path.display())]
+    #[error("cannot create the region {}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
+        /// The cause (in the message; not a `source`, which `{:#}` would print twice).
+        error: io::Error,
     },
     /// The requested capacities are unusable.
     #[error("bad region size: {0}")]
     BadSize(String),
+    /// The region of a dead owner is locked by someone else (a squatter), in a file this user
+    /// may not replace.
+    #[error(
+        "{name} cannot start: its region {} is locked by {holders}, not by a live {name} (its \
+         last owner, pid {pid}, is gone), and the file belongs to uid {uid}, so we may not \
+         replace it. Ask that user or root to stop the locker and remove the file, or use \
+         another name (-n) or runtime directory (--dir)",
+        path.display()
+    )]
+    Squatted {
+        /// The process name.
+        name: String,
+        /// The region file.
+        path: PathBuf,
+        /// The dead owner recorded in it.
+        pid: u32,
+        /// The file's owner.
+        uid: u32,
+        /// Who holds a lock on it, from /proc/locks.
+        holders: String,
+    },
 }
 
 /// Opening a region for reading failed.
@@ -44,13 +64,12 @@ pub enum OpenError {
         dir: String,
     },
     /// The file could not be opened or mapped.
-    #[error("cannot open the region {}: {source}", path.display())]
+    #[error("cannot open the region {}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
+        /// The cause (in the message; not a `source`, which `{:#}` would print twice).
+        error: io::Error,
     },
     /// The file is not a region, is damaged or truncated.
     #[error("{} is not a usable variable region: {why} (remove it with `shvar cleanup` if its owner is dead)", path.display())]
@@ -205,13 +224,12 @@ pub enum AddError {
         what: &'static str,
     },
     /// The file could not grow.
-    #[error("cannot grow the region {}: {source}", path.display())]
+    #[error("cannot grow the region {}: {error}", path.display())]
     Grow {
         /// The file.
         path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
+        /// The cause (in the message; not a `source`, which `{:#}` would print twice).
+        error: io::Error,
     },
     /// The variable exists with another type.
     #[error("variable {name} is {found}, not {wanted}")]

@@ -50,6 +50,7 @@ mod layout;
 mod log;
 mod mapping;
 mod schema;
+mod squat;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -234,17 +235,18 @@ fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
     a.dev() == b.dev() && a.ino() == b.ino()
 }
 
-/// Reads the owner pid recorded in a region file, if it looks like one.
-fn recorded_pid(file: &File) -> u32 {
+/// The owner's pid and the time it made the region, from the header (0s if unreadable).
+fn recorded_owner(file: &File) -> (u32, u64) {
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     if len < HEADER_SIZE as u64 {
-        return 0;
+        return (0, 0);
     }
     match Mapping::map(file, HEADER_SIZE, false) {
-        Ok(m) if m.header().magic.load(Ordering::Relaxed) == u64::from_ne_bytes(MAGIC) => {
-            m.header().owner_pid.load(Ordering::Relaxed)
-        }
-        _ => 0,
+        Ok(m) if m.header().magic.load(Ordering::Relaxed) == u64::from_ne_bytes(MAGIC) => (
+            m.header().owner_pid.load(Ordering::Relaxed),
+            m.header().owner_start_ns.load(Ordering::Relaxed),
+        ),
+        _ => (0, 0),
     }
 }
 
@@ -321,11 +323,11 @@ impl VarRegion {
         let path = dir.region_path(name);
         let io_err = |source| CreateError::Io {
             path: path.clone(),
-            source,
+            error: source,
         };
         let mut contended = 0;
         for _ in 0..50 {
-            match OpenOptions::new().read(true).write(true).open(&path) {
+            match crate::open::open_regular(&path, true) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     let (tmp, file) = Self::make_file(&path, name, &plan, state).map_err(io_err)?;
                     // link() refuses to replace: if someone created the region meanwhile we
@@ -339,6 +341,23 @@ impl VarRegion {
                         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                         Err(e) => return Err(io_err(e)),
                     }
+                }
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    // A FIFO, socket or link where our region goes: ours (or, for root,
+                    // anyone's) is removed and the start goes on; another user's stays, and
+                    // the error says what and whose it is.
+                    let m = fs::symlink_metadata(&path).map_err(io_err)?;
+                    let me = nix::unistd::geteuid().as_raw();
+                    if m.is_dir() || (m.uid() != me && me != 0) {
+                        return Err(io_err(e));
+                    }
+                    fs::remove_file(&path).map_err(io_err)?;
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    // Another user's region (this one may only read it): say whether a live
+                    // owner has it, or a squatter holds a dead one's.
+                    return Err(Self::foreign(&path, name).unwrap_or_else(|| io_err(e)));
                 }
                 Err(e) => return Err(io_err(e)),
                 Ok(old) => {
@@ -362,9 +381,39 @@ impl VarRegion {
                             std::thread::sleep(Duration::from_millis(5));
                             continue;
                         }
-                        return Err(CreateError::AlreadyRunning {
+                        let (pid, created) = recorded_owner(&old);
+                        if squat::owner_pid_alive(pid, created) {
+                            return Err(CreateError::AlreadyRunning {
+                                name: name.to_string(),
+                                pid,
+                            });
+                        }
+                        // The owner is dead, yet someone holds a lock: a squatter (flock
+                        // needs only read access). A file of ours goes (the fresh one is then
+                        // made with link(), which only one newcomer wins); another user's is
+                        // named, with its lockers.
+                        let m = old.metadata().map_err(io_err)?;
+                        let me = nix::unistd::geteuid().as_raw();
+                        if m.uid() == me || me == 0 {
+                            match fs::remove_file(&path) {
+                                Ok(()) => {}
+                                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                                Err(e) => return Err(io_err(e)),
+                            }
+                            contended = 0;
+                            continue;
+                        }
+                        let holders = squat::lock_holders(&old);
+                        return Err(CreateError::Squatted {
                             name: name.to_string(),
-                            pid: recorded_pid(&old),
+                            path: path.clone(),
+                            pid,
+                            uid: m.uid(),
+                            holders: if holders.is_empty() {
+                                "another process".to_owned()
+                            } else {
+                                holders.join(", ")
+                            },
                         });
                     }
                     // Stale: we hold the old file's lock, so no other newcomer can be here.
@@ -381,6 +430,35 @@ impl VarRegion {
         Err(io_err(io::Error::other(
             "the region kept changing under us (another process is starting with the same name?)",
         )))
+    }
+
+    /// Why another user's region file at `path`, which we may not replace, is in the way: its
+    /// live owner, or the squatter holding the lock of a dead one (`None`: neither).
+    fn foreign(path: &Path, name: &ProcName) -> Option<CreateError> {
+        let f = crate::open::open_regular(path, false).ok()?;
+        // flock needs no write access: an exclusive try tells whether anyone holds any lock.
+        if f.try_lock().is_ok() {
+            return None;
+        }
+        let (pid, created) = recorded_owner(&f);
+        if squat::owner_pid_alive(pid, created) {
+            return Some(CreateError::AlreadyRunning {
+                name: name.to_string(),
+                pid,
+            });
+        }
+        let holders = squat::lock_holders(&f);
+        Some(CreateError::Squatted {
+            name: name.to_string(),
+            path: path.to_owned(),
+            pid,
+            uid: f.metadata().ok()?.uid(),
+            holders: if holders.is_empty() {
+                "another process".to_owned()
+            } else {
+                holders.join(", ")
+            },
+        })
     }
 
     /// Makes and locks a fresh region in a temporary file next to `path`.
@@ -498,9 +576,9 @@ impl VarRegion {
                 what: "file (4 GiB at most)",
             });
         }
-        let io = |source| AddError::Grow {
+        let io = |error| AddError::Grow {
             path: self.path.clone(),
-            source,
+            error,
         };
         self.file.set_len(new_len as u64).map_err(io)?;
         st.map = Arc::new(Mapping::map(&self.file, new_len, true).map_err(io)?);
@@ -864,14 +942,22 @@ impl VarRegion {
 
 /// Whether a live process holds the owner's lock on the region file at `path`, without reading
 /// the file (which may be damaged). `None` if the file cannot be opened.
+///
+/// A lock alone proves nothing (any reader may hold one: a squatter): when the file has a
+/// region header, the owner recorded in it must also be running.
 pub fn owner_alive(path: &Path) -> Option<bool> {
-    let f = File::open(path).ok()?;
+    let f = crate::open::open_regular(path, false).ok()?;
     match f.try_lock_shared() {
         Ok(()) => {
             let _ = f.unlock();
             Some(false)
         }
-        Err(_) => Some(true),
+        // A file without a readable region header (another kind of file, such as a circular
+        // buffer, or a damaged region) has only its lock to go by.
+        Err(_) => {
+            let pid = recorded_owner(&f).0;
+            Some(pid == 0 || squat::pid_runs(pid))
+        }
     }
 }
 
@@ -1330,12 +1416,15 @@ impl RegionReader {
     /// [`OpenError::TooOld`] if the file is not a region this code can read.
     pub fn open(dir: &RuntimeDir, name: &ProcName) -> Result<RegionReader, OpenError> {
         let path = dir.region_path(name);
-        match File::open(&path) {
+        match crate::open::open_regular(&path, false) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(OpenError::NotFound {
                 name: name.to_string(),
                 dir: dir.to_string(),
             }),
-            Err(source) => Err(OpenError::Io { path, source }),
+            Err(source) => Err(OpenError::Io {
+                path,
+                error: source,
+            }),
             Ok(f) => Self::from_file_waiting(f, path),
         }
     }
@@ -1347,9 +1436,11 @@ impl RegionReader {
             match Self::from_file(file, path.clone()) {
                 Err(OpenError::NotReady { .. }) if owner_alive(&path) == Some(true) => {
                     std::thread::sleep(Duration::from_millis(10));
-                    file = File::open(&path).map_err(|source| OpenError::Io {
-                        path: path.clone(),
-                        source,
+                    file = crate::open::open_regular(&path, false).map_err(|source| {
+                        OpenError::Io {
+                            path: path.clone(),
+                            error: source,
+                        }
                     })?;
                 }
                 r => return r,
@@ -1363,9 +1454,9 @@ impl RegionReader {
     /// # Errors
     /// As [`RegionReader::open`].
     pub fn open_path(path: &Path) -> Result<RegionReader, OpenError> {
-        let f = File::open(path).map_err(|source| OpenError::Io {
+        let f = crate::open::open_regular(path, false).map_err(|source| OpenError::Io {
             path: path.to_owned(),
-            source,
+            error: source,
         })?;
         Self::from_file_waiting(f, path.to_owned())
     }
@@ -1384,7 +1475,7 @@ impl RegionReader {
         };
         let meta = file.metadata().map_err(|source| OpenError::Io {
             path: path.clone(),
-            source,
+            error: source,
         })?;
         if !meta.is_file() {
             return Err(corrupt("not a regular file".to_owned()));
@@ -1397,7 +1488,7 @@ impl RegionReader {
         }
         let head = Mapping::map(&file, HEADER_SIZE, false).map_err(|source| OpenError::Io {
             path: path.clone(),
-            source,
+            error: source,
         })?;
         let h = head.header();
         if h.magic.load(Ordering::Acquire) != u64::from_ne_bytes(MAGIC) {
@@ -1465,7 +1556,7 @@ impl RegionReader {
         drop(head);
         let map = Mapping::map(&file, fsize as usize, false).map_err(|source| OpenError::Io {
             path: path.clone(),
-            source,
+            error: source,
         })?;
         let mut r = RegionReader {
             map: Arc::new(map),
@@ -1499,9 +1590,9 @@ impl RegionReader {
         let actual = self
             .file
             .metadata()
-            .map_err(|source| OpenError::Io {
+            .map_err(|error| OpenError::Io {
                 path: self.path.clone(),
-                source,
+                error,
             })?
             .len();
         if fsize > actual {
@@ -1510,9 +1601,9 @@ impl RegionReader {
             )));
         }
         let map =
-            Mapping::map(&self.file, fsize as usize, false).map_err(|source| OpenError::Io {
+            Mapping::map(&self.file, fsize as usize, false).map_err(|error| OpenError::Io {
                 path: self.path.clone(),
-                source,
+                error,
             })?;
         // Handles made before keep the old mapping, which stays valid: the file never shrinks.
         self.map = Arc::new(map);
@@ -1683,13 +1774,18 @@ impl RegionReader {
 
     /// Whether the owner process is alive: it holds the exclusive lock on the file. This is
     /// right even after the pid has been reused by an unrelated process.
+    ///
+    /// A lock alone proves nothing (any reader may hold one: a squatter): the recorded owner
+    /// must also be running.
     pub fn is_alive(&self) -> bool {
         match self.file.try_lock_shared() {
             Ok(()) => {
                 let _ = self.file.unlock();
                 false
             }
-            Err(_) => true,
+            // (The pid straight from the header: `info` copies the name, and a loop that must
+            // not allocate asks this.)
+            Err(_) => squat::pid_runs(self.map.header().owner_pid.load(Ordering::Relaxed)),
         }
     }
 
