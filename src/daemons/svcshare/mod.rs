@@ -684,8 +684,14 @@ impl Svcshare {
             g.token,
             g.since.elapsed().as_secs_f64()
         ));
-        if let Peers::Etcd { tx, .. } = &self.peers {
-            let _ = tx.send(ToEtcd::Release(g.token));
+        match &self.peers {
+            Peers::Etcd { tx, .. } => {
+                let _ = tx.send(ToEtcd::Release(g.token));
+            }
+            // Still ours in the file (a late renewal): free it now rather than at its end.
+            Peers::Local { lock, .. } => {
+                let _ = lock.release(g.token);
+            }
         }
         self.publish();
     }
