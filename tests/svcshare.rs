@@ -277,6 +277,8 @@ fn svcshare_commands_and_aliases_follow_the_seed() {
     env.wait_until("a waiting", || state(&env, "a") == "WAITING");
     let tok_b = env.get_int("b", "token");
     assert!(tok_b > tok_a, "tokens grow: {tok_a} then {tok_b}");
+    // a's pause command ran with the token of the grant it ended.
+    assert_eq!(lines(&a_paused).last(), Some(&tok_a.to_string()));
     assert_eq!(env.get("a", "holder"), "b");
     ok(&env, "a", "peers").contains("b has the smallest queue");
     // done: b's queue empties, it gives the resource back; a (still asking) takes it.

@@ -1045,8 +1045,13 @@ fn halt(m: &mut Svcshare, ctx: &mut Ctx, a: &[String]) -> Outcome {
     } else {
         "halted indefinitely (until unhalt, force or restart): no elections, an empty queue reported to peers".to_owned()
     };
-    m.give_back(ctx, "halt");
-    m.pause_client(ctx, 0, "halt");
+    // Holding: giving back pauses the client; else pause it anyway (it may have been resumed
+    // behind our back), as the seed's halt does.
+    if m.grant.is_some() {
+        m.give_back(ctx, "halt");
+    } else {
+        m.pause_client(ctx, 0, "halt");
+    }
     ctx.log().info(&text);
     m.round(ctx);
     Ok(text.into())
@@ -1075,8 +1080,13 @@ fn pause(m: &mut Svcshare, ctx: &mut Ctx, _: &[String]) -> Outcome {
     let had_force = m.force != Force::None;
     m.want = false;
     m.force = Force::None;
-    m.give_back(ctx, "pause");
-    m.pause_client(ctx, 0, "pause");
+    // Holding: giving back pauses the client; else pause it anyway (it may have been resumed
+    // behind our back), as the seed's pause does.
+    if m.grant.is_some() {
+        m.give_back(ctx, "pause");
+    } else {
+        m.pause_client(ctx, 0, "pause");
+    }
     ctx.log().info("paused by command");
     m.round(ctx);
     Ok(if had_force {
