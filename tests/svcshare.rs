@@ -504,18 +504,49 @@ fn a_framework_process_is_paused_and_resumed_through_its_control_socket() {
     env.wait_until("ticker running", || {
         env.get("t1", "runstate") == "RUNNING_STATE"
     });
-    svcshare(&mut env, "s1", &["--client", "t1"]);
+    // The ticker's writable `label` carries the grant's token.
+    svcshare(
+        &mut env,
+        "s1",
+        &["--client", "t1", "--client-token-var", "label"],
+    );
     env.wait_until("the client paused at start", || {
         env.get("t1", "runstate") == "PAUSE_STATE"
     });
+    assert_eq!(env.get("t1", "label"), "0");
     ok(&env, "s1", "election");
     env.wait_until("the client resumed", || {
         env.get("t1", "runstate") == "RUNNING_STATE"
     });
+    assert_eq!(
+        env.get("t1", "label"),
+        env.get_int("s1", "token").to_string()
+    );
     ok(&env, "s1", "pause");
     assert_eq!(env.get("t1", "runstate"), "PAUSE_STATE");
+    assert_eq!(env.get("t1", "label"), "0");
     let ev = ok(&env, "s1", "events 50");
     assert!(ev.contains("client resumed under token"), "{ev}");
+    // A client that cannot carry the token is not resumed.
+    env.ticker("t2", &["-c", "init", "-c", "start"]);
+    svcshare(
+        &mut env,
+        "s3",
+        &[
+            "--client",
+            "t2",
+            "--client-token-var",
+            "nosuchvar",
+            "--share",
+            "third",
+        ],
+    );
+    ok(&env, "s3", "election");
+    env.wait_until("the stamp error", || {
+        env.get("s3", "lasterror")
+            .contains("refused to take the token in nosuchvar")
+    });
+    assert_eq!(env.get("t2", "runstate"), "PAUSE_STATE");
     // A client that is not there: a clear error, in the reply's log.
     svcshare(&mut env, "s2", &["--client", "nosuch", "--share", "other"]);
     let r = ok(&env, "s2", "election");

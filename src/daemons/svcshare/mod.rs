@@ -352,7 +352,7 @@ impl Svcshare {
             parts.push(format!("proxy {} -> {}", g.listen, g.upstream));
         }
         match &self.opts.client {
-            Some(Client::Framework(n)) => parts.push(format!("framework process {n}")),
+            Some(Client::Framework(n, _)) => parts.push(format!("framework process {n}")),
             Some(Client::Commands { .. }) => parts.push("pause/resume commands".to_owned()),
             None => {}
         }
