@@ -550,11 +550,13 @@ fn a_framework_process_is_paused_and_resumed_through_its_control_socket() {
     // A client that is not there: a clear error, in the reply's log.
     svcshare(&mut env, "s2", &["--client", "nosuch", "--share", "other"]);
     let r = ok(&env, "s2", "election");
-    assert!(r.contains("running under token"), "{r}");
     env.wait_until("the error", || {
-        env.get("s2", "lasterror")
-            .contains("cannot send 'resume' to the client nosuch")
+        ok(&env, "s2", "events 50").contains("cannot send 'resume' to the client nosuch")
     });
+    // ... and the resource is not kept from the others meanwhile.
+    assert!(r.contains("PAUSED"), "{r}");
+    assert_eq!(state(&env, "s2"), "PAUSED");
+    assert_eq!(env.get("s2", "holder"), "");
 }
 
 #[test]

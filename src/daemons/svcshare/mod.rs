@@ -574,7 +574,16 @@ impl Svcshare {
                 Ok(t) => ctx
                     .log()
                     .info(format!("client resumed under token {token}: {t}")),
-                Err(e) => ctx.error(&format!("resuming the client: {e}")),
+                Err(e) => {
+                    // A client that cannot run must not keep the resource from the others.
+                    ctx.error(&format!(
+                        "resuming the client: {e}; giving the resource back and no longer asking (fix the client, then election)"
+                    ));
+                    self.want = false;
+                    self.force = Force::None;
+                    self.give_back(ctx, "the client could not be resumed");
+                    return;
+                }
             }
         }
         self.pump_gate(ctx);
