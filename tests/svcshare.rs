@@ -1176,3 +1176,58 @@ fn with_a_channel_key_the_channel_commands_and_outsiders_are_refused() {
     dave.reply("keybot", "dave", "refused");
     assert_eq!(env.get_int("k", "queue"), 1);
 }
+
+#[test]
+fn a_region_of_another_user_never_joins_the_board() {
+    let who = crate::need_stranger!();
+    let mut env = Env::new();
+    env.share();
+    // The stranger runs a svcshare of the same share in a directory of its own, asks to run
+    // with an empty queue (it would win every election), then moves its live region into ours.
+    let own = env.path("strange");
+    std::fs::create_dir(&own).unwrap();
+    nix::unistd::chown(
+        &own,
+        Some(nix::unistd::Uid::from_raw(who.uid)),
+        Some(nix::unistd::Gid::from_raw(who.gid)),
+    )
+    .unwrap();
+    let mut c = env.command_as("svcshare", who);
+    c.args([
+        "-n",
+        "evil",
+        "--poll",
+        "10ms",
+        "--pause-cmd",
+        "true",
+        "--resume-cmd",
+        "true",
+    ])
+    .arg("--dir")
+    .arg(&own);
+    env.spawn("evil", c);
+    let sv = |args: &[&str]| {
+        let mut c = env.command_as("shvar", who);
+        c.arg("--dir").arg(&own).args(args);
+        env.run(c)
+    };
+    env.wait_until("the stranger's svcshare", || {
+        sv(&["cmd", "evil", "version"]).code == 0
+    });
+    sv(&["cmd", "evil", "election"]).ok();
+    let st = env
+        .program_as("/bin/mv", who)
+        .arg(own.join("evil.shv"))
+        .arg(env.path("evil.shv"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    cmd_peer(&mut env, "a", &[]);
+    ok(&env, "a", "enq x");
+    ok(&env, "a", "enq y");
+    let r = ok(&env, "a", "election");
+    assert!(r.contains("a is the only candidate"), "{r}");
+    let board = ok(&env, "a", "peers");
+    assert!(!board.contains("evil"), "{board}");
+    assert_eq!(env.get_int("a", "peers"), 0);
+}
