@@ -73,11 +73,11 @@ impl Drop for Producer {
     }
 }
 
-fn start_farm(env: &mut Env, name: &str, buffer: &str) -> u16 {
+pub fn start_farm(env: &mut Env, name: &str, buffer: &str) -> u16 {
     start_farm_on(env, name, buffer, 0)
 }
 
-fn start_farm_on(env: &mut Env, name: &str, buffer: &str, port: u16) -> u16 {
+pub fn start_farm_on(env: &mut Env, name: &str, buffer: &str, port: u16) -> u16 {
     let mut c = env.command("farmspydaemon");
     let (init, set) = (format!("init {buffer}"), format!("set port {port}"));
     c.args(["-n", name, "-c", &init, "-c", &set, "-c", "start"]);
@@ -136,7 +136,7 @@ fn events_flow_end_to_end() {
 
 /// Starts rspydaemon NAME on local buffer LNAME. It fetches whether or not anybody reads (a
 /// huge lookahead) unless `extra` sets lookahead itself: the low-load policy has its own test.
-fn start_spy(env: &mut Env, name: &str, lname: &str, extra: &[&str]) -> u32 {
+pub fn start_spy(env: &mut Env, name: &str, lname: &str, extra: &[&str]) -> u32 {
     let mut c = env.command("rspydaemon");
     let init = format!("init {lname}");
     c.args(["-n", name, "-c", "set lookahead 1000000000", "-c", &init])
@@ -152,7 +152,7 @@ fn start_spy(env: &mut Env, name: &str, lname: &str, extra: &[&str]) -> u32 {
 }
 
 /// Reads `n` events from `r`, checking payloads and order; returns the last event number.
-fn read_events(env: &Env, r: &mut SamplingReader, n: usize, size: usize, after: u64) -> u64 {
+pub fn read_events(env: &Env, r: &mut SamplingReader, n: usize, size: usize, after: u64) -> u64 {
     let mut buf = vec![0u8; size.max(4096) * 2];
     let mut got = 0;
     let mut last = after;
@@ -182,7 +182,7 @@ fn read_events(env: &Env, r: &mut SamplingReader, n: usize, size: usize, after: 
     last
 }
 
-fn cmd(env: &Env, name: &str, line: &[&str]) -> crate::util::Out {
+pub fn cmd(env: &Env, name: &str, line: &[&str]) -> crate::util::Out {
     let mut args = vec!["cmd", name];
     args.extend_from_slice(line);
     env.shvar(&args)
@@ -454,6 +454,9 @@ fn maxevents_takes_effect_while_running() {
         &[
             "-c",
             "set circsize 8000000",
+            // The backlog is old by the time it is fetched: ask for old events.
+            "-c",
+            "set maxage_ms 0",
             "-c",
             "init",
             "-c",
@@ -622,7 +625,7 @@ fn rspy_killed_and_restarted_readers_reattach() {
 }
 
 /// A fake farm: accepts connections and does `f` with each.
-fn fake_farm(f: impl Fn(std::net::TcpStream) + Send + Sync + 'static) -> u16 {
+pub fn fake_farm(f: impl Fn(std::net::TcpStream) + Send + Sync + 'static) -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let f = Arc::new(f);
@@ -792,7 +795,7 @@ fn the_main_job_runs_the_chain_and_leaves_nothing() {
     assert!(!std::path::Path::new(&dir).exists(), "{dir} left behind");
 }
 
-fn start_evgen(env: &mut Env, name: &str, buffer: &str, extra: &[&str]) -> u32 {
+pub fn start_evgen(env: &mut Env, name: &str, buffer: &str, extra: &[&str]) -> u32 {
     let mut c = env.command("evgen");
     c.args(["-n", name, "--buffer", buffer]).args(extra);
     let pid = env.spawn(name, c);

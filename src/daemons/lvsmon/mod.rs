@@ -70,6 +70,7 @@ pub fn region_sizes(checks: usize) -> CreateOptions {
     CreateOptions {
         schema_cap: d.schema_cap.max(rows * rows::COLUMNS.len() * 320),
         data_cap: d.data_cap.max(rows * 256),
+        log_cap: d.log_cap,
     }
 }
 
