@@ -948,11 +948,17 @@ fn never_two_holders_with_etcd_peers_through_holder_death_stop_and_an_etcd_resta
 
 /// A real IRC server (Debian's ngircd) on a loopback port chosen now.
 fn ngircd(env: &mut Env) -> u16 {
+    let port = free_port();
+    ngircd_on(env, port);
+    port
+}
+
+/// ngircd on `port`.
+fn ngircd_on(env: &mut Env, port: u16) {
     let bin = ["/usr/sbin/ngircd", "/usr/bin/ngircd"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
         .expect("ngircd is missing: install Debian's ngircd (tests/prereqs.sh does: apt-get install -y ngircd)");
-    let port = free_port();
     let conf = env.path("ngircd.conf");
     std::fs::write(
         &conf,
@@ -967,7 +973,6 @@ fn ngircd(env: &mut Env) -> u16 {
     env.wait_until("ngircd to listen", || {
         TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
-    port
 }
 
 /// A scripted IRC user.
@@ -1230,4 +1235,32 @@ fn a_region_of_another_user_never_joins_the_board() {
     let board = ok(&env, "a", "peers");
     assert!(!board.contains("evil"), "{board}");
     assert_eq!(env.get_int("a", "peers"), 0);
+}
+
+#[test]
+fn the_irc_front_comes_back_after_the_server_restarts() {
+    let mut env = Env::new();
+    let port = ngircd(&mut env);
+    let server = format!("127.0.0.1:{port}");
+    cmd_peer(
+        &mut env,
+        "r",
+        &["--irc", &server, "--channel", "#share", "--nick", "rbot"],
+    );
+    let joins = |env: &Env| env.stderr_of("r").matches("irc: joined #share").count();
+    env.wait_until("rbot to join", || joins(&env) == 1);
+    env.kill9("ngircd");
+    env.wait_until("rbot to notice", || {
+        env.get("r", "lasterror").contains("irc: connection to")
+    });
+    ngircd_on(&mut env, port);
+    env.wait_until("rbot to join again", || joins(&env) == 2);
+    let mut u = IrcUser::connect(port, "alice");
+    u.send("JOIN #share");
+    u.expect(
+        |l| l.starts_with(":alice!") && l.contains(" JOIN "),
+        "alice's join",
+    );
+    u.say("#share", ".version");
+    u.reply("rbot", "#share", "svcshare ");
 }
