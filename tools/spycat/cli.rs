@@ -29,7 +29,18 @@ use crate::uri::SourceSpec;
 pub struct Cli {
     /// What to read: NAME, /PATH, spy:NAME, `remote://HOST[:PORT][?OPTIONS]` or
     /// `remote:spy:BUFFER@HOST[:PORT][?OPTIONS]`
-    #[arg(value_name = "SOURCE", value_parser = crate::uri::parse)]
+    #[arg(
+        value_name = "SOURCE",
+        value_parser = crate::uri::parse,
+        required_unless_present = "name"
+    )]
+    pub source_arg: Option<SourceSpec>,
+    /// The local buffer to read by name, as -n names the process in every tool (`evgen -n
+    /// gen1` writes the buffer gen1); instead of SOURCE
+    #[arg(short = 'n', long, value_name = "NAME", conflicts_with = "source_arg")]
+    pub name: Option<String>,
+    /// The source resolved from SOURCE or --name.
+    #[arg(skip)]
     pub source: SourceSpec,
     /// Runtime directory [default: $SHVAR_DIR, else /dev/shm/shvars, else $XDG_RUNTIME_DIR/shvars]
     #[arg(long, value_name = "DIR")]
@@ -41,7 +52,7 @@ pub struct Cli {
     #[arg(short = 'q', long)]
     pub quiet: bool,
     /// Stop after N events
-    #[arg(short = 'n', long, value_name = "N")]
+    #[arg(long, value_name = "N")]
     pub count: Option<u64>,
     /// Keep reading as events arrive; re-attach when the producer re-creates the buffer
     #[arg(short = 'f', long)]
@@ -62,6 +73,26 @@ pub struct Cli {
     pub from: Option<From>,
     #[command(flatten)]
     pub extras: daqproc::support::cli::Extras,
+}
+
+impl Cli {
+    /// Sets `source` from SOURCE or --name.
+    ///
+    /// # Errors
+    /// The old usage `-n N` (a count): what to write instead.
+    pub fn resolve(&mut self) -> Result<(), String> {
+        if let Some(n) = &self.name {
+            if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!(
+                    "-n {n}: -n now names the buffer to read (-n is --name in every tool); to stop after {n} events write --count {n}"
+                ));
+            }
+            self.source = SourceSpec::Local(n.clone());
+        } else if let Some(s) = self.source_arg.take() {
+            self.source = s;
+        }
+        Ok(())
+    }
 }
 
 /// Where to start.

@@ -28,6 +28,12 @@ pub enum SourceSpec {
     Remote(RemoteSpec),
 }
 
+impl Default for SourceSpec {
+    fn default() -> Self {
+        SourceSpec::Local(String::new())
+    }
+}
+
 /// Where and how to read from a farm spy daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteSpec {
