@@ -8,7 +8,8 @@ use crate::uri::SourceSpec;
 /// Read the events of a circular buffer, or of a farm spy daemon over the network: a line per
 /// event (`EVNR SIZE ok|BAD`, the checksum of an evgen payload), or the raw payloads.
 ///
-/// SOURCE is a local buffer (`B_1_1`, `/tmp/B_1_1`, `spy:B_1_1`) or a farm spy daemon
+/// SOURCE is a local buffer (`B_1_1`, `/tmp/B_1_1`, `spy:B_1_1`), a spy data file
+/// (`file:run1.spy`, as --save writes one) or a farm spy daemon
 /// (`remote://HOST[:PORT]?mode=next|latest|push&maxevents=N&maxbytes=N`, or KLOE's
 /// `remote:spy:BUFFER@HOST[:PORT]?max_events_per_packet=N`; port 2115 by default). Lost events
 /// are the sampling reader's, or those the daemon skipped.
@@ -65,6 +66,10 @@ pub struct Cli {
     /// bad event (lost events are reported, not failed)
     #[arg(long)]
     pub verify: bool,
+    /// Also write every event read to FILE, a spy data file (read it back with `spycat
+    /// file:FILE`, replay it with ybosspydaemon)
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
     /// Print events/s, MB/s and lost events to stderr: every second with --follow, and at the end
     #[arg(long)]
     pub stats: bool,

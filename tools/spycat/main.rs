@@ -4,6 +4,7 @@
 
 mod cat;
 mod cli;
+mod file;
 mod local;
 mod remote;
 mod report;
