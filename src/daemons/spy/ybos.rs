@@ -24,7 +24,7 @@ use shvars::region::{IntVar, StrVar, VarSpec};
 use super::datafile::DataFileReader;
 use crate::framework::eventlog::EventLog;
 use crate::framework::stats::{Stats, StatsConfig};
-use crate::framework::{App, BoxError, Command, Ctx, Outcome, ProcessSpec, TICK};
+use crate::framework::{App, BoxError, Command, Ctx, Outcome, ProcessSpec, RunState, TICK};
 
 /// How the framework runs a ybos spy daemon.
 pub const SPEC: ProcessSpec = ProcessSpec {
@@ -359,7 +359,9 @@ impl App for Ybos {
             Command::pause("Pause the replay").handler(pause),
             Command::resume("Resume the replay").handler(resume),
             Command::update("Update the shared variables now"),
-            Command::end("End the replay").handler(end),
+            Command::end("End the replay")
+                .allowed(&[RunState::Running, RunState::Pause])
+                .handler(end),
         ]
     }
 
