@@ -27,7 +27,7 @@ pub struct Cli {
     /// Producer rate of the freshness measurement, events/s
     #[arg(long, default_value_t = 2000)]
     pub rate: u64,
-    /// rspydaemon's maxage_ms in the freshness measurement
+    /// rspydaemon's maxage_ms (in both measurements; 0: no age bound)
     #[arg(long, default_value_t = 500)]
     pub maxage_ms: u64,
     #[command(flatten)]
