@@ -1,0 +1,4 @@
+//! `cagateway`: every variable of every live local framework process served as an EPICS
+//! Channel Access process variable. See docs/ca.md.
+
+pub mod proto;
