@@ -138,6 +138,11 @@ impl Gateway {
             port: gauge(ctx, "port", "The TCP port CA clients connect to")?,
         };
         let tick = cfg.tick;
+        ctx.region().add_float(
+            VarSpec::float("tick_ms", tick.as_secs_f64() * 1e3)
+                .unit("ms")
+                .desc("How often watched variables are compared with their last value"),
+        )?;
         let dir = ctx.dir().clone();
         let intf = cfg.intf.clone();
         let udp_port = cfg.port;

@@ -15,9 +15,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use std::os::fd::{AsFd, AsRawFd};
+
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use shvars::region::IntVar;
 use shvars::{ProcName, RuntimeDir};
 
@@ -324,6 +328,8 @@ impl Drop for Handle {
 }
 
 const WAKER: Token = Token(0);
+/// The monitor tick: a timerfd, so the tick may be shorter than poll's millisecond.
+const TICK: Token = Token(usize::MAX - 1);
 const LISTENER_BASE: usize = 1;
 const UDP_BASE: usize = 64;
 const CIRCUIT_BASE: usize = 1024;
@@ -410,6 +416,16 @@ pub fn start<S: Source + Send + 'static>(
         };
         udps.push((u, announce));
     }
+    let ticker = TimerFd::new(
+        ClockId::CLOCK_MONOTONIC,
+        TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    poll.registry().register(
+        &mut mio::unix::SourceFd(&ticker.as_fd().as_raw_fd()),
+        TICK,
+        Interest::READABLE,
+    )?;
     let beacon_sock = StdUdp::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0))?;
     beacon_sock.set_broadcast(true)?;
     beacon_sock.set_nonblocking(true)?;
@@ -460,6 +476,8 @@ pub fn start<S: Source + Send + 'static>(
             budget: Budget::default(),
         },
         tick: cfg.tick,
+        ticker,
+        ticking: false,
         echo_after: cfg.echo_after,
     };
     let thread = std::thread::Builder::new()
@@ -493,6 +511,8 @@ struct Server<S: Source> {
     log: Arc<EventLog>,
     core: Core<S>,
     tick: Duration,
+    ticker: TimerFd,
+    ticking: bool,
     echo_after: Duration,
 }
 
@@ -513,27 +533,28 @@ struct Core<S: Source> {
 impl<S: Source> Server<S> {
     fn run(&mut self) {
         let mut events = Events::with_capacity(1024);
-        let mut next_tick = Instant::now();
         let mut next_house = Instant::now() + HOUSEKEEPING;
         let mut changes = Vec::new();
         let mut gone = Vec::new();
         while !self.stop.load(Ordering::Relaxed) {
-            let now = Instant::now();
-            let mut deadline = next_house.min(self.beacon_next);
-            let ticking = self.core.source.tick();
-            if ticking.is_some() {
-                deadline = deadline.min(next_tick);
-            }
-            let timeout = deadline.saturating_duration_since(now);
+            self.arm_tick();
+            let deadline = next_house.min(self.beacon_next);
+            let timeout = deadline.saturating_duration_since(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     self.log.error(format!("CA server: poll failed: {e}"));
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
+            let mut tick_due = false;
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {}
+                    TICK => {
+                        // Read the expiry count; an error only means it was read already.
+                        let _ = self.ticker.wait();
+                        tick_due = true;
+                    }
                     Token(t) if (LISTENER_BASE..UDP_BASE).contains(&t) => {
                         self.accept(t - LISTENER_BASE)
                     }
@@ -565,17 +586,12 @@ impl<S: Source> Server<S> {
                 let id = d.reply.circuit;
                 self.with_circuit(id, |core, _, c| core.put_done(c, d));
             }
-            let now = Instant::now();
-            if let Some(tick) = self.core.source.tick() {
-                if now >= next_tick {
-                    changes.clear();
-                    self.core.source.changes(&mut changes);
-                    self.deliver(&changes);
-                    next_tick = now + tick;
-                }
-            } else {
-                next_tick = now;
+            if tick_due && self.ticking {
+                changes.clear();
+                self.core.source.changes(&mut changes);
+                self.deliver(&changes);
             }
+            let now = Instant::now();
             if now >= self.beacon_next {
                 self.beacon();
             }
@@ -583,12 +599,32 @@ impl<S: Source> Server<S> {
                 self.housekeeping();
                 next_house = now + HOUSEKEEPING;
             }
-            let _ = self.tick;
         }
         // Leaving: close every circuit (clients reconnect to the next gateway).
         let ids: Vec<usize> = self.circuits.keys().copied().collect();
         for id in ids {
             self.close(id, None);
+        }
+    }
+
+    /// Runs the monitor tick while something is watched, stops it when nothing is.
+    fn arm_tick(&mut self) {
+        let want = self.core.source.tick().is_some();
+        if want == self.ticking {
+            return;
+        }
+        let r = if want {
+            let t = TimeSpec::from_duration(self.tick);
+            self.ticker
+                .set(Expiration::Interval(t), TimerSetTimeFlags::empty())
+        } else {
+            self.ticker.unset()
+        };
+        match r {
+            Ok(()) => self.ticking = want,
+            Err(e) => self
+                .log
+                .error(format!("CA server: cannot set the monitor timer: {e}")),
         }
     }
 
@@ -828,13 +864,6 @@ impl<S: Source> Server<S> {
         for (id, why) in drop {
             self.close(id, Some(Closing::Unresponsive(why)));
         }
-        let (mut channels, mut monitors) = (0, 0);
-        for c in self.circuits.values() {
-            channels += c.channels.len();
-            monitors += c.nsubs;
-        }
-        self.core.counters.channels.set(channels as i64);
-        self.core.counters.monitors.set(monitors as i64);
         self.core
             .counters
             .processes
@@ -1050,6 +1079,7 @@ impl<S: Source> Core<S> {
             sid,
         )
         .encode(&mut c.out);
+        self.counters.channels.add(1);
         c.channels.insert(
             sid,
             Channel {
@@ -1243,6 +1273,7 @@ impl<S: Source> Core<S> {
         }
         ch.subs.insert(subid, sub);
         c.nsubs += 1;
+        self.counters.monitors.add(1);
     }
 
     /// Appends a monitor update for `sub`; false (and nothing appended) if the value cannot
@@ -1303,6 +1334,7 @@ impl<S: Source> Core<S> {
     }
 
     fn unwatch(&mut self, id: usize, sid: u32, subid: u32, watch: WatchId) {
+        self.counters.monitors.add(-1);
         if let Some(v) = self.watchers.get_mut(&watch) {
             v.retain(|e| *e != (id, sid, subid));
             if v.is_empty() {
@@ -1314,6 +1346,7 @@ impl<S: Source> Core<S> {
 
     fn drop_channel(&mut self, id: usize, c: &mut Circuit, sid: u32) {
         if let Some(ch) = c.channels.remove(&sid) {
+            self.counters.channels.add(-1);
             for (subid, sub) in ch.subs {
                 c.nsubs -= 1;
                 self.unwatch(id, sid, subid, sub.watch);
