@@ -3,6 +3,7 @@
 
 mod util;
 
+mod cagateway;
 mod circ_tools;
 mod ecosystem;
 mod event_loop;
