@@ -10,6 +10,7 @@
 
 mod chain;
 mod cli;
+mod fresh;
 mod tcp;
 
 use std::process::ExitCode;
@@ -46,6 +47,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &cli::Cli) -> anyhow::Result<()> {
+    if cli.freshness {
+        return fresh::run(cli);
+    }
     let dur = Duration::from_secs_f64(cli.duration);
     println!(
         "spybench: {} runs of {:.1} s each, interleaved; mode {}; medians",

@@ -224,13 +224,12 @@ pub enum AddError {
         what: &'static str,
     },
     /// The file could not grow.
-    #[error("cannot grow the region {}: {source}", path.display())]
+    #[error("cannot grow the region {}: {error}", path.display())]
     Grow {
         /// The file.
         path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
+        /// The cause (in the message; not a `source`, which `{:#}` would print twice).
+        error: io::Error,
     },
     /// The variable exists with another type.
     #[error("variable {name} is {found}, not {wanted}")]

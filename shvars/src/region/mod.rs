@@ -576,9 +576,9 @@ impl VarRegion {
                 what: "file (4 GiB at most)",
             });
         }
-        let io = |source| AddError::Grow {
+        let io = |error| AddError::Grow {
             path: self.path.clone(),
-            source,
+            error,
         };
         self.file.set_len(new_len as u64).map_err(io)?;
         st.map = Arc::new(Mapping::map(&self.file, new_len, true).map_err(io)?);
@@ -1590,9 +1590,9 @@ impl RegionReader {
         let actual = self
             .file
             .metadata()
-            .map_err(|source| OpenError::Io {
+            .map_err(|error| OpenError::Io {
                 path: self.path.clone(),
-                error: source,
+                error,
             })?
             .len();
         if fsize > actual {
@@ -1601,9 +1601,9 @@ impl RegionReader {
             )));
         }
         let map =
-            Mapping::map(&self.file, fsize as usize, false).map_err(|source| OpenError::Io {
+            Mapping::map(&self.file, fsize as usize, false).map_err(|error| OpenError::Io {
                 path: self.path.clone(),
-                error: source,
+                error,
             })?;
         // Handles made before keep the old mapping, which stays valid: the file never shrinks.
         self.map = Arc::new(map);

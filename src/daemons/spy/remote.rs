@@ -439,6 +439,7 @@ fn prefetch(
     let mut fetch_size: u64 = 64 << 10;
     let mut avg_event: u64 = 1024;
     let mut last_skipped: u64 = 0;
+    let mut last_full = false;
     while !control.stop.load(Ordering::Relaxed) {
         if writer.is_none() {
             // The buffer could not be re-created: try again every second.
@@ -522,11 +523,13 @@ fn prefetch(
                     mark = arrivals.pop_front().map(|(_, pos)| pos);
                 }
                 if let Some(pos) = mark {
+                    // What the furthest reader consumed goes quietly; the rest expires unread.
+                    w.expire_before(consumed_mark.min(pos));
                     let n = w.expire_before(pos);
                     if n > 0 {
                         vars.expired.add(n as i64);
                         // Readers did not take all we fetched: fetch less at a time.
-                        fetch_size = (fetch_size / 2).max(avg_event);
+                        fetch_size = (fetch_size / 4).max(avg_event);
                     }
                 }
             }
@@ -549,11 +552,15 @@ fn prefetch(
             let ahead = act.head.saturating_sub(consumed_mark);
             let lookahead = vars.lookahead.get().max(0) as u64;
             if act.active > 0 && maxage_ms > 0 {
+                // The last packet was as large as asked for (the farm had more), and readers
+                // took all of it within a quarter of the time it may stay: fetch more.
                 if ahead == 0
                     && in_flight == 0
-                    && last_arrival.is_some_and(|t| t.elapsed() < local_age / 2)
+                    && last_full
+                    && last_arrival.is_some_and(|t| t.elapsed() < local_age / 4)
                 {
                     fetch_size = (fetch_size * 2).min(MAX_FETCH);
+                    last_full = false;
                 }
                 wanted = ahead < fetch_size / 2 + 1;
             } else {
@@ -682,6 +689,7 @@ fn prefetch(
                     let now = Instant::now();
                     last_arrival = Some(now);
                     avg_event = bytes.checked_div(n).unwrap_or(avg_event).max(1);
+                    last_full = bytes + avg_event > u64::from(limits.1) / 2;
                     if let Some(w) = writer.as_ref() {
                         arrivals.push_back((now, w.position()));
                     }

@@ -38,6 +38,8 @@ pub const IDLE_EVICT: Duration = Duration::from_secs(5);
 pub const SERVE_PACKET_BYTES: usize = 4 << 20;
 /// How often a blocked read or write looks at the stop flag and its deadline.
 const SLICE: Duration = Duration::from_millis(200);
+/// How often a connection waiting for a request with an age bound looks at the buffer.
+const WATCH_SLICE: Duration = Duration::from_millis(10);
 
 /// The connections being served, so that `end` can close them and a new client can take the
 /// slot of one that sits idle.
@@ -223,6 +225,7 @@ pub fn serve(
         shared,
         Some(Instant::now() + FIRST_REQUEST_TIMEOUT),
         slot,
+        None,
     ) {
         Ok(Some(r)) => r,
         Ok(None) => return End::Normal,
@@ -314,7 +317,8 @@ pub fn serve(
         conn.shrink();
         if req.mode != Mode::Push {
             // Wait for the next request: idle meanwhile (the slot may go to a new client).
-            match read_request(&mut sock, shared, None, slot) {
+            let watch = (req.maxage_ms > 0).then_some((&mut conn, &reader));
+            match read_request(&mut sock, shared, None, slot, watch) {
                 Ok(Some(r)) => req = r,
                 Ok(None) => return End::Normal,
                 Err(e) => return e,
@@ -553,8 +557,12 @@ fn read_request(
     shared: &FarmShared,
     first: Option<Instant>,
     slot: &SlotHandle,
+    mut watch: Option<(&mut Conn, &SamplingReader)>,
 ) -> Result<Option<Request>, End> {
-    let _ = sock.set_read_timeout(Some(SLICE));
+    // While an age bound is asked for, look at the buffer's newest event often: ages are
+    // estimated from these sightings.
+    let slice = if watch.is_some() { WATCH_SLICE } else { SLICE };
+    let _ = sock.set_read_timeout(Some(slice));
     let mut rb = [0u8; REQUEST_SIZE];
     let mut got = 0;
     let mut deadline = first;
@@ -606,7 +614,12 @@ fn read_request(
                     io::ErrorKind::WouldBlock
                         | io::ErrorKind::TimedOut
                         | io::ErrorKind::Interrupted
-                ) => {}
+                ) =>
+            {
+                if let Some((conn, reader)) = watch.as_mut() {
+                    conn.observe(reader);
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break Err(Ok(None)),
             Err(e) => break Err(Err(End::Io(e))),
         }
