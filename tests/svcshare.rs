@@ -1264,3 +1264,30 @@ fn the_irc_front_comes_back_after_the_server_restarts() {
     u.say("#share", ".version");
     u.reply("rbot", "#share", "svcshare ");
 }
+
+#[test]
+fn a_holder_that_exits_pauses_its_client_and_hands_over_at_once() {
+    let mut env = Env::new();
+    cmd_peer(&mut env, "a", &["--ttl", "30s"]);
+    cmd_peer(&mut env, "b", &["--ttl", "30s"]);
+    ok(&env, "a", "election");
+    env.wait_until("a running", || state(&env, "a") == "RUNNING");
+    let tok = env.get_int("a", "token");
+    ok(&env, "b", "enq big");
+    ok(&env, "b", "election");
+    assert_eq!(state(&env, "b"), "WAITING");
+    env.signal("a", Signal::SIGTERM);
+    assert_eq!(env.wait_exit("a"), 0);
+    // a paused its client with the grant's token on its way out, and gave the lease back:
+    // b runs without waiting for the 30 s lease to end.
+    let (a_paused, _) = files_of(&env, "a");
+    assert_eq!(lines(&a_paused).last(), Some(&tok.to_string()));
+    assert!(
+        env.stderr_of("a")
+            .contains(&format!("(token {tok}): exiting")),
+        "{}",
+        env.stderr_of("a")
+    );
+    env.wait_until("b running", || state(&env, "b") == "RUNNING");
+    assert!(env.get_int("b", "token") > tok);
+}

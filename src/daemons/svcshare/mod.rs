@@ -276,7 +276,7 @@ impl Svcshare {
         let peers = match &opts.etcd {
             None => Peers::Local {
                 lock: LocalLock::open(ctx.dir().path(), &opts.share, &me, opts.ttl)?,
-                board: LocalBoard::new(ctx.dir().clone(), &opts.share, &me, opts.ttl),
+                board: LocalBoard::new(ctx.dir().clone(), &opts.share, &me, opts.ttl)?,
             },
             Some(cfg) => {
                 if opts.ttl.subsec_nanos() != 0 || opts.ttl < Duration::from_secs(2) {
