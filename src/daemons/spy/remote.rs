@@ -555,14 +555,15 @@ fn prefetch(
                 // The last packet was as large as asked for (the farm had more), and readers
                 // took all of it within a quarter of the time it may stay: fetch more.
                 if ahead == 0
-                    && in_flight == 0
                     && last_full
                     && last_arrival.is_some_and(|t| t.elapsed() < local_age / 4)
                 {
                     fetch_size = (fetch_size * 2).min(MAX_FETCH);
                     last_full = false;
                 }
-                wanted = ahead < fetch_size / 2 + 1;
+                // Readers that take everything at full size: fetch at full speed, as without
+                // a bound (what they do not take expires).
+                wanted = fetch_size >= MAX_FETCH || ahead < fetch_size / 2 + 1;
             } else {
                 wanted = act.active > 0 || ahead < lookahead;
             }
