@@ -262,6 +262,17 @@ fn issue12_a_buffer_path_replaces_only_a_stale_buffer_in_a_buffer_directory() {
         .expect_code(1)
         .stderr_has("is not a directory for buffers");
     assert!(std::fs::read_dir(&sub).unwrap().next().is_none());
+    // Unless the operator allows it.
+    let mut c = env.command("rspydaemon");
+    c.env("SHVAR_BUFFER_DIRS", &sub).args([
+        "-n",
+        "spy2",
+        "-c",
+        &format!("init {}", inside.display()),
+    ]);
+    let pid = env.spawn("spy2", c);
+    env.wait_ready("spy2", pid);
+    env.wait_until("spy2 to create its buffer there", || inside.exists());
     // A stale buffer (its producer was killed) is taken over.
     crate::spy::start_evgen(&mut env, "gen2", "B_stale", &["--rate", "100"]);
     env.kill9("gen2");
