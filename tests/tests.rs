@@ -3,6 +3,7 @@
 
 mod util;
 
+mod cagateway;
 mod circ_tools;
 mod ecosystem;
 mod event_loop;
@@ -11,6 +12,7 @@ mod hostile;
 mod isectd;
 mod lvsmon;
 mod readme;
+mod region_tables;
 mod shvar_tool;
 mod spy;
 mod spy_fresh;
@@ -18,4 +20,5 @@ mod spy_hostile;
 mod spy_kloe;
 mod spy_seed;
 mod spyctl;
+mod svcshare;
 mod tools_cli;

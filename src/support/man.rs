@@ -20,10 +20,13 @@ const TOOLS: &[&str] = &[
     "ybosspydaemon",
     "spybench",
     "spydemo",
+    "svcshare",
 ];
 
 /// Tools that are not framework processes (no region of their own).
-const CLIENTS: &[&str] = &["shvar", "spyctl", "spycat", "spybench", "spydemo"];
+const CLIENTS: &[&str] = &[
+    "shvar", "spyctl", "spycat", "spybench", "spydemo", "svcsoak",
+];
 
 /// Escapes text for roff: backslashes, and a leading dot or quote.
 fn esc(s: &str) -> String {

@@ -3,12 +3,17 @@
 //! never touched.
 
 use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use shvars::region::RegionReader;
 use shvars::RuntimeDir;
+
+fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
 
 use crate::cli::CleanupArgs;
 
@@ -103,8 +108,25 @@ pub fn run(dir: &RuntimeDir, a: &CleanupArgs) -> anyhow::Result<ExitCode> {
         let Some(f) = fname.to_str() else { continue };
         let path = e.path();
         if let Some(stem) = f.strip_suffix(".shv") {
-            let Ok(file) = File::open(&path) else {
-                continue;
+            // Never File::open: a FIFO planted under a region's name would block forever.
+            let file = match shvars::open::open_regular(&path, false) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    // Not a region at all: ours (or anyone's, for root) goes; another user's
+                    // is named and kept.
+                    match fs::symlink_metadata(&path) {
+                        Ok(m) if !m.is_dir() && (m.uid() == euid() || euid() == 0) => {
+                            let what = format!(
+                                "{} in place of a region",
+                                shvars::open::kind_text(m.file_type())
+                            );
+                            remove(&path, a.dry_run, &what);
+                        }
+                        _ => println!("kept {}: {e}", path.display()),
+                    }
+                    continue;
+                }
+                Err(_) => continue,
             };
             if file.try_lock().is_err() {
                 kept += 1;

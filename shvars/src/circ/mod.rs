@@ -40,7 +40,7 @@
 //!   a live file and re-create a buffer under a new inode (see [`FileStorage`]).
 
 mod error;
-mod futex;
+pub(crate) mod futex;
 mod layout;
 mod reader;
 mod readers;

@@ -156,6 +156,7 @@ impl<S: Storage> Core<S> {
     /// so that losses count from the start. `None` if it cannot be told (the record is being
     /// overwritten).
     fn seq_at(&self, p: u64) -> Option<u64> {
+        let p = align8(p);
         let h = self.v.header();
         let written = h.events_written.load(Ordering::Acquire);
         if p >= h.head.load(Ordering::Acquire) {
@@ -198,8 +199,13 @@ impl<S: Storage> Core<S> {
         }
     }
 
+    /// Moves to stream position `p`, which may come from the shared header (damaged, or
+    /// written by a hostile reader with write access): rounded up to a multiple of 8, so that a
+    /// record header is never read at an unaligned offset (a position that is not a record
+    /// start then fails `decode` like any stale one).
     #[inline]
     fn set_pos(&mut self, p: u64) {
+        let p = align8(p);
         self.rpos = p;
         self.roff = p % self.ring;
     }
@@ -921,4 +927,11 @@ impl<'r, S: Storage> Peeked<'r, S> {
             }),
         }
     }
+}
+
+/// `p` rounded up to a multiple of 8 (record starts are; a position read from the shared header
+/// may not be).
+#[inline]
+fn align8(p: u64) -> u64 {
+    p.saturating_add(7) & !7
 }

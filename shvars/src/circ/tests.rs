@@ -494,6 +494,41 @@ fn reader_activity_tells_who_reads_and_how_far() {
     assert_eq!(w.reader_activity(Duration::ZERO).active, 0);
 }
 
+/// A damaged (or hostile) header with positions that are not multiples of 8: readers never read a
+/// record header at an unaligned offset (a debug build checks every such access), they only
+/// find no valid record there and resynchronise.
+#[test]
+fn unaligned_positions_in_the_header_are_never_used_as_offsets() {
+    let (mem, mut w) = heap(4096);
+    for n in 1..=20u64 {
+        write_ev(&mut w, n, 40);
+    }
+    let h = w.header();
+    let (tail, head, last) = (
+        h.tail.load(std::sync::atomic::Ordering::Relaxed),
+        h.head.load(std::sync::atomic::Ordering::Relaxed),
+        h.last.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    h.tail.store(tail + 3, std::sync::atomic::Ordering::Relaxed);
+    h.last.store(last + 5, std::sync::atomic::Ordering::Relaxed);
+    let mut buf = vec![0u8; 2048];
+    for start in [StartAt::Oldest, StartAt::Latest, StartAt::Next] {
+        let mut r = SamplingReader::on_storage(mem.clone(), start).unwrap();
+        for _ in 0..25 {
+            match r.try_read(&mut buf) {
+                Ok(ev) => check(ev.evnr, &buf[..ev.len]),
+                Err(_) => break,
+            }
+        }
+    }
+    // Lossless readers register at the (damaged) tail too.
+    let mut l = LosslessReader::on_storage(mem.clone(), StartAt::Oldest).unwrap();
+    let _ = l.try_read(&mut buf);
+    h.tail.store(head - 1, std::sync::atomic::Ordering::Relaxed);
+    let mut r = SamplingReader::on_storage(mem, StartAt::Oldest).unwrap();
+    let _ = r.try_read(&mut buf);
+}
+
 #[test]
 fn expired_events_are_skipped_and_counted_as_lost() {
     let (mem, mut w) = heap(1 << 16);
