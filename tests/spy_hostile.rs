@@ -89,6 +89,11 @@ fn issue12_farm_memory_is_bounded_for_clients_that_do_not_read() {
     });
     assert_eq!(env.get_int("farm1", "clients"), 0);
     let grown = peak.saturating_sub(base);
+    eprintln!(
+        "8 clients that do not read: farm RssAnon {} KiB -> peak {} KiB",
+        base >> 10,
+        peak >> 10
+    );
     assert!(
         grown < 8 * (5 << 20),
         "8 clients that do not read grew the farm by {} MiB",
