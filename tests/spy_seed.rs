@@ -222,3 +222,23 @@ fn issue12_circfulls_count_how_often_the_buffers_went_full() {
         env.get_int("spy1", "circfulls") > 2
     });
 }
+
+#[test]
+fn issue12_pause_answers_at_once_while_the_farm_is_unreachable() {
+    let mut env = Env::new();
+    // Nobody listens there: rspydaemon backs off between attempts.
+    let port = crate::util::free_port();
+    start_spy(
+        &mut env,
+        "spy1",
+        "L_1",
+        &["-c", &format!("start 127.0.0.1 {port}")],
+    );
+    env.wait_until("a failed attempt", || {
+        env.get("spy1", "lasterror").contains("cannot connect")
+    });
+    cmd(&env, "spy1", &["pause"])
+        .ok()
+        .stdout_has("paused: no new events");
+    cmd(&env, "spy1", &["resume"]).ok();
+}

@@ -469,6 +469,10 @@ fn prefetch(
             in_flight = 0;
         }
         if conn.is_none() {
+            if paused {
+                // Not connected: nothing in flight, so nothing more arrives until `resume`.
+                control.drained.fetch_add(1, Ordering::SeqCst);
+            }
             let now = Instant::now();
             if now < next_try {
                 std::thread::sleep((next_try - now).min(Duration::from_millis(20)));
