@@ -16,6 +16,7 @@ mod shvar_tool;
 mod spy;
 mod spy_fresh;
 mod spy_hostile;
+mod spy_onecopy;
 mod spy_seed;
 mod spyctl;
 mod svcshare;

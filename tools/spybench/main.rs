@@ -10,20 +10,21 @@
 
 mod chain;
 mod cli;
+mod cpu;
 mod tcp;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 /// Min and max.
-fn spread(v: &[f64]) -> (f64, f64) {
+pub(crate) fn spread(v: &[f64]) -> (f64, f64) {
     v.iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
             (lo.min(x), hi.max(x))
         })
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
     if n % 2 == 1 {
@@ -46,6 +47,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &cli::Cli) -> anyhow::Result<()> {
+    if cli.cpu {
+        return cpu::run(cli);
+    }
     let dur = Duration::from_secs_f64(cli.duration);
     println!(
         "spybench: {} runs of {:.1} s each, interleaved; mode {}; medians",

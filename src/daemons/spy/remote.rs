@@ -16,7 +16,7 @@ use shvars::circ::{CircWriter, WriteError};
 use shvars::region::{IntVar, StrVar, VarSpec};
 
 use super::client::{SpyClient, SpyError};
-use super::proto::{Mode, Request, Status};
+use super::proto::{Mode, Request, Status, VERSION};
 use crate::framework::eventlog::EventLog;
 use crate::framework::state::SERVING;
 use crate::framework::stats::{Stats, StatsConfig};
@@ -600,6 +600,7 @@ fn prefetch(
                 in_flight = 1;
                 limits = want;
                 c.request(&Request {
+                    version: VERSION,
                     mode,
                     max_events,
                     max_bytes,
@@ -627,6 +628,7 @@ fn prefetch(
                 };
                 fresh_start = false;
                 r = c.request(&Request {
+                    version: VERSION,
                     mode: m,
                     max_events,
                     max_bytes,
@@ -664,19 +666,22 @@ fn prefetch(
             backoff.succeeded();
         }
         let failed = match got {
-            Ok(Some(header)) if header.status == Status::Ok => {
+            Ok(Some(header)) if matches!(header.status, Status::Ok | Status::Stream) => {
                 if mode != Mode::Push {
                     in_flight = in_flight.saturating_sub(1);
                 }
                 waits = 0;
                 // Events go straight from the socket into the local buffer.
                 let r = take_packet(c, &mut writer, max_event, vars, log, &mut last_evnr);
-                vars.lost.add(header.skipped as i64);
-                vars.packevents.set(header.nevents as i64);
+                // Skipped by the farm, and sent but overwritten there while in flight
+                // (abandoned here, never committed).
+                let end = c.packet_end();
+                vars.lost.add(end.skipped as i64);
                 let ((n, bytes), failed) = match r {
                     Ok(x) => (x, None),
                     Err((x, e)) => (x, Some(e)),
                 };
+                vars.packevents.set(end.events as i64);
                 if n > 0 {
                     vars.lastevent.set(last_evnr as i64);
                     let now = Instant::now();
@@ -686,7 +691,7 @@ fn prefetch(
                         arrivals.push_back((now, w.position()));
                     }
                 }
-                last_skipped = header.skipped;
+                last_skipped = end.skipped;
                 if let Some(w) = writer.as_ref() {
                     vars.circfulls.set(w.circfulls() as i64);
                 }
@@ -764,9 +769,13 @@ fn take_packet(
             let w = writer.as_mut().expect("checked above");
             match w.reserve(evnr, len) {
                 Ok(mut r) => {
-                    if let Err(e) = c.read_body(r.buf()) {
+                    match c.read_body(r.buf()) {
                         // Dropped uncommitted: nothing half-received reaches readers.
-                        return Err(((n, bytes), e));
+                        Err(e) => return Err(((n, bytes), e)),
+                        // Overwritten at the farm while in flight: dropped uncommitted too
+                        // (counted lost from the packet's end).
+                        Ok(false) => break,
+                        Ok(true) => {}
                     }
                     r.commit();
                     n += 1;
