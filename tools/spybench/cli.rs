@@ -26,6 +26,9 @@ pub struct Cli {
     /// With --cpu: numbers of clients to measure
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 16])]
     pub cpu_clients: Vec<usize>,
+    /// With --cpu: serving modes to measure (push is compared against next when both are)
+    #[arg(long, value_delimiter = ',', default_values_t = ["next".to_owned(), "latest".to_owned(), "push".to_owned()])]
+    pub cpu_modes: Vec<String>,
     /// With --cpu: events per second the producer writes
     #[arg(long, default_value_t = 20_000)]
     pub cpu_rate: u64,

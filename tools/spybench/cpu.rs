@@ -242,7 +242,13 @@ fn measure(
 /// Runs the table: every mode and client count, `runs` times, interleaved.
 pub fn run(cli: &Cli) -> anyhow::Result<()> {
     let dur = Duration::from_secs_f64(cli.duration);
-    let modes = [Mode::Next, Mode::Latest, Mode::Push];
+    let modes = cli
+        .cpu_modes
+        .iter()
+        .map(|m| {
+            Mode::from_name(m).with_context(|| format!("unknown mode {m:?}: next, latest or push"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let farm = Farm::start(cli)?;
     println!(
         "spybench --cpu: producer {} events/s of {} B ({:.0} MB/s); protocol version {}; {} runs of {:.1} s each, interleaved; medians [min-max]",
