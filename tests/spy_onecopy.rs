@@ -120,3 +120,40 @@ fn a_version_1_client_still_gets_version_1_packets() {
         }
     }
 }
+
+/// The same through rspydaemon: from a tiny farm buffer lapped all the time, every event that
+/// reaches the local buffer is byte-exact and in order, and the losses are counted.
+#[test]
+fn rspy_from_a_lapped_farm_buffer_commits_only_valid_events() {
+    let mut env = Env::new();
+    let size = DIRECT_SEND * 2;
+    let _p = Producer::start(
+        env.path("B_1_1"),
+        (size as u64 + 64) * 8,
+        size,
+        Duration::ZERO,
+    );
+    let port = start_farm(&mut env, "farm1", "B_1_1");
+    // A small socket buffer at the farm: its writes wait for room in the middle of an event.
+    env.shvar(&["set", "farm1", "sndbuf", "4096"]).ok();
+    crate::spy::start_spy(
+        &mut env,
+        "spy1",
+        "L_1",
+        &[
+            "-c",
+            "set circsize 4000000",
+            "-c",
+            "set maxage_ms 0",
+            "-c",
+            "init",
+            "-c",
+            &format!("start 127.0.0.1 {port}"),
+        ],
+    );
+    let mut r =
+        shvars::circ::SamplingReader::open_with(&env.path("L_1"), shvars::circ::StartAt::Oldest)
+            .unwrap();
+    crate::spy::read_events(&env, &mut r, 100, size, 0);
+    env.wait_until("losses counted", || env.get_int("spy1", "lost") > 0);
+}
