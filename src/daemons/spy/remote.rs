@@ -16,7 +16,8 @@ use shvars::circ::{CircWriter, WriteError};
 use shvars::region::{IntVar, StrVar, VarSpec};
 
 use super::client::{SpyClient, SpyError};
-use super::proto::{Mode, Request, Status};
+use super::proto::{Mode, Status};
+use super::session::{Ask, Attempt, Session};
 use crate::framework::eventlog::EventLog;
 use crate::framework::state::SERVING;
 use crate::framework::stats::{Stats, StatsConfig};
@@ -410,24 +411,24 @@ fn prefetch(
 ) -> Option<CircWriter> {
     let path = writer.path().to_owned();
     let capacity = writer.stats().capacity;
-    let mut conn: Option<SpyClient> = None;
+    // The farm followed across connections: requests in flight, the position to resume
+    // from (the local buffer's last event, and the farm buffer that numbering belongs to, as
+    // the farm told it: the same buffer reached by another address is the same farm), the
+    // backoff between attempts.
+    let mut session = Session::new(
+        "",
+        0,
+        Duration::from_secs(1),
+        Backoff::new(BACKOFF.0, BACKOFF.1),
+    );
     let mut generation = u64::MAX;
-    let mut backoff = Backoff::new(BACKOFF.0, BACKOFF.1);
     // A failure that repeats is logged once, then with its count (every minute at most).
     let mut failures = RepeatedFailure::new(Duration::from_secs(60));
-    // The connection has not answered yet: it counts as working only once it has.
-    let mut unproven = false;
-    let mut next_try = Instant::now();
-    let mut in_flight = 0usize;
-    let mut limits = (0u32, 0u32, 0u16);
     let mut waits = 0i64;
-    let mut connected_once = false;
     let mut last_evnr = writer.stats().last_evnr.unwrap_or(0);
+    session.took(last_evnr);
     let max_event = writer.max_event();
     let mut writer = Some(writer);
-    // The farm buffer our position (`last_evnr`) belongs to, as the farm told it: the same
-    // buffer reached by another address is the same farm.
-    let mut farm_id = 0u32;
     // Stream position of the local buffer that readers had consumed when last seen.
     let mut consumed_mark = writer.as_ref().map_or(0, |w| w.stats().head);
     let mut idle_since: Option<Instant> = None;
@@ -443,16 +444,18 @@ fn prefetch(
             continue;
         }
         let g = control.generation.load(Ordering::Relaxed);
+        let target = control.target.lock().clone();
         if g != generation {
             generation = g;
-            if conn.take().is_some() {
+            let dropped = match &target {
+                Some((host, port)) => session.retarget(host, *port),
+                None => session.reset(),
+            };
+            if dropped {
                 log.info("connection dropped");
             }
             vars.no_conn.set(1);
-            backoff.succeeded();
-            next_try = Instant::now();
         }
-        let target = control.target.lock().clone();
         let paused = control.paused.load(Ordering::SeqCst);
         let Some((host, port)) = target else {
             if paused {
@@ -462,46 +465,39 @@ fn prefetch(
             continue;
         };
         let mode = Mode::from_u16(vars.mode.get().clamp(0, 2) as u16).unwrap_or_default();
-        if paused && mode == Mode::Push && in_flight > 0 {
+        if paused && mode == Mode::Push && session.in_flight() > 0 {
             // Push streams whatever we do: drop the stream while paused (and connect again
             // below, asking nothing).
-            conn = None;
-            in_flight = 0;
+            session.disconnect();
         }
-        if conn.is_none() {
+        if !session.is_connected() {
             if paused {
                 // Not connected: nothing in flight, so nothing more arrives until `resume`.
                 control.drained.fetch_add(1, Ordering::SeqCst);
             }
-            let now = Instant::now();
-            if now < next_try {
-                std::thread::sleep((next_try - now).min(Duration::from_millis(20)));
-                continue;
-            }
-            match SpyClient::connect(&host, port, Duration::from_secs(1)) {
-                Ok(c) => {
-                    if backoff.failures() == 0 {
+            match session.connect_if_due() {
+                Attempt::Connected => {
+                    if session.backoff().failures() == 0 {
                         log.info(format!("connected to {host}:{port}"));
                     }
-                    if connected_once {
+                    if session.connects() > 1 {
                         vars.reconnects.add(1);
                     }
-                    connected_once = true;
                     vars.no_conn.set(0);
-                    unproven = true;
-                    in_flight = 0;
                     waits = 0;
-                    conn = Some(c);
                 }
-                Err(e) => {
-                    let wait = backoff.failed();
+                Attempt::Wait(w) => {
+                    std::thread::sleep(w.min(Duration::from_millis(20)));
+                    continue;
+                }
+                Attempt::Failed(e, _) => {
                     fail_log(&mut failures, &e.to_string(), vars, log);
                     vars.no_conn.set(1);
-                    next_try = Instant::now() + wait;
                     continue;
                 }
             }
         }
+        let in_flight = session.in_flight();
         if paused && (mode == Mode::Push || in_flight == 0) {
             // Paused: connected (reconnect connects in PAUSE_STATE too), asking nothing.
             control.drained.fetch_add(1, Ordering::SeqCst);
@@ -542,8 +538,8 @@ fn prefetch(
             if !wanted {
                 idle_since.get_or_insert_with(Instant::now);
                 if in_flight == 0 || mode == Mode::Push {
-                    if mode == Mode::Push && act.active == 0 && conn.take().is_some() {
-                        in_flight = 0;
+                    if mode == Mode::Push && act.active == 0 {
+                        session.disconnect();
                     }
                     idle_wait(vars, stats, &mut waits);
                     continue;
@@ -557,7 +553,6 @@ fn prefetch(
         if fresh.stale(Instant::now()) {
             fresh_start = true;
         }
-        let c = conn.as_mut().expect("connected above");
         let maxev = vars.maxevents.get();
         let max_events = if maxev <= 0 { 0 } else { maxev as u32 };
         // With no reader active, ask only for what the look-ahead still allows.
@@ -569,24 +564,17 @@ fn prefetch(
         }
         let max_bytes = max_bytes as u32;
         let farm_maxage = maxage_ms.div_ceil(2);
-        let want = (max_events, max_bytes, mode as u16);
+        let ask = Ask {
+            mode,
+            max_events,
+            max_bytes,
+            maxage_ms: farm_maxage,
+        };
         // Readers that do not take every event are sampling anyway: give them the freshest.
         let sampling = fresh.sampling();
         let sent = if mode == Mode::Push {
-            if in_flight == 0 || want != limits {
-                in_flight = 1;
-                limits = want;
-                c.request(&Request {
-                    mode,
-                    max_events,
-                    max_bytes,
-                    last_evnr,
-                    buffer_id: farm_id,
-                    maxage_ms: farm_maxage,
-                })
-            } else {
-                Ok(())
-            }
+            // One stream, asked for again when its limits change.
+            session.stream(ask)
         } else {
             let mut r = Ok(());
             // One request at a time while only the look-ahead is being filled, or while
@@ -596,64 +584,48 @@ fn prefetch(
             } else {
                 1
             };
-            while !paused && wanted && in_flight < depth && r.is_ok() {
+            while !paused && wanted && session.in_flight() < depth && r.is_ok() {
                 let m = if fresh_start || sampling {
                     Mode::Latest
                 } else {
                     mode
                 };
                 fresh_start = false;
-                r = c.request(&Request {
-                    mode: m,
-                    max_events,
-                    max_bytes,
-                    last_evnr,
-                    buffer_id: farm_id,
-                    maxage_ms: farm_maxage,
-                });
-                in_flight += 1;
-                limits = want;
+                r = session.request(Ask { mode: m, ..ask });
             }
             r
         };
         let got = sent.and_then(|()| {
-            c.receive_header(Duration::from_micros(vars.timeout_us.get().max(1) as u64))
+            session.receive_header(Duration::from_micros(vars.timeout_us.get().max(1) as u64))
         });
-        if let Ok(Some(h)) = &got {
-            if h.buffer_id != 0 {
-                farm_id = h.buffer_id;
-            }
-        }
-        if unproven && matches!(got, Ok(Some(_))) {
-            // The farm answered: the connection works, the next failure starts the backoff
-            // again from its first step.
-            unproven = false;
-            if backoff.failures() > 0 {
+        if let Some(before) = session.take_proven() {
+            // The farm answered: the connection works.
+            if before > 0 {
                 log.info(format!(
-                    "connected to {host}:{port} after {} failed attempt{}",
-                    backoff.failures(),
-                    if backoff.failures() == 1 { "" } else { "s" }
+                    "connected to {host}:{port} after {before} failed attempt{}",
+                    if before == 1 { "" } else { "s" }
                 ));
             }
             if let Some(line) = failures.succeeded() {
                 log.info(line);
             }
-            backoff.succeeded();
         }
         let failed = match got {
-            Ok(Some(header)) if header.status == Status::Ok => {
-                if mode != Mode::Push {
-                    in_flight = in_flight.saturating_sub(1);
-                }
+            Ok(Some(header)) if matches!(header.status, Status::Ok | Status::Stream) => {
                 waits = 0;
                 // Events go straight from the socket into the local buffer.
+                let c = session.client().expect("a packet came on it");
                 let r = take_packet(c, &mut writer, max_event, vars, log, &mut last_evnr);
-                vars.lost.add(header.skipped as i64);
-                vars.packevents.set(header.nevents as i64);
+                // Skipped by the farm, and sent but overwritten there while in flight
+                // (abandoned here, never committed).
+                let end = c.packet_end();
+                session.took(last_evnr);
+                vars.lost.add(end.skipped as i64);
                 let ((n, bytes), failed) = match r {
                     Ok(x) => (x, None),
                     Err((x, e)) => (x, Some(e)),
                 };
+                vars.packevents.set(end.events as i64);
                 if n > 0 {
                     vars.lastevent.set(last_evnr as i64);
                 }
@@ -661,8 +633,8 @@ fn prefetch(
                     fresh.packet(
                         n,
                         bytes,
-                        limits.1,
-                        header.skipped,
+                        max_bytes,
+                        end.skipped,
                         w.position(),
                         Instant::now(),
                     );
@@ -675,9 +647,6 @@ fn prefetch(
                 failed
             }
             Ok(Some(header)) => {
-                if mode != Mode::Push {
-                    in_flight = in_flight.saturating_sub(1);
-                }
                 vars.lost.add(header.skipped as i64);
                 count_wait(vars, stats, &mut waits);
                 None
@@ -692,11 +661,9 @@ fn prefetch(
             // Whatever went wrong on this connection (the events taken before stay), drop it
             // and reconnect with backoff: a farm that accepts and then refuses backs off as
             // much as one that refuses to connect.
-            let wait = backoff.failed();
+            session.failed();
             fail_log(&mut failures, &e.to_string(), vars, log);
-            conn = None;
             vars.no_conn.set(1);
-            next_try = Instant::now() + wait;
         }
     }
     vars.no_conn.set(1);
@@ -864,9 +831,13 @@ fn take_packet(
             let w = writer.as_mut().expect("checked above");
             match w.reserve(evnr, len) {
                 Ok(mut r) => {
-                    if let Err(e) = c.read_body(r.buf()) {
+                    match c.read_body(r.buf()) {
                         // Dropped uncommitted: nothing half-received reaches readers.
-                        return Err(((n, bytes), e));
+                        Err(e) => return Err(((n, bytes), e)),
+                        // Overwritten at the farm while in flight: dropped uncommitted too
+                        // (counted lost from the packet's end).
+                        Ok(false) => break,
+                        Ok(true) => {}
                     }
                     r.commit();
                     n += 1;
