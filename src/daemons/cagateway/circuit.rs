@@ -44,6 +44,8 @@ pub struct Sub {
     pub watch: WatchId,
     /// An update is due but waits for room.
     pub pending: bool,
+    /// The alarm (status, severity) of the last update sent, for DBE_ALARM.
+    pub alarm: (u16, u16),
 }
 
 /// A channel of a circuit.

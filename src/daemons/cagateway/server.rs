@@ -32,7 +32,7 @@ use super::circuit::{
 use super::names::{Field, PvName, COMMAND_PV};
 use super::proto::{
     self, cmd, decode_header, decode_put, parse_request, DbrType, Header, Request, Status,
-    ACCESS_READ, ACCESS_WRITE, DBE_LOG, DBE_VALUE,
+    ACCESS_READ, ACCESS_WRITE, DBE_ALARM, DBE_LOG, DBE_VALUE,
 };
 use super::pv::{Pv, Target};
 use super::search::{self, Budget};
@@ -800,7 +800,13 @@ impl<S: Source> Server<S> {
                 let Some(sub) = ch.subs.get_mut(&subid) else {
                     continue;
                 };
-                if sub.mask & (DBE_VALUE | DBE_LOG) == 0 {
+                // DBE_VALUE / DBE_LOG: every change; DBE_ALARM: a change of alarm state.
+                let alarm = ch.pv.alarm(&sample);
+                let alarm_changed = alarm != sub.alarm;
+                sub.alarm = alarm;
+                if sub.mask & (DBE_VALUE | DBE_LOG) == 0
+                    && !(sub.mask & DBE_ALARM != 0 && alarm_changed)
+                {
                     continue;
                 }
                 if c.events_on && c.out.len() < OUT_SOFT {
@@ -1252,15 +1258,16 @@ impl<S: Source> Core<S> {
             .entry(watch)
             .or_default()
             .push((id, sid, subid));
+        // The first update: the value now.
+        let sample = self.source.read(ch.pv.binding());
         let mut sub = Sub {
             dtype: t,
             count,
             mask,
             watch,
             pending: false,
+            alarm: ch.pv.alarm(&sample),
         };
-        // The first update: the value now.
-        let sample = self.source.read(ch.pv.binding());
         if Self::encode_update(
             &mut self.scratch,
             &mut c.out,
