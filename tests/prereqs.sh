@@ -19,14 +19,23 @@ DEB=(
   "etcd etcd-server"
   "ngircd ngircd"
 )
+# "module package": Debian's Python modules, tried with Debian's /usr/bin/python3 -c 'import X'
+PYDEB=(
+  "epics python3-pyepics"
+)
 # "module-or-command package==version" (the module is tried with python3 -c 'import X')
 PIP=(
+  "caproto caproto==1.3.0"
 )
 
 missing=()
 for entry in "${DEB[@]}"; do
   read -r cmd pkg <<<"$entry"
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg")
+done
+for entry in "${PYDEB[@]}"; do
+  read -r mod pkg <<<"$entry"
+  /usr/bin/python3 -c "import $mod" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "prereqs: installing Debian packages: ${missing[*]}"

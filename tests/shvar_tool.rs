@@ -235,6 +235,8 @@ fn wildcards_tables_and_nested_json_over_structured_names() {
     ]);
     let pid = env.spawn("isd1", c);
     env.wait_ready("isd1", pid);
+    // Its start-up commands run after it is published: one round trip comes after them.
+    env.shvar(&["cmd", "isd1", "status"]).ok();
     let g = env.shvar(&["get", "isd1", "worker.*.state"]);
     g.ok();
     let lines: Vec<&str> = g.stdout.lines().collect();

@@ -370,11 +370,17 @@ fn reconnect_to_a_second_farm_and_disconnect() {
     let _p2 = Producer::start_at(env.path("B_2"), 1 << 20, 500, Duration::from_micros(500), 0);
     let port1 = start_farm(&mut env, "farm1", "B_1");
     let port2 = start_farm(&mut env, "farm2", "B_2");
+    // Old events welcome (no age bound): after disconnect the buffer keeps what it holds.
     start_spy(
         &mut env,
         "spy1",
         "L_1",
-        &["-c", &format!("start 127.0.0.1 {port1}")],
+        &[
+            "-c",
+            "set maxage_ms 0",
+            "-c",
+            &format!("start 127.0.0.1 {port1}"),
+        ],
     );
     let mut r = SamplingReader::open_with(&env.path("L_1"), StartAt::Oldest).unwrap();
     read_events(&env, &mut r, 50, 500, 0);
@@ -515,6 +521,10 @@ fn counters_reset_on_start_and_ignored_counts_large_events() {
             "set timeout_us 1000",
             "-c",
             "set timeoutcounts 3",
+            // No age bound: on a loaded machine the events below may be older than it by the
+            // time they are asked for, and would be skipped, not ignored.
+            "-c",
+            "set maxage_ms 0",
             "-c",
             &format!("start 127.0.0.1 {port}"),
         ],
@@ -565,11 +575,17 @@ fn farm_killed_and_restarted_rspy_recovers_by_itself() {
     let _p = Producer::start(env.path("B_1_1"), 1 << 20, 400, Duration::from_micros(500));
     let port = free_port();
     start_farm_on(&mut env, "farm1", "B_1_1", port);
+    // Old events welcome (no age bound): what the buffer holds stays readable meanwhile.
     start_spy(
         &mut env,
         "spy1",
         "L_1",
-        &["-c", &format!("start 127.0.0.1 {port}")],
+        &[
+            "-c",
+            "set maxage_ms 0",
+            "-c",
+            &format!("start 127.0.0.1 {port}"),
+        ],
     );
     let mut r = SamplingReader::open_with(&env.path("L_1"), StartAt::Oldest).unwrap();
     let last = read_events(&env, &mut r, 50, 400, 0);
@@ -777,8 +793,9 @@ fn maxclients_refuses_more() {
 #[test]
 fn the_main_job_runs_the_chain_and_leaves_nothing() {
     let env = Env::new();
+    // Without SHVAR_DIR: a directory of its own, removed at the end.
     let mut c = env.command("spydemo");
-    c.args(["--seconds", "2"]);
+    c.env_remove("SHVAR_DIR").args(["--seconds", "2"]);
     let o = env.run(c);
     o.ok()
         .stdout_has("chain: evgen gen1 -> B_1_1 -> farmspydaemon farm1")
@@ -793,6 +810,50 @@ fn the_main_job_runs_the_chain_and_leaves_nothing() {
         .unwrap()
         .to_owned();
     assert!(!std::path::Path::new(&dir).exists(), "{dir} left behind");
+}
+
+#[test]
+fn issue18_spydemo_honours_shvar_dir_and_fits_100_columns() {
+    let env = Env::new();
+    let mut c = env.command("spydemo");
+    c.args(["--seconds", "2"]);
+    let o = env.run(c);
+    o.ok()
+        .stdout_has(&format!("runtime directory: {}", env.dir().display()))
+        .stdout_has("spycat: ")
+        .stdout_has("all stopped, nothing left behind");
+    for l in o.stdout.lines().filter(|l| l.contains(" | ")) {
+        assert!(
+            l.chars().count() <= 100,
+            "{} columns: {l}",
+            l.chars().count()
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(env.dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left in SHVAR_DIR: {left:?}");
+}
+
+#[test]
+fn issue18_spycat_n_is_the_name_and_count_is_long_only() {
+    let mut env = Env::new();
+    start_evgen(&mut env, "gen1", "gen1", &["--rate", "1000"]);
+    let mut c = env.command("spycat");
+    c.args(["-n", "gen1", "--count", "5"]);
+    let o = env.run(c);
+    o.ok();
+    assert_eq!(o.stdout.lines().count(), 5, "{}", o.stdout);
+    let mut c = env.command("spycat");
+    c.args(["-n", "5", "gen1"]);
+    env.run(c).expect_code(2);
+    let mut c = env.command("spycat");
+    c.args(["-n", "5"]);
+    env.run(c)
+        .expect_code(2)
+        .stderr_has("-n now names the buffer to read")
+        .stderr_has("--count 5");
 }
 
 pub fn start_evgen(env: &mut Env, name: &str, buffer: &str, extra: &[&str]) -> u32 {

@@ -92,9 +92,10 @@ fn max(v: &[f64]) -> f64 {
     v.iter().copied().fold(0.0, f64::max)
 }
 
-/// The bound, plus what the test machine may add: rspydaemon looks at ages every loop (20 ms
-/// at most) and the farm sees new events at each request.
-const SLACK_MS: f64 = 150.0;
+/// The bound, plus what a loaded test machine may add: rspydaemon looks at ages every loop
+/// (20 ms at most), the farm at its buffer every 10 ms, and either may be descheduled. (Before
+/// the bound, ages were seconds.)
+const SLACK_MS: f64 = 250.0;
 
 #[test]
 fn issue12_readers_are_never_served_old_events() {
@@ -173,7 +174,13 @@ fn issue12_readers_are_never_served_old_events() {
         "rspydaemon fetched {fetched} events for a reader that took 30"
     );
     assert!(env.get_int("spy1", "expired") > 0 || fetched < 60);
-    cmd(&env, "spy1", &["status"]).ok();
+    // Disconnected, the bound still holds: what the buffer holds grows old and goes (the
+    // seed's "continue serving empty").
+    cmd(&env, "spy1", &["disconnect"]).ok();
+    env.wait_until("the old events to expire", || {
+        let mut r = SamplingReader::open_with(&env.path("L_1"), StartAt::Oldest).unwrap();
+        matches!(r.try_read(&mut buf), Err(TryReadError::Empty))
+    });
 }
 
 #[test]

@@ -277,6 +277,8 @@ fn svcshare_commands_and_aliases_follow_the_seed() {
     env.wait_until("a waiting", || state(&env, "a") == "WAITING");
     let tok_b = env.get_int("b", "token");
     assert!(tok_b > tok_a, "tokens grow: {tok_a} then {tok_b}");
+    // a's pause command ran with the token of the grant it ended.
+    assert_eq!(lines(&a_paused).last(), Some(&tok_a.to_string()));
     assert_eq!(env.get("a", "holder"), "b");
     ok(&env, "a", "peers").contains("b has the smallest queue");
     // done: b's queue empties, it gives the resource back; a (still asking) takes it.
@@ -502,26 +504,59 @@ fn a_framework_process_is_paused_and_resumed_through_its_control_socket() {
     env.wait_until("ticker running", || {
         env.get("t1", "runstate") == "RUNNING_STATE"
     });
-    svcshare(&mut env, "s1", &["--client", "t1"]);
+    // The ticker's writable `label` carries the grant's token.
+    svcshare(
+        &mut env,
+        "s1",
+        &["--client", "t1", "--client-token-var", "label"],
+    );
     env.wait_until("the client paused at start", || {
         env.get("t1", "runstate") == "PAUSE_STATE"
     });
+    assert_eq!(env.get("t1", "label"), "0");
     ok(&env, "s1", "election");
     env.wait_until("the client resumed", || {
         env.get("t1", "runstate") == "RUNNING_STATE"
     });
+    assert_eq!(
+        env.get("t1", "label"),
+        env.get_int("s1", "token").to_string()
+    );
     ok(&env, "s1", "pause");
     assert_eq!(env.get("t1", "runstate"), "PAUSE_STATE");
+    assert_eq!(env.get("t1", "label"), "0");
     let ev = ok(&env, "s1", "events 50");
     assert!(ev.contains("client resumed under token"), "{ev}");
+    // A client that cannot carry the token is not resumed.
+    env.ticker("t2", &["-c", "init", "-c", "start"]);
+    svcshare(
+        &mut env,
+        "s3",
+        &[
+            "--client",
+            "t2",
+            "--client-token-var",
+            "nosuchvar",
+            "--share",
+            "third",
+        ],
+    );
+    ok(&env, "s3", "election");
+    env.wait_until("the stamp error", || {
+        env.get("s3", "lasterror")
+            .contains("refused to take the token in nosuchvar")
+    });
+    assert_eq!(env.get("t2", "runstate"), "PAUSE_STATE");
     // A client that is not there: a clear error, in the reply's log.
     svcshare(&mut env, "s2", &["--client", "nosuch", "--share", "other"]);
     let r = ok(&env, "s2", "election");
-    assert!(r.contains("running under token"), "{r}");
     env.wait_until("the error", || {
-        env.get("s2", "lasterror")
-            .contains("cannot send 'resume' to the client nosuch")
+        ok(&env, "s2", "events 50").contains("cannot send 'resume' to the client nosuch")
     });
+    // ... and the resource is not kept from the others meanwhile.
+    assert!(r.contains("PAUSED"), "{r}");
+    assert_eq!(state(&env, "s2"), "PAUSED");
+    assert_eq!(env.get("s2", "holder"), "");
 }
 
 #[test]
@@ -913,11 +948,17 @@ fn never_two_holders_with_etcd_peers_through_holder_death_stop_and_an_etcd_resta
 
 /// A real IRC server (Debian's ngircd) on a loopback port chosen now.
 fn ngircd(env: &mut Env) -> u16 {
+    let port = free_port();
+    ngircd_on(env, port);
+    port
+}
+
+/// ngircd on `port`.
+fn ngircd_on(env: &mut Env, port: u16) {
     let bin = ["/usr/sbin/ngircd", "/usr/bin/ngircd"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
         .expect("ngircd is missing: install Debian's ngircd (tests/prereqs.sh does: apt-get install -y ngircd)");
-    let port = free_port();
     let conf = env.path("ngircd.conf");
     std::fs::write(
         &conf,
@@ -932,7 +973,6 @@ fn ngircd(env: &mut Env) -> u16 {
     env.wait_until("ngircd to listen", || {
         TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
-    port
 }
 
 /// A scripted IRC user.
@@ -1140,4 +1180,114 @@ fn with_a_channel_key_the_channel_commands_and_outsiders_are_refused() {
     dave.say("keybot", "enq y1");
     dave.reply("keybot", "dave", "refused");
     assert_eq!(env.get_int("k", "queue"), 1);
+}
+
+#[test]
+fn a_region_of_another_user_never_joins_the_board() {
+    let who = crate::need_stranger!();
+    let mut env = Env::new();
+    env.share();
+    // The stranger runs a svcshare of the same share in a directory of its own, asks to run
+    // with an empty queue (it would win every election), then moves its live region into ours.
+    let own = env.path("strange");
+    std::fs::create_dir(&own).unwrap();
+    nix::unistd::chown(
+        &own,
+        Some(nix::unistd::Uid::from_raw(who.uid)),
+        Some(nix::unistd::Gid::from_raw(who.gid)),
+    )
+    .unwrap();
+    let mut c = env.command_as("svcshare", who);
+    c.args([
+        "-n",
+        "evil",
+        "--poll",
+        "10ms",
+        "--pause-cmd",
+        "true",
+        "--resume-cmd",
+        "true",
+    ])
+    .arg("--dir")
+    .arg(&own);
+    env.spawn("evil", c);
+    let sv = |args: &[&str]| {
+        let mut c = env.command_as("shvar", who);
+        c.arg("--dir").arg(&own).args(args);
+        env.run(c)
+    };
+    env.wait_until("the stranger's svcshare", || {
+        sv(&["cmd", "evil", "version"]).code == 0
+    });
+    sv(&["cmd", "evil", "election"]).ok();
+    let st = env
+        .program_as("/bin/mv", who)
+        .arg(own.join("evil.shv"))
+        .arg(env.path("evil.shv"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    cmd_peer(&mut env, "a", &[]);
+    ok(&env, "a", "enq x");
+    ok(&env, "a", "enq y");
+    let r = ok(&env, "a", "election");
+    assert!(r.contains("a is the only candidate"), "{r}");
+    let board = ok(&env, "a", "peers");
+    assert!(!board.contains("evil"), "{board}");
+    assert_eq!(env.get_int("a", "peers"), 0);
+}
+
+#[test]
+fn the_irc_front_comes_back_after_the_server_restarts() {
+    let mut env = Env::new();
+    let port = ngircd(&mut env);
+    let server = format!("127.0.0.1:{port}");
+    cmd_peer(
+        &mut env,
+        "r",
+        &["--irc", &server, "--channel", "#share", "--nick", "rbot"],
+    );
+    let joins = |env: &Env| env.stderr_of("r").matches("irc: joined #share").count();
+    env.wait_until("rbot to join", || joins(&env) == 1);
+    env.kill9("ngircd");
+    env.wait_until("rbot to notice", || {
+        env.get("r", "lasterror").contains("irc: connection to")
+    });
+    ngircd_on(&mut env, port);
+    env.wait_until("rbot to join again", || joins(&env) == 2);
+    let mut u = IrcUser::connect(port, "alice");
+    u.send("JOIN #share");
+    u.expect(
+        |l| l.starts_with(":alice!") && l.contains(" JOIN "),
+        "alice's join",
+    );
+    u.say("#share", ".version");
+    u.reply("rbot", "#share", "svcshare ");
+}
+
+#[test]
+fn a_holder_that_exits_pauses_its_client_and_hands_over_at_once() {
+    let mut env = Env::new();
+    cmd_peer(&mut env, "a", &["--ttl", "30s"]);
+    cmd_peer(&mut env, "b", &["--ttl", "30s"]);
+    ok(&env, "a", "election");
+    env.wait_until("a running", || state(&env, "a") == "RUNNING");
+    let tok = env.get_int("a", "token");
+    ok(&env, "b", "enq big");
+    ok(&env, "b", "election");
+    assert_eq!(state(&env, "b"), "WAITING");
+    env.signal("a", Signal::SIGTERM);
+    assert_eq!(env.wait_exit("a"), 0);
+    // a paused its client with the grant's token on its way out, and gave the lease back:
+    // b runs without waiting for the 30 s lease to end.
+    let (a_paused, _) = files_of(&env, "a");
+    assert_eq!(lines(&a_paused).last(), Some(&tok.to_string()));
+    assert!(
+        env.stderr_of("a")
+            .contains(&format!("(token {tok}): exiting")),
+        "{}",
+        env.stderr_of("a")
+    );
+    env.wait_until("b running", || state(&env, "b") == "RUNNING");
+    assert!(env.get_int("b", "token") > tok);
 }

@@ -3,6 +3,7 @@
 
 mod util;
 
+mod cagateway;
 mod circ_tools;
 mod ecosystem;
 mod event_loop;
@@ -16,6 +17,7 @@ mod shvar_tool;
 mod spy;
 mod spy_fresh;
 mod spy_hostile;
+mod spy_kloe;
 mod spy_onecopy;
 mod spy_seed;
 mod spyctl;

@@ -2,6 +2,7 @@
 //! (with the self-checking event [`payload`]), the spy daemons ([`spy`]), and the node supervisor
 //! and transaction broker [`isectd`].
 
+pub mod cagateway;
 pub mod evgen;
 pub mod isectd;
 pub mod lvsmon;

@@ -17,6 +17,7 @@ const TOOLS: &[&str] = &[
     "spycat",
     "farmspydaemon",
     "rspydaemon",
+    "ybosspydaemon",
     "spybench",
     "spydemo",
     "svcshare",
@@ -183,7 +184,7 @@ fn files(out: &mut Vec<u8>, name: &str) {
     }
     if matches!(
         name,
-        "evgen" | "rspydaemon" | "farmspydaemon" | "spycat" | "spydemo"
+        "evgen" | "rspydaemon" | "ybosspydaemon" | "farmspydaemon" | "spycat" | "spydemo"
     ) {
         entry(
             out,

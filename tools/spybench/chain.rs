@@ -119,6 +119,7 @@ impl Chain {
         let port = var(&dir, "bfarm", "port").context("farm port")?;
         let circ = format!("set circsize {}", cli.circsize);
         let mode = format!("set mode {}", cli.mode);
+        let maxage = format!("set maxage_ms {}", cli.maxage_ms);
         let start = format!("start 127.0.0.1 {port}");
         chain.children.push(spawn(
             "rspydaemon",
@@ -129,6 +130,8 @@ impl Chain {
                 &circ,
                 "-c",
                 &mode,
+                "-c",
+                &maxage,
                 "-c",
                 "init LOCAL",
                 "-c",

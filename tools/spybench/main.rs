@@ -11,6 +11,7 @@
 mod chain;
 mod cli;
 mod cpu;
+mod fresh;
 mod tcp;
 
 use std::process::ExitCode;
@@ -47,6 +48,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &cli::Cli) -> anyhow::Result<()> {
+    if cli.freshness {
+        return fresh::run(cli);
+    }
     if cli.cpu {
         return cpu::run(cli);
     }

@@ -41,6 +41,9 @@ pub struct Cli {
     /// A framework process to pause and resume through its control socket
     #[arg(long, value_name = "NAME", conflicts_with = "pause_cmd")]
     pub client: Option<String>,
+    /// A writable variable of the --client process that carries the grant's token (0 while paused)
+    #[arg(long, value_name = "VAR", requires = "client")]
+    pub client_token_var: Option<String>,
     /// A command that pauses the client (sh -c; SVCSHARE_TOKEN in its environment)
     #[arg(long, value_name = "COMMAND", requires = "resume_cmd")]
     pub pause_cmd: Option<String>,
@@ -115,6 +118,7 @@ impl Cli {
         let client = match (&self.client, &self.pause_cmd, &self.resume_cmd) {
             (Some(c), _, _) => Some(Client::Framework(
                 shvars::ProcName::new(c).map_err(|e| format!("--client {c}: {e}"))?,
+                self.client_token_var.clone(),
             )),
             (None, Some(p), Some(r)) => Some(Client::Commands {
                 pause: p.clone(),

@@ -190,7 +190,8 @@ impl ChangeReader {
         self.cap
     }
 
-    /// Whether waiting sleeps on the futex (else in steps of [`FALLBACK_STEP`]).
+    /// Whether waiting sleeps on the futex (else it polls every 0.5 ms: a reader that may not
+    /// open the file for writing cannot use the futex word).
     pub fn uses_futex(&self) -> bool {
         self.wait_map.is_some()
     }

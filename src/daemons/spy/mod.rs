@@ -4,8 +4,10 @@
 //! [`serve`] one server connection.
 
 pub mod client;
+pub mod datafile;
 pub mod farm;
 pub mod proto;
 pub mod remote;
 pub mod serve;
 pub mod session;
+pub mod ybos;

@@ -49,6 +49,8 @@ pub const DIRECT_SEND: usize = 1 << 20;
 const STREAM_FLUSH: usize = 1 << 20;
 /// How often a blocked read or write looks at the stop flag and its deadline.
 const SLICE: Duration = Duration::from_millis(200);
+/// How often a connection waiting for a request with an age bound looks at the buffer.
+const WATCH_SLICE: Duration = Duration::from_millis(10);
 /// In push mode, after a packet that did not fill the client's limits, the connection lets
 /// events gather this long before it looks again: a stream of small events then travels in
 /// packets of many, instead of one packet (and a wake-up, a send and a look for a new
@@ -239,6 +241,7 @@ pub fn serve(
         shared,
         Some(Instant::now() + FIRST_REQUEST_TIMEOUT),
         slot,
+        None,
     ) {
         Ok(Some(r)) => r,
         Ok(None) => return End::Normal,
@@ -352,7 +355,8 @@ pub fn serve(
         conn.shrink();
         if req.mode != Mode::Push {
             // Wait for the next request: idle meanwhile (the slot may go to a new client).
-            match read_request(&mut sock, shared, None, slot) {
+            let watch = (req.maxage_ms > 0).then_some((&mut conn, &reader));
+            match read_request(&mut sock, shared, None, slot, watch) {
                 Ok(Some(r)) => req = r,
                 Ok(None) => return End::Normal,
                 Err(e) => return e,
@@ -808,8 +812,12 @@ fn read_request(
     shared: &FarmShared,
     first: Option<Instant>,
     slot: &SlotHandle,
+    mut watch: Option<(&mut Conn, &SamplingReader)>,
 ) -> Result<Option<Request>, End> {
-    let _ = sock.set_read_timeout(Some(SLICE));
+    // While an age bound is asked for, look at the buffer's newest event often: ages are
+    // estimated from these sightings.
+    let slice = if watch.is_some() { WATCH_SLICE } else { SLICE };
+    let _ = sock.set_read_timeout(Some(slice));
     let mut rb = [0u8; REQUEST_SIZE];
     let mut got = 0;
     let mut deadline = first;
@@ -861,7 +869,12 @@ fn read_request(
                     io::ErrorKind::WouldBlock
                         | io::ErrorKind::TimedOut
                         | io::ErrorKind::Interrupted
-                ) => {}
+                ) =>
+            {
+                if let Some((conn, reader)) = watch.as_mut() {
+                    conn.observe(reader);
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break Err(Ok(None)),
             Err(e) => break Err(Err(End::Io(e))),
         }

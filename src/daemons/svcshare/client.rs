@@ -2,6 +2,9 @@
 //! and resumed through its control socket, as `shvar cmd spy1 pause` does), or any program,
 //! through commands run with `sh -c` for pause and resume.
 //!
+//! With `--client-token-var VAR`, a framework client's variable VAR carries the grant's token
+//! (set before it is resumed, 0 after it is paused), for the client to stamp its own writes.
+//!
 //! Pausing is synchronous and bounded: svcshare gives the resource back only after the client
 //! said it paused (or the bound passed, which is logged). Every command sees the grant in its
 //! environment: `SVCSHARE_TOKEN` (the fencing token, for a resource that checks it),
@@ -21,8 +24,9 @@ pub const CLIENT_BOUND: Duration = Duration::from_secs(2);
 /// The controlled client.
 #[derive(Debug, Clone)]
 pub enum Client {
-    /// A framework process (`--client NAME`).
-    Framework(ProcName),
+    /// A framework process (`--client NAME`), and the variable of it that carries the grant's
+    /// token (`--client-token-var VAR`), if any.
+    Framework(ProcName, Option<String>),
     /// Commands (`--pause-cmd`, `--resume-cmd`).
     Commands {
         /// Run to pause.
@@ -50,7 +54,14 @@ impl Client {
     /// Why the client could not be paused.
     pub fn pause(&self, dir: &RuntimeDir, g: GrantInfo) -> Result<String, String> {
         match self {
-            Client::Framework(n) => framework(dir, n, "pause", g),
+            Client::Framework(n, var) => {
+                let t = framework(dir, n, "pause", g)?;
+                match var {
+                    // Paused: the stamp goes back to 0 (no grant).
+                    Some(v) => Ok(format!("{t}; {}", stamp(dir, n, v, 0)?)),
+                    None => Ok(t),
+                }
+            }
             Client::Commands { pause, .. } => run(pause, "--pause-cmd", g),
         }
     }
@@ -61,7 +72,14 @@ impl Client {
     /// Why the client could not be resumed.
     pub fn resume(&self, dir: &RuntimeDir, g: GrantInfo) -> Result<String, String> {
         match self {
-            Client::Framework(n) => framework(dir, n, "resume", g),
+            Client::Framework(n, var) => {
+                // The stamp first: a client that cannot carry its token is not resumed.
+                let st = match var {
+                    Some(v) => format!("; {}", stamp(dir, n, v, g.token)?),
+                    None => String::new(),
+                };
+                Ok(format!("{}{st}", framework(dir, n, "resume", g)?))
+            }
             Client::Commands { resume, .. } => run(resume, "--resume-cmd", g),
         }
     }
@@ -82,6 +100,18 @@ fn framework(dir: &RuntimeDir, n: &ProcName, verb: &str, g: GrantInfo) -> Result
             "cannot send '{verb}' to the client {n} (token {}): {e}",
             g.token
         )),
+    }
+}
+
+/// Sets the client's token variable (`set VAR TOKEN` on its control socket).
+fn stamp(dir: &RuntimeDir, n: &ProcName, var: &str, token: u64) -> Result<String, String> {
+    match client::send(dir, n, &format!("set {var} {token}"), CLIENT_BOUND) {
+        Ok(r) if r.is_ok() => Ok(format!("{n}.{var} = {token}")),
+        Ok(r) => Err(format!(
+            "{n} refused to take the token in {var} (--client-token-var): {}",
+            r.text().trim()
+        )),
+        Err(e) => Err(format!("cannot set {n}.{var} to the token {token}: {e}")),
     }
 }
 

@@ -121,9 +121,17 @@ impl Http {
     /// # Errors
     /// Connection, HTTP or JSON trouble, or an error answer from etcd (its message).
     pub fn post(&mut self, path: &str, body: &Value) -> Result<Value, String> {
-        let r = self.post_once(path, body);
+        let reused = self.conn.is_some();
+        let mut r = self.post_once(path, body);
         if r.is_err() {
             self.conn = None;
+            // A kept-alive connection the server closed meanwhile: once more on a new one.
+            if reused && r.as_ref().is_err_and(|e| !e.starts_with("HTTP ")) {
+                r = self.post_once(path, body);
+                if r.is_err() {
+                    self.conn = None;
+                }
+            }
         }
         r.map_err(|e| format!("etcd {} {path}: {e}", self.addr))
     }
@@ -516,6 +524,9 @@ impl Worker {
 
     fn acquire(&mut self) -> Result<(), String> {
         self.keep_lease()?;
+        // A grant given back but not yet deleted would be taken for ours below, and deleted
+        // later under the new holder's feet: give everything back first.
+        self.release_all()?;
         let Some(id) = self.lease else {
             self.post(FromEtcd::Busy(
                 "nobody yet: our lease is not granted".into(),
@@ -539,13 +550,26 @@ impl Worker {
                 until_ns: until,
             });
         } else {
-            let holder = v
-                .pointer("/responses/0/response_range/kvs/0/value")
+            let kv = v
+                .pointer("/responses/0/response_range/kvs/0")
+                .cloned()
+                .unwrap_or(Value::Null);
+            let holder = kv
+                .get("value")
                 .and_then(Value::as_str)
                 .and_then(unb64)
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .unwrap_or_else(|| "someone".into());
-            self.post(FromEtcd::Busy(holder));
+            if holder == self.me && num(&kv, "lease") == id {
+                // Ours already, under our live lease (a retried transaction that had gone
+                // through): the key's create revision is the token.
+                self.post(FromEtcd::Granted {
+                    token: num(&kv, "create_revision") as u64,
+                    until_ns: until,
+                });
+            } else {
+                self.post(FromEtcd::Busy(holder));
+            }
         }
         Ok(())
     }

@@ -13,11 +13,16 @@
 //! - The file must be a regular file of ours, mode 0600, with one name: one planted by another
 //!   user, or a link, is refused with an error that says so.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
 
 use shvars::region::{IntReader, RegionReader, StrReader};
 use shvars::{ProcName, RuntimeDir};
@@ -335,47 +340,51 @@ struct PeerView {
     asked: IntReader,
 }
 
-/// The peers of one share in the runtime directory, read from their regions.
+/// The peers of one share in the runtime directory, read from their regions. New peers are
+/// found by a scanner thread (opening a region of a process still starting waits for it, which
+/// the main loop must never do); the board itself is read on the main loop, lock-free.
 pub struct LocalBoard {
     dir: RuntimeDir,
-    share: String,
     me: String,
     peers: Vec<PeerView>,
-    last_scan_ns: u64,
+    found: Receiver<PeerView>,
+    stop: Arc<AtomicBool>,
+    scanner: Option<std::thread::JoinHandle<()>>,
     holder: Option<String>,
     /// A peer whose heartbeat is older than this (ns) is frozen (stopped): not a candidate.
     frozen_after_ns: u64,
-    /// Names seen that are not peers (another share, not svcshare, another user's), with the
-    /// incarnation they had, so they are not opened again every scan.
-    skipped: Vec<(String, u64)>,
 }
 
 impl std::fmt::Debug for LocalBoard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalBoard")
-            .field("share", &self.share)
             .field("peers", &self.peers.len())
             .finish_non_exhaustive()
     }
 }
 
 /// How often the directory is scanned for new peers.
-const SCAN_EVERY_NS: u64 = 250_000_000;
+const SCAN_EVERY: Duration = Duration::from_millis(250);
 
-impl LocalBoard {
-    /// The board of share `share`, seen by peer `me`; a peer whose main loop has not beaten
-    /// for `frozen_after` (the lease's TTL) is left out: it is stopped or stuck, and would win
-    /// elections it cannot use.
-    pub fn new(dir: RuntimeDir, share: &str, me: &str, frozen_after: Duration) -> LocalBoard {
-        LocalBoard {
-            frozen_after_ns: frozen_after.as_nanos() as u64,
-            dir,
-            share: share.to_owned(),
-            me: me.to_owned(),
-            peers: Vec::new(),
-            last_scan_ns: 0,
-            holder: None,
-            skipped: Vec::new(),
+/// The scanner's side: which region files it has looked at for good.
+struct Scanner {
+    dir: RuntimeDir,
+    share: String,
+    me: String,
+    /// Region files (name, device, inode) handed over or found not to be peers. A region file
+    /// is never reused: a new incarnation of a process makes a new file.
+    seen: HashSet<(String, u64, u64)>,
+    out: Sender<PeerView>,
+}
+
+impl Scanner {
+    fn run(mut self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            self.scan();
+            let t0 = std::time::Instant::now();
+            while t0.elapsed() < SCAN_EVERY && !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     }
 
@@ -386,33 +395,34 @@ impl LocalBoard {
         let uid = euid();
         for n in names {
             let name = n.as_str();
-            if name == self.me || self.peers.iter().any(|p| p.name == name) {
+            if name == self.me {
                 continue;
             }
-            let path = self.dir.region_path(&n);
-            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            let Ok(meta) = std::fs::symlink_metadata(self.dir.region_path(&n)) else {
                 continue;
             };
             // A region of another user is never a peer: it could claim any queue.
             if meta.uid() != uid || !meta.file_type().is_file() {
                 continue;
             }
-            let ino = meta.ino() ^ (meta.mtime() as u64);
-            if self.skipped.iter().any(|(s, i)| s == name && *i == ino) {
+            let key = (name.to_owned(), meta.dev(), meta.ino());
+            if self.seen.contains(&key) {
                 continue;
             }
-            match Self::open_peer(&self.dir, &n, &self.share) {
-                Some(p) => self.peers.push(p),
-                None => {
-                    self.skipped.retain(|(s, _)| s != name);
-                    self.skipped.push((name.to_owned(), ino));
+            // Not readable yet (a process starting): try again next scan.
+            let Ok(reader) = RegionReader::open(&self.dir, &n) else {
+                continue;
+            };
+            self.seen.insert(key);
+            if let Some(p) = Self::peer(name, reader, &self.share) {
+                if self.out.send(p).is_err() {
+                    return;
                 }
             }
         }
     }
 
-    fn open_peer(dir: &RuntimeDir, n: &ProcName, share: &str) -> Option<PeerView> {
-        let reader = RegionReader::open(dir, n).ok()?;
+    fn peer(name: &str, reader: RegionReader, share: &str) -> Option<PeerView> {
         if !reader.is_alive() {
             return None;
         }
@@ -421,7 +431,7 @@ impl LocalBoard {
             return None;
         }
         Some(PeerView {
-            name: n.as_str().to_owned(),
+            name: name.to_owned(),
             queue: reader.int("queue").ok()?,
             want: reader.int("want").ok()?,
             force: reader.int("force").ok()?,
@@ -429,13 +439,63 @@ impl LocalBoard {
             reader,
         })
     }
+}
+
+impl Drop for LocalBoard {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.scanner.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl LocalBoard {
+    /// The board of share `share`, seen by peer `me`; a peer whose main loop has not beaten
+    /// for `frozen_after` (the lease's TTL) is left out: it is stopped or stuck, and would win
+    /// elections it cannot use.
+    ///
+    /// # Errors
+    /// The scanner thread cannot start.
+    pub fn new(
+        dir: RuntimeDir,
+        share: &str,
+        me: &str,
+        frozen_after: Duration,
+    ) -> Result<LocalBoard, String> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let stop = Arc::new(AtomicBool::new(false));
+        let scanner = Scanner {
+            dir: dir.clone(),
+            share: share.to_owned(),
+            me: me.to_owned(),
+            seen: HashSet::new(),
+            out: tx,
+        };
+        let st = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("svcshare-scan".into())
+            .spawn(move || scanner.run(&st))
+            .map_err(|e| format!("cannot start the peer scanner thread: {e}"))?;
+        Ok(LocalBoard {
+            frozen_after_ns: frozen_after.as_nanos() as u64,
+            dir,
+            me: me.to_owned(),
+            peers: Vec::new(),
+            found: rx,
+            stop,
+            scanner: Some(thread),
+            holder: None,
+        })
+    }
 
     /// The board: `mine` (this peer's own entry) and every live peer's, with the holder.
     pub fn read(&mut self, mine: Entry, lock: &LocalLock) -> Board {
         let now = mono_ns();
-        if now.saturating_sub(self.last_scan_ns) >= SCAN_EVERY_NS || self.last_scan_ns == 0 {
-            self.last_scan_ns = now;
-            self.scan();
+        while let Ok(p) = self.found.try_recv() {
+            // A new incarnation of a peer replaces the old one.
+            self.peers.retain(|q| q.name != p.name);
+            self.peers.push(p);
         }
         self.peers
             .retain(|p| p.reader.is_alive() && !p.reader.is_replaced());

@@ -6,12 +6,14 @@
 //! - [`local`]: peers of one machine: the board is their regions, the right to run a lease file
 //!   with a fencing counter. [`etcd`]: peers on many machines, through etcd.
 //! - [`gate`]: the proxy (`--listen`/`--upstream`), which forwards only under a current grant.
-//! - [`client`]: the other client kinds. [`irc`]: the seed's IRC front.
+//! - [`client`]: the other client kinds. [`irc`]: the seed's IRC front. `commands`: the seed's
+//!   commands and aliases, for the control channel and IRC alike.
 //!
 //! Every decision (grants, yields, refusals, lease losses) goes to the event log. The seed's
 //! commands keep their names and aliases. See docs/svcshare.md.
 
 pub mod client;
+mod commands;
 pub mod etcd;
 pub mod gate;
 pub mod irc;
@@ -29,9 +31,8 @@ use self::gate::{Gate, GateConfig, Pumped};
 use self::irc::{Irc, IrcConfig, IrcRequest};
 use self::local::{mono_ns, Busy, LocalBoard, LocalLock};
 use self::policy::{Board, Entry, Force};
-use crate::control::reply::{ErrorKind, Failure};
 use crate::framework::{
-    App, BoxError, Command, Ctx, Done, FdToken, Outcome, ProcessSpec, Readiness, TimerId,
+    App, BoxError, Command, Ctx, Done, FdToken, ProcessSpec, Readiness, TimerId,
 };
 
 /// The version `version` reports.
@@ -275,7 +276,7 @@ impl Svcshare {
         let peers = match &opts.etcd {
             None => Peers::Local {
                 lock: LocalLock::open(ctx.dir().path(), &opts.share, &me, opts.ttl)?,
-                board: LocalBoard::new(ctx.dir().clone(), &opts.share, &me, opts.ttl),
+                board: LocalBoard::new(ctx.dir().clone(), &opts.share, &me, opts.ttl)?,
             },
             Some(cfg) => {
                 if opts.ttl.subsec_nanos() != 0 || opts.ttl < Duration::from_secs(2) {
@@ -352,7 +353,7 @@ impl Svcshare {
             parts.push(format!("proxy {} -> {}", g.listen, g.upstream));
         }
         match &self.opts.client {
-            Some(Client::Framework(n)) => parts.push(format!("framework process {n}")),
+            Some(Client::Framework(n, _)) => parts.push(format!("framework process {n}")),
             Some(Client::Commands { .. }) => parts.push("pause/resume commands".to_owned()),
             None => {}
         }
@@ -574,7 +575,16 @@ impl Svcshare {
                 Ok(t) => ctx
                     .log()
                     .info(format!("client resumed under token {token}: {t}")),
-                Err(e) => ctx.error(&format!("resuming the client: {e}")),
+                Err(e) => {
+                    // A client that cannot run must not keep the resource from the others.
+                    ctx.error(&format!(
+                        "resuming the client: {e}; giving the resource back and no longer asking (fix the client, then election)"
+                    ));
+                    self.want = false;
+                    self.force = Force::None;
+                    self.give_back(ctx, "the client could not be resumed");
+                    return;
+                }
             }
         }
         self.pump_gate(ctx);
@@ -684,8 +694,14 @@ impl Svcshare {
             g.token,
             g.since.elapsed().as_secs_f64()
         ));
-        if let Peers::Etcd { tx, .. } = &self.peers {
-            let _ = tx.send(ToEtcd::Release(g.token));
+        match &self.peers {
+            Peers::Etcd { tx, .. } => {
+                let _ = tx.send(ToEtcd::Release(g.token));
+            }
+            // Still ours in the file (a late renewal): free it now rather than at its end.
+            Peers::Local { lock, .. } => {
+                let _ = lock.release(g.token);
+            }
         }
         self.publish();
     }
@@ -837,8 +853,8 @@ impl Svcshare {
         }
         let lines = match name.as_str() {
             "status" => self.status_lines(),
-            "version" => vec![version_text(self)],
-            _ => match ROWS.iter().find(|r| r.0 == name) {
+            "version" => vec![commands::version_text(self)],
+            _ => match commands::ROWS.iter().find(|r| r.0 == name) {
                 Some(&(n, h, min, max, usage)) => {
                     let args = &words[1..];
                     if args.len() < min || args.len() > max {
@@ -855,7 +871,11 @@ impl Svcshare {
                 }
                 None => vec![format!(
                     "unknown command '{name}'; commands: {}",
-                    ROWS.iter().map(|r| r.0).collect::<Vec<_>>().join(", ")
+                    commands::ROWS
+                        .iter()
+                        .map(|r| r.0)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )],
             },
         };
@@ -876,293 +896,9 @@ fn fence_ok(g: Grant) -> bool {
     mono_ns() < g.deadline_ns
 }
 
-fn version_text(s: &Svcshare) -> String {
-    format!(
-        "svcshare {VERSION} (daqproc; {} peers, fencing tokens)",
-        match &s.opts.etcd {
-            Some(_) => "etcd",
-            None => "local",
-        }
-    )
-}
-
-fn check_item(id: &str) -> Result<(), Failure> {
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Failure::new(
-            ErrorKind::Usage,
-            format!("item id {id:?}: 1-64 printable characters without spaces"),
-        ));
-    }
-    Ok(())
-}
-
-fn outcome_of_round(m: &Svcshare, what: &str) -> String {
-    let st = m.state();
-    let holder = m.vars.holder.get();
-    match st {
-        ShareState::Running | ShareState::Forced => format!(
-            "{what}: running under token {} ({})",
-            m.grant.map_or(0, |g| g.token),
-            m.last_verdict
-        ),
-        ShareState::Waiting if !holder.is_empty() && holder != m.me => format!(
-            "{what}: waiting; {holder} holds the resource ({})",
-            m.last_verdict
-        ),
-        ShareState::Waiting => format!("{what}: waiting ({})", m.last_verdict),
-        _ => format!("{what}: {}", STATE_LABELS[st as usize]),
-    }
-}
-
-fn election(m: &mut Svcshare, ctx: &mut Ctx, _: &[String]) -> Outcome {
-    if m.halt != Halt::No {
-        return Err(Failure::refused(format!(
-            "halted ({}): no elections; unhalt or force first",
-            m.status_lines().last().cloned().unwrap_or_default()
-        )));
-    }
-    m.want = true;
-    m.force = Force::None;
-    m.asked_ns = now_ns();
-    ctx.log().info(format!(
-        "election asked (queue {}): peers' queues decide",
-        m.queue.len()
-    ));
-    m.round(ctx);
-    Ok(outcome_of_round(m, "election").into())
-}
-
-fn enqueue(m: &mut Svcshare, ctx: &mut Ctx, a: &[String]) -> Outcome {
-    let id = &a[0];
-    check_item(id)?;
-    if m.queue.iter().any(|q| q == id) {
-        return Err(Failure::failed(format!("{id} is already in the queue")));
-    }
-    m.queue.push(id.clone());
-    ctx.log()
-        .info(format!("enqueued {id} (queue {})", m.queue.len()));
-    m.round(ctx);
-    Ok(format!("queued {id}: queue {}", m.queue.len()).into())
-}
-
-fn done(m: &mut Svcshare, ctx: &mut Ctx, a: &[String]) -> Outcome {
-    let id = &a[0];
-    let Some(i) = m.queue.iter().position(|q| q == id) else {
-        return Err(Failure::failed(format!(
-            "{id} is not in the queue (queue: {})",
-            if m.queue.is_empty() {
-                "empty".to_owned()
-            } else {
-                m.queue.join(" ")
-            }
-        )));
-    };
-    m.queue.remove(i);
-    let mut text = format!("{id} done: queue {}", m.queue.len());
-    if m.queue.is_empty() && m.want && m.force == Force::None {
-        m.want = false;
-        text.push_str("; the queue is empty: giving the resource back");
-        ctx.log()
-            .info(format!("{id} done: queue empty, no longer asking to run"));
-    } else {
-        ctx.log()
-            .info(format!("{id} done (queue {})", m.queue.len()));
-    }
-    m.round(ctx);
-    Ok(text.into())
-}
-
-fn force(m: &mut Svcshare, ctx: &mut Ctx, a: &[String]) -> Outcome {
-    let mb = match a.first() {
-        None => 0.0,
-        Some(s) => match s.parse::<f64>() {
-            Ok(v) if v >= 0.0 && v.is_finite() => v,
-            _ => {
-                return Err(Failure::new(
-                    ErrorKind::Usage,
-                    format!("force {s}: MB is a number of megabytes (10^6 bytes), 0 or more"),
-                ))
-            }
-        },
-    };
-    if mb > 0.0 && m.gate.is_none() {
-        return Err(Failure::failed(
-            "force MB counts the proxy's bytes, and this svcshare has no proxy (--listen); use force without MB",
-        ));
-    }
-    if m.halt != Halt::No {
-        ctx.log().info("force ends the halt");
-    }
-    m.halt = Halt::No;
-    m.want = true;
-    m.asked_ns = now_ns();
-    if mb > 0.0 {
-        m.force = Force::Monopoly;
-        m.force_until = m.bytes() + (mb * MB as f64) as u64;
-    } else {
-        m.force = Force::Open;
-    }
-    ctx.log().info(format!(
-        "forced{}",
-        if mb > 0.0 {
-            format!(": peers' elections ignored for {mb} MB")
-        } else {
-            String::new()
-        }
-    ));
-    m.round(ctx);
-    Ok(outcome_of_round(m, "force").into())
-}
-
-fn halt(m: &mut Svcshare, ctx: &mut Ctx, a: &[String]) -> Outcome {
-    let min = match a.first() {
-        None => 0.0,
-        Some(s) => match s.parse::<f64>() {
-            Ok(v) if v >= 0.0 && v.is_finite() => v,
-            _ => {
-                return Err(Failure::new(
-                    ErrorKind::Usage,
-                    format!("halt {s}: MINUTES is a number, 0 or more (0 or none: indefinite)"),
-                ))
-            }
-        },
-    };
-    m.halt = if min > 0.0 {
-        Halt::Until(Instant::now() + Duration::from_secs_f64(min * 60.0))
-    } else {
-        Halt::Indefinite
-    };
-    m.want = false;
-    m.force = Force::None;
-    let text = if min > 0.0 {
-        format!("halted for {min} minutes: no elections, an empty queue reported to peers")
-    } else {
-        "halted indefinitely (until unhalt, force or restart): no elections, an empty queue reported to peers".to_owned()
-    };
-    m.give_back(ctx, "halt");
-    m.pause_client(ctx, 0, "halt");
-    ctx.log().info(&text);
-    m.round(ctx);
-    Ok(text.into())
-}
-
-fn unhalt(m: &mut Svcshare, ctx: &mut Ctx, _: &[String]) -> Outcome {
-    if m.halt == Halt::No {
-        return Ok("not halted".into());
-    }
-    m.halt = Halt::No;
-    m.want = !m.queue.is_empty();
-    if m.want {
-        m.asked_ns = now_ns();
-    }
-    ctx.log().info("unhalted");
-    m.round(ctx);
-    Ok(if m.want {
-        outcome_of_round(m, "unhalted; the queue is not empty, so an election")
-    } else {
-        "unhalted; the queue is empty: paused until an election".to_owned()
-    }
-    .into())
-}
-
-fn pause(m: &mut Svcshare, ctx: &mut Ctx, _: &[String]) -> Outcome {
-    let had_force = m.force != Force::None;
-    m.want = false;
-    m.force = Force::None;
-    m.give_back(ctx, "pause");
-    m.pause_client(ctx, 0, "pause");
-    ctx.log().info("paused by command");
-    m.round(ctx);
-    Ok(if had_force {
-        "paused: client and proxy stopped; force cleared"
-    } else {
-        "paused: client and proxy stopped"
-    }
-    .into())
-}
-
-fn version(m: &mut Svcshare, _ctx: &mut Ctx, _: &[String]) -> Outcome {
-    Ok(version_text(m).into())
-}
-
-fn peers(m: &mut Svcshare, _ctx: &mut Ctx, _: &[String]) -> Outcome {
-    let b = m.board();
-    let mut out = format!(
-        "{:20} {:>6} {:>5} {:>6}  HOLDER",
-        "PEER", "QUEUE", "WANT", "FORCE"
-    );
-    for e in &b.entries {
-        out.push_str(&format!(
-            "\n{:20} {:>6} {:>5} {:>6}  {}",
-            e.name,
-            e.queue,
-            if e.want { "yes" } else { "no" },
-            e.force as i64,
-            if b.holder.as_deref() == Some(e.name.as_str()) {
-                "*"
-            } else {
-                ""
-            }
-        ));
-    }
-    if let Some(v) = policy::elect(&b) {
-        out.push_str(&format!("\nelection: {}", v.why));
-    }
-    Ok(out.into())
-}
-
-type Row = (
-    &'static str,
-    fn(&mut Svcshare, &mut Ctx, &[String]) -> Outcome,
-    usize,
-    usize,
-    &'static str,
-);
-
-/// The seed's commands (and ours), with their aliases: name, handler, arguments, usage.
-const ROWS: &[Row] = &[
-    ("election", election, 0, 0, ""),
-    ("resume", election, 0, 0, ""),
-    ("continue", election, 0, 0, ""),
-    ("enqueue", enqueue, 1, 1, "ID"),
-    ("enq", enqueue, 1, 1, "ID"),
-    ("done", done, 1, 1, "ID"),
-    ("force", force, 0, 1, "[MB]"),
-    ("halt", halt, 0, 1, "[MINUTES]"),
-    ("unhalt", unhalt, 0, 0, ""),
-    ("pause", pause, 0, 0, ""),
-    ("version", version, 0, 0, ""),
-    ("peers", peers, 0, 0, ""),
-];
-
 impl App for Svcshare {
     fn commands() -> Vec<Command<Self>> {
-        let help = |n: &str| -> &'static str {
-            match n {
-                "election" => "A major election: the peer with the smallest queue among those asking runs its client",
-                "resume" => "Alias of election",
-                "continue" => "Alias of election",
-                "enqueue" => "Add item ID to this peer's queue",
-                "enq" => "Alias of enqueue",
-                "done" => "Item ID is done: it leaves the queue (an empty queue gives the resource back)",
-                "force" => "Run at once without an election; with MB, ignore peers' elections until MB more went through the proxy",
-                "halt" => "Pause at once, start no elections, report an empty queue; for MINUTES, or indefinitely",
-                "unhalt" => "End a halt",
-                "pause" => "Pause client and proxy; clears a force",
-                "version" => "The version (every peer answers .version on IRC)",
-                _ => "The peers of the share, their queues, the holder and the election's verdict",
-            }
-        };
-        ROWS.iter()
-            .map(|&(n, h, min, max, usage)| {
-                let c = Command::new(n, help(n)).args(usage, min, max).handler(h);
-                if n == "version" || n == "peers" {
-                    c.public()
-                } else {
-                    c
-                }
-            })
-            .collect()
+        commands::table()
     }
 
     fn timer(&mut self, ctx: &mut Ctx, id: TimerId) {

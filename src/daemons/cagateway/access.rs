@@ -1,0 +1,438 @@
+//! Who may read and write: an access file in the style of EPICS' access security
+//! configuration (ACF), the subset a gateway needs.
+//!
+//! ```text
+//! # who is who
+//! UAG(ops)      { alice, bob }
+//! HAG(consoles) { console1, 192.168.1.20 }
+//! ASG(DEFAULT) {
+//!     RULE(1, READ)
+//!     RULE(1, WRITE) {
+//!         UAG(ops)
+//!         HAG(consoles)
+//!     }
+//! }
+//! ```
+//!
+//! A rule grants READ, WRITE (which includes READ) or NONE. A rule without a body applies to
+//! everyone; with a body it applies when the client's user is in one of its UAGs (if it names
+//! any) and its host is in one of its HAGs (if it names any). The rights are the union of the
+//! rules that apply; the access level number is read and ignored (every variable is level 0).
+//! Only `ASG(DEFAULT)` exists: it covers every PV.
+//!
+//! CA identity is asserted by the client: the user and host names are what the client sends
+//! (CLIENT_NAME, HOST_NAME), and anyone can send any name. A HAG entry that is an IP address
+//! is compared with the real address of the client's TCP connection instead, which the client
+//! cannot choose; use addresses where it matters.
+//!
+//! Without an access file everyone may read and no one may write.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+use super::proto::{ACCESS_READ, ACCESS_WRITE};
+
+/// What a rule grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grant {
+    None,
+    Read,
+    Write,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    grant: Grant,
+    uags: Vec<String>,
+    hags: Vec<String>,
+}
+
+/// A parsed access file.
+#[derive(Debug, Clone)]
+pub struct Access {
+    uags: HashMap<String, Vec<String>>,
+    hags: HashMap<String, Vec<String>>,
+    rules: Vec<Rule>,
+}
+
+/// Who a client says it is, and where it really connects from.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    /// The user name it asserted (CLIENT_NAME), or "".
+    pub user: &'a str,
+    /// The host name it asserted (HOST_NAME), or "".
+    pub host: &'a str,
+    /// Its address.
+    pub peer: IpAddr,
+}
+
+impl Default for Access {
+    fn default() -> Self {
+        Access::read_only()
+    }
+}
+
+impl Access {
+    /// The rule without a file: everyone reads, no one writes.
+    pub fn read_only() -> Access {
+        Access {
+            uags: HashMap::new(),
+            hags: HashMap::new(),
+            rules: vec![Rule {
+                grant: Grant::Read,
+                uags: Vec::new(),
+                hags: Vec::new(),
+            }],
+        }
+    }
+
+    /// Reads an access file.
+    ///
+    /// # Errors
+    /// What is wrong, with the file name and line.
+    pub fn load(path: &Path) -> Result<Access, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the access file {}: {e}", path.display()))?;
+        Access::parse(&text).map_err(|e| format!("access file {}: {e}", path.display()))
+    }
+
+    /// Parses the text of an access file.
+    ///
+    /// # Errors
+    /// What is wrong and on which line.
+    pub fn parse(text: &str) -> Result<Access, String> {
+        let toks = tokenize(text)?;
+        let mut p = Parser { toks, i: 0 };
+        let mut a = Access {
+            uags: HashMap::new(),
+            hags: HashMap::new(),
+            rules: Vec::new(),
+        };
+        let mut saw_asg = false;
+        while let Some((line, t)) = p.peek() {
+            let line = *line;
+            let kw = t.clone();
+            p.i += 1;
+            match kw.as_str() {
+                "UAG" | "HAG" => {
+                    let name = p.paren_word()?;
+                    let members = p.brace_list()?;
+                    let map = if kw == "UAG" {
+                        &mut a.uags
+                    } else {
+                        &mut a.hags
+                    };
+                    if map.insert(name.clone(), members).is_some() {
+                        return Err(format!("line {line}: {kw}({name}) is defined twice"));
+                    }
+                }
+                "ASG" => {
+                    let name = p.paren_word()?;
+                    if name != "DEFAULT" {
+                        return Err(format!(
+                            "line {line}: ASG({name}): only ASG(DEFAULT) is supported (it covers every PV)"
+                        ));
+                    }
+                    if saw_asg {
+                        return Err(format!("line {line}: ASG(DEFAULT) is defined twice"));
+                    }
+                    saw_asg = true;
+                    p.expect("{")?;
+                    while !p.eat("}") {
+                        p.rule(&mut a)?;
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "line {line}: expected UAG, HAG or ASG, found {other:?}"
+                    ))
+                }
+            }
+        }
+        for r in &a.rules {
+            for u in &r.uags {
+                if !a.uags.contains_key(u) {
+                    return Err(format!("a rule names UAG({u}), which is not defined"));
+                }
+            }
+            for h in &r.hags {
+                if !a.hags.contains_key(h) {
+                    return Err(format!("a rule names HAG({h}), which is not defined"));
+                }
+            }
+        }
+        Ok(a)
+    }
+
+    /// The CA access rights bits (read 1, write 2) of a client.
+    pub fn rights(&self, who: &Identity<'_>) -> u32 {
+        let mut bits = 0;
+        for r in &self.rules {
+            let user_ok = r.uags.is_empty()
+                || r.uags
+                    .iter()
+                    .any(|g| self.uags[g].iter().any(|u| u == who.user));
+            let host_ok = r.hags.is_empty()
+                || r.hags.iter().any(|g| {
+                    self.hags[g].iter().any(|h| match h.parse::<IpAddr>() {
+                        Ok(ip) => ip == who.peer || Some(ip) == v4_of(who.peer),
+                        Err(_) => h.eq_ignore_ascii_case(who.host),
+                    })
+                });
+            if user_ok && host_ok {
+                bits |= match r.grant {
+                    Grant::None => 0,
+                    Grant::Read => ACCESS_READ,
+                    Grant::Write => ACCESS_READ | ACCESS_WRITE,
+                };
+            }
+        }
+        bits
+    }
+}
+
+/// The IPv4 address inside an IPv4-mapped IPv6 address.
+fn v4_of(ip: IpAddr) -> Option<IpAddr> {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
+        IpAddr::V4(_) => None,
+    }
+}
+
+fn tokenize(text: &str) -> Result<Vec<(usize, String)>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line_no = n + 1;
+        let mut chars = line.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '#' => break,
+                c if c.is_whitespace() => {}
+                '(' | ')' | '{' | '}' | ',' => out.push((line_no, c.to_string())),
+                '"' => {
+                    let mut s = String::new();
+                    let mut closed = false;
+                    for (_, c) in chars.by_ref() {
+                        if c == '"' {
+                            closed = true;
+                            break;
+                        }
+                        s.push(c);
+                    }
+                    if !closed {
+                        return Err(format!("line {line_no}: unterminated quoted string"));
+                    }
+                    out.push((line_no, s));
+                }
+                c if is_word(c) => {
+                    let mut end = i + c.len_utf8();
+                    while let Some(&(j, d)) = chars.peek() {
+                        if !is_word(d) {
+                            break;
+                        }
+                        end = j + d.len_utf8();
+                        chars.next();
+                    }
+                    out.push((line_no, line[i..end].to_owned()));
+                }
+                c => return Err(format!("line {line_no}: unexpected character {c:?}")),
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn is_word(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "_-.:*$@".contains(c)
+}
+
+struct Parser {
+    toks: Vec<(usize, String)>,
+    i: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<(&usize, &String)> {
+        self.toks.get(self.i).map(|(l, t)| (l, t))
+    }
+
+    fn line(&self) -> usize {
+        self.toks
+            .get(self.i)
+            .or(self.toks.last())
+            .map_or(0, |(l, _)| *l)
+    }
+
+    fn next(&mut self) -> Result<String, String> {
+        let t = self
+            .toks
+            .get(self.i)
+            .map(|(_, t)| t.clone())
+            .ok_or_else(|| "the file ends in the middle of a definition".to_owned())?;
+        self.i += 1;
+        Ok(t)
+    }
+
+    fn eat(&mut self, s: &str) -> bool {
+        if self.toks.get(self.i).is_some_and(|(_, t)| t == s) {
+            self.i += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, s: &str) -> Result<(), String> {
+        let line = self.line();
+        let t = self.next()?;
+        if t == s {
+            Ok(())
+        } else {
+            Err(format!("line {line}: expected {s:?}, found {t:?}"))
+        }
+    }
+
+    fn word(&mut self) -> Result<String, String> {
+        let line = self.line();
+        let t = self.next()?;
+        if ["(", ")", "{", "}", ","].contains(&t.as_str()) {
+            Err(format!("line {line}: expected a name, found {t:?}"))
+        } else {
+            Ok(t)
+        }
+    }
+
+    fn paren_word(&mut self) -> Result<String, String> {
+        self.expect("(")?;
+        let w = self.word()?;
+        self.expect(")")?;
+        Ok(w)
+    }
+
+    fn brace_list(&mut self) -> Result<Vec<String>, String> {
+        self.expect("{")?;
+        let mut v = Vec::new();
+        while !self.eat("}") {
+            v.push(self.word()?);
+            self.eat(",");
+        }
+        Ok(v)
+    }
+
+    fn rule(&mut self, a: &mut Access) -> Result<(), String> {
+        let line = self.line();
+        let kw = self.word()?;
+        if kw != "RULE" {
+            return Err(format!(
+                "line {line}: expected RULE inside ASG(DEFAULT), found {kw:?}"
+            ));
+        }
+        self.expect("(")?;
+        let level = self.word()?;
+        if level.parse::<u32>().is_err() {
+            return Err(format!(
+                "line {line}: RULE({level}, ...): the level must be a number"
+            ));
+        }
+        self.expect(",")?;
+        let g = self.word()?;
+        let grant = match g.as_str() {
+            "NONE" => Grant::None,
+            "READ" => Grant::Read,
+            "WRITE" => Grant::Write,
+            other => {
+                return Err(format!(
+                    "line {line}: RULE grants NONE, READ or WRITE, not {other:?}"
+                ))
+            }
+        };
+        // An option such as TRAPWRITE / NOTRAPWRITE is accepted and has no effect here.
+        if self.eat(",") {
+            self.word()?;
+        }
+        self.expect(")")?;
+        let mut rule = Rule {
+            grant,
+            uags: Vec::new(),
+            hags: Vec::new(),
+        };
+        if self.eat("{") {
+            while !self.eat("}") {
+                let line = self.line();
+                let kw = self.word()?;
+                self.expect("(")?;
+                let mut names = Vec::new();
+                loop {
+                    names.push(self.word()?);
+                    if !self.eat(",") {
+                        break;
+                    }
+                }
+                self.expect(")")?;
+                match kw.as_str() {
+                    "UAG" => rule.uags.extend(names),
+                    "HAG" => rule.hags.extend(names),
+                    other => {
+                        return Err(format!(
+                            "line {line}: a RULE body holds UAG(...) and HAG(...), not {other:?}"
+                        ))
+                    }
+                }
+            }
+        }
+        a.rules.push(rule);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "
+# operators
+UAG(ops) { alice, bob }
+HAG(consoles) { console1, 10.1.2.3 }
+ASG(DEFAULT) {
+    RULE(1, READ)
+    RULE(1, WRITE, TRAPWRITE) {
+        UAG(ops)
+        HAG(consoles)
+    }
+}
+";
+
+    fn who<'a>(user: &'a str, host: &'a str, peer: &str) -> Identity<'a> {
+        Identity {
+            user,
+            host,
+            peer: peer.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn rules_apply_by_user_and_host() {
+        let a = Access::parse(FILE).unwrap();
+        assert_eq!(a.rights(&who("alice", "console1", "127.0.0.1")), 3);
+        assert_eq!(a.rights(&who("alice", "CONSOLE1", "127.0.0.1")), 3);
+        assert_eq!(a.rights(&who("alice", "laptop", "10.1.2.3")), 3);
+        assert_eq!(a.rights(&who("alice", "laptop", "::ffff:10.1.2.3")), 3);
+        assert_eq!(a.rights(&who("alice", "laptop", "127.0.0.1")), 1);
+        assert_eq!(a.rights(&who("eve", "console1", "127.0.0.1")), 1);
+        assert_eq!(Access::read_only().rights(&who("alice", "x", "::1")), 1);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e = Access::parse("UAG(a) { x }\nASG(DEFAULT) {\n RULE(1, FLY)\n}").unwrap_err();
+        assert!(e.contains("line 3") && e.contains("FLY"), "{e}");
+        let e = Access::parse("ASG(DEFAULT) { RULE(1, WRITE) { UAG(nobody) } }").unwrap_err();
+        assert!(e.contains("UAG(nobody)"), "{e}");
+        let e = Access::parse("ASG(other) { }").unwrap_err();
+        assert!(e.contains("only ASG(DEFAULT)"), "{e}");
+        let e = Access::parse("UAG(a) { x").unwrap_err();
+        assert!(e.contains("ends"), "{e}");
+        assert!(Access::parse("bogus").is_err());
+    }
+}

@@ -1,0 +1,836 @@
+//! The Channel Access gateway against clients no one here wrote: pyepics (Debian's
+//! python3-pyepics, over the C client library libca) and caproto's command-line tools
+//! (target/pyenv, installed by tests/prereqs.sh). Every gateway listens on loopback on ports
+//! chosen free at run time; clients find it through EPICS_CA_ADDR_LIST.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value as Json;
+
+use crate::util::{free_port, Env, Out};
+
+/// Debian's Python, which has python3-pyepics.
+const PYTHON: &str = "/usr/bin/python3";
+
+fn caproto_tool(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/pyenv/bin")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run tests/prereqs.sh (it installs caproto into target/pyenv)",
+        p.display()
+    );
+    p
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A gateway of a test.
+struct Gw {
+    name: String,
+    port: u16,
+    beacon_port: u16,
+}
+
+fn start_gateway(env: &mut Env, name: &str, extra: &[&str]) -> Gw {
+    let port = free_port();
+    let beacon_port = free_udp_port();
+    let mut c = env.command("cagateway");
+    c.args(["-n", name])
+        .args(extra)
+        .env("EPICS_CAS_INTF_ADDR_LIST", "127.0.0.1")
+        .env("EPICS_CAS_SERVER_PORT", port.to_string())
+        .env("EPICS_CAS_BEACON_ADDR_LIST", "127.0.0.1")
+        .env("EPICS_CAS_AUTO_BEACON_ADDR_LIST", "NO")
+        .env("EPICS_CAS_BEACON_PORT", beacon_port.to_string());
+    let pid = env.spawn(name, c);
+    env.wait_ready(name, pid);
+    assert_eq!(env.get_int(name, "port"), i64::from(port));
+    Gw {
+        name: name.to_owned(),
+        port,
+        beacon_port,
+    }
+}
+
+impl Gw {
+    /// Waits until the gateway serves `n` processes (itself included).
+    fn wait_serving(&self, env: &Env, n: i64) {
+        env.wait_until(&format!("{} to serve {n} processes", self.name), || {
+            env.get_int(&self.name, "processes") >= n
+        });
+    }
+
+    fn client(&self, env: &Env, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("EPICS_CA_ADDR_LIST", format!("127.0.0.1:{}", self.port))
+            .env("EPICS_CA_AUTO_ADDR_LIST", "NO")
+            .env("EPICS_CA_REPEATER_PORT", self.beacon_port.to_string())
+            .current_dir(env.dir());
+        c
+    }
+
+    /// Runs a pyepics script with arguments.
+    fn pyepics(&self, env: &Env, script: &str, args: &[&str]) -> Out {
+        let mut c = self.client(env, PYTHON);
+        c.arg("-c").arg(script).args(args);
+        env.run(c)
+    }
+
+    /// Runs a caproto command-line tool.
+    fn caproto(&self, env: &Env, tool: &str, args: &[&str]) -> Out {
+        let mut c = self.client(env, &caproto_tool(tool).to_string_lossy());
+        c.arg("--no-repeater").args(args);
+        env.run(c)
+    }
+}
+
+/// Reads each `NAME,DBRTYPE[,COUNT]` with pyepics' `ca.get_with_metadata` and prints a JSON
+/// object of the results (null for a channel that did not connect).
+const GET_PY: &str = r#"
+import json, sys
+from epics import ca
+out = {}
+for spec in sys.argv[1:]:
+    name, ftype, *rest = spec.split(',')
+    chid = ca.create_channel(name, connect=False, auto_cb=False)
+    if not ca.connect_channel(chid, timeout=10):
+        out[spec] = None
+        continue
+    kw = {'count': int(rest[0])} if rest else {}
+    v = ca.get_with_metadata(chid, ftype=int(ftype), timeout=10, **kw)
+    v['access'] = ca.access(chid)
+    v['native'] = ca.field_type(chid)
+    out[spec] = v
+def plain(o):
+    if hasattr(o, 'tolist'):
+        return o.tolist()
+    if isinstance(o, bytes):
+        return o.decode()
+    return str(o)
+print(json.dumps(out, default=plain))
+"#;
+
+fn pyget(gw: &Gw, env: &Env, specs: &[&str]) -> Json {
+    let o = gw.pyepics(env, GET_PY, specs);
+    o.ok();
+    serde_json::from_str(o.stdout.trim())
+        .unwrap_or_else(|e| panic!("pyepics printed no JSON ({e}):\n{}\n{}", o.stdout, o.stderr))
+}
+
+fn chars_text(v: &Json) -> String {
+    let bytes: Vec<u8> = v
+        .as_array()
+        .expect("a char array")
+        .iter()
+        .map(|b| b.as_u64().unwrap() as u8)
+        .take_while(|b| *b != 0)
+        .collect();
+    String::from_utf8(bytes).unwrap()
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+const LONG_LABEL: &str = "a label of fifty characters, longer than forty ok!";
+
+#[test]
+fn pyepics_reads_every_type_form_and_field() {
+    let mut env = Env::new();
+    let t0 = now_secs();
+    env.ticker("t1", &["-c", "init", "-c", "start"]);
+    env.shvar(&["set", "t1", "label", LONG_LABEL]).ok();
+    env.shvar(&["set", "t1", "upfreq", "5000000000"]).ok();
+    let gw = start_gateway(&mut env, "ca1", &[]);
+    gw.wait_serving(&env, 2);
+    let r = pyget(
+        &gw,
+        &env,
+        &[
+            "t1:rate,33",
+            "t1:rate,34",
+            "t1:rate,20",
+            "t1:rate,1",
+            "t1:rate,2",
+            "t1:rate,4",
+            "t1:rate,30",
+            "t1:runstate,31",
+            "t1:runstate,0",
+            "t1:runstate,17",
+            "t1:label,14",
+            "t1:label.VAL$,4,65",
+            "ca1:tick_ms,34",
+            "t1:upfreq,19",
+            "t1:upfreq,20",
+            "t1:rate.EGU,0",
+            "t1:rate.DESC,0",
+            "t1:rate.HOPR,6",
+            "t1:rate.LOPR,6",
+            "t1:rate.HIHI,6",
+            "t1:rate.HIGH,6",
+            "t1:rate.LOW,6",
+            "t1:rate.LOLO,6",
+            "t1:nosuchvar,0",
+        ],
+    );
+    let ctrl = &r["t1:rate,33"];
+    assert_eq!(ctrl["value"], 10, "{r:#}");
+    assert_eq!(ctrl["native"], 5, "INTEGER is DBR_LONG");
+    assert_eq!(ctrl["units"], "Hz");
+    assert_eq!(ctrl["upper_ctrl_limit"], 1_000_000);
+    assert_eq!(ctrl["lower_ctrl_limit"], 1);
+    assert_eq!(ctrl["upper_disp_limit"], 1_000_000);
+    assert_eq!(ctrl["lower_disp_limit"], 1);
+    assert_eq!(ctrl["upper_alarm_limit"], 0);
+    assert_eq!(
+        (ctrl["status"].clone(), ctrl["severity"].clone()),
+        (0.into(), 0.into())
+    );
+    assert_eq!(ctrl["access"], "read-only", "no access file: no writes");
+    assert_eq!(r["t1:rate,34"]["value"], 10.0);
+    assert_eq!(r["t1:rate,34"]["precision"], 0);
+    let stamp = r["t1:rate,20"]["timestamp"].as_f64().unwrap();
+    assert!(
+        stamp >= t0 - 1.0 && stamp <= now_secs() + 1.0,
+        "the time stamp is the variable's change time: {stamp} (test began {t0})"
+    );
+    assert_eq!(r["t1:rate,1"]["value"], 10, "DBR_INT");
+    assert_eq!(r["t1:rate,2"]["value"], 10.0, "DBR_FLOAT");
+    assert_eq!(r["t1:rate,4"]["value"], 10, "DBR_CHAR");
+    assert_eq!(
+        r["t1:rate,30"]["upper_ctrl_limit"], 1_000_000.0,
+        "DBR_CTRL_FLOAT"
+    );
+    let e = &r["t1:runstate,31"];
+    assert_eq!(e["native"], 3, "ENUM is DBR_ENUM");
+    assert_eq!(e["value"], 2);
+    assert_eq!(
+        e["enum_strs"],
+        serde_json::json!([
+            "UNDEFINED_STATE",
+            "INIT_STATE",
+            "RUNNING_STATE",
+            "PAUSE_STATE"
+        ])
+    );
+    assert_eq!(r["t1:runstate,0"]["value"], "RUNNING_STATE");
+    assert_eq!(r["t1:runstate,17"]["value"], 2, "DBR_TIME_ENUM");
+    assert_eq!(
+        r["t1:label,14"]["value"],
+        &LONG_LABEL[..39],
+        "DBR_STRING holds 39 bytes"
+    );
+    assert_eq!(r["t1:label,14"]["native"], 0);
+    assert_eq!(chars_text(&r["t1:label.VAL$,4,65"]["value"]), LONG_LABEL);
+    let f = &r["ca1:tick_ms,34"];
+    assert_eq!(
+        (
+            f["native"].clone(),
+            f["value"].clone(),
+            f["precision"].clone(),
+            f["units"].clone()
+        ),
+        (6.into(), 1.0.into(), 6.into(), "ms".into()),
+        "FLOAT is DBR_DOUBLE"
+    );
+    // Beyond 32 bits: DBR_LONG clamps and says so; DBR_DOUBLE is exact.
+    let big = &r["t1:upfreq,19"];
+    assert_eq!(big["value"], i64::from(i32::MAX), "{big}");
+    assert_eq!(
+        (big["status"].clone(), big["severity"].clone()),
+        (11.into(), 2.into())
+    );
+    assert_eq!(r["t1:upfreq,20"]["value"], 5.0e9);
+    assert_eq!(r["t1:upfreq,20"]["severity"], 0);
+    assert_eq!(r["t1:rate.EGU,0"]["value"], "Hz");
+    assert!(r["t1:rate.DESC,0"]["value"]
+        .as_str()
+        .unwrap()
+        .starts_with("Ticks per second"));
+    assert_eq!(r["t1:rate.HOPR,6"]["value"], 1_000_000.0);
+    assert_eq!(r["t1:rate.LOPR,6"]["value"], 1.0);
+    for f in ["HIHI", "HIGH", "LOW", "LOLO"] {
+        assert_eq!(
+            r[format!("t1:rate.{f},6")]["value"],
+            0.0,
+            "no alarm limits yet"
+        );
+    }
+    assert!(r["t1:nosuchvar,0"].is_null());
+}
+
+#[test]
+fn caproto_reads_status_time_graphic_and_control_forms() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init", "-c", "start"]);
+    env.shvar(&["set", "t1", "label", "hello gateway"]).ok();
+    let gw = start_gateway(&mut env, "ca1", &[]);
+    gw.wait_serving(&env, 2);
+    let get = |args: &[&str]| {
+        let o = gw.caproto(&env, "caproto-get", args);
+        o.ok();
+        o.stdout.trim().to_owned()
+    };
+    let f = "{response.metadata.status} {response.metadata.severity} {response.data}";
+    assert_eq!(
+        get(&["-d", "DBR_STS_LONG", "t1:rate", "--format", f]),
+        "0 0 [10]"
+    );
+    assert_eq!(
+        get(&[
+            "-d",
+            "DBR_STS_DOUBLE",
+            "t1:rate",
+            "--format",
+            "{response.data_type.name}"
+        ]),
+        "STS_DOUBLE"
+    );
+    assert_eq!(
+        get(&["-d", "DBR_STS_STRING", "t1:label", "--format", f]),
+        "0 0 [hello gateway]"
+    );
+    assert_eq!(
+        get(&["-d", "DBR_STS_ENUM", "t1:runstate", "--format", f]),
+        "0 0 [2]"
+    );
+    assert_eq!(
+        get(&[
+            "-d",
+            "DBR_GR_LONG",
+            "t1:rate",
+            "--format",
+            "{response.metadata.units} {response.metadata.upper_disp_limit} {response.metadata.lower_disp_limit}"
+        ]),
+        "b'Hz' 1000000 1"
+    );
+    assert_eq!(
+        get(&[
+            "-d",
+            "DBR_CTRL_DOUBLE",
+            "ca1:tick_ms",
+            "--format",
+            "{response.metadata.units} {response.metadata.precision} {response.data}"
+        ]),
+        "b'ms' 6 [1]"
+    );
+    assert_eq!(
+        get(&[
+            "-d",
+            "DBR_CTRL_ENUM",
+            "t1:runstate",
+            "--format",
+            "{response.metadata.enum_strings}"
+        ]),
+        "(b'UNDEFINED_STATE', b'INIT_STATE', b'RUNNING_STATE', b'PAUSE_STATE')"
+    );
+    let t = get(&[
+        "-d",
+        "DBR_TIME_STRING",
+        "t1:runstate",
+        "--format",
+        "{response.data}",
+    ]);
+    assert_eq!(t, "[RUNNING_STATE]");
+    assert!(get(&["t1:runstate"]).ends_with("[RUNNING_STATE]"));
+    let o = gw.caproto(&env, "caproto-get", &["--timeout", "1", "t1:nosuch"]);
+    o.stdout_has("Timed out while awaiting a response from the search");
+}
+
+const ACCESS: &str = "
+# Writes from this machine's loopback only (the address is the real one, not asserted).
+HAG(local) { 127.0.0.1 }
+ASG(DEFAULT) {
+    RULE(1, READ)
+    RULE(1, WRITE) { HAG(local) }
+}
+";
+
+const PUT_PY: &str = r#"
+import sys, epics
+name, value = sys.argv[1], sys.argv[2]
+pv = epics.PV(name)
+if not pv.wait_for_connection(10):
+    print('not connected'); sys.exit(3)
+print('write_access', pv.write_access)
+try:
+    print('put', pv.put(int(value) if value.lstrip('-').isdigit() else value, wait=True, timeout=10))
+except Exception as e:
+    print('refused', e)
+"#;
+
+#[test]
+fn puts_go_through_the_owner_and_refusals_reach_the_client() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init", "-c", "start"]);
+    let acf = env.path("ca.acf");
+    std::fs::write(&acf, ACCESS).unwrap();
+    let gw = start_gateway(&mut env, "ca1", &["--access", acf.to_str().unwrap()]);
+    gw.wait_serving(&env, 2);
+    let put = |args: &[&str]| {
+        let mut o = gw.caproto(&env, "caproto-put", args);
+        // caproto prints an error response on either stream, depending on the version.
+        o.stdout.push_str(&o.stderr);
+        o
+    };
+
+    // Accepted: the owner sets it, caproto sees old and new.
+    let o = put(&["--notify", "t1:rate", "50"]);
+    o.ok().stdout_has("[50]");
+    assert_eq!(env.get_int("t1", "rate"), 50);
+    assert_eq!(env.get("t1", "lastcmd"), "set rate 50");
+    // Out of range: the owner's refusal, in its words.
+    let o = put(&["--notify", "t1:rate", "0"]);
+    assert!(
+        o.stdout.contains("ECA_PUTFAIL") && o.stdout.contains("out of range"),
+        "{o:?}"
+    );
+    assert_eq!(env.get_int("t1", "rate"), 50);
+    // Read-only.
+    let o = put(&["t1:ticks", "5"]);
+    assert!(
+        o.stdout.contains("ECA_NOWTACCESS") && o.stdout.contains("t1:ticks is read-only"),
+        "{o:?}"
+    );
+    // Wrong state: the command PV runs a command, which the state machine refuses.
+    let o = put(&["--notify", "t1:cmd", "resume"]);
+    assert!(o.stdout.contains("not allowed in RUNNING_STATE"), "{o:?}");
+    put(&["--notify", "t1:cmd", "pause"]).ok();
+    assert_eq!(env.get("t1", "runstate"), "PAUSE_STATE");
+    // A string.
+    put(&["--notify", "t1:label", "'hello there'"]).ok();
+    assert_eq!(env.get("t1", "label"), "hello there");
+
+    // pyepics (libca): write access is announced, a put with callback completes once the owner
+    // answered, a read-only variable reports no write access.
+    let o = gw.pyepics(&env, PUT_PY, &["t1:rate", "77"]);
+    o.ok().stdout_has("write_access True").stdout_has("put 1");
+    assert_eq!(env.get_int("t1", "rate"), 77);
+    let o = gw.pyepics(&env, PUT_PY, &["t1:rate", "-5"]);
+    o.ok();
+    assert_eq!(env.get_int("t1", "rate"), 77, "refused: {o:?}");
+    let o = gw.pyepics(&env, PUT_PY, &["t1:ticks", "5"]);
+    o.ok()
+        .stdout_has("write_access False")
+        .stdout_has("Write access denied");
+    assert!(env.get_int("ca1", "puts") >= 4);
+    assert!(env.get_int("ca1", "put_errors") >= 3);
+}
+
+#[test]
+fn without_an_access_file_nobody_writes() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init"]);
+    let gw = start_gateway(&mut env, "ca1", &[]);
+    gw.wait_serving(&env, 2);
+    let o = gw.caproto(&env, "caproto-put", &["t1:rate", "50"]);
+    let text = format!("{}{}", o.stdout, o.stderr);
+    assert!(text.contains("no write access"), "{o:?}");
+    assert_eq!(env.get_int("t1", "rate"), 10);
+    let o = gw.caproto(&env, "caproto-put", &["t1:cmd", "exit"]);
+    assert!(
+        format!("{}{}", o.stdout, o.stderr).contains("ECA_NOWTACCESS"),
+        "{o:?}"
+    );
+}
+
+/// Follows a PV for a while with pyepics; prints every value received as one JSON list.
+const MONITOR_PY: &str = r#"
+import json, sys, time, epics
+vals = []
+pv = epics.PV(sys.argv[1], auto_monitor=True, callback=lambda value=None, **kw: vals.append(value))
+if not pv.wait_for_connection(10):
+    print('not connected'); sys.exit(3)
+print('connected', flush=True)
+t_end = time.time() + float(sys.argv[2])
+while time.time() < t_end:
+    time.sleep(0.05)
+pv.clear_callbacks()
+print(json.dumps([int(v) for v in vals]))
+"#;
+
+#[test]
+fn monitor_follows_a_counter_written_at_1khz() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init"]);
+    env.shvar(&["set", "t1", "rate", "1000"]).ok();
+    let gw = start_gateway(&mut env, "ca1", &[]);
+    gw.wait_serving(&env, 2);
+    let mut c = gw.client(&env, PYTHON);
+    c.arg("-c").arg(MONITOR_PY).args(["t1:ticks", "2.5"]);
+    let pid = env.spawn_capturing("mon", c);
+    env.wait_until("the monitor to connect", || {
+        env.stdout_of("mon").contains("connected")
+    });
+    env.shvar(&["cmd", "t1", "start"]).ok();
+    env.wait_until("the monitor to finish", || {
+        env.stdout_of("mon").lines().any(|l| l.starts_with('['))
+    });
+    let _ = pid;
+    let out = env.stdout_of("mon");
+    let vals: Vec<i64> = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let last = vals.last().copied().unwrap_or(0);
+    assert!(
+        last >= 1500,
+        "the counter reached {last} in the window: {vals:?}"
+    );
+    assert!(
+        vals.windows(2).all(|w| w[0] < w[1]),
+        "updates come in order, each once"
+    );
+    // Every change: the gateway reads the ticker's change log, so no increment is lost
+    // between two of its ticks, however the scheduler holds it back.
+    let changes = vals.iter().filter(|v| **v > 0).count() as i64;
+    let first = vals.iter().copied().find(|v| *v > 0).unwrap_or(1);
+    let expected = last - first + 1;
+    assert_eq!(
+        changes, expected,
+        "received {changes} of {expected} changes: {vals:?}"
+    );
+    eprintln!("monitor: {changes} of {expected} changes received");
+    assert!(env.get_int("ca1", "updates") >= changes);
+}
+
+#[test]
+fn caproto_monitor_sees_string_changes_and_the_gateway_counts_it() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init"]);
+    let gw = start_gateway(&mut env, "ca1", &[]);
+    gw.wait_serving(&env, 2);
+    let mut c = gw.client(&env, &caproto_tool("caproto-monitor").to_string_lossy());
+    c.args([
+        "--no-repeater",
+        "--maximum",
+        "3",
+        "--format",
+        "{response.data}",
+        "t1:label",
+    ]);
+    env.spawn_capturing("mon", c);
+    env.wait_until("the subscription", || env.get_int("ca1", "monitors") >= 1);
+    env.wait_until("the first update (the empty label)", || {
+        env.stdout_of("mon").lines().next() == Some("[]")
+    });
+    env.shvar(&["set", "t1", "label", "one"]).ok();
+    env.wait_until("'one'", || env.stdout_of("mon").contains("[one]"));
+    env.shvar(&["set", "t1", "label", "two"]).ok();
+    env.wait_until("'two'", || env.stdout_of("mon").contains("[two]"));
+    env.wait_until("caproto-monitor to leave", || {
+        env.get_int("ca1", "clients") == 0
+    });
+    assert_eq!(env.get_int("ca1", "monitors"), 0);
+}
+
+/// Watches a PV across its owner's restart: prints connection changes and values as lines.
+const RECONNECT_PY: &str = r#"
+import sys, time, epics
+def conn(pvname=None, conn=None, **kw):
+    print('conn', conn, flush=True)
+def val(value=None, **kw):
+    print('value', value, flush=True)
+pv = epics.PV(sys.argv[1], auto_monitor=True, callback=val, connection_callback=conn)
+t_end = time.time() + float(sys.argv[2])
+while time.time() < t_end:
+    time.sleep(0.05)
+"#;
+
+#[test]
+fn clients_reconnect_when_the_owner_restarts() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init"]);
+    env.shvar(&["set", "t1", "label", "first life"]).ok();
+    let gw = start_gateway(&mut env, "ca1", &[]);
+    gw.wait_serving(&env, 2);
+    let mut c = gw.client(&env, PYTHON);
+    c.arg("-c").arg(RECONNECT_PY).args(["t1:label", "60"]);
+    env.spawn_capturing("watch", c);
+    env.wait_until("the first value", || {
+        env.stdout_of("watch").contains("value first life")
+    });
+    env.kill9("t1");
+    env.wait_until("the disconnect", || {
+        env.stdout_of("watch").contains("conn False")
+    });
+    env.ticker("t1", &["-c", "init"]);
+    env.shvar(&["set", "t1", "label", "second life"]).ok();
+    env.wait_until("the reconnect and the new value", || {
+        let o = env.stdout_of("watch");
+        o.matches("conn True").count() >= 2 && o.contains("value second life")
+    });
+}
+
+#[test]
+fn a_process_started_after_the_gateway_is_served_and_one_that_exits_is_dropped() {
+    let mut env = Env::new();
+    let gw = start_gateway(&mut env, "ca1", &[]);
+    gw.wait_serving(&env, 1);
+    let o = gw.caproto(&env, "caproto-get", &["--timeout", "1", "late:rate"]);
+    o.stdout_has("Timed out while awaiting a response from the search");
+    env.ticker("late", &["-c", "init"]);
+    gw.wait_serving(&env, 2);
+    let o = gw.caproto(&env, "caproto-get", &["late:rate"]);
+    o.ok().stdout_has("[10]");
+    env.shvar(&["cmd", "late", "exit"]).ok();
+    env.wait_exit("late");
+    env.wait_until("the gateway to drop it", || {
+        env.get_int("ca1", "processes") == 1
+    });
+    let o = gw.caproto(&env, "caproto-get", &["--timeout", "1", "late:rate"]);
+    o.stdout_has("Timed out while awaiting a response from the search");
+}
+
+fn header(cmd: u16, size: u16, dtype: u16, count: u16, p1: u32, p2: u32) -> Vec<u8> {
+    let mut v = Vec::new();
+    for x in [cmd, size, dtype, count] {
+        v.extend_from_slice(&x.to_be_bytes());
+    }
+    v.extend_from_slice(&p1.to_be_bytes());
+    v.extend_from_slice(&p2.to_be_bytes());
+    v
+}
+
+/// Reads until the gateway closes the connection; what it sent.
+fn read_to_close(s: &mut TcpStream, within: Duration) -> Vec<u8> {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut got = Vec::new();
+    let t0 = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!(
+                "the gateway did not close the connection within {within:?} ({e}); got {} bytes",
+                got.len()
+            ),
+        }
+        assert!(
+            t0.elapsed() < within,
+            "the gateway keeps the connection open"
+        );
+    }
+}
+
+#[test]
+fn bad_clients_cost_only_themselves() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init"]);
+    env.shvar(&["set", "t1", "rate", "1000"]).ok();
+    env.shvar(&["cmd", "t1", "start"]).ok();
+    let gw = start_gateway(&mut env, "ca1", &["--echo-secs", "1"]);
+    gw.wait_serving(&env, 2);
+    let addr = format!("127.0.0.1:{}", gw.port);
+
+    // Junk: unknown commands are answered with errors; the circuit survives them.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    let mut junk = Vec::new();
+    for i in 0..50u32 {
+        junk.extend(header(200 + i as u16, 0, 0, 0, i, i));
+    }
+    junk.extend(header(23, 0, 0, 0, 0, 0));
+    s.write_all(&junk).unwrap();
+    // An absurd size (4 GiB, in the extended header) closes it.
+    let mut absurd = header(4, 0xFFFF, 6, 0, 1, 1);
+    absurd.extend_from_slice(&u32::MAX.to_be_bytes());
+    absurd.extend_from_slice(&1u32.to_be_bytes());
+    s.write_all(&absurd).unwrap();
+    let got = read_to_close(&mut s, Duration::from_secs(10));
+    assert!(
+        got.len() >= 50 * 16,
+        "errors for the junk ({} bytes)",
+        got.len()
+    );
+    assert!(env.get_int("ca1", "errors") >= 51);
+
+    // Random bytes from many connections at once.
+    let mut conns: Vec<TcpStream> = (0..20u64)
+        .map(|i| {
+            let mut c = TcpStream::connect(&addr).unwrap();
+            let _ = c.write_all(&crate::util::junk(4096, i + 1));
+            c
+        })
+        .collect();
+
+    // Half-open: a client that says nothing is sent an echo, then dropped.
+    let mut quiet = TcpStream::connect(&addr).unwrap();
+    let got = read_to_close(&mut quiet, Duration::from_secs(10));
+    assert_eq!(&got[..2], &[0, 23], "an echo first");
+
+    // A client that subscribes a thousand times to a counter written at 1 kHz and never
+    // reads: it is throttled then dropped; it costs bounded memory.
+    let mut deaf = TcpStream::connect(&addr).unwrap();
+    let mut req = header(0, 0, 0, 13, 0, 0);
+    let name = b"t1:ticks\0\0\0\0\0\0\0\0";
+    req.extend(header(18, 16, 0, 0, 1, 13));
+    req.extend_from_slice(name);
+    deaf.write_all(&req).unwrap();
+    let mut sid = [0u8; 64];
+    deaf.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut n = 0;
+    while n < 48 {
+        n += deaf.read(&mut sid[n..]).unwrap();
+    }
+    // VERSION, ACCESS_RIGHTS, CREATE_CHAN: the sid is the last word of the third.
+    let sid = u32::from_be_bytes(sid[44..48].try_into().unwrap());
+    let mut subs = Vec::new();
+    for id in 0..1000u32 {
+        subs.extend(header(1, 16, 34, 1, sid, id));
+        subs.extend_from_slice(&[0u8; 12]);
+        subs.extend_from_slice(&[0, 1, 0, 0]);
+    }
+    deaf.write_all(&subs).unwrap();
+    env.wait_until("the thousand subscriptions", || {
+        env.get_int("ca1", "monitors") >= 1000
+    });
+
+    // A search flood from one socket.
+    let flood = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut d = header(0, 0, 0, 13, 0, 0);
+    for i in 0..60u32 {
+        d.extend(header(6, 16, 5, 13, i, i));
+        d.extend_from_slice(b"t1:nosuchvar\0\0\0\0");
+    }
+    for _ in 0..1000 {
+        let _ = flood.send_to(&d, ("127.0.0.1", gw.port));
+    }
+
+    // Meanwhile a good client is served, and monitors flow to it.
+    let r = pyget(&gw, &env, &["t1:rate,5"]);
+    assert_eq!(r["t1:rate,5"]["value"], 1000);
+    let o = gw.caproto(&env, "caproto-monitor", &["--maximum", "20", "t1:ticks"]);
+    o.ok();
+    assert_eq!(o.stdout.lines().count(), 20, "{o:?}");
+
+    env.wait_until("the deaf client to be dropped", || {
+        env.get_int("ca1", "monitors") < 1000
+    });
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", env.get_int("ca1", "pid"))).unwrap();
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(rss_kb < 64 * 1024, "the gateway holds {rss_kb} KiB");
+    assert!(env.get_int("ca1", "dropped") >= 2);
+    assert!(env.get_int("ca1", "searches") > 0);
+    conns.clear();
+    drop(deaf);
+}
+
+#[test]
+fn beacons_announce_the_port_from_the_environment() {
+    let mut env = Env::new();
+    let gw = start_gateway(&mut env, "ca1", &[]);
+    let sock = UdpSocket::bind(("127.0.0.1", gw.beacon_port));
+    let Ok(sock) = sock else {
+        panic!("cannot listen on the beacon port {}", gw.beacon_port);
+    };
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut b = [0u8; 64];
+    let (n, _) = sock.recv_from(&mut b).expect("a beacon within 20 s");
+    assert_eq!(n, 16);
+    assert_eq!(u16::from_be_bytes([b[0], b[1]]), 13, "CA_PROTO_RSRV_IS_UP");
+    assert_eq!(u16::from_be_bytes([b[6], b[7]]), gw.port, "the TCP port");
+    assert_eq!(&b[12..16], &[127, 0, 0, 1], "the address it listens on");
+}
+
+/// Follows a PV with the DBE_ALARM mask only; prints each update's value, status and severity
+/// (one JSON list) when "stop" is written to its stdin... or after argv[2] seconds.
+const ALARM_PY: &str = r#"
+import json, sys, time
+from epics import ca, dbr
+got = []
+chid = ca.create_channel(sys.argv[1], connect=False, auto_cb=False)
+if not ca.connect_channel(chid, timeout=10):
+    print('not connected'); sys.exit(3)
+def cb(pvname=None, value=None, status=None, severity=None, **kw):
+    got.append([float(value), int(status), int(severity)])
+ev = ca.create_subscription(chid, mask=dbr.DBE_ALARM, use_time=True, callback=cb)
+print('connected', flush=True)
+t_end = time.time() + float(sys.argv[2])
+while time.time() < t_end and len(got) < int(sys.argv[3]):
+    ca.poll(0.02)
+print(json.dumps(got), flush=True)
+"#;
+
+/// Issue 11's alarm limits through CA: DBR_STS/CTRL carry the alarm state and the limits,
+/// `.HIHI` and friends are the variable's, `.PREC` its precision, and a DBE_ALARM monitor is
+/// told of alarm changes only.
+#[test]
+fn alarm_limits_status_and_dbe_alarm_monitors() {
+    let mut env = Env::new();
+    let mut c = env.example_command("tabled");
+    c.args(["-n", "tb"]);
+    let pid = env.spawn("tb", c);
+    env.wait_ready("tb", pid);
+    let gw = start_gateway(&mut env, "ca1", &[]);
+    gw.wait_serving(&env, 1);
+    env.shvar(&["set", "tb", "temp", "45"]).ok();
+    let r = pyget(
+        &gw,
+        &env,
+        &[
+            "tb:temp,34",
+            "tb:temp,20",
+            "tb:temp.HIHI,6",
+            "tb:temp.LOW,6",
+            "tb:temp.PREC,5",
+        ],
+    );
+    let ctrl = &r["tb:temp,34"];
+    assert_eq!(ctrl["value"], 45.0, "{r:#}");
+    assert_eq!(
+        (ctrl["status"].clone(), ctrl["severity"].clone()),
+        (4.into(), 1.into()),
+        "HIGH, MINOR: {r:#}"
+    );
+    assert_eq!(ctrl["upper_alarm_limit"], 60.0);
+    assert_eq!(ctrl["upper_warning_limit"], 40.0);
+    assert_eq!(ctrl["lower_warning_limit"], 10.0);
+    assert_eq!(ctrl["lower_alarm_limit"], 0.0);
+    assert_eq!(ctrl["precision"], 1);
+    assert_eq!(r["tb:temp,20"]["severity"], 1, "DBR_TIME_DOUBLE");
+    assert_eq!(r["tb:temp.HIHI,6"]["value"], 60.0);
+    assert_eq!(r["tb:temp.LOW,6"]["value"], 10.0);
+    assert_eq!(r["tb:temp.PREC,5"]["value"], 1);
+    // DBE_ALARM: the first value, then only the alarm changes.
+    env.shvar(&["set", "tb", "temp", "20"]).ok();
+    let mut c = gw.client(&env, PYTHON);
+    c.arg("-c").arg(ALARM_PY).args(["tb:temp", "20", "4"]);
+    env.spawn_capturing("alarm", c);
+    env.wait_until("the monitor to connect", || {
+        env.stdout_of("alarm").contains("connected")
+    });
+    for v in ["25", "45", "46", "65", "61", "20"] {
+        env.shvar(&["set", "tb", "temp", v]).ok();
+    }
+    env.wait_until("the alarm monitor to finish", || {
+        env.stdout_of("alarm").lines().any(|l| l.starts_with('['))
+    });
+    let out = env.stdout_of("alarm");
+    let got: Vec<(f64, i64, i64)> = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        got,
+        vec![(20.0, 0, 0), (45.0, 4, 1), (65.0, 3, 2), (20.0, 0, 0)],
+        "25, 46 and 61 change no alarm state"
+    );
+}
