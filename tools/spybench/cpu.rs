@@ -278,6 +278,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         "farm CPU",
         "push/next [min-max]"
     );
+    let mut warnings = Vec::new();
     let next_of = |n: usize| cases.iter().position(|&c| c == (Mode::Next, n));
     for (i, &(m, n)) in cases.iter().enumerate() {
         let s = &samples[i];
@@ -294,6 +295,14 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
                     .map(|(p, q)| p.cpu_s_per_gb / q.cpu_s_per_gb)
                     .collect();
                 let rs = spread(&r);
+                if cli.runs > 1 && rs.0 <= 1.0 && rs.1 >= 1.0 {
+                    warnings.push(format!(
+                        "push with {n} clients: the per-run push/next ratios spread over \
+                         {:.2}-{:.2}, across 1: this run cannot tell which costs more; use more \
+                         --runs or a quieter machine",
+                        rs.0, rs.1
+                    ));
+                }
                 format!("{:.2} [{:.2}-{:.2}]", median(&mut r), rs.0, rs.1)
             }
             _ => String::new(),
@@ -312,6 +321,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             ratio
         );
     }
-    println!("(farm CPU = utime+stime of farmspydaemon from /proc/PID/stat, % of one core; s/GB = farm CPU seconds per 10^9 bytes served to all clients)");
+    println!("(farm CPU = utime+stime of farmspydaemon from /proc/PID/stat, % of one core; s/GB = farm CPU seconds per 10^9 bytes served to all clients; {} runs per case)", cli.runs);
+    for w in warnings {
+        println!("warning: {w}");
+    }
     Ok(())
 }

@@ -39,8 +39,11 @@ pub const SERVE_PACKET_BYTES: usize = 4 << 20;
 /// In streamed packets (protocol version 2), events at least this large go from the farm
 /// buffer to the socket with one copy (a vectored write straight from the buffer's mapping,
 /// then the verdict); smaller ones are copied into the packet, checked, and sent many per
-/// system call, which costs less than a system call each.
-pub const DIRECT_SEND: usize = 32 << 10;
+/// system call. Measured with spybench (docs/operations.md), one copy with its system call
+/// and its wait for the client per event was slower than copying 64 KiB events into 4 MiB
+/// packets, and no faster at 1 MiB: it is used where it saves memory, for events of 1 MiB
+/// and more (a copied event needs a packet buffer of its size per connection).
+pub const DIRECT_SEND: usize = 1 << 20;
 /// In streamed packets, the events copied into the packet are sent once this many bytes have
 /// gathered (or with the next directly sent event, or at the end of the packet).
 const STREAM_FLUSH: usize = 1 << 20;
