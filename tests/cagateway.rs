@@ -754,3 +754,50 @@ fn beacons_announce_the_port_from_the_environment() {
     assert_eq!(u16::from_be_bytes([b[6], b[7]]), gw.port, "the TCP port");
     assert_eq!(&b[12..16], &[127, 0, 0, 1], "the address it listens on");
 }
+
+#[test]
+fn deadbands_and_the_alarm_mask_choose_which_changes_are_sent() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init"]);
+    let acf = env.path("ca.acf");
+    std::fs::write(&acf, ACCESS).unwrap();
+    let gw = start_gateway(&mut env, "ca1", &["--access", acf.to_str().unwrap()]);
+    gw.wait_serving(&env, 2);
+    gw.caproto(&env, "caproto-put", &["--notify", "t1:rate.MDEL", "100"])
+        .ok()
+        .stdout_has("[100.]");
+    let monitor = |env: &mut Env, label: &str, args: &[&str]| {
+        let mut c = gw.client(env, &caproto_tool("caproto-monitor").to_string_lossy());
+        c.args([
+            "--no-repeater",
+            "--maximum",
+            "3",
+            "--format",
+            "{response.data}",
+        ])
+        .args(args);
+        env.spawn_capturing(label, c);
+        env.wait_until("the first update", || {
+            env.stdout_of(label).lines().next() == Some("[10]")
+        });
+    };
+    let lines = |env: &Env, label: &str| -> Vec<String> {
+        env.stdout_of(label).lines().map(str::to_owned).collect()
+    };
+
+    // MDEL 100: a change of 40 or 50 from the last value sent is not sent.
+    monitor(&mut env, "rate", &["t1:rate"]);
+    for v in ["50", "200", "250", "400"] {
+        env.shvar(&["set", "t1", "rate", v]).ok();
+    }
+    env.wait_until("three updates", || lines(&env, "rate").len() >= 3);
+    assert_eq!(lines(&env, "rate"), ["[10]", "[200]", "[400]"]);
+
+    // DBE_ALARM alone: only changes of alarm state (here, the clamp beyond 32 bits).
+    monitor(&mut env, "alarm", &["-m", "a", "t1:upfreq"]);
+    for v in ["5", "5000000000", "6000000000", "7"] {
+        env.shvar(&["set", "t1", "upfreq", v]).ok();
+    }
+    env.wait_until("three updates", || lines(&env, "alarm").len() >= 3);
+    assert_eq!(lines(&env, "alarm"), ["[10]", "[2.14748e+09]", "[7]"]);
+}

@@ -44,6 +44,10 @@ pub struct Sub {
     pub watch: WatchId,
     /// An update is due but waits for room.
     pub pending: bool,
+    /// The value last sent, as a number (the reference of the deadbands).
+    pub last_number: Option<f64>,
+    /// The alarm status and severity last sent.
+    pub last_alarm: (u16, u16),
 }
 
 /// A channel of a circuit.

@@ -32,9 +32,9 @@ use super::circuit::{
 use super::names::{Field, PvName, COMMAND_PV};
 use super::proto::{
     self, cmd, decode_header, decode_put, parse_request, DbrType, Header, Request, Status,
-    ACCESS_READ, ACCESS_WRITE, DBE_LOG, DBE_VALUE,
+    ACCESS_READ, ACCESS_WRITE, DBE_ALARM, DBE_LOG, DBE_VALUE,
 };
-use super::pv::{Pv, Target};
+use super::pv::{Deadbands, Pv, Target};
 use super::search::{self, Budget};
 use super::source::{ReadFail, Source, WatchId};
 use crate::control::client::{self, ClientError};
@@ -474,6 +474,7 @@ pub fn start<S: Source + Send + 'static>(
             next_sid: 1,
             scratch: Vec::new(),
             budget: Budget::default(),
+            deadbands: HashMap::new(),
         },
         tick: cfg.tick,
         ticker,
@@ -528,6 +529,8 @@ struct Core<S: Source> {
     next_sid: u32,
     scratch: Vec<u8>,
     budget: Budget,
+    /// Each variable's deadbands, shared by its channels.
+    deadbands: HashMap<VarKey, Arc<Deadbands>>,
 }
 
 impl<S: Source> Server<S> {
@@ -763,6 +766,7 @@ impl<S: Source> Server<S> {
 
     fn drop_process(&mut self, process: &str) {
         self.core.writers.forget(process);
+        self.core.deadbands.retain(|k, _| &*k.0 != process);
         let ids: Vec<usize> = self.circuits.keys().copied().collect();
         for id in ids {
             self.with_circuit(id, |core, id, c| {
@@ -800,9 +804,6 @@ impl<S: Source> Server<S> {
                 let Some(sub) = ch.subs.get_mut(&subid) else {
                     continue;
                 };
-                if sub.mask & (DBE_VALUE | DBE_LOG) == 0 {
-                    continue;
-                }
                 if c.events_on && c.out.len() < OUT_SOFT {
                     if Core::<S>::encode_update(
                         &mut self.core.scratch,
@@ -811,6 +812,7 @@ impl<S: Source> Server<S> {
                         &sample,
                         sub,
                         subid,
+                        false,
                     ) {
                         self.core.counters.updates.add(1);
                     }
@@ -871,7 +873,11 @@ impl<S: Source> Server<S> {
     }
 }
 
-/// The PV a name is, if we serve it.
+/// The key of a variable's shared state (its deadbands).
+type VarKey = (Arc<str>, u64, String);
+
+/// The PV a name is, if we serve it (with deadbands of its own until the channel shares the
+/// variable's).
 fn resolve<S: Source>(source: &mut S, name: &str) -> Option<Pv> {
     let n = PvName::parse(name)?;
     if !source.has_process(n.process) {
@@ -883,6 +889,7 @@ fn resolve<S: Source>(source: &mut S, name: &str) -> Option<Pv> {
                 target: Target::Var(b),
                 field,
                 name: Arc::from(name),
+                deadbands: Arc::default(),
             };
             if pv.exists() {
                 return Some(pv);
@@ -895,6 +902,7 @@ fn resolve<S: Source>(source: &mut S, name: &str) -> Option<Pv> {
             target: Target::Command(b),
             field: Field::Val,
             name: Arc::from(name),
+            deadbands: Arc::default(),
         });
     }
     None
@@ -1061,10 +1069,13 @@ impl<S: Source> Core<S> {
         } else {
             resolve(&mut self.source, name)
         };
-        let Some(pv) = pv else {
+        let Some(mut pv) = pv else {
             Header::new(cmd::CREATE_CH_FAIL, 0, 0, 0, cid, 0).encode(&mut c.out);
             return;
         };
+        let b = pv.binding();
+        let key = (b.process.clone(), b.generation, b.spec().name.clone());
+        pv.deadbands = self.deadbands.entry(key).or_default().clone();
         let sid = self.next_sid;
         self.next_sid = self.next_sid.wrapping_add(1).max(1);
         let rights = self.rights_of(c, &pv);
@@ -1116,7 +1127,8 @@ impl<S: Source> Core<S> {
         let sample = self.source.read(ch.pv.binding());
         self.scratch.clear();
         match ch.pv.encode(&sample, t, count, &mut self.scratch) {
-            Ok(n) => {
+            Ok(e) => {
+                let n = e.count;
                 let code = if notify { cmd::READ_NOTIFY } else { cmd::READ };
                 let p1 = if notify { Status::NORMAL.0 } else { sid };
                 proto::push_message(
@@ -1163,6 +1175,28 @@ impl<S: Source> Core<S> {
             };
             self.counters.put_errors.add(1);
             return self.bad(c, h, cid, Status::NOWTACCESS, &why);
+        }
+        if matches!(ch.pv.field, Field::Mdel | Field::Adel) {
+            let v = match decode_put(dtype, count, data) {
+                Ok(proto::PutValue::Int(i)) => Some(i as f64),
+                Ok(proto::PutValue::Float(f)) if f.is_finite() => Some(f),
+                Ok(proto::PutValue::Text(t)) => {
+                    t.trim().parse::<f64>().ok().filter(|f| f.is_finite())
+                }
+                _ => None,
+            };
+            let Some(v) = v else {
+                self.counters.put_errors.add(1);
+                let why = format!("{}: a deadband is a number", ch.pv.name);
+                return self.bad(c, h, cid, Status::BADTYPE, &why);
+            };
+            ch.pv.deadbands.set(ch.pv.field, v);
+            self.counters.puts.add(1);
+            if notify {
+                Header::new(cmd::WRITE_NOTIFY, 0, dtype, count, Status::NORMAL.0, h.p2)
+                    .encode(&mut c.out);
+            }
+            return;
         }
         let line = decode_put(dtype, count, data)
             .map_err(|e| (Status::BADTYPE, e.to_string()))
@@ -1258,6 +1292,8 @@ impl<S: Source> Core<S> {
             mask,
             watch,
             pending: false,
+            last_number: None,
+            last_alarm: (0, 0),
         };
         // The first update: the value now.
         let sample = self.source.read(ch.pv.binding());
@@ -1268,6 +1304,7 @@ impl<S: Source> Core<S> {
             &sample,
             &mut sub,
             subid,
+            true,
         ) {
             self.counters.updates.add(1);
         }
@@ -1276,8 +1313,8 @@ impl<S: Source> Core<S> {
         self.counters.monitors.add(1);
     }
 
-    /// Appends a monitor update for `sub`; false (and nothing appended) if the value cannot
-    /// be converted.
+    /// Appends a monitor update for `sub` if its mask and the deadbands let it through (the
+    /// first update always goes); false if nothing was appended.
     fn encode_update(
         scratch: &mut Vec<u8>,
         out: &mut Vec<u8>,
@@ -1285,27 +1322,40 @@ impl<S: Source> Core<S> {
         sample: &Result<super::source::Sample, ReadFail>,
         sub: &mut Sub,
         subid: u32,
+        first: bool,
     ) -> bool {
         scratch.clear();
         sub.pending = false;
-        match pv.encode(sample, sub.dtype, sub.count, scratch) {
-            Ok(n) => {
-                proto::push_message(
-                    out,
-                    Header::new(
-                        cmd::EVENT_ADD,
-                        0,
-                        sub.dtype.code(),
-                        n,
-                        Status::NORMAL.0,
-                        subid,
-                    ),
-                    scratch,
-                );
-                true
+        let Ok(e) = pv.encode(sample, sub.dtype, sub.count, scratch) else {
+            return false;
+        };
+        if !first {
+            let moved = |deadband: f64| match (e.number, sub.last_number) {
+                (Some(n), Some(l)) if deadband >= 0.0 => (n - l).abs() > deadband,
+                _ => true,
+            };
+            let value = sub.mask & DBE_VALUE != 0 && moved(pv.deadbands.mdel());
+            let log = sub.mask & DBE_LOG != 0 && moved(pv.deadbands.adel());
+            let alarm = sub.mask & DBE_ALARM != 0 && e.alarm != sub.last_alarm;
+            if !(value || log || alarm) {
+                return false;
             }
-            Err(_) => false,
         }
+        sub.last_number = e.number;
+        sub.last_alarm = e.alarm;
+        proto::push_message(
+            out,
+            Header::new(
+                cmd::EVENT_ADD,
+                0,
+                sub.dtype.code(),
+                e.count,
+                Status::NORMAL.0,
+                subid,
+            ),
+            scratch,
+        );
+        true
     }
 
     /// Sends the subscriptions marked pending their current value, while there is room.
@@ -1324,8 +1374,15 @@ impl<S: Source> Core<S> {
                     continue;
                 }
                 let sample = self.source.read(ch.pv.binding());
-                if Self::encode_update(&mut self.scratch, &mut c.out, &ch.pv, &sample, sub, *subid)
-                {
+                if Self::encode_update(
+                    &mut self.scratch,
+                    &mut c.out,
+                    &ch.pv,
+                    &sample,
+                    sub,
+                    *subid,
+                    false,
+                ) {
                     self.counters.updates.add(1);
                 }
             }
