@@ -801,3 +801,52 @@ fn deadbands_and_the_alarm_mask_choose_which_changes_are_sent() {
     env.wait_until("three updates", || lines(&env, "alarm").len() >= 3);
     assert_eq!(lines(&env, "alarm"), ["[10]", "[2.14748e+09]", "[7]"]);
 }
+
+#[test]
+fn the_access_file_is_read_again_on_reload_and_a_bad_one_changes_nothing() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init"]);
+    let acf = env.path("ca.acf");
+    // Writes only for a user nobody here is.
+    std::fs::write(
+        &acf,
+        "UAG(ops) { nobody-here }\nASG(DEFAULT) {\n RULE(1, READ)\n RULE(1, WRITE) { UAG(ops) }\n}\n",
+    )
+    .unwrap();
+    let gw = start_gateway(&mut env, "ca1", &["--access", acf.to_str().unwrap()]);
+    gw.wait_serving(&env, 2);
+    let put = |v: &str| {
+        let o = gw.caproto(&env, "caproto-put", &["--notify", "t1:rate", v]);
+        format!("{}{}", o.stdout, o.stderr)
+    };
+    assert!(put("20").contains("no write access"));
+    // The user caproto asserts is this process's user.
+    let me = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .unwrap()
+        .unwrap()
+        .name;
+    std::fs::write(
+        &acf,
+        format!("UAG(ops) {{ {me} }}\nASG(DEFAULT) {{\n RULE(1, READ)\n RULE(1, WRITE) {{ UAG(ops) }}\n}}\n"),
+    )
+    .unwrap();
+    env.shvar(&["cmd", "ca1", "reload"])
+        .ok()
+        .stdout_has("read again");
+    assert!(put("30").contains("[30]"));
+    assert_eq!(env.get_int("t1", "rate"), 30);
+    // A bad file: the error names the line, the rules in force stay.
+    std::fs::write(&acf, "UAG(ops) { x }\nASG(DEFAULT) {\n RULE(1, FLY)\n}\n").unwrap();
+    let o = env.shvar(&["cmd", "ca1", "reload"]);
+    assert_ne!(o.code, 0);
+    o.stderr_has("line 3").stderr_has("unchanged");
+    assert!(put("40").contains("[40]"));
+    // SIGHUP reads it too.
+    std::fs::write(&acf, "ASG(DEFAULT) {\n RULE(1, READ)\n}\n").unwrap();
+    env.signal("ca1", nix::sys::signal::Signal::SIGHUP);
+    env.wait_until("the gateway to read the file again", || {
+        env.stderr_of("ca1").matches("read again").count() >= 2
+    });
+    assert!(put("50").contains("no write access"));
+    assert_eq!(env.get_int("t1", "rate"), 40);
+}
