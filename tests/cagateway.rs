@@ -449,20 +449,25 @@ fn without_an_access_file_nobody_writes() {
     );
 }
 
-/// Follows a PV for a while with pyepics; prints every value received as one JSON list.
+/// Follows a PV with pyepics; prints every value received on a line of its own.
 const MONITOR_PY: &str = r#"
-import json, sys, time, epics
-vals = []
-pv = epics.PV(sys.argv[1], auto_monitor=True, callback=lambda value=None, **kw: vals.append(value))
+import sys, time, epics
+pv = epics.PV(sys.argv[1], auto_monitor=True,
+              callback=lambda value=None, **kw: print('v', int(value), flush=True))
 if not pv.wait_for_connection(10):
     print('not connected'); sys.exit(3)
 print('connected', flush=True)
-t_end = time.time() + float(sys.argv[2])
-while time.time() < t_end:
-    time.sleep(0.05)
-pv.clear_callbacks()
-print(json.dumps([int(v) for v in vals]))
+while True:
+    time.sleep(1)
 "#;
+
+fn monitored(env: &Env, label: &str) -> Vec<i64> {
+    env.stdout_of(label)
+        .lines()
+        .filter_map(|l| l.strip_prefix("v "))
+        .filter_map(|v| v.parse().ok())
+        .collect()
+}
 
 #[test]
 fn monitor_follows_a_counter_written_at_1khz() {
@@ -472,39 +477,34 @@ fn monitor_follows_a_counter_written_at_1khz() {
     let gw = start_gateway(&mut env, "ca1", &[]);
     gw.wait_serving(&env, 2);
     let mut c = gw.client(&env, PYTHON);
-    c.arg("-c").arg(MONITOR_PY).args(["t1:ticks", "2.5"]);
-    let pid = env.spawn_capturing("mon", c);
+    c.arg("-c").arg(MONITOR_PY).arg("t1:ticks");
+    env.spawn_capturing("mon", c);
     env.wait_until("the monitor to connect", || {
         env.stdout_of("mon").contains("connected")
     });
+    // Two seconds' worth of ticks, then the counter stops: its last value must arrive.
     env.shvar(&["cmd", "t1", "start"]).ok();
-    env.wait_until("the monitor to finish", || {
-        env.stdout_of("mon").lines().any(|l| l.starts_with('['))
+    env.wait_until("2000 ticks", || env.get_int("t1", "ticks") >= 2000);
+    env.shvar(&["cmd", "t1", "pause"]).ok();
+    let last = env.get_int("t1", "ticks");
+    env.wait_until("the last value", || {
+        monitored(&env, "mon").last() == Some(&last)
     });
-    let _ = pid;
-    let out = env.stdout_of("mon");
-    let vals: Vec<i64> = serde_json::from_str(out.lines().last().unwrap()).unwrap();
-    let last = vals.last().copied().unwrap_or(0);
-    assert!(
-        last >= 1500,
-        "the counter reached {last} in the window: {vals:?}"
-    );
+    let vals = monitored(&env, "mon");
     assert!(
         vals.windows(2).all(|w| w[0] < w[1]),
         "updates come in order, each once"
     );
     // Every change, but for what the timer source cannot see: two increments between two
     // ticks, when the scheduler held the gateway or the ticker back for a millisecond. On a
-    // quiet machine that is under 1 % of them; with the test suite running in parallel on two
-    // cores it reached 20 %. The change log of region format 2 removes the limit (docs/ca.md).
+    // quiet machine under 1 % of them; with the test suite running in parallel on two cores,
+    // up to 20 %. The change log of region format 2 removes the limit (docs/ca.md).
     let changes = vals.iter().filter(|v| **v > 0).count() as i64;
-    let first = vals.iter().copied().find(|v| *v > 0).unwrap_or(1);
-    let expected = last - first + 1;
+    eprintln!("monitor: {changes} of {last} changes received");
     assert!(
-        changes * 100 >= expected * 50,
-        "received {changes} of {expected} changes"
+        changes * 4 >= last,
+        "received only {changes} of {last} changes"
     );
-    eprintln!("monitor: {changes} of {expected} changes received");
     assert!(env.get_int("ca1", "updates") >= changes);
 }
 
