@@ -850,3 +850,80 @@ fn the_access_file_is_read_again_on_reload_and_a_bad_one_changes_nothing() {
     assert!(put("50").contains("no write access"));
     assert_eq!(env.get_int("t1", "rate"), 40);
 }
+
+/// Reads one CA message: (command, p1, p2, payload).
+fn read_msg(s: &mut TcpStream) -> (u16, u32, u32, Vec<u8>) {
+    let mut h = [0u8; 16];
+    s.read_exact(&mut h).expect("a message from the gateway");
+    let cmd = u16::from_be_bytes([h[0], h[1]]);
+    let size = u16::from_be_bytes([h[2], h[3]]) as usize;
+    let p1 = u32::from_be_bytes(h[8..12].try_into().unwrap());
+    let p2 = u32::from_be_bytes(h[12..16].try_into().unwrap());
+    let mut payload = vec![0u8; size];
+    s.read_exact(&mut payload).unwrap();
+    (cmd, p1, p2, payload)
+}
+
+/// Sends an echo and returns the monitor updates (their DBR_LONG values) that arrive before
+/// its answer: everything the gateway had to say up to the echo.
+fn updates_until_echo(s: &mut TcpStream) -> Vec<i32> {
+    s.write_all(&header(23, 0, 0, 0, 0, 0)).unwrap();
+    let mut v = Vec::new();
+    loop {
+        let (cmd, _, _, payload) = read_msg(s);
+        match cmd {
+            23 => return v,
+            1 => v.push(i32::from_be_bytes(payload[..4].try_into().unwrap())),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_client_that_cannot_keep_up_gets_the_latest_value_not_a_backlog() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init"]);
+    env.shvar(&["set", "t1", "rate", "1000"]).ok();
+    let gw = start_gateway(&mut env, "ca1", &[]);
+    gw.wait_serving(&env, 2);
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = header(0, 0, 0, 13, 0, 0);
+    req.extend(header(18, 16, 0, 0, 1, 13));
+    req.extend_from_slice(b"t1:ticks\0\0\0\0\0\0\0\0");
+    s.write_all(&req).unwrap();
+    let sid = loop {
+        let (cmd, _, p2, _) = read_msg(&mut s);
+        if cmd == 18 {
+            break p2;
+        }
+    };
+    let mut sub = header(1, 16, 5, 1, sid, 7);
+    sub.extend_from_slice(&[0u8; 12]);
+    sub.extend_from_slice(&[0, 1, 0, 0]);
+    s.write_all(&sub).unwrap();
+    assert_eq!(updates_until_echo(&mut s), [0], "the value at once");
+    // Flow control off (as a client that is behind asks): changes are only marked.
+    s.write_all(&header(8, 0, 0, 0, 0, 0)).unwrap();
+    let _ = updates_until_echo(&mut s);
+    env.shvar(&["cmd", "t1", "start"]).ok();
+    env.wait_until("500 ticks", || env.get_int("t1", "ticks") >= 500);
+    assert_eq!(
+        updates_until_echo(&mut s),
+        Vec::<i32>::new(),
+        "nothing while off"
+    );
+    env.shvar(&["cmd", "t1", "pause"]).ok();
+    let last = env.get_int("t1", "ticks");
+    // On again: one update, the latest value, not the hundreds of changes it missed.
+    s.write_all(&header(9, 0, 0, 0, 0, 0)).unwrap();
+    let got = updates_until_echo(&mut s);
+    // (A tick the ticker was already counting when it paused may still land: then that one
+    // change follows.)
+    let now = env.get_int("t1", "ticks");
+    assert!(!got.is_empty() && got.len() <= 2, "{got:?}");
+    assert!(
+        i64::from(got[0]) >= last && i64::from(got[got.len() - 1]) == now,
+        "{got:?}, {last}..{now}"
+    );
+}
