@@ -335,7 +335,7 @@ fn truncated_region() {
     fs::write(env.path("t2.shv"), &full[..10_000]).unwrap();
     env.shvar(&["get", "t2", "ticks"])
         .expect_code(1)
-        .stderr_has("t2.shv is not a usable variable region: header says 2097408 bytes but the file has 10000 (truncated)");
+        .stderr_has(&format!("t2.shv is not a usable variable region: header says {} bytes but the file has 10000 (truncated)", full.len()));
     fs::write(env.path("t3.shv"), &full[..100]).unwrap();
     env.shvar(&["dump", "t3"])
         .expect_code(1)
@@ -428,8 +428,11 @@ fn statistics_cadence_and_update() {
         ],
     );
     std::thread::sleep(std::time::Duration::from_millis(300));
-    // Automatic refresh disabled: nothing published yet beyond the reset at start.
+    // Automatic refresh disabled: nothing published yet beyond the reset at start, and the
+    // update times say "no update yet" (issue 12).
     assert_eq!(env.get_int("t1", "sg_events"), 0);
+    assert_eq!(env.get_int("t1", "sg_uptime"), 0);
+    assert_eq!(env.get_int("t1", "sl_uptime"), 0);
     env.shvar(&["cmd", "t1", "update"]).ok();
     let ev = env.get_int("t1", "sg_events");
     assert!(ev > 10, "sg_events {ev}");

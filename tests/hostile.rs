@@ -312,3 +312,133 @@ time.sleep(30)
         env.shvar(&["cmd", "t11", "status"]).ok();
     }
 }
+
+/// Hole 5: a FIFO named `NAME.shv` made every reader hang forever in open(). Now every tool
+/// refuses it at once and says what it is and whose; `shvar list` shows it and goes on; a
+/// process of that name (root's, which may remove it) starts in its place; a stranger's start
+/// meets root's planted FIFO with an error that names it.
+#[test]
+fn a_fifo_in_place_of_a_region_hangs_nobody() {
+    let who = need_stranger!();
+    let mut env = Env::new();
+    env.share();
+    env.ticker("t1", &[]);
+    let mut c = env.program_as("/usr/bin/python3", who);
+    c.args(["-c", "import os; os.mkfifo('v.shv', 0o666)"]);
+    env.run(c).ok();
+    let refusal = "v.shv is a FIFO of uid";
+    for args in [
+        &["get", "v", "runstate"][..],
+        &["dump", "v"],
+        &["watch", "--count", "1", "v", "runstate"],
+        &["cmd", "v", "status"],
+    ] {
+        env.shvar(args).expect_code(1).stderr_has(refusal);
+    }
+    let l = env.shvar(&["list"]);
+    l.ok().stdout_has(refusal).stdout_has("t1 ");
+    env.shvar(&["export"])
+        .ok()
+        .stdout_has("shvar_up{process=\"t1\"} 1");
+    let mut c = env.command("spyctl");
+    c.args(["-n", "v", "get", "runstate"]);
+    let o = env.run(c);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(
+        o.stderr.contains(refusal) || o.stdout.contains(refusal),
+        "{o:?}"
+    );
+    // A stranger's process of that name cannot take root's FIFO away...
+    let mut c = env.program_as("/usr/bin/python3", who);
+    c.args(["-c", "import os; os.unlink('v.shv')"]);
+    env.run(c).ok();
+    nix::unistd::mkfifo(
+        &env.path("v.shv"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    let mut t = env.command_as("ticker", who);
+    t.args(["-n", "v"]);
+    env.run(t)
+        .expect_code(1)
+        .stderr_has("v.shv is a FIFO of uid 0, not a regular file");
+    // ...and root's own start replaces it, then serves.
+    env.ticker("v", &[]);
+    assert_eq!(env.get("v", "runstate"), "UNDEFINED_STATE");
+    // `shvar cleanup` removes one of its own and never blocks on it.
+    nix::unistd::mkfifo(
+        &env.path("w.shv"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    env.shvar(&["cleanup"])
+        .ok()
+        .stdout_has("w.shv (a FIFO in place of a region)");
+    assert!(!env.path("w.shv").exists());
+}
+
+/// A process that takes a lock on the region file `name.shv` and says so on stdout ("locked"),
+/// then holds it until it is killed.
+fn squat(env: &mut Env, label: &str, file: &str, who: Option<crate::util::Stranger>) {
+    let mut c = match who {
+        Some(w) => env.program_as("/usr/bin/python3", w),
+        None => {
+            let mut c = std::process::Command::new("/usr/bin/python3");
+            c.current_dir(env.dir()).stdin(std::process::Stdio::null());
+            c
+        }
+    };
+    c.args([
+        "-c",
+        &format!(
+            "import fcntl, sys, time\nf = open('{file}', 'rb')\nfcntl.flock(f, fcntl.LOCK_SH)\nprint('locked', flush=True)\ntime.sleep(3600)"
+        ),
+    ]);
+    env.spawn_capturing(label, c);
+    env.wait_until("the squatter to hold its lock", || {
+        env.stdout_of(label).contains("locked")
+    });
+}
+
+/// Hole 7: a lock held by another user on a dead process's region blocked its restart ("t6 is
+/// already running as pid N" for a dead pid). Now the dead owner is told from the squatter: the
+/// legitimate owner starts anyway, and where the file is not ours to replace, the error names
+/// the lockers, the file's owner and what to do.
+#[test]
+fn a_squatted_lock_does_not_stop_a_restart() {
+    let who = need_stranger!();
+    let mut env = Env::new();
+    env.share();
+    let dead = env.ticker("t6", &[]);
+    env.kill9("t6");
+    squat(&mut env, "squatter", "t6.shv", Some(who));
+    // Readers are not fooled either: the lock is not a live owner.
+    env.shvar(&["get", "t6", "runstate"])
+        .expect_code(3)
+        .stderr_has("is not running");
+    env.shvar(&["list"]).ok().stdout_has(" stale ");
+    let pid = env.ticker("t6", &[]);
+    assert_ne!(pid, dead);
+    assert_eq!(env.get("t6", "runstate"), "UNDEFINED_STATE");
+    env.shvar(&["cmd", "t6", "init"]).ok();
+    assert_eq!(env.get("t6", "runstate"), "INIT_STATE");
+    // A live owner is still a live owner, lock or no lock.
+    let mut again = env.command("ticker");
+    again.args(["-n", "t6"]);
+    env.run(again)
+        .expect_code(1)
+        .stderr_has(&format!("t6 is already running as pid {pid}"));
+    // Root's dead region, squatted by root: the stranger may not replace root's file, and is
+    // told who holds it.
+    env.ticker("t10", &[]);
+    env.kill9("t10");
+    squat(&mut env, "rootsquat", "t10.shv", None);
+    let mut t = env.command_as("ticker", who);
+    t.args(["-n", "t10"]);
+    env.run(t)
+        .expect_code(1)
+        .stderr_has("is locked by pid")
+        .stderr_has("(uid 0, python3)")
+        .stderr_has("not by a live t10")
+        .stderr_has("belongs to uid 0");
+}

@@ -16,6 +16,8 @@ DEB=(
   "prometheus-blackbox-exporter prometheus-blackbox-exporter"
   "man man-db"
   "python3 python3"
+  "etcd etcd-server"
+  "ngircd ngircd"
 )
 # "module package": Debian's Python modules, tried with Debian's /usr/bin/python3 -c 'import X'
 PYDEB=(

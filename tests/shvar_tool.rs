@@ -49,9 +49,13 @@ fn list_dump_get_json() {
     let g = env.shvar(&["get", "--raw", "t1", "runstate"]);
     assert_eq!(g.stdout, "1\n");
     let g = env.shvar(&["get", "-a", "t1", "rate"]);
-    let (val, time) = g.stdout.trim_end().split_once('\t').unwrap();
+    let f: Vec<&str> = g.stdout.trim_end().split('\t').collect();
+    let [val, time, status, severity] = f[..] else {
+        panic!("{}", g.stdout)
+    };
     assert_eq!(val, "10");
     assert!(time.starts_with("20") && time.ends_with('Z'), "{time}");
+    assert_eq!((status, severity), ("NO_ALARM", "NO_ALARM"));
     let g = env.shvar(&["get", "--json", "t1", "rate", "runstate"]);
     let v: serde_json::Value = serde_json::from_str(&g.stdout).unwrap();
     assert_eq!(v, serde_json::json!({"rate": 10, "runstate": "INIT_STATE"}));
@@ -231,6 +235,8 @@ fn wildcards_tables_and_nested_json_over_structured_names() {
     ]);
     let pid = env.spawn("isd1", c);
     env.wait_ready("isd1", pid);
+    // Its start-up commands run after it is published: one round trip comes after them.
+    env.shvar(&["cmd", "isd1", "status"]).ok();
     let g = env.shvar(&["get", "isd1", "worker.*.state"]);
     g.ok();
     let lines: Vec<&str> = g.stdout.lines().collect();

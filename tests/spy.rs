@@ -73,11 +73,11 @@ impl Drop for Producer {
     }
 }
 
-fn start_farm(env: &mut Env, name: &str, buffer: &str) -> u16 {
+pub fn start_farm(env: &mut Env, name: &str, buffer: &str) -> u16 {
     start_farm_on(env, name, buffer, 0)
 }
 
-fn start_farm_on(env: &mut Env, name: &str, buffer: &str, port: u16) -> u16 {
+pub fn start_farm_on(env: &mut Env, name: &str, buffer: &str, port: u16) -> u16 {
     let mut c = env.command("farmspydaemon");
     let (init, set) = (format!("init {buffer}"), format!("set port {port}"));
     c.args(["-n", name, "-c", &init, "-c", &set, "-c", "start"]);
@@ -136,7 +136,7 @@ fn events_flow_end_to_end() {
 
 /// Starts rspydaemon NAME on local buffer LNAME. It fetches whether or not anybody reads (a
 /// huge lookahead) unless `extra` sets lookahead itself: the low-load policy has its own test.
-fn start_spy(env: &mut Env, name: &str, lname: &str, extra: &[&str]) -> u32 {
+pub fn start_spy(env: &mut Env, name: &str, lname: &str, extra: &[&str]) -> u32 {
     let mut c = env.command("rspydaemon");
     let init = format!("init {lname}");
     c.args(["-n", name, "-c", "set lookahead 1000000000", "-c", &init])
@@ -152,7 +152,7 @@ fn start_spy(env: &mut Env, name: &str, lname: &str, extra: &[&str]) -> u32 {
 }
 
 /// Reads `n` events from `r`, checking payloads and order; returns the last event number.
-fn read_events(env: &Env, r: &mut SamplingReader, n: usize, size: usize, after: u64) -> u64 {
+pub fn read_events(env: &Env, r: &mut SamplingReader, n: usize, size: usize, after: u64) -> u64 {
     let mut buf = vec![0u8; size.max(4096) * 2];
     let mut got = 0;
     let mut last = after;
@@ -182,7 +182,7 @@ fn read_events(env: &Env, r: &mut SamplingReader, n: usize, size: usize, after: 
     last
 }
 
-fn cmd(env: &Env, name: &str, line: &[&str]) -> crate::util::Out {
+pub fn cmd(env: &Env, name: &str, line: &[&str]) -> crate::util::Out {
     let mut args = vec!["cmd", name];
     args.extend_from_slice(line);
     env.shvar(&args)
@@ -454,6 +454,9 @@ fn maxevents_takes_effect_while_running() {
         &[
             "-c",
             "set circsize 8000000",
+            // The backlog is old by the time it is fetched: ask for old events.
+            "-c",
+            "set maxage_ms 0",
             "-c",
             "init",
             "-c",
@@ -622,7 +625,7 @@ fn rspy_killed_and_restarted_readers_reattach() {
 }
 
 /// A fake farm: accepts connections and does `f` with each.
-fn fake_farm(f: impl Fn(std::net::TcpStream) + Send + Sync + 'static) -> u16 {
+pub fn fake_farm(f: impl Fn(std::net::TcpStream) + Send + Sync + 'static) -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let f = Arc::new(f);
@@ -774,8 +777,9 @@ fn maxclients_refuses_more() {
 #[test]
 fn the_main_job_runs_the_chain_and_leaves_nothing() {
     let env = Env::new();
+    // Without SHVAR_DIR: a directory of its own, removed at the end.
     let mut c = env.command("spydemo");
-    c.args(["--seconds", "2"]);
+    c.env_remove("SHVAR_DIR").args(["--seconds", "2"]);
     let o = env.run(c);
     o.ok()
         .stdout_has("chain: evgen gen1 -> B_1_1 -> farmspydaemon farm1")
@@ -792,7 +796,51 @@ fn the_main_job_runs_the_chain_and_leaves_nothing() {
     assert!(!std::path::Path::new(&dir).exists(), "{dir} left behind");
 }
 
-fn start_evgen(env: &mut Env, name: &str, buffer: &str, extra: &[&str]) -> u32 {
+#[test]
+fn issue18_spydemo_honours_shvar_dir_and_fits_100_columns() {
+    let env = Env::new();
+    let mut c = env.command("spydemo");
+    c.args(["--seconds", "2"]);
+    let o = env.run(c);
+    o.ok()
+        .stdout_has(&format!("runtime directory: {}", env.dir().display()))
+        .stdout_has("spycat: ")
+        .stdout_has("all stopped, nothing left behind");
+    for l in o.stdout.lines().filter(|l| l.contains(" | ")) {
+        assert!(
+            l.chars().count() <= 100,
+            "{} columns: {l}",
+            l.chars().count()
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(env.dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left in SHVAR_DIR: {left:?}");
+}
+
+#[test]
+fn issue18_spycat_n_is_the_name_and_count_is_long_only() {
+    let mut env = Env::new();
+    start_evgen(&mut env, "gen1", "gen1", &["--rate", "1000"]);
+    let mut c = env.command("spycat");
+    c.args(["-n", "gen1", "--count", "5"]);
+    let o = env.run(c);
+    o.ok();
+    assert_eq!(o.stdout.lines().count(), 5, "{}", o.stdout);
+    let mut c = env.command("spycat");
+    c.args(["-n", "5", "gen1"]);
+    env.run(c).expect_code(2);
+    let mut c = env.command("spycat");
+    c.args(["-n", "5"]);
+    env.run(c)
+        .expect_code(2)
+        .stderr_has("-n now names the buffer to read")
+        .stderr_has("--count 5");
+}
+
+pub fn start_evgen(env: &mut Env, name: &str, buffer: &str, extra: &[&str]) -> u32 {
     let mut c = env.command("evgen");
     c.args(["-n", name, "--buffer", buffer]).args(extra);
     let pid = env.spawn(name, c);

@@ -9,12 +9,13 @@ use std::process::Command;
 
 use crate::util::{free_port, Env};
 
-const BINARIES: [&str; 9] = [
+const BINARIES: [&str; 10] = [
     "ticker",
     "shvar",
     "spyctl",
     "farmspydaemon",
     "rspydaemon",
+    "ybosspydaemon",
     "evgen",
     "spycat",
     "spybench",

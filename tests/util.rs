@@ -267,6 +267,12 @@ impl Env {
         c.args(["-n", name]).args(extra);
         let pid = self.spawn(name, c);
         self.wait_ready(name, pid);
+        if extra.contains(&"-c") {
+            // The region is published before the start-up commands run; the loop serves the
+            // first command from outside only after them (the ticker's are all immediate), so
+            // one round trip waits them out.
+            self.shvar(&["cmd", name, "status"]).ok();
+        }
         pid
     }
 

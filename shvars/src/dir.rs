@@ -262,6 +262,60 @@ impl RuntimeDir {
         self.file_path("buffer name", lname)
     }
 
+    /// Resolves the name of a buffer that a producer is about to create (and may replace, if a
+    /// stale buffer is there): as [`RuntimeDir::buffer_path`], and an absolute path must lie
+    /// directly in a directory meant for buffers: this runtime directory, `/dev/shm`, `/tmp`,
+    /// `$XDG_RUNTIME_DIR`, or one listed in `$SHVAR_BUFFER_DIRS` (colon-separated). So a
+    /// command from a `--group` member cannot make a producer create (and, at exit, remove)
+    /// files anywhere its owner may write.
+    ///
+    /// # Errors
+    /// A [`NameError`] saying which directories are allowed.
+    pub fn producer_buffer_path(&self, lname: &str) -> Result<PathBuf, NameError> {
+        let path = self.buffer_path(lname)?;
+        if !lname.starts_with('/') {
+            return Ok(path);
+        }
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        let allowed = self.buffer_dirs();
+        let canon = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+        let want = canon(parent);
+        if allowed.iter().any(|d| canon(d) == want) {
+            return Ok(path);
+        }
+        let list: Vec<String> = allowed.iter().map(|d| d.display().to_string()).collect();
+        Err(NameError::new(
+            "buffer path",
+            lname,
+            format!(
+                "{} is not a directory for buffers; a producer creates buffers only directly in {} (add a directory to SHVAR_BUFFER_DIRS to allow it)",
+                parent.display(),
+                list.join(", ")
+            ),
+        ))
+    }
+
+    /// The directories a producer may create buffers in (see
+    /// [`RuntimeDir::producer_buffer_path`]).
+    pub fn buffer_dirs(&self) -> Vec<PathBuf> {
+        let mut v = vec![
+            self.path.clone(),
+            PathBuf::from("/dev/shm"),
+            PathBuf::from("/tmp"),
+        ];
+        if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+            v.push(PathBuf::from(d));
+        }
+        if let Some(list) = std::env::var_os("SHVAR_BUFFER_DIRS") {
+            v.extend(
+                std::env::split_paths(&list)
+                    .filter(|p| p.is_absolute())
+                    .collect::<Vec<_>>(),
+            );
+        }
+        v
+    }
+
     /// The names of every process with a region in this directory, sorted.
     ///
     /// # Errors

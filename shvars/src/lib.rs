@@ -6,6 +6,8 @@
 //! - [`circ`]: the circular event buffer, one producer and many readers in other processes.
 //! - [`alloc`]: a global allocator that counts each thread's allocations (to prove a hot loop
 //!   allocates nothing).
+//! - [`open`]: opening runtime files that another local user may have planted (never blocking
+//!   on a FIFO, never following a link, only regular files).
 //! - [`sys`]: the few process-level system calls the framework needs (detaching a daemon).
 //!
 //! All of the workspace's `unsafe` code lives in this crate; every block says why it holds.
@@ -16,6 +18,7 @@
 pub mod alloc;
 pub mod circ;
 pub mod dir;
+pub mod open;
 pub mod region;
 pub mod sys;
 

@@ -165,3 +165,34 @@ mod pidfd_tests {
         assert!(super::pidfd_open(i32::MAX).is_err());
     }
 }
+
+/// The nice value of the calling thread (Linux keeps one per thread; new threads inherit
+/// their creator's).
+///
+/// # Errors
+/// The system's.
+pub fn thread_nice() -> io::Result<i32> {
+    // getpriority may return -1 legitimately: tell it from an error through errno.
+    nix::errno::Errno::clear();
+    // SAFETY: getpriority takes two integers and touches no memory of ours.
+    let r = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    if r == -1 && nix::errno::Errno::last_raw() != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r)
+}
+
+/// Sets the nice value of the calling thread (and so of the threads it starts afterwards).
+/// Raising it (lower priority) is always allowed; lowering it needs `CAP_SYS_NICE`.
+///
+/// # Errors
+/// `EACCES`/`EPERM` when lowering it without the privilege.
+pub fn set_thread_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority takes three integers and touches no memory of ours; `0` names the
+    // calling thread on Linux.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

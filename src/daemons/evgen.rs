@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use shvars::circ::{CircOptions, CircWriter, WriteError};
+use shvars::circ::{CircOptions, CircWriter, StopWaiting, WriteError};
 use shvars::region::{FloatVar, IntVar, StrVar, VarSpec};
 
 use super::payload;
@@ -175,6 +175,7 @@ struct Vars {
     rate: FloatVar,
     refused: IntVar,
     readers: IntVar,
+    circfulls: IntVar,
     target_rate: IntVar,
 }
 
@@ -186,6 +187,8 @@ pub struct Evgen {
     vars: Vars,
     ctl: Arc<Control>,
     worker: Option<JoinHandle<()>>,
+    /// Makes the worker stop waiting for lossless readers (on exit).
+    stop_waiting: StopWaiting,
     done_logged: bool,
     /// A `pause` or `end` waiting for the worker to stop: the reply, what it is, since when,
     /// and the timer that looks.
@@ -212,7 +215,7 @@ impl Evgen {
             .buffer
             .clone()
             .unwrap_or_else(|| ctx.name().as_str().to_owned());
-        let path = ctx.dir().buffer_path(&lname)?;
+        let path = ctx.dir().producer_buffer_path(&lname)?;
         let writer = CircWriter::create_with(
             &path,
             &CircOptions::new(cfg.circsize).lossless_timeout(cfg.lossless_timeout),
@@ -246,6 +249,9 @@ impl Evgen {
                 readers: r.add_int(
                     VarSpec::int("readers", 0).desc("Lossless readers registered in the buffer"),
                 )?,
+                circfulls: r.add_int(VarSpec::int("circfulls", 0).counter().desc(
+                    "Times the buffer was full: an event needed room only reclaiming the oldest events gave (KLOE's Circ counter)",
+                ))?,
                 target_rate: r.add_int(
                     VarSpec::int("target_rate", cfg.rate as i64)
                         .rw()
@@ -260,6 +266,7 @@ impl Evgen {
         )?;
         set_path(&buffer, &path);
         let stats = ctx.stats().cloned().ok_or("evgen needs statistics")?;
+        let stop_waiting = writer.stop_waiting();
         let ctl = Arc::new(Control::default());
         let worker = {
             let (ctl, vars, cfg) = (ctl.clone(), vars.clone(), cfg.clone());
@@ -287,6 +294,7 @@ impl Evgen {
             vars,
             ctl,
             worker: Some(worker),
+            stop_waiting,
             done_logged: false,
             halting: None,
         })
@@ -296,6 +304,10 @@ impl Evgen {
     /// timer looks every millisecond, for at most [`STOP_WAIT`]).
     fn halt(&mut self, ctx: &mut Ctx, what: &'static str) -> Outcome {
         self.ctl.run.store(false, Ordering::SeqCst);
+        if ctx.exiting() {
+            // Exiting: wait for no lossless reader (they are evicted), so exit is prompt.
+            self.stop_waiting.stop();
+        }
         if !self.ctl.busy.load(Ordering::SeqCst) {
             return Ok(format!("{what} after {}", self.summary()).into());
         }
@@ -504,6 +516,7 @@ impl Worker {
         if refused > 0 {
             self.vars.refused.add(refused);
         }
+        self.vars.circfulls.set(self.w.circfulls() as i64);
         self.stats.count(events as u64, 1, bytes);
         self.stats.end_loop();
         i
@@ -591,6 +604,7 @@ impl App for Evgen {
     }
 
     fn shutdown(&mut self, _ctx: &mut Ctx) {
+        self.stop_waiting.stop();
         self.ctl.run.store(false, Ordering::SeqCst);
         self.ctl.stop.store(true, Ordering::SeqCst);
         if let Some(w) = self.worker.take() {

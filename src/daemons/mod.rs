@@ -8,4 +8,5 @@ pub mod isectd;
 pub mod lvsmon;
 pub mod payload;
 pub mod spy;
+pub mod svcshare;
 pub mod ticker;

@@ -150,6 +150,8 @@ pub struct Ctx {
     pub(crate) stats: Option<Stats>,
     pub(crate) started: SystemTime,
     pub(crate) exit_requested: bool,
+    /// The process is exiting: the `end` running now runs before exit.
+    pub(crate) exiting: bool,
     pub(crate) exit_code: u8,
     pub(crate) notify: Notifier,
     pub(crate) timers: Timers,
@@ -227,6 +229,12 @@ impl Ctx {
     /// first where it is allowed.
     pub fn request_exit(&mut self) {
         self.exit_requested = true;
+    }
+
+    /// True while the process is exiting (`exit`, SIGTERM, SIGINT): the `end` that runs now is
+    /// the one before exit, and should not wait for anything that can be abandoned.
+    pub fn exiting(&self) -> bool {
+        self.exiting
     }
 
     /// The exit code the process will end with (0 unless set): e.g. a daemon's `halt` that

@@ -258,6 +258,7 @@ pub(crate) fn make_ctx(
         stats,
         started: SystemTime::now(),
         exit_requested: false,
+        exiting: false,
         exit_code: 0,
         timers: Timers::default(),
         services,

@@ -424,6 +424,7 @@ impl<A: App> Runner<A> {
             return self.finish_exit(origin, None);
         };
         let name = self.table[i].name;
+        self.ctx.exiting = true;
         self.ctx
             .log
             .push(Level::Cmd, format!("{name} (before exit)"));

@@ -196,6 +196,9 @@ impl Stats {
         // Publish the interval's start from the same point: a worker counting meanwhile must not
         // show up as work done in an interval that has not begun.
         self.publish(&mut m, p, true);
+        // No update since the start yet: the seed's "set to 0 if no update yet".
+        self.inner.vars.sg_uptime.set(0);
+        self.inner.vars.sl_uptime.set(0);
     }
 
     /// Totals counted since the process started: events, packs, bytes.

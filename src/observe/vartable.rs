@@ -69,8 +69,33 @@ pub fn value_text(row: &VarRow) -> String {
     }
 }
 
-/// The accepted range of a variable for the LIMITS column: `1..1e6`, `>=0`, `<=10`, empty.
+/// The limits of a variable for the LIMITS column: the accepted range (`1..1e6`, `>=0`,
+/// `<=10`) then the alarm limits that are set (`LOLO=-10 LOW=0 HIGH=40 HIHI=60`); empty if none.
 pub fn limits_text(spec: &VarSpec) -> String {
+    let n = |x: f64| {
+        if x.fract() == 0.0 && x.abs() < 1e15 {
+            format!("{}", x as i64)
+        } else {
+            format!("{x}")
+        }
+    };
+    let mut parts = vec![range_text(spec)];
+    for (what, l) in [
+        ("LOLO", spec.lolo),
+        ("LOW", spec.low),
+        ("HIGH", spec.high),
+        ("HIHI", spec.hihi),
+    ] {
+        if let Some(l) = l {
+            parts.push(format!("{what}={}", n(l)));
+        }
+    }
+    parts.retain(|p| !p.is_empty());
+    parts.join(" ")
+}
+
+/// The accepted range of a variable: `1..1e6`, `>=0`, `<=10`, empty.
+pub fn range_text(spec: &VarSpec) -> String {
     let n = |x: f64| {
         if x.fract() == 0.0 && x.abs() < 1e15 {
             format!("{}", x as i64)

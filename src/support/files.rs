@@ -29,24 +29,8 @@ pub fn user_text(uid: u32) -> String {
     }
 }
 
-/// What kind of file a file type is, for messages.
-pub fn kind_text(t: fs::FileType) -> &'static str {
-    if t.is_symlink() {
-        "a symbolic link"
-    } else if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_char_device() || t.is_block_device() {
-        "a device"
-    } else if t.is_file() {
-        "a regular file"
-    } else {
-        "an unknown kind of file"
-    }
-}
+/// What kind of file a file type is, for messages (one wording for every tool).
+pub use shvars::open::kind_text;
 
 fn refused(path: &Path, why: String) -> io::Error {
     io::Error::new(

@@ -17,12 +17,16 @@ const TOOLS: &[&str] = &[
     "spycat",
     "farmspydaemon",
     "rspydaemon",
+    "ybosspydaemon",
     "spybench",
     "spydemo",
+    "svcshare",
 ];
 
 /// Tools that are not framework processes (no region of their own).
-const CLIENTS: &[&str] = &["shvar", "spyctl", "spycat", "spybench", "spydemo"];
+const CLIENTS: &[&str] = &[
+    "shvar", "spyctl", "spycat", "spybench", "spydemo", "svcsoak",
+];
 
 /// Escapes text for roff: backslashes, and a leading dot or quote.
 fn esc(s: &str) -> String {
@@ -180,7 +184,7 @@ fn files(out: &mut Vec<u8>, name: &str) {
     }
     if matches!(
         name,
-        "evgen" | "rspydaemon" | "farmspydaemon" | "spycat" | "spydemo"
+        "evgen" | "rspydaemon" | "ybosspydaemon" | "farmspydaemon" | "spycat" | "spydemo"
     ) {
         entry(
             out,

@@ -159,6 +159,17 @@ fn the_seeds_commands_answer_as_the_seed_shows() {
     isd_try(&env, "isd1", "worker 1")
         .expect_code(1)
         .stderr_has("no worker 1 (workers: 2)");
+    // Its row of variables is gone from the listings; reading one says it was removed.
+    let d = env.shvar(&["dump", "isd1", "worker.*"]);
+    d.ok();
+    assert!(
+        !d.stdout.contains("worker.1.") && d.stdout.contains("worker.2.state"),
+        "{}",
+        d.stdout
+    );
+    env.shvar(&["get", "isd1", "worker.1.state"])
+        .expect_code(1)
+        .stderr_has("was removed by its owner at");
     // Bad arguments: usage (exit 2) or a clear refusal.
     isd_try(&env, "isd1", "workers bogus")
         .expect_code(2)

@@ -143,6 +143,7 @@ fn counters(
     let opts = CreateOptions {
         schema_cap: (n * 256).max(1 << 20),
         data_cap: (n * 32).max(1 << 20),
+        ..CreateOptions::default()
     };
     let r = Arc::new(VarRegion::create_pending(dir, &name, &opts)?);
     let mut vars: Vec<IntVar> = Vec::with_capacity(n);

@@ -45,7 +45,7 @@ pub enum Verb {
     Get(GetArgs),
     /// Change a R/W variable through its owner (checked there); prints VAR: old -> new
     Set(SetArgs),
-    /// Print a line per change of the variables, with its time (like camonitor)
+    /// Print every change of the variables, in order, with its time (like camonitor)
     Watch(WatchArgs),
     /// Send a command to a process and print its reply
     Cmd(CmdArgs),
@@ -89,13 +89,15 @@ pub struct GetArgs {
     /// Variables: names, or shell-style patterns ('worker.*.state'), each then printed with its name
     #[arg(required = true, value_name = "VAR", add = ArgValueCompleter::new(complete::variable_name))]
     pub vars: Vec<String>,
-    /// Add the time of the last change
+    /// Add the time of the last change and the alarm status and severity (NO_ALARM, MINOR,
+    /// MAJOR), tab separated
     #[arg(short = 'a', long = "all")]
     pub all: bool,
     /// Enums as numbers, not labels
     #[arg(long)]
     pub raw: bool,
-    /// Print JSON: {"VAR": value, ...} (with -a: {"VAR": {"value": v, "changed": t}})
+    /// Print JSON: {"VAR": value, ...} (with -a: {"VAR": {"value": v, "changed": t, "status": s,
+    /// "severity": s}})
     #[arg(long)]
     pub json: bool,
 }
@@ -121,18 +123,8 @@ pub struct WatchArgs {
     /// Process name
     #[arg(add = ArgValueCompleter::new(complete::process_name))]
     pub name: String,
-    /// Variables (all of them if none given)
-    #[arg(value_name = "VAR", add = ArgValueCompleter::new(complete::variable_name))]
-    pub vars: Vec<String>,
-    /// Time between looks (a number of seconds, or 500ms, 2s...)
-    #[arg(short, long, value_name = "DURATION", default_value = "0.1", value_parser = parse_secs)]
-    pub interval: f64,
-    /// Stop after this many lines
-    #[arg(long, value_name = "N")]
-    pub count: Option<u64>,
-    /// Enums as numbers, not labels
-    #[arg(long)]
-    pub raw: bool,
+    #[command(flatten)]
+    pub opts: daqproc::observe::watch::WatchOpts,
 }
 
 #[derive(Debug, Args)]
@@ -182,4 +174,95 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464",
           value_parser = daqproc::observe::metrics::http::parse_listen)]
     pub listen: std::net::SocketAddr,
+}
+
+/// The arguments of a plain `shvar get` (`get NAME VAR... [-a|--all] [--raw] [--json]`, in any
+/// order), recognised without building the parser; `None` for anything else (another verb, any
+/// other flag, `--`, a missing variable, text that is not UTF-8, a shell asking for completions),
+/// which then goes through the parser as always. The two must agree: tests compare them.
+pub fn fast_get<I: IntoIterator<Item = std::ffi::OsString>>(args: I) -> Option<GetArgs> {
+    if std::env::var_os("COMPLETE").is_some() {
+        return None;
+    }
+    let mut args = args.into_iter().skip(1);
+    if args.next()? != "get" {
+        return None;
+    }
+    let mut a = GetArgs {
+        name: String::new(),
+        vars: Vec::new(),
+        all: false,
+        raw: false,
+        json: false,
+    };
+    let mut name = None;
+    for arg in args {
+        let arg = arg.into_string().ok()?;
+        match arg.as_str() {
+            // A flag given twice is an error of the parser's: leave it to say so.
+            "-a" | "--all" if !a.all => a.all = true,
+            "--raw" if !a.raw => a.raw = true,
+            "--json" if !a.json => a.json = true,
+            s if s.starts_with('-') || s.is_empty() => return None,
+            _ if name.is_none() => name = Some(arg),
+            _ => a.vars.push(arg),
+        }
+    }
+    a.name = name?;
+    if a.vars.is_empty() {
+        return None;
+    }
+    Some(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast path takes exactly what the parser would take, with the same meaning.
+    #[test]
+    fn fast_get_agrees_with_the_parser() {
+        let cases: &[&[&str]] = &[
+            &["get", "t1", "runstate"],
+            &["get", "t1", "a", "b", "worker.*.state"],
+            &["get", "-a", "t1", "runstate"],
+            &["get", "t1", "--json", "runstate", "--raw"],
+            &["get", "t1", "runstate", "--all", "--json", "--raw"],
+            &["get", "t1", "runstate", "-a", "-a"],
+            &["get", "t1"],
+            &["get"],
+            &["get", "--", "t1", "x"],
+            &["get", "-x", "t1", "x"],
+            &["get", "--dir", "/tmp", "t1", "x"],
+            &["--dir", "/tmp", "get", "t1", "x"],
+            &["get", "t1", "x", "--help"],
+            &["get", "t1", ""],
+            &["list"],
+            &["dump", "t1"],
+        ];
+        for case in cases {
+            let argv = std::iter::once("shvar").chain(case.iter().copied());
+            let fast = fast_get(argv.clone().map(Into::into));
+            let parsed = Cli::try_parse_from(argv);
+            if let Some(f) = fast {
+                let Ok(Cli {
+                    verb: Verb::Get(p),
+                    dir: None,
+                    wait: None,
+                    ..
+                }) = parsed
+                else {
+                    panic!("{case:?}: the fast path took what the parser does not: {parsed:?}");
+                };
+                assert_eq!(
+                    (f.name, f.vars, f.all, f.raw, f.json),
+                    (p.name, p.vars, p.all, p.raw, p.json),
+                    "{case:?}"
+                );
+            }
+        }
+        // And it does take the plain forms.
+        assert!(fast_get(["shvar", "get", "t1", "runstate"].map(Into::into)).is_some());
+        assert!(fast_get(["shvar", "get", "t1", "x", "--json", "-a"].map(Into::into)).is_some());
+    }
 }

@@ -46,6 +46,10 @@ pub fn run(dir: &RuntimeDir, a: &DumpArgs) -> anyhow::Result<ExitCode> {
                     "description": s.desc,
                     "min": s.min,
                     "max": s.max,
+                    "lolo": s.lolo, "low": s.low, "high": s.high, "hihi": s.hihi,
+                    "prec": s.prec,
+                    "alarm": v.as_ref().ok().map(|v| s.alarm(v).severity().as_str()),
+                    "status": v.as_ref().ok().map(|v| s.alarm(v).as_str()),
                     "counter": s.counter,
                 })
             })

@@ -28,7 +28,9 @@ pub fn run(dir: &RuntimeDir, a: &GetArgs) -> anyhow::Result<ExitCode> {
         let obj = daqproc::observe::names::nested(vars.iter().zip(&values).map(|(v, (val, t))| {
             let j = value_json(v.spec(), val, a.raw);
             let j = if a.all {
-                json!({"value": j, "changed": time_text(*t)})
+                let st = v.spec().alarm(val);
+                json!({"value": j, "changed": time_text(*t),
+                       "status": st.as_str(), "severity": st.severity().as_str()})
             } else {
                 j
             };
@@ -44,8 +46,14 @@ pub fn run(dir: &RuntimeDir, a: &GetArgs) -> anyhow::Result<ExitCode> {
             }
             out.push_str(&value_text(v.spec(), val, a.raw));
             if a.all {
+                // camonitor's columns: time, then alarm status and severity.
+                let st = v.spec().alarm(val);
                 out.push('\t');
                 out.push_str(&time_text(*t));
+                out.push('\t');
+                out.push_str(st.as_str());
+                out.push('\t');
+                out.push_str(st.severity().as_str());
             }
             out.push('\n');
         }

@@ -36,7 +36,7 @@ pub struct Chain {
     first_error: Arc<parking_lot::Mutex<Option<String>>>,
 }
 
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe().context("locating spybench")?;
     let p = me.with_file_name(name);
     if !p.exists() {
@@ -48,7 +48,7 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) -> anyhow::Result<()> {
+pub(crate) fn wait_for(what: &str, mut f: impl FnMut() -> bool) -> anyhow::Result<()> {
     let t0 = Instant::now();
     while !f() {
         if t0.elapsed() > Duration::from_secs(20) {
@@ -59,7 +59,7 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn var(dir: &RuntimeDir, name: &str, v: &str) -> Option<i64> {
+pub(crate) fn var(dir: &RuntimeDir, name: &str, v: &str) -> Option<i64> {
     let r = RegionReader::open(dir, &ProcName::new(name).ok()?).ok()?;
     Some(r.int(v).ok()?.get())
 }
@@ -119,6 +119,7 @@ impl Chain {
         let port = var(&dir, "bfarm", "port").context("farm port")?;
         let circ = format!("set circsize {}", cli.circsize);
         let mode = format!("set mode {}", cli.mode);
+        let maxage = format!("set maxage_ms {}", cli.maxage_ms);
         let start = format!("start 127.0.0.1 {port}");
         chain.children.push(spawn(
             "rspydaemon",
@@ -129,6 +130,8 @@ impl Chain {
                 &circ,
                 "-c",
                 &mode,
+                "-c",
+                &maxage,
                 "-c",
                 "init LOCAL",
                 "-c",

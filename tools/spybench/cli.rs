@@ -20,6 +20,16 @@ pub struct Cli {
     /// Farm and local buffer size in bytes
     #[arg(long, default_value_t = 64 << 20)]
     pub circsize: u64,
+    /// Measure freshness instead: ages of served events and fetch against read rates for a
+    /// fast, a slow and a returning reader (`--duration` scales the phases)
+    #[arg(long)]
+    pub freshness: bool,
+    /// Producer rate of the freshness measurement, events/s
+    #[arg(long, default_value_t = 2000)]
+    pub rate: u64,
+    /// rspydaemon's maxage_ms (in both measurements; 0: no age bound)
+    #[arg(long, default_value_t = 500)]
+    pub maxage_ms: u64,
     #[command(flatten)]
     pub extras: daqproc::support::cli::Extras,
 }

@@ -2,15 +2,27 @@
 //!
 //! For each event size: the baseline is raw TCP loopback throughput with writes of that size;
 //! the chain is farm buffer -> farmspydaemon -> rspydaemon -> local buffer, with a lossless
-//! reader verifying every event byte for byte. Prints medians and the ratio.
+//! reader verifying every event byte for byte. Prints, per size, the medians over the runs, the
+//! spread (min-max) of each and of the per-run ratio, the number of runs, and a warning when
+//! the ratio's spread is wider than its distance from 100% (the effect reported): then the
+//! run says little, and needs more runs or a quieter machine.
 #![forbid(unsafe_code)]
 
 mod chain;
 mod cli;
+mod fresh;
 mod tcp;
 
 use std::process::ExitCode;
 use std::time::Duration;
+
+/// Min and max.
+fn spread(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
+}
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -35,39 +47,63 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &cli::Cli) -> anyhow::Result<()> {
+    if cli.freshness {
+        return fresh::run(cli);
+    }
     let dur = Duration::from_secs_f64(cli.duration);
     println!(
         "spybench: {} runs of {:.1} s each, interleaved; mode {}; medians",
         cli.runs, cli.duration, cli.mode
     );
     println!(
-        "{:>8}  {:>12}  {:>12}  {:>14}  {:>7}  {:>8}",
-        "event", "raw TCP MB/s", "chain MB/s", "chain events/s", "ratio", "verified"
+        "{:>8}  {:>22}  {:>22}  {:>14}  {:>16}  {:>8}",
+        "event",
+        "raw TCP MB/s [min-max]",
+        "chain MB/s [min-max]",
+        "chain events/s",
+        "ratio [min-max]",
+        "verified"
     );
+    let mut warnings = Vec::new();
     for &size in &cli.sizes {
         let mut chain = chain::Chain::start(size, cli)?;
         let mut base = Vec::new();
         let mut ours = Vec::new();
         let mut evs = Vec::new();
+        let mut ratios = Vec::new();
         let mut verified = 0;
         for _ in 0..cli.runs {
             base.push(tcp::measure(size, dur)?);
             let m = chain.measure(dur)?;
+            ratios.push(100.0 * m.mb_per_s / base[base.len() - 1]);
             ours.push(m.mb_per_s);
             evs.push(m.events_per_s);
             verified += m.events;
         }
+        let (bs, os, rs) = (spread(&base), spread(&ours), spread(&ratios));
         let (b, o, e) = (median(&mut base), median(&mut ours), median(&mut evs));
+        // The median of the per-run ratios (each run's chain against the baseline measured
+        // just before it), within their spread.
+        let r = median(&mut ratios);
         println!(
-            "{:>7}B  {:>12.0}  {:>12.0}  {:>14.0}  {:>6.0}%  {:>8}",
-            size,
-            b,
-            o,
-            e,
-            100.0 * o / b,
-            verified
+            "{:>7}B  {:>8.0} [{:>5.0}-{:>5.0}]  {:>8.0} [{:>5.0}-{:>5.0}]  {:>14.0}  {:>4.0}% [{:>3.0}-{:>3.0}]  {:>8}",
+            size, b, bs.0, bs.1, o, os.0, os.1, e, r, rs.0, rs.1, verified
         );
+        if cli.runs > 1 && rs.1 - rs.0 > (r - 100.0).abs() {
+            warnings.push(format!(
+                "{size} B: the per-run ratios spread over {:.0}-{:.0}%, wider than the {:+.0}% the \
+                 median ratio differs from raw TCP: this run cannot tell; use more --runs or a \
+                 quieter machine",
+                rs.0,
+                rs.1,
+                r - 100.0
+            ));
+        }
         chain.stop()?;
+    }
+    println!("({} runs per size; ratio = median of the per-run chain / raw TCP ratios, >100%: the chain is faster)", cli.runs);
+    for w in warnings {
+        println!("warning: {w}");
     }
     Ok(())
 }

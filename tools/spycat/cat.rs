@@ -12,11 +12,13 @@ use daqproc::daemons::payload;
 use shvars::RuntimeDir;
 
 use crate::cli::{Cli, From};
+use crate::file::FileSource;
 use crate::local::LocalSource;
 use crate::remote::RemoteSource;
 use crate::report::Tally;
 use crate::source::{Next, Source};
 use crate::uri::SourceSpec;
+use daqproc::daemons::spy::datafile::DataFileWriter;
 
 /// How long one wait for an event lasts before spycat looks at signals and statistics again.
 const SLICE: Duration = Duration::from_millis(100);
@@ -35,6 +37,8 @@ struct Sink<'a> {
     tally: Tally,
     /// Event number of the last event since the source last started over (checks the order).
     prev: Option<u64>,
+    /// --save: the data file every event also goes to.
+    save: Option<DataFileWriter>,
 }
 
 pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
@@ -64,6 +68,10 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         out: BufWriter::with_capacity(1 << 16, io::stdout().lock()),
         tally: Tally::new(),
         prev: None,
+        save: match &cli.save {
+            Some(p) => Some(DataFileWriter::create(p)?),
+            None => None,
+        },
     };
     match &cli.source {
         SourceSpec::Local(name) => {
@@ -80,6 +88,15 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                     from.name()
                 );
             }
+            sink.consume(&mut src, &stop)
+        }
+        SourceSpec::File(path) => {
+            if cli.lossless || cli.from.is_some() {
+                eprintln!("spycat: error: --lossless and --from apply to a local buffer only");
+                return Ok(ExitCode::from(USAGE));
+            }
+            let mut src = FileSource::open(path)?;
+            sink.what = format!("data file {}", path.display());
             sink.consume(&mut src, &stop)
         }
         SourceSpec::Remote(spec) => {
@@ -102,6 +119,20 @@ impl Sink<'_> {
     fn consume(&mut self, src: &mut dyn Source, stop: &AtomicBool) -> anyhow::Result<ExitCode> {
         let result = self.cat(src, stop);
         self.out.flush().context("cannot write to stdout")?;
+        if let Some(w) = &mut self.save {
+            w.flush()?;
+            if self.cli.stats || self.cli.verify {
+                eprintln!(
+                    "spycat: saved {} events to {}",
+                    w.events(),
+                    self.cli
+                        .save
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                );
+            }
+        }
         let losses = src.losses();
         if self.cli.stats {
             eprintln!("{}", self.tally.summary(&self.name, &losses));
@@ -158,6 +189,9 @@ impl Sink<'_> {
             }
         }
         self.prev = Some(evnr);
+        if let Some(w) = &mut self.save {
+            w.write_event(evnr, data)?;
+        }
         self.tally.events += 1;
         self.tally.bytes += data.len() as u64;
         self.tally.last_evnr = Some(evnr);

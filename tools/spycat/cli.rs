@@ -8,7 +8,8 @@ use crate::uri::SourceSpec;
 /// Read the events of a circular buffer, or of a farm spy daemon over the network: a line per
 /// event (`EVNR SIZE ok|BAD`, the checksum of an evgen payload), or the raw payloads.
 ///
-/// SOURCE is a local buffer (`B_1_1`, `/tmp/B_1_1`, `spy:B_1_1`) or a farm spy daemon
+/// SOURCE is a local buffer (`B_1_1`, `/tmp/B_1_1`, `spy:B_1_1`), a spy data file
+/// (`file:run1.spy`, as --save writes one) or a farm spy daemon
 /// (`remote://HOST[:PORT]?mode=next|latest|push&maxevents=N&maxbytes=N`, or KLOE's
 /// `remote:spy:BUFFER@HOST[:PORT]?max_events_per_packet=N`; port 2115 by default). Lost events
 /// are the sampling reader's, or those the daemon skipped.
@@ -29,7 +30,18 @@ use crate::uri::SourceSpec;
 pub struct Cli {
     /// What to read: NAME, /PATH, spy:NAME, `remote://HOST[:PORT][?OPTIONS]` or
     /// `remote:spy:BUFFER@HOST[:PORT][?OPTIONS]`
-    #[arg(value_name = "SOURCE", value_parser = crate::uri::parse)]
+    #[arg(
+        value_name = "SOURCE",
+        value_parser = crate::uri::parse,
+        required_unless_present = "name"
+    )]
+    pub source_arg: Option<SourceSpec>,
+    /// The local buffer to read by name, as -n names the process in every tool (`evgen -n
+    /// gen1` writes the buffer gen1); instead of SOURCE
+    #[arg(short = 'n', long, value_name = "NAME", conflicts_with = "source_arg")]
+    pub name: Option<String>,
+    /// The source resolved from SOURCE or --name.
+    #[arg(skip)]
     pub source: SourceSpec,
     /// Runtime directory [default: $SHVAR_DIR, else /dev/shm/shvars, else $XDG_RUNTIME_DIR/shvars]
     #[arg(long, value_name = "DIR")]
@@ -41,7 +53,7 @@ pub struct Cli {
     #[arg(short = 'q', long)]
     pub quiet: bool,
     /// Stop after N events
-    #[arg(short = 'n', long, value_name = "N")]
+    #[arg(long, value_name = "N")]
     pub count: Option<u64>,
     /// Keep reading as events arrive; re-attach when the producer re-creates the buffer
     #[arg(short = 'f', long)]
@@ -54,6 +66,10 @@ pub struct Cli {
     /// bad event (lost events are reported, not failed)
     #[arg(long)]
     pub verify: bool,
+    /// Also write every event read to FILE, a spy data file (read it back with `spycat
+    /// file:FILE`, replay it with ybosspydaemon)
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
     /// Print events/s, MB/s and lost events to stderr: every second with --follow, and at the end
     #[arg(long)]
     pub stats: bool,
@@ -62,6 +78,26 @@ pub struct Cli {
     pub from: Option<From>,
     #[command(flatten)]
     pub extras: daqproc::support::cli::Extras,
+}
+
+impl Cli {
+    /// Sets `source` from SOURCE or --name.
+    ///
+    /// # Errors
+    /// The old usage `-n N` (a count): what to write instead.
+    pub fn resolve(&mut self) -> Result<(), String> {
+        if let Some(n) = &self.name {
+            if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!(
+                    "-n {n}: -n now names the buffer to read (-n is --name in every tool); to stop after {n} events write --count {n}"
+                ));
+            }
+            self.source = SourceSpec::Local(n.clone());
+        } else if let Some(s) = self.source_arg.take() {
+            self.source = s;
+        }
+        Ok(())
+    }
 }
 
 /// Where to start.

@@ -4,6 +4,7 @@
 
 mod cat;
 mod cli;
+mod file;
 mod local;
 mod remote;
 mod report;
@@ -14,7 +15,11 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     shvars::sys::default_sigpipe();
-    let cli = daqproc::support::cli::parse::<cli::Cli>();
+    let mut cli = daqproc::support::cli::parse::<cli::Cli>();
+    if let Err(e) = cli.resolve() {
+        eprintln!("spycat: error: {e}");
+        return ExitCode::from(2);
+    }
     match cat::run(&cli) {
         Ok(code) => code,
         Err(e) => {

@@ -16,6 +16,7 @@ accepted sources:
   NAME, /PATH, spy:NAME, spy:/PATH          a local buffer: a bare name in the runtime directory, or an absolute path
   remote://HOST[:PORT][?OPTIONS]            a farm spy daemon (PORT 2115 by default; [IPv6]:PORT for IPv6)
   remote:spy:BUFFER@HOST[:PORT][?OPTIONS]   the same in KLOE's spelling (BUFFER is informational: a farm spy daemon serves one buffer)
+  file:PATH                                 a spy data file (written by spycat --save FILE)
 OPTIONS, joined by '&': mode=next|latest|push (default next), maxevents=N (or max_events_per_packet=N; default no limit),
   maxbytes=N[K|M|G] (default no limit): how the daemon serves this connection";
 
@@ -26,6 +27,14 @@ pub enum SourceSpec {
     Local(String),
     /// A farm spy daemon.
     Remote(RemoteSpec),
+    /// A spy data file.
+    File(std::path::PathBuf),
+}
+
+impl Default for SourceSpec {
+    fn default() -> Self {
+        SourceSpec::Local(String::new())
+    }
 }
 
 /// Where and how to read from a farm spy daemon.
@@ -63,6 +72,7 @@ impl fmt::Display for SourceSpec {
         match self {
             SourceSpec::Local(name) => f.write_str(name),
             SourceSpec::Remote(r) => f.write_str(&r.text),
+            SourceSpec::File(p) => write!(f, "file:{}", p.display()),
         }
     }
 }
@@ -84,6 +94,12 @@ fn parse_inner(s: &str) -> Result<SourceSpec, String> {
 }
 
 fn parse_form(s: &str) -> Result<SourceSpec, String> {
+    if let Some(rest) = s.strip_prefix("file:") {
+        if rest.is_empty() {
+            return Err("file: names no file".into());
+        }
+        return Ok(SourceSpec::File(rest.into()));
+    }
     if let Some(rest) = s.strip_prefix("spy:") {
         if rest.is_empty() {
             return Err("spy: names no buffer".into());

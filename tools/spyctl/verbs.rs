@@ -9,8 +9,6 @@ use shvars::ProcName;
 
 use crate::console::{is_own_verb, print_reply, Console, VERBS};
 
-pub use daqproc::observe::watch::time_text;
-
 /// `open NAME`: selects a process whose region exists; a dead one is selected with a note.
 pub fn open(c: &mut Console, args: &[String]) -> anyhow::Result<()> {
     let [name] = args else {

@@ -1,6 +1,7 @@
-//! `watch VAR... [--interval S] [--count N]`: a line per change of the variables, read from the
-//! region (the owner is never disturbed), until Ctrl-C, which ends the watch and returns to the
-//! prompt without ending spyctl.
+//! `watch [VAR|PATTERN...] [--time abs|rel|inc|none] [--json] [--count N] [--deadband X]`: every
+//! change of the variables, read from the region's change log (the owner is never disturbed),
+//! with the options and the line format of `shvar watch` (`daqproc::observe::watch`), until
+//! Ctrl-C, which ends the watch and returns to the prompt without ending spyctl.
 //!
 //! Ctrl-C is caught only while a watch runs: outside one, SIGINT keeps its default action
 //! (the interactive line editor reads Ctrl-C as a key, so this only matters while a command
@@ -9,15 +10,14 @@
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use daqproc::observe::watch::Watch;
+use clap::Parser;
+use daqproc::observe::watch::{Event, Printer, Watch, WatchOpts};
 use signal_hook::consts::SIGINT;
 
 use crate::console::Console;
-use crate::verbs::time_text;
-use daqproc::support::cli::parse_secs;
 
 /// SIGINT actions, registered once: the default action while `armed`, else set `caught`.
 struct SigintFlags {
@@ -64,50 +64,37 @@ impl Drop for CatchCtrlC {
     }
 }
 
-struct Options {
-    vars: Vec<String>,
-    interval: Duration,
-    count: Option<u64>,
+/// spyctl's `watch` line, parsed with the options `shvar watch` has.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "watch",
+    about = "Print every change of the variables, in order, with its time"
+)]
+struct WatchLine {
+    #[command(flatten)]
+    opts: WatchOpts,
 }
 
-const USAGE: &str = "usage: watch [VAR...] [--interval S] [--count N]";
-
-fn parse(args: &[String]) -> anyhow::Result<Options> {
-    let mut o = Options {
-        vars: Vec::new(),
-        interval: Duration::from_millis(100),
-        count: None,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--interval" | "-i" => {
-                let v = it.next().ok_or_else(|| anyhow!("{USAGE}"))?;
-                o.interval = Duration::from_secs_f64(
-                    parse_secs(v).map_err(|e| anyhow!("watch --interval: {e}"))?,
-                );
-            }
-            "--count" | "-c" => {
-                let v = it.next().ok_or_else(|| anyhow!("{USAGE}"))?;
-                let n = v
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| anyhow!("watch --count: {v:?} is not a positive count"))?;
-                o.count = Some(n);
-            }
-            s if s.starts_with('-') => bail!("watch: unknown option {s}; {USAGE}"),
-            _ => o.vars.push(a.clone()),
-        }
-    }
-    Ok(o)
-}
-
-/// Runs `watch` until Ctrl-C (or `--count` lines).
+/// Runs `watch` until Ctrl-C (or `--count` values).
 pub fn run(c: &Console, args: &[String]) -> anyhow::Result<()> {
-    let o = parse(args)?;
+    let line = match WatchLine::try_parse_from(
+        std::iter::once("watch").chain(args.iter().map(String::as_str)),
+    ) {
+        Ok(l) => l,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp) => {
+            print!("{}", e.render());
+            return Ok(());
+        }
+        Err(e) => bail!("{}", e.render().to_string().trim_end()),
+    };
+    let o = line.opts;
     let name = c.need_selected()?.clone();
-    let mut w = Watch::open(c.dir(), &name, &o.vars)?;
+    let mut w = Watch::open(c.dir(), &name, &o)?;
+    for p in w.unmatched() {
+        eprintln!(
+            "spyctl: note: no variable of {name} matches {p:?} yet: waiting for it to be added"
+        );
+    }
     let ctrl_c = CatchCtrlC::new()?;
     let mut printed = 0u64;
     if !w.alive() {
@@ -115,46 +102,42 @@ pub fn run(c: &Console, args: &[String]) -> anyhow::Result<()> {
             "spyctl: note: {name} is not running: its values will not change until it restarts"
         );
     }
+    let mut printer = Printer::new(&o, None);
     let stdout = std::io::stdout();
     loop {
-        let mut out = stdout.lock();
-        let mut done = false;
-        w.poll(|ch| {
-            writeln!(
-                out,
-                "{} {} {}",
-                time_text(ch.time_ns),
-                ch.spec.name,
-                ch.spec.display(ch.value)
-            )
-            .context("writing to stdout")?;
-            printed += 1;
-            done = o.count.is_some_and(|n| printed >= n);
-            Ok::<_, anyhow::Error>(!done)
-        })?;
-        out.flush().ok();
-        drop(out);
-        if done {
+        if ctrl_c.pressed() {
+            // The terminal echoed ^C without a newline: end that line.
+            if std::io::stdout().is_terminal() {
+                println!();
+            }
             return Ok(());
         }
-        // Sleep in short steps so Ctrl-C ends the watch at once.
-        let until = Instant::now() + o.interval;
-        loop {
-            if ctrl_c.pressed() {
-                // The terminal echoed ^C without a newline: end that line.
-                if std::io::stdout().is_terminal() {
-                    println!();
+        // What is ready first; the output is flushed before waiting (in short waits, so that
+        // Ctrl-C ends the watch at once).
+        let ev = match w.next(Duration::ZERO)? {
+            Some(ev) => ev,
+            None => {
+                std::io::stdout().flush().ok();
+                match w.next(Duration::from_millis(20))? {
+                    Some(ev) => ev,
+                    None => continue,
                 }
+            }
+        };
+        if let Event::Note(note) = &ev {
+            eprintln!("spyctl: {name} {note}");
+            continue;
+        }
+        if let Some(l) = printer.line(&ev) {
+            let mut out = stdout.lock();
+            writeln!(out, "{l}").context("writing to stdout")?;
+        }
+        if matches!(ev, Event::Value { .. }) {
+            printed += 1;
+            if o.count.is_some_and(|n| printed >= n) {
+                std::io::stdout().flush().ok();
                 return Ok(());
             }
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(20)));
-        }
-        if let Some(note) = w.check()? {
-            eprintln!("spyctl: {name} {note}");
         }
     }
 }

@@ -73,8 +73,27 @@ fn value(dir: &RuntimeDir, name: &str, var: &str) -> String {
         .unwrap_or_else(|| "-".to_owned())
 }
 
+/// Columns of the terminal (at most 100: the table is made for that), 100 when not a terminal.
+fn terminal_width() -> usize {
+    terminal_size::terminal_size()
+        .map(|(w, _)| w.0 as usize)
+        .unwrap_or(100)
+        .clamp(40, 100)
+}
+
 impl Demo {
     fn new() -> anyhow::Result<Demo> {
+        // $SHVAR_DIR when set: the demo runs there (and removes only what it made); else a
+        // fresh directory, removed at the end.
+        if let Some(d) = std::env::var_os("SHVAR_DIR").filter(|d| !d.is_empty()) {
+            let dir = RuntimeDir::at(d);
+            dir.ensure()?;
+            return Ok(Demo {
+                tmp: None,
+                dir,
+                children: Vec::new(),
+            });
+        }
         let base = if Path::new("/dev/shm").is_dir() {
             "/dev/shm"
         } else {
@@ -193,18 +212,35 @@ impl Demo {
             true,
         )?;
         println!("chain: evgen gen1 -> B_1_1 -> farmspydaemon farm1 (port {port}) -> rspydaemon spy1 -> L_1_1 -> spycat --verify");
+        let width = terminal_width();
+        let fit = |line: String| -> String {
+            if line.chars().count() > width {
+                line.chars().take(width).collect()
+            } else {
+                line
+            }
+        };
         println!(
-            "{:>8} {:>10} {:>9} | {:>7} {:>10} | {:>7} {:>10} {:>10} {:>6} {:>8} | spycat",
-            "time",
-            "gen1 evts",
-            "ev/s",
-            "clients",
-            "farm evnr",
-            "no_conn",
-            "lastevent",
-            "sg_events",
-            "lost",
-            "timeouts"
+            "{}",
+            fit(format!(
+                "{:>5} | {:>10} {:>7} | {:>7} {:>10} | {:>9} {:>10} {:>7} {:>8}",
+                "time",
+                "produced",
+                "per s",
+                "clients",
+                "served up",
+                "connected",
+                "received",
+                "lost",
+                "timeouts"
+            ))
+        );
+        println!(
+            "{}",
+            fit(format!(
+                "{:>5} | {:>18} | {:>18} | {:>37}",
+                "", "evgen gen1", "farmspydaemon farm1", "rspydaemon spy1"
+            ))
         );
         let t0 = Instant::now();
         while !stop.load(Ordering::Relaxed)
@@ -219,20 +255,29 @@ impl Demo {
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("")
                 .to_owned();
+            let connected = if value(d, "spy1", "no_conn") == "0" {
+                "yes"
+            } else {
+                "no"
+            };
             println!(
-                "{:>7.0}s {:>10} {:>9} | {:>7} {:>10} | {:>7} {:>10} {:>10} {:>6} {:>8} | {}",
-                t0.elapsed().as_secs_f64(),
-                value(d, "gen1", "events"),
-                value(d, "gen1", "rate").split('.').next().unwrap_or("-"),
-                value(d, "farm1", "clients"),
-                value(d, "farm1", "eventnr"),
-                value(d, "spy1", "no_conn"),
-                value(d, "spy1", "lastevent"),
-                value(d, "spy1", "sg_events"),
-                value(d, "spy1", "lost"),
-                value(d, "spy1", "timeouts"),
-                cat.trim()
+                "{}",
+                fit(format!(
+                    "{:>4.0}s | {:>10} {:>7} | {:>7} {:>10} | {:>9} {:>10} {:>7} {:>8}",
+                    t0.elapsed().as_secs_f64(),
+                    value(d, "gen1", "events"),
+                    value(d, "gen1", "rate").split('.').next().unwrap_or("-"),
+                    value(d, "farm1", "clients"),
+                    value(d, "farm1", "eventnr"),
+                    connected,
+                    value(d, "spy1", "lastevent"),
+                    value(d, "spy1", "lost"),
+                    value(d, "spy1", "timeouts"),
+                ))
             );
+            if !cat.trim().is_empty() {
+                println!("{}", fit(format!("      spycat: {}", cat.trim())));
+            }
             if let Some((label, st)) = self
                 .children
                 .iter_mut()
@@ -295,6 +340,22 @@ impl Demo {
             let path = tmp.path().to_owned();
             tmp.close()
                 .with_context(|| format!("removing {}", path.display()))?;
+        } else {
+            // In $SHVAR_DIR: the processes removed their own files; the logs are ours.
+            for l in ["gen1", "farm1", "spy1", "spycat"] {
+                let _ = std::fs::remove_file(self.dir.path().join(format!("{l}.log")));
+            }
+            // The regions the exited processes left (their last values): removed while we
+            // hold their lock, so a process of the same name started meanwhile keeps its own.
+            for l in ["gen1", "farm1", "spy1"] {
+                let path = self.dir.path().join(format!("{l}.shv"));
+                if let Ok(f) = std::fs::File::open(&path) {
+                    if f.try_lock().is_ok() {
+                        let _ = std::fs::remove_file(&path);
+                        let _ = std::fs::remove_file(self.dir.path().join(format!("{l}.ctl")));
+                    }
+                }
+            }
         }
         if failed.is_empty() {
             println!("all stopped, nothing left behind");

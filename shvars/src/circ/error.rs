@@ -29,6 +29,14 @@ pub enum CreateError {
         /// Which rule it breaks.
         why: String,
     },
+    /// Something that is not a stale buffer of ours is at the path: it is never replaced.
+    #[error("refusing to create buffer {}: {what} is already there, and only a circular buffer whose producer is dead may be replaced (remove it yourself if it is yours to remove, or choose another buffer name)", path.display())]
+    NotABuffer {
+        /// The path.
+        path: PathBuf,
+        /// What is there ("a FIFO", "a regular file that is not a circular buffer", ...).
+        what: String,
+    },
     /// The buffer name is not acceptable.
     #[error(transparent)]
     Name(#[from] crate::NameError),
@@ -100,6 +108,14 @@ pub enum OpenError {
         path: PathBuf,
         /// Number of slots.
         slots: usize,
+    },
+    /// Something that is not a stale buffer of ours is at the path: it is never replaced.
+    #[error("refusing to create buffer {}: {what} is already there, and only a circular buffer whose producer is dead may be replaced (remove it yourself if it is yours to remove, or choose another buffer name)", path.display())]
+    NotABuffer {
+        /// The path.
+        path: PathBuf,
+        /// What is there ("a FIFO", "a regular file that is not a circular buffer", ...).
+        what: String,
     },
     /// The buffer name is not acceptable.
     #[error(transparent)]

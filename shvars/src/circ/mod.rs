@@ -40,7 +40,7 @@
 //!   a live file and re-create a buffer under a new inode (see [`FileStorage`]).
 
 mod error;
-mod futex;
+pub(crate) mod futex;
 mod layout;
 mod reader;
 mod readers;
@@ -61,7 +61,7 @@ pub use reader::{EventInfo, Peeked, StartAt};
 pub use readers::{LosslessReader, SamplingReader};
 pub use stats::{CircStats, ReaderActivity, ReaderStats};
 pub use storage::{FileStorage, HeapStorage, Storage, READER_LOCK_BASE};
-pub use writer::{CircOptions, CircWriter, Reservation, DEFAULT_LOSSLESS_TIMEOUT};
+pub use writer::{CircOptions, CircWriter, Reservation, StopWaiting, DEFAULT_LOSSLESS_TIMEOUT};
 
 #[cfg(test)]
 mod tests;

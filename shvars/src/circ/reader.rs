@@ -104,7 +104,12 @@ pub(crate) struct Core<S: Storage> {
     act: Option<(usize, u64)>,
     /// Events consumed since the activity entry was last refreshed.
     act_count: u32,
+    /// When the activity entry was last refreshed (coarse wall clock, ns).
+    act_at: u64,
 }
+
+/// A reader refreshes its activity entry at least this often while it reads.
+const ACTIVITY_EVERY_NS: u64 = 100_000_000;
 
 /// A non-zero token naming one reader's entry in a table (lossless slot or activity entry):
 /// mixed from the time, our pid and `salt`.
@@ -134,6 +139,7 @@ impl<S: Storage> Core<S> {
             gone: None,
             act: None,
             act_count: 0,
+            act_at: 0,
         };
         c.claim_activity();
         if lossless {
@@ -150,6 +156,7 @@ impl<S: Storage> Core<S> {
     /// so that losses count from the start. `None` if it cannot be told (the record is being
     /// overwritten).
     fn seq_at(&self, p: u64) -> Option<u64> {
+        let p = align8(p);
         let h = self.v.header();
         let written = h.events_written.load(Ordering::Acquire);
         if p >= h.head.load(Ordering::Acquire) {
@@ -192,8 +199,13 @@ impl<S: Storage> Core<S> {
         }
     }
 
+    /// Moves to stream position `p`, which may come from the shared header (damaged, or
+    /// written by a hostile reader with write access): rounded up to a multiple of 8, so that a
+    /// record header is never read at an unaligned offset (a position that is not a record
+    /// start then fails `decode` like any stale one).
     #[inline]
     fn set_pos(&mut self, p: u64) {
+        let p = align8(p);
         self.rpos = p;
         self.roff = p % self.ring;
     }
@@ -501,6 +513,7 @@ impl<S: Storage> Core<S> {
     /// Tells producers that this reader reads, and how far it got.
     fn note_activity(&mut self) {
         self.act_count = 0;
+        self.act_at = super::layout::coarse_now_ns();
         if let Some((i, token)) = self.act {
             let s = &self.v.activity()[i];
             if s.token.load(Ordering::Relaxed) != token {
@@ -530,7 +543,11 @@ impl<S: Storage> Core<S> {
     #[inline(always)]
     fn consume(&mut self, loc: &Loc) {
         self.act_count += 1;
-        if self.act_count >= 256 {
+        // Every 256 events, and at least every 100 ms for a slow reader: a producer counting
+        // readers active in the last seconds counts a reader of one event a second too.
+        if self.act_count >= 256
+            || super::layout::coarse_now_ns().saturating_sub(self.act_at) >= ACTIVITY_EVERY_NS
+        {
             self.note_activity();
         }
         if let Some(exp) = self.expected_seq {
@@ -910,4 +927,11 @@ impl<'r, S: Storage> Peeked<'r, S> {
             }),
         }
     }
+}
+
+/// `p` rounded up to a multiple of 8 (record starts are; a position read from the shared header
+/// may not be).
+#[inline]
+fn align8(p: u64) -> u64 {
+    p.saturating_add(7) & !7
 }

@@ -307,7 +307,7 @@ impl FileStorage {
         init(&st);
         // Publish it under its name: take over a stale buffer, refuse a live one.
         for _attempt in 0..200 {
-            match File::open(path) {
+            match open_existing(path) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     // No buffer yet: link() fails if someone else was quicker.
                     match fs::hard_link(&tmp, path) {
@@ -319,8 +319,20 @@ impl FileStorage {
                         Err(e) => return Err(cleanup(io_create(path, "name the buffer file")(e))),
                     }
                 }
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                    return Err(cleanup(CreateError::NotABuffer {
+                        path: path.to_owned(),
+                        what: "a symbolic link".into(),
+                    }))
+                }
                 Err(e) => return Err(cleanup(io_create(path, "open the old buffer file")(e))),
                 Ok(old) => {
+                    if let Some(what) = not_a_buffer(&old) {
+                        return Err(cleanup(CreateError::NotABuffer {
+                            path: path.to_owned(),
+                            what,
+                        }));
+                    }
                     match old.try_lock() {
                         Ok(()) => {
                             // Stale (its producer died) unless the name moved on meanwhile.
@@ -367,16 +379,29 @@ impl FileStorage {
     /// writing is not permitted and `need_write` is false, read-only. The size is checked
     /// against `min_len` (the header) and then against `expected_len(header bytes)`.
     pub(crate) fn open(path: &Path, want_write: bool, need_write: bool) -> Result<Self, OpenError> {
+        // Without blocking: a FIFO planted at a buffer path would block an open until a
+        // writer came; it is refused below as not a regular file.
+        let ro = || {
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(path)
+        };
         let file = if want_write {
-            match OpenOptions::new().read(true).write(true).open(path) {
+            match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(path)
+            {
                 Ok(f) => Ok((f, true)),
                 Err(e) if e.kind() == io::ErrorKind::PermissionDenied && !need_write => {
-                    File::open(path).map(|f| (f, false))
+                    ro().map(|f| (f, false))
                 }
                 Err(e) => Err(e),
             }
         } else {
-            File::open(path).map(|f| (f, false))
+            ro().map(|f| (f, false))
         };
         let (file, writable) = file.map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => OpenError::NotFound {
@@ -446,6 +471,49 @@ impl FileStorage {
             Ok(fl)
         }
     }
+}
+
+/// Opens whatever is at `path` to look at it: without blocking (a FIFO would block an open for
+/// reading until a writer comes), without following a symbolic link.
+fn open_existing(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// What `file` is if it is not a circular buffer (by its type and magic number); `None` if it
+/// is one.
+fn not_a_buffer(file: &File) -> Option<String> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = match file.metadata() {
+        Ok(m) => m,
+        Err(e) => return Some(format!("a file that cannot be examined ({e})")),
+    };
+    let ft = meta.file_type();
+    let kind = if ft.is_file() {
+        None
+    } else if ft.is_fifo() {
+        Some("a FIFO")
+    } else if ft.is_dir() {
+        Some("a directory")
+    } else if ft.is_socket() {
+        Some("a socket")
+    } else if ft.is_char_device() || ft.is_block_device() {
+        Some("a device")
+    } else {
+        Some("a file that is not a regular file")
+    };
+    if let Some(k) = kind {
+        return Some(k.to_owned());
+    }
+    if pid_magic(file) != Some(MAGIC) {
+        return Some(format!(
+            "a regular file of {} bytes that is not a circular buffer",
+            meta.len()
+        ));
+    }
+    None
 }
 
 fn pid_magic(file: &File) -> Option<u64> {

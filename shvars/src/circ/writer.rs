@@ -9,7 +9,8 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::error::{CreateError, WriteError};
@@ -169,6 +170,38 @@ pub struct CircWriter<S: Storage = FileStorage> {
     /// Registration counter last seen, and the smallest lossless reader position then.
     reg_seen: u64,
     min_reader: u64,
+    /// Times the buffer was full: an event needed room that only reclaiming old events (and
+    /// waiting for lossless readers behind them) could give.
+    circfulls: u64,
+    stop_waiting: StopWaiting,
+}
+
+/// Makes a producer stop waiting for lossless readers: once [`StopWaiting::stop`] is called,
+/// every reader that blocks the producer is evicted at once (within 10 ms if the producer is
+/// waiting now), so a producer that is ending never waits out the lossless timeout. Get it
+/// from [`CircWriter::stop_waiting`] and call it from another thread.
+///
+/// # Examples
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// use shvars::circ::CircWriter;
+/// let w = CircWriter::create(&dir.path().join("B"), 1 << 20).unwrap();
+/// let stop = w.stop_waiting();
+/// std::thread::spawn(move || stop.stop()).join().unwrap();
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct StopWaiting(Arc<AtomicBool>);
+
+impl StopWaiting {
+    /// From now on the producer waits for no lossless reader.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// True once [`StopWaiting::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 impl CircWriter<FileStorage> {
@@ -188,7 +221,7 @@ impl CircWriter<FileStorage> {
     /// # Errors
     /// As [`create`](CircWriter::create), plus a bad name or an unusable runtime directory.
     pub fn create_named(dir: &RuntimeDir, lname: &str, capacity: u64) -> Result<Self, CreateError> {
-        let path = dir.buffer_path(lname)?;
+        let path = dir.producer_buffer_path(lname)?;
         if !lname.starts_with('/') {
             dir.ensure()?;
         }
@@ -296,6 +329,8 @@ impl<S: Storage> CircWriter<S> {
             timeout: opts.lossless_timeout,
             reg_seen: 0,
             min_reader: u64::MAX,
+            circfulls: 0,
+            stop_waiting: StopWaiting::default(),
         }
     }
 
@@ -323,6 +358,59 @@ impl<S: Storage> CircWriter<S> {
             self.v.activity(),
             within.as_nanos() as u64,
         )
+    }
+
+    /// Times the buffer was full (KLOE's `circfulls`): an event needed room that only
+    /// reclaiming the oldest events could give (in a lossless setup, the producer then waits
+    /// for the readers behind them).
+    pub fn circfulls(&self) -> u64 {
+        self.circfulls
+    }
+
+    /// Stream position after the last event written: pass it later to
+    /// [`CircWriter::expire_before`] to expire everything written up to now.
+    pub fn position(&self) -> u64 {
+        self.head
+    }
+
+    /// Makes the events that start before stream position `pos` (a value of
+    /// [`CircWriter::position`]) unreadable for sampling readers, without writing anything:
+    /// a reader behind skips forward to the first event left and counts the others as lost,
+    /// exactly as if they had been overwritten (they are counted in `events_overwritten`).
+    /// Used to bound how old a served event can be. Lossless readers are never expired:
+    /// events from the first one a lossless reader has not consumed stay. Returns how many
+    /// events were expired.
+    pub fn expire_before(&mut self, pos: u64) -> u64 {
+        let mut target = pos.min(self.head);
+        for s in self.v.slots() {
+            if s.token.load(Ordering::SeqCst) != 0 {
+                target = target.min(s.pos.load(Ordering::SeqCst));
+            }
+        }
+        if target <= self.tail {
+            return 0;
+        }
+        let n = self.starts.partition_point(|&p| p < target);
+        if n == 0 {
+            return 0;
+        }
+        self.starts.drain(..n);
+        let t = self.starts.front().copied().unwrap_or(self.head);
+        self.tail = t.min(self.head).max(self.tail);
+        self.overwritten += n as u64;
+        let h = self.v.header();
+        h.events_overwritten
+            .store(self.overwritten, Ordering::Relaxed);
+        // As in make_room: publish the new tail before anything is written below it.
+        h.tail.store(self.tail, Ordering::SeqCst);
+        fence(Ordering::Release);
+        n as u64
+    }
+
+    /// A handle that makes this producer stop waiting for lossless readers (see
+    /// [`StopWaiting`]).
+    pub fn stop_waiting(&self) -> StopWaiting {
+        self.stop_waiting.clone()
     }
 
     /// The largest event accepted, in bytes.
@@ -438,6 +526,7 @@ impl<S: Storage> CircWriter<S> {
     /// publishes it, and waits for lossless readers still behind it.
     #[cold]
     fn make_room(&mut self, need: u64) {
+        self.circfulls += 1;
         // Reclaim a chunk ahead, but never the latest event unless it must go.
         let target = need.max((need + self.chunk).min(self.last));
         // Drop the oldest records until the first one left starts at or after the target.
@@ -503,7 +592,8 @@ impl<S: Storage> CircWriter<S> {
             }
             let now = Instant::now();
             let start = *since.get_or_insert(now);
-            let timed_out = now.duration_since(start) >= self.timeout;
+            let timed_out =
+                now.duration_since(start) >= self.timeout || self.stop_waiting.is_stopped();
             let check_alive = checked_alive.is_none_or(|c| now.duration_since(c) >= LIVENESS_POLL);
             if check_alive {
                 checked_alive = Some(now);

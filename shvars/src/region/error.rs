@@ -19,17 +19,37 @@ pub enum CreateError {
         pid: u32,
     },
     /// The file system refused.
-    #[error("cannot create the region {}: {source}", path.display())]
+    #[error("cannot create the region {}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
+        /// The cause (in the message; not a `source`, which `{:#}` would print twice).
+        error: io::Error,
     },
     /// The requested capacities are unusable.
     #[error("bad region size: {0}")]
     BadSize(String),
+    /// The region of a dead owner is locked by someone else (a squatter), in a file this user
+    /// may not replace.
+    #[error(
+        "{name} cannot start: its region {} is locked by {holders}, not by a live {name} (its \
+         last owner, pid {pid}, is gone), and the file belongs to uid {uid}, so we may not \
+         replace it. Ask that user or root to stop the locker and remove the file, or use \
+         another name (-n) or runtime directory (--dir)",
+        path.display()
+    )]
+    Squatted {
+        /// The process name.
+        name: String,
+        /// The region file.
+        path: PathBuf,
+        /// The dead owner recorded in it.
+        pid: u32,
+        /// The file's owner.
+        uid: u32,
+        /// Who holds a lock on it, from /proc/locks.
+        holders: String,
+    },
 }
 
 /// Opening a region for reading failed.
@@ -44,13 +64,12 @@ pub enum OpenError {
         dir: String,
     },
     /// The file could not be opened or mapped.
-    #[error("cannot open the region {}: {source}", path.display())]
+    #[error("cannot open the region {}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
+        /// The cause (in the message; not a `source`, which `{:#}` would print twice).
+        error: io::Error,
     },
     /// The file is not a region, is damaged or truncated.
     #[error("{} is not a usable variable region: {why} (remove it with `shvar cleanup` if its owner is dead)", path.display())]
@@ -63,6 +82,16 @@ pub enum OpenError {
     /// The file was written by a newer version of the framework.
     #[error("{} has region format version {found}, this tool reads up to {supported}: use a newer shvar", path.display())]
     TooNew {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: u32,
+        /// Ours.
+        supported: u32,
+    },
+    /// The file was written by an older version of the framework.
+    #[error("{} has region format version {found}, this tool reads only version {supported}: the process runs an older framework; restart it with the current one, or read it with the shvar of its version", path.display())]
+    TooOld {
         /// The file.
         path: PathBuf,
         /// Its version.
@@ -90,6 +119,14 @@ pub enum ReadError {
         var: String,
         /// A suggestion.
         hint: String,
+    },
+    /// The owner retired the variable.
+    #[error("variable {var} was removed by its owner{}", removed_text(*removed_ns))]
+    Removed {
+        /// The variable.
+        var: String,
+        /// When, ns since the epoch (0 if unknown).
+        removed_ns: u64,
     },
     /// A string kept changing during every retry.
     #[error("variable {0} is being rewritten too often to read a stable value; try again")]
@@ -152,6 +189,14 @@ pub enum SetError {
     },
 }
 
+fn removed_text(ns: u64) -> String {
+    if ns == 0 {
+        String::new()
+    } else {
+        format!(" at {}", super::utc_text(ns))
+    }
+}
+
 fn range_text(min: Option<f64>, max: Option<f64>) -> String {
     match (min, max) {
         (Some(a), Some(b)) => format!("allowed {a} to {b}"),
@@ -178,6 +223,14 @@ pub enum AddError {
         /// Which area ran out.
         what: &'static str,
     },
+    /// The file could not grow.
+    #[error("cannot grow the region {}: {error}", path.display())]
+    Grow {
+        /// The file.
+        path: PathBuf,
+        /// The cause (in the message; not a `source`, which `{:#}` would print twice).
+        error: io::Error,
+    },
     /// The variable exists with another type.
     #[error("variable {name} is {found}, not {wanted}")]
     WrongType {
@@ -188,4 +241,15 @@ pub enum AddError {
         /// The type asked for.
         wanted: &'static str,
     },
+}
+
+/// Retiring a variable failed.
+#[derive(Debug, Error)]
+pub enum RetireError {
+    /// No live variable of that name (or handle).
+    #[error("no variable {0} to retire (never added, or already retired)")]
+    NoSuchVar(String),
+    /// The schema could not grow to record the retirement.
+    #[error(transparent)]
+    Region(#[from] AddError),
 }

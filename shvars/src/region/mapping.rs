@@ -11,13 +11,27 @@ use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use super::layout::{Header, NumSlot, StrSlotHeader, ALIGN, HEADER_SIZE, STR_SLOT_HEADER};
+use super::layout::{
+    ChunkHeader, Header, LogEntry, NumSlot, StrSlotHeader, ALIGN, CHUNK_HEADER, HEADER_SIZE,
+    LOG_ENTRY_SIZE, STR_SLOT_HEADER,
+};
 
 /// A memory-mapped region file, read-only or read/write.
 #[derive(Debug)]
 pub(crate) struct Mapping {
     raw: MmapRaw,
     writable: bool,
+}
+
+/// Why a slot could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlotErr {
+    /// A string kept changing during every retry.
+    Busy,
+    /// The stored length is impossible.
+    Damaged,
+    /// The slot no longer holds the variable (its generation changed).
+    Removed,
 }
 
 /// How often a reader retries a string that changes under it before reporting it busy.
@@ -103,6 +117,47 @@ impl Mapping {
         unsafe { &*(self.raw.as_ptr().add(off) as *const StrSlotHeader) }
     }
 
+    /// The header of the schema chunk at `off` (bounds checked like [`Mapping::word`]).
+    #[inline]
+    pub(crate) fn chunk(&self, off: usize) -> &ChunkHeader {
+        assert!(
+            self.check(off, CHUNK_HEADER),
+            "chunk offset {off} outside the mapping"
+        );
+        // SAFETY: as in `word`: in bounds and 8-aligned, checked above; ChunkHeader is three
+        // atomics.
+        unsafe { &*(self.raw.as_ptr().add(off) as *const ChunkHeader) }
+    }
+
+    /// The change-log entry at `off` (bounds checked like [`Mapping::word`]).
+    #[inline]
+    pub(crate) fn log_entry(&self, off: usize) -> &LogEntry {
+        assert!(
+            self.check(off, LOG_ENTRY_SIZE),
+            "log entry offset {off} outside the mapping"
+        );
+        // SAFETY: as in `word`: in bounds and 8-aligned, checked above; LogEntry is four
+        // atomics.
+        unsafe { &*(self.raw.as_ptr().add(off) as *const LogEntry) }
+    }
+
+    /// The value word of the number slot at `off` if the slot still holds generation `tag`
+    /// (read between two loads of the generation, so a value of a later occupant is never
+    /// returned as this one's).
+    #[inline(always)]
+    pub(crate) fn read_num(&self, off: usize, tag: u64) -> Result<u64, SlotErr> {
+        let slot = self.num_slot(off);
+        if slot.gen.load(Ordering::Acquire) != tag {
+            return Err(SlotErr::Removed);
+        }
+        let v = slot.value.load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        if slot.gen.load(Ordering::Relaxed) != tag {
+            return Err(SlotErr::Removed);
+        }
+        Ok(v)
+    }
+
     /// Copies `len` bytes starting at the 8-aligned `off` out with word-sized atomic loads.
     pub(crate) fn copy_out(&self, off: usize, len: usize, out: &mut Vec<u8>) {
         out.clear();
@@ -139,14 +194,22 @@ impl Mapping {
         unsafe { std::slice::from_raw_parts(self.raw.as_ptr().add(off) as *const AtomicU64, n) }
     }
 
-    /// Reads the string slot at `off` of capacity `cap` into `buf` under the seqlock.
-    /// Returns whether the text is plain ASCII (`buf` holds exactly the text), `Err(true)` when
-    /// every retry saw a write in progress, `Err(false)` when the stored length is impossible.
+    /// Reads the string slot at `off` of capacity `cap` and generation `tag` into `buf` under
+    /// the seqlock. Returns whether the text is plain ASCII (`buf` holds exactly the text).
     #[inline(always)]
-    pub(crate) fn read_str(&self, off: usize, cap: usize, buf: &mut Vec<u8>) -> Result<bool, bool> {
+    pub(crate) fn read_str(
+        &self,
+        off: usize,
+        cap: usize,
+        tag: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<bool, SlotErr> {
         let slot = self.str_slot(off);
         let text = self.words(off + STR_SLOT_HEADER, cap.div_ceil(8));
         for attempt in 0..STRING_READ_TRIES {
+            if slot.gen.load(Ordering::Acquire) != tag {
+                return Err(SlotErr::Removed);
+            }
             let s1 = slot.seq.load(Ordering::Acquire);
             if s1 & 1 == 1 {
                 backoff(attempt);
@@ -165,9 +228,12 @@ impl Mapping {
             }
             fence(Ordering::Acquire);
             let s2 = slot.seq.load(Ordering::Relaxed);
+            if slot.gen.load(Ordering::Relaxed) != tag {
+                return Err(SlotErr::Removed);
+            }
             if s1 == s2 {
                 if len > cap {
-                    return Err(false);
+                    return Err(SlotErr::Damaged);
                 }
                 buf.truncate(len);
                 // The padding after the text is zero, so no high bit anywhere means ASCII.
@@ -175,12 +241,13 @@ impl Mapping {
             }
             backoff(attempt);
         }
-        Err(true)
+        Err(SlotErr::Busy)
     }
 
     /// Writes `text` into the string slot at `off` under the seqlock. Concurrent writers of
-    /// the same slot (threads of the owner) serialise on the sequence word.
-    pub(crate) fn write_str(&self, off: usize, text: &[u8], now_ns: u64) {
+    /// the same slot (threads of the owner) serialise on the sequence word. Returns the
+    /// sequence after the write.
+    pub(crate) fn write_str(&self, off: usize, text: &[u8], now_ns: u64) -> u64 {
         debug_assert!(self.writable);
         let slot = self.str_slot(off);
         let mut s = slot.seq.load(Ordering::Relaxed);
@@ -203,6 +270,7 @@ impl Mapping {
         self.copy_in(off + STR_SLOT_HEADER, text);
         slot.changed_ns.store(now_ns, Ordering::Relaxed);
         slot.seq.store(s + 2, Ordering::Release);
+        s + 2
     }
 }
 

@@ -89,6 +89,78 @@ impl std::fmt::Display for Value {
     }
 }
 
+/// The alarm state of a numeric value against its limits (EPICS status; [`AlarmStatus::severity`]
+/// gives the severity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AlarmStatus {
+    /// Inside every limit.
+    #[serde(rename = "NO_ALARM")]
+    NoAlarm,
+    /// At or below LOW.
+    #[serde(rename = "LOW")]
+    Low,
+    /// At or above HIGH.
+    #[serde(rename = "HIGH")]
+    High,
+    /// At or below LOLO.
+    #[serde(rename = "LOLO")]
+    LoLo,
+    /// At or above HIHI.
+    #[serde(rename = "HIHI")]
+    HiHi,
+    /// Not a number.
+    #[serde(rename = "INVALID")]
+    Invalid,
+}
+
+/// How bad an alarm is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Severity {
+    /// No alarm.
+    #[serde(rename = "NO_ALARM")]
+    NoAlarm,
+    /// LOW or HIGH.
+    #[serde(rename = "MINOR")]
+    Minor,
+    /// LOLO, HIHI, or not a number.
+    #[serde(rename = "MAJOR")]
+    Major,
+}
+
+impl AlarmStatus {
+    /// `NO_ALARM`, `LOW`, `HIGH`, `LOLO`, `HIHI`, `INVALID`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmStatus::NoAlarm => "NO_ALARM",
+            AlarmStatus::Low => "LOW",
+            AlarmStatus::High => "HIGH",
+            AlarmStatus::LoLo => "LOLO",
+            AlarmStatus::HiHi => "HIHI",
+            AlarmStatus::Invalid => "INVALID",
+        }
+    }
+
+    /// The severity: MINOR for LOW and HIGH, MAJOR for LOLO, HIHI and INVALID.
+    pub fn severity(self) -> Severity {
+        match self {
+            AlarmStatus::NoAlarm => Severity::NoAlarm,
+            AlarmStatus::Low | AlarmStatus::High => Severity::Minor,
+            _ => Severity::Major,
+        }
+    }
+}
+
+impl Severity {
+    /// `NO_ALARM`, `MINOR`, `MAJOR`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::NoAlarm => "NO_ALARM",
+            Severity::Minor => "MINOR",
+            Severity::Major => "MAJOR",
+        }
+    }
+}
+
 /// Everything about one variable except its value. One JSON line of the schema area.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VarSpec {
@@ -120,7 +192,25 @@ pub struct VarSpec {
     /// (`probe_success`); see docs/region.md for how a table row becomes a label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric: Option<String>,
-    /// Offset of the slot from the start of the data area (set by the region).
+    /// Alarm limit: at or below it the value is in MAJOR alarm (LOLO). Numbers only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lolo: Option<f64>,
+    /// Alarm limit: at or below it the value is in MINOR alarm (LOW).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low: Option<f64>,
+    /// Alarm limit: at or above it the value is in MINOR alarm (HIGH).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high: Option<f64>,
+    /// Alarm limit: at or above it the value is in MAJOR alarm (HIHI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hihi: Option<f64>,
+    /// Digits after the decimal point when a FLOAT is shown to people (EPICS PREC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prec: Option<u8>,
+    /// Id of the variable, unique in its region's file and never reused (set by the region).
+    #[serde(default)]
+    pub id: u32,
+    /// Offset of the slot from the start of the file (set by the region).
     #[serde(default)]
     pub offset: usize,
 }
@@ -138,6 +228,12 @@ impl VarSpec {
             default,
             counter: false,
             metric: None,
+            lolo: None,
+            low: None,
+            high: None,
+            hihi: None,
+            prec: None,
+            id: 0,
             offset: 0,
         }
     }
@@ -209,6 +305,62 @@ impl VarSpec {
         self
     }
 
+    /// Sets the alarm limits (LOLO, LOW, HIGH, HIHI; `None` for a limit not used). A value at
+    /// or beyond LOW or HIGH is a MINOR alarm, at or beyond LOLO or HIHI a MAJOR one.
+    pub fn alarms(
+        mut self,
+        lolo: Option<f64>,
+        low: Option<f64>,
+        high: Option<f64>,
+        hihi: Option<f64>,
+    ) -> Self {
+        self.lolo = lolo;
+        self.low = low;
+        self.high = high;
+        self.hihi = hihi;
+        self
+    }
+
+    /// Sets the display precision of a FLOAT: digits after the decimal point.
+    pub fn precision(mut self, digits: u8) -> Self {
+        self.prec = Some(digits);
+        self
+    }
+
+    /// Whether any alarm limit is set.
+    pub fn has_alarms(&self) -> bool {
+        self.lolo.is_some() || self.low.is_some() || self.high.is_some() || self.hihi.is_some()
+    }
+
+    /// The alarm state of value `v` against the limits (EPICS semantics: HIHI and LOLO first,
+    /// a limit reached counts). Strings, enums without limits and numbers inside them are
+    /// [`AlarmStatus::NoAlarm`]; a FLOAT that is not a number is [`AlarmStatus::Invalid`], a
+    /// MAJOR alarm.
+    pub fn alarm(&self, v: &Value) -> AlarmStatus {
+        let x = match v {
+            Value::Int(i) => *i as f64,
+            Value::Float(f) => *f,
+            Value::Str(_) => return AlarmStatus::NoAlarm,
+        };
+        if !self.has_alarms() {
+            return AlarmStatus::NoAlarm;
+        }
+        if x.is_nan() {
+            return AlarmStatus::Invalid;
+        }
+        if self.hihi.is_some_and(|l| x >= l) {
+            AlarmStatus::HiHi
+        } else if self.lolo.is_some_and(|l| x <= l) {
+            AlarmStatus::LoLo
+        } else if self.high.is_some_and(|l| x >= l) {
+            AlarmStatus::High
+        } else if self.low.is_some_and(|l| x <= l) {
+            AlarmStatus::Low
+        } else {
+            AlarmStatus::NoAlarm
+        }
+    }
+
     /// The label of enum value `v`, if this is an ENUM and `v` has one.
     pub fn label(&self, v: i64) -> Option<&str> {
         match &self.ty {
@@ -226,6 +378,10 @@ impl VarSpec {
             (Value::Int(i), VarType::Enum { .. }) => match self.label(*i) {
                 Some(l) => l.to_owned(),
                 None => i.to_string(),
+            },
+            (Value::Float(f), _) => match self.prec {
+                Some(p) if f.is_finite() => format!("{f:.*}", usize::from(p)),
+                _ => v.to_string(),
             },
             _ => v.to_string(),
         }
@@ -249,6 +405,38 @@ impl VarSpec {
                 return Err(format!("variable {}: an enum needs labels", self.name));
             }
             _ => {}
+        }
+        if self.has_alarms() || self.prec.is_some() {
+            if matches!(self.ty, VarType::String { .. }) {
+                return Err(format!(
+                    "variable {}: alarm limits and precision are for numbers, not STRING",
+                    self.name
+                ));
+            }
+            let set: Vec<(&str, f64)> = [
+                ("LOLO", self.lolo),
+                ("LOW", self.low),
+                ("HIGH", self.high),
+                ("HIHI", self.hihi),
+            ]
+            .into_iter()
+            .filter_map(|(n, l)| l.map(|l| (n, l)))
+            .collect();
+            if let Some((n, l)) = set.iter().find(|(_, l)| !l.is_finite()) {
+                return Err(format!(
+                    "variable {}: alarm limit {n} {l} is not a finite number",
+                    self.name
+                ));
+            }
+            if let Some(w) = set.windows(2).find(|w| w[0].1 > w[1].1) {
+                return Err(format!(
+                    "variable {}: alarm limits out of order: {} {} above {} {} (need LOLO <= LOW <= HIGH <= HIHI)",
+                    self.name, w[0].0, w[0].1, w[1].0, w[1].1
+                ));
+            }
+            if self.prec.is_some_and(|p| p > 17) {
+                return Err(format!("variable {}: precision above 17 digits", self.name));
+            }
         }
         if let Some(m) = &self.metric {
             let ok = !m.is_empty()
@@ -378,6 +566,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn alarms_and_precision() {
+        let t = VarSpec::float("temp", 20.0)
+            .alarms(Some(-10.0), Some(0.0), Some(40.0), Some(60.0))
+            .precision(2);
+        t.validate().unwrap();
+        let a = |x: f64| t.alarm(&Value::Float(x));
+        assert_eq!(a(20.0), AlarmStatus::NoAlarm);
+        assert_eq!(a(40.0), AlarmStatus::High);
+        assert_eq!(a(40.0).severity(), Severity::Minor);
+        assert_eq!(a(60.0), AlarmStatus::HiHi);
+        assert_eq!(a(60.0).severity(), Severity::Major);
+        assert_eq!(a(0.0), AlarmStatus::Low);
+        assert_eq!(a(-11.0), AlarmStatus::LoLo);
+        assert_eq!(a(f64::NAN).severity(), Severity::Major);
+        assert_eq!(t.display(&Value::Float(1.0 / 3.0)), "0.33");
+        let j = serde_json::to_string(&t).unwrap();
+        assert!(
+            j.contains("\"hihi\":60.0") && j.contains("\"prec\":2"),
+            "{j}"
+        );
+        assert_eq!(serde_json::from_str::<VarSpec>(&j).unwrap(), t);
+        // Only HIGH set: an integer counter that should stay low.
+        let q = VarSpec::int("queue", 0).alarms(None, None, Some(100.0), None);
+        assert_eq!(q.alarm(&Value::Int(99)), AlarmStatus::NoAlarm);
+        assert_eq!(q.alarm(&Value::Int(100)), AlarmStatus::High);
+        let bad = VarSpec::int("x", 0).alarms(None, Some(5.0), Some(1.0), None);
+        let e = bad.validate().unwrap_err();
+        assert!(e.contains("LOW 5 above HIGH 1"), "{e}");
+    }
+
+    #[test]
     fn json_roundtrip() {
         let s = VarSpec::enumeration("runstate", &["A", "B"], 0).desc("state");
         let j = serde_json::to_string(&s).unwrap();
@@ -408,6 +627,7 @@ mod tests {
         assert!(e.parse_value("2").is_err());
         let s = VarSpec::string("l", 4, "");
         assert!(s.parse_value("abcde").is_err());
+        assert!(VarSpec::string("l", 4, "").precision(2).validate().is_err());
         assert_eq!(parse_int("1e6"), Some(1_000_000));
         assert_eq!(parse_int("-0x10"), Some(-16));
         assert_eq!(parse_int("1.5"), None);

@@ -348,6 +348,10 @@ fn delete(d: &mut Isectd, ctx: &mut Ctx, args: &[String]) -> Outcome {
                 ctx.cancel_timer(t);
             }
             w.v.pid.set(0);
+            // Its row goes from every listing; `get` of one of them says when it was removed.
+            if let Err(e) = ctx.region().retire_prefix(&format!("worker.{id}.")) {
+                ctx.error(&format!("worker {id}: cannot retire its variables: {e}"));
+            }
             let svc = w.spec.service.clone();
             if let Some(s) = d.service(&svc) {
                 s.v.workers.add(-1);

@@ -161,7 +161,8 @@ pub struct Worker {
     ready_after: Option<TimerId>,
     /// Its framework process name, once recognised.
     pub fwname: Option<ProcName>,
-    /// Deleted: its row stays (shown DELETED) until rows can be retired.
+    /// Deleted: its row of variables is retired; the worker is kept (DELETED) only so that a
+    /// late message about it is recognised.
     pub deleted: bool,
     /// On a host whose isdexecd cannot be reached now.
     pub lost: bool,

@@ -183,7 +183,7 @@ pub enum WState {
     Failed,
     /// On a host whose isdexecd cannot be reached: not known to be dead.
     Lost,
-    /// Deleted (its row stays until the region can retire rows).
+    /// Deleted (its row of variables is retired).
     Deleted,
 }
 

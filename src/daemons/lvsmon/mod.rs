@@ -70,6 +70,7 @@ pub fn region_sizes(checks: usize) -> CreateOptions {
     CreateOptions {
         schema_cap: d.schema_cap.max(rows * rows::COLUMNS.len() * 320),
         data_cap: d.data_cap.max(rows * 256),
+        log_cap: d.log_cap,
     }
 }
 
@@ -266,7 +267,9 @@ impl Lvsmon {
             report.removed.push(name.to_string());
             let was = self.states.remove(name).unwrap_or_default();
             if let Some(m) = old.iter().find(|m| &m.name == name) {
-                rows::retire(&m.row);
+                if let Err(e) = self.rows.retire(ctx.region(), name) {
+                    ctx.error(&e);
+                }
                 if let (Some(ipvs), Status::Up) = (&m.actions.ipvs, was) {
                     self.actions.ipvs(name, ipvs.remove_args(), ctx.log());
                 }

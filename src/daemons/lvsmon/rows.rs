@@ -1,6 +1,7 @@
 //! The table of checks in the region: one row of variables per check, `check.NAME.COLUMN`.
-//! Rows are made once per name and kept across reloads (a check removed and added again gets
-//! its row back); the checker thread writes them directly, without a lock or an allocation.
+//! A row is made when a check of that name is loaded, kept across reloads while the check
+//! stays, and retired when a reload removes it; the checker thread writes rows directly,
+//! without an allocation.
 
 use std::collections::HashMap;
 
@@ -105,6 +106,21 @@ impl Rows {
         Ok(r)
     }
 
+    /// Retires the row of a check removed from the file: its variables leave every listing
+    /// (reading one says when it was removed), and a check of that name added again later gets
+    /// a new row. A write by the checker thread racing this lands before the retirement or not
+    /// at all (the region's change log orders them).
+    ///
+    /// # Errors
+    /// The region's, naming the check.
+    pub fn retire(&mut self, region: &VarRegion, check: &str) -> Result<(), String> {
+        self.rows.remove(check);
+        region
+            .retire_prefix(&format!("check.{check}."))
+            .map(|_| ())
+            .map_err(|e| format!("check {check}: cannot retire its variables: {e}"))
+    }
+
     /// Whether `check` has a row.
     pub fn has(&self, check: &str) -> bool {
         self.rows.contains_key(check)
@@ -119,13 +135,4 @@ impl Rows {
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
-}
-
-/// Marks the row of a check removed from the file: UNKNOWN, not ok, and the reason says so.
-/// (Until the region can retire variables, the row stays in the schema; a check of that name
-/// added again later gets it back.)
-pub fn retire(row: &Row) {
-    row.status.set(0);
-    row.ok.set(0);
-    row.reason.set("removed from the checks file");
 }

@@ -228,6 +228,8 @@ impl SpyClient {
             max_events,
             max_bytes,
             last_evnr,
+            buffer_id: 0,
+            maxage_ms: 0,
         })
     }
 

@@ -7,7 +7,7 @@
 //! listener and every connection), `exit`.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -16,7 +16,7 @@ use shvars::circ::SamplingReader;
 use shvars::region::{IntVar, StrVar, VarSpec};
 
 use super::proto::write_error;
-use super::serve::{serve, Counter, End, FarmShared};
+use super::serve::{serve, Clients, Counter, End, FarmShared};
 use crate::framework::eventlog::EventLog;
 use crate::framework::stats::{Stats, StatsConfig};
 use crate::framework::{App, BoxError, Command, Ctx, Outcome, ProcessSpec, TICK};
@@ -34,6 +34,9 @@ pub const SPEC: ProcessSpec = ProcessSpec {
 
 /// Default TCP port.
 pub const DEFAULT_PORT: i64 = 2115;
+/// Default nice value: the farm spy daemon yields to the DAQ processes (KLOE ran it at lower
+/// priority).
+pub const DEFAULT_NICE: i64 = 10;
 
 #[derive(Debug)]
 struct Vars {
@@ -48,7 +51,10 @@ struct Vars {
     clients: IntVar,
     maxclients: IntVar,
     badreqs: IntVar,
+    dropped: IntVar,
     skipped: IntVar,
+    runnr: IntVar,
+    nice: IntVar,
 }
 
 struct Running {
@@ -62,7 +68,8 @@ struct Running {
 pub struct Farm {
     vars: Vars,
     running: Option<Running>,
-    conns: Arc<AtomicUsize>,
+    clients: Arc<Clients>,
+    dropped: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Farm {
@@ -125,16 +132,24 @@ impl Farm {
                 VarSpec::int("badreqs", 0).counter()
                     .desc("Connections dropped for bad requests (garbage, wrong magic, silence)"),
             )?,
+            dropped: r.add_int(
+                VarSpec::int("dropped", 0).counter()
+                    .desc("Connections dropped for not reading their packets within 5 s, or evicted while idle for a new client"),
+            )?,
             skipped: r.add_int(
                 VarSpec::int("skipped", 0).counter()
                     .desc("Events skipped for clients: overwritten before they could be sent"),
             )?,
+            runnr: r.add_int(VarSpec::int("runnr", 0).rw().range(Some(0.0), None)
+                .desc("Run number, set by run control (`set runnr N` before start): the farm buffer carries none"))?,
+            nice: r.add_int(VarSpec::int("nice", DEFAULT_NICE).rw().range(Some(-20.0), Some(19.0))
+                .desc("Nice value the daemon runs at, applied by start: below the DAQ processes, as KLOE ran it (lowering it needs CAP_SYS_NICE)"))?,
         };
-        r.add_int(VarSpec::int("runnr", 0).desc("Run number"))?;
         Ok(Farm {
             vars,
             running: None,
-            conns: Arc::new(AtomicUsize::new(0)),
+            clients: Arc::new(Clients::default()),
+            dropped: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -148,18 +163,12 @@ impl Farm {
             r.shared.stop.store(true, Ordering::Relaxed);
             r.stop_accept.store(true, Ordering::Relaxed);
             let _ = r.accept.join();
-            // Connection threads see `stop` within 200 ms and close their sockets.
-            for _ in 0..50 {
-                if self.conns.load(Ordering::Relaxed) == 0 {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            // Shut every connection down: whatever its thread is blocked in (a write to a
+            // client that does not read, a read) returns at once, and the thread ends.
+            self.clients.close_all();
             log.info(format!("stopped listening on {}", r.addr));
         }
-        self.vars
-            .clients
-            .set(self.conns.load(Ordering::Relaxed) as i64);
+        self.vars.clients.set(self.clients.len() as i64);
     }
 
     fn sync_counters(&self) {
@@ -174,6 +183,9 @@ impl Farm {
             self.vars
                 .skipped
                 .set(s.skipped.load(Ordering::Relaxed) as i64);
+            self.vars
+                .dropped
+                .set(self.dropped.load(Ordering::Relaxed) as i64);
             let ev = s.eventnr.load(Ordering::Relaxed);
             if ev > 0 {
                 self.vars.eventnr.set(ev as i64);
@@ -181,9 +193,7 @@ impl Farm {
             s.timeout_us
                 .store(self.vars.timeout_us.get(), Ordering::Relaxed);
         }
-        self.vars
-            .clients
-            .set(self.conns.load(Ordering::Relaxed) as i64);
+        self.vars.clients.set(self.clients.len() as i64);
     }
 }
 
@@ -194,6 +204,24 @@ impl Counter for StatsCounter {
         self.0.count(events, 1, bytes);
         self.0.end_loop();
     }
+    fn idle(&self) {
+        self.0.end_loop();
+    }
+}
+
+/// Runs the daemon at nice value `want` (this thread, and so every thread it starts).
+fn apply_nice(want: i32, log: &EventLog) -> Result<(), String> {
+    let now = shvars::sys::thread_nice().map_err(|e| format!("cannot read the nice value: {e}"))?;
+    if now == want {
+        return Ok(());
+    }
+    shvars::sys::set_thread_nice(want).map_err(|e| {
+        format!(
+            "cannot change the nice value from {now} to {want}: {e} (lowering it needs CAP_SYS_NICE; `set nice {now}` or higher)"
+        )
+    })?;
+    log.info(format!("running at nice {want} (was {now})"));
+    Ok(())
 }
 
 fn listen(port: u16, reuse: bool) -> std::io::Result<TcpListener> {
@@ -243,6 +271,7 @@ fn start(f: &mut Farm, ctx: &mut Ctx, _: &[String]) -> Outcome {
         .into());
     }
     drop(probe);
+    apply_nice(f.vars.nice.get() as i32, ctx.log())?;
     let port = f.vars.port.get();
     let listener = listen(port as u16, f.vars.reuseaddr.get() != 0).map_err(|e| {
         format!("cannot listen on port {port}: {e} (another process uses it? `set port N` to move)")
@@ -271,7 +300,8 @@ fn start(f: &mut Farm, ctx: &mut Ctx, _: &[String]) -> Outcome {
     let accept = {
         let shared = shared.clone();
         let stop = stop_accept.clone();
-        let conns = f.conns.clone();
+        let conns = f.clients.clone();
+        let dropped = f.dropped.clone();
         let maxclients = f.vars.maxclients.clone();
         let (rcv, snd) = (f.vars.rcvbuf.clone(), f.vars.sndbuf.clone());
         let log = ctx.log().clone();
@@ -283,6 +313,7 @@ fn start(f: &mut Farm, ctx: &mut Ctx, _: &[String]) -> Outcome {
                     &shared,
                     &stop,
                     &conns,
+                    &dropped,
                     &maxclients,
                     (&rcv, &snd),
                     &log,
@@ -297,8 +328,10 @@ fn start(f: &mut Farm, ctx: &mut Ctx, _: &[String]) -> Outcome {
         stop_accept,
         addr,
     });
-    ctx.log()
-        .info(format!("listening on {addr}, serving {bcname}"));
+    ctx.log().info(format!(
+        "listening on {addr}, serving {bcname} (run {})",
+        f.vars.runnr.get()
+    ));
     Ok(format!("listening on port {}", addr.port()).into())
 }
 
@@ -307,7 +340,8 @@ fn accept_loop(
     listener: &TcpListener,
     shared: &Arc<FarmShared>,
     stop: &AtomicBool,
-    conns: &Arc<AtomicUsize>,
+    conns: &Arc<Clients>,
+    dropped: &Arc<AtomicU64>,
     maxclients: &IntVar,
     bufs: (&IntVar, &IntVar),
     log: &Arc<EventLog>,
@@ -317,35 +351,55 @@ fn accept_loop(
         match listener.accept() {
             Ok((mut sock, peer)) => {
                 let _ = sock.set_nonblocking(false);
-                if conns.load(Ordering::Relaxed) >= maxclients.get().max(1) as usize {
-                    let _ = write_error(
-                        &mut sock,
-                        &format!(
-                            "too many clients: this daemon serves at most {} (maxclients)",
-                            maxclients.get()
-                        ),
-                    );
-                    log.warn(format!(
-                        "refused {peer}: maxclients {} reached",
-                        maxclients.get()
-                    ));
-                    continue;
-                }
+                let max = maxclients.get().max(1) as usize;
+                let slot = match conns.join(&sock, peer, max) {
+                    Ok(Some((slot, evicted))) => {
+                        if let Some(old) = evicted {
+                            dropped.fetch_add(1, Ordering::Relaxed);
+                            log.warn(format!(
+                                "client {old} dropped: idle, its slot given to {peer} (maxclients {max} reached)"
+                            ));
+                        }
+                        slot
+                    }
+                    Ok(None) => {
+                        let _ = sock.set_write_timeout(Some(Duration::from_secs(1)));
+                        let _ = write_error(
+                            &mut sock,
+                            &format!(
+                                "too many clients: this daemon serves at most {max} (maxclients)"
+                            ),
+                        );
+                        log.warn(format!("refused {peer}: maxclients {max} reached"));
+                        continue;
+                    }
+                    Err(e) => {
+                        log.error(format!("cannot serve {peer}: {e}"));
+                        continue;
+                    }
+                };
                 tune(&sock, bufs.0.get(), bufs.1.get());
-                conns.fetch_add(1, Ordering::Relaxed);
-                let (shared, conns2, log2, counter) =
-                    (shared.clone(), conns.clone(), log.clone(), counter.clone());
+                let (shared, dropped, log2, counter) = (
+                    shared.clone(),
+                    dropped.clone(),
+                    log.clone(),
+                    counter.clone(),
+                );
                 let spawned = std::thread::Builder::new()
                     .name(format!("client {peer}"))
                     .spawn(move || {
                         let log = log2;
                         log.info(format!("client {peer} connected"));
-                        let end = serve(sock, &shared, &*counter);
-                        conns2.fetch_sub(1, Ordering::Relaxed);
+                        let end = serve(sock, &shared, &*counter, &slot);
+                        drop(slot);
                         match end {
                             End::Normal => log.info(format!("client {peer} disconnected")),
                             End::BadRequest(why) => {
                                 shared.badreqs.fetch_add(1, Ordering::Relaxed);
+                                log.warn(format!("client {peer} dropped: {why}"));
+                            }
+                            End::NotReading(why) => {
+                                dropped.fetch_add(1, Ordering::Relaxed);
                                 log.warn(format!("client {peer} dropped: {why}"));
                             }
                             End::Buffer(why) => log.error(format!("client {peer}: {why}")),
@@ -353,7 +407,6 @@ fn accept_loop(
                         }
                     });
                 if spawned.is_err() {
-                    conns.fetch_sub(1, Ordering::Relaxed);
                     log.error(format!("cannot start a thread for {peer}"));
                 }
             }
@@ -421,7 +474,7 @@ impl App for Farm {
         }
         v.push(format!(
             "clients: {} of {}",
-            self.conns.load(Ordering::Relaxed),
+            self.clients.len(),
             self.vars.maxclients.get()
         ));
         v

@@ -3,7 +3,9 @@
 //! [`client`] its client side, [`serve`] one server connection.
 
 pub mod client;
+pub mod datafile;
 pub mod farm;
 pub mod proto;
 pub mod remote;
 pub mod serve;
+pub mod ybos;

@@ -86,6 +86,13 @@ pub struct Request {
     pub max_bytes: u32,
     /// Event number of the last event the client received (0: none yet).
     pub last_evnr: u64,
+    /// The identity of the farm buffer `last_evnr` belongs to, as the server last told it
+    /// ([`PacketHeader::buffer_id`]); 0: unknown. The server honours `last_evnr` only for
+    /// the same buffer (or an unknown one).
+    pub buffer_id: u32,
+    /// Serve no event older than this many milliseconds (estimated by the server from when it
+    /// saw it appear); 0: no bound (old events welcome).
+    pub maxage_ms: u32,
 }
 
 /// A request that is not one.
@@ -112,6 +119,8 @@ impl Request {
         b[8..12].copy_from_slice(&self.max_events.to_le_bytes());
         b[12..16].copy_from_slice(&self.max_bytes.to_le_bytes());
         b[16..24].copy_from_slice(&self.last_evnr.to_le_bytes());
+        b[24..28].copy_from_slice(&self.buffer_id.to_le_bytes());
+        b[28..32].copy_from_slice(&self.maxage_ms.to_le_bytes());
         b
     }
 
@@ -135,6 +144,8 @@ impl Request {
             max_events: u32::from_le_bytes(b[8..12].try_into().unwrap()),
             max_bytes: u32::from_le_bytes(b[12..16].try_into().unwrap()),
             last_evnr: u64::from_le_bytes(b[16..24].try_into().unwrap()),
+            buffer_id: u32::from_le_bytes(b[24..28].try_into().unwrap()),
+            maxage_ms: u32::from_le_bytes(b[28..32].try_into().unwrap()),
         })
     }
 
@@ -174,6 +185,10 @@ pub struct PacketHeader {
     /// Event number of the last event in the packet, or of the newest event the server has
     /// seen when there is none.
     pub last_evnr: u64,
+    /// The identity of the farm buffer served (32 bits of its instance number; 0 in error
+    /// packets): a client that reconnects, by whatever address, to the same buffer keeps its
+    /// position; another buffer's numbering is its own.
+    pub buffer_id: u32,
 }
 
 /// A packet that is not one.
@@ -201,6 +216,7 @@ impl PacketHeader {
         b[4..6].copy_from_slice(&VERSION.to_le_bytes());
         b[6..8].copy_from_slice(&(self.status as u16).to_le_bytes());
         b[8..12].copy_from_slice(&self.nevents.to_le_bytes());
+        b[12..16].copy_from_slice(&self.buffer_id.to_le_bytes());
         b[16..24].copy_from_slice(&self.payload_len.to_le_bytes());
         b[24..32].copy_from_slice(&self.skipped.to_le_bytes());
         b[32..40].copy_from_slice(&self.last_evnr.to_le_bytes());
@@ -237,6 +253,7 @@ impl PacketHeader {
             payload_len: u64::from_le_bytes(b[16..24].try_into().unwrap()),
             skipped: u64::from_le_bytes(b[24..32].try_into().unwrap()),
             last_evnr: u64::from_le_bytes(b[32..40].try_into().unwrap()),
+            buffer_id: u32::from_le_bytes(b[12..16].try_into().unwrap()),
         };
         let min = h.nevents as u64 * EVENT_HEADER_SIZE as u64;
         match status {
@@ -355,6 +372,7 @@ pub fn write_error(w: &mut impl Write, msg: &str) -> io::Result<()> {
         payload_len: msg.len() as u64,
         skipped: 0,
         last_evnr: 0,
+        buffer_id: 0,
     };
     let mut b = h.encode().to_vec();
     b.extend_from_slice(msg);
@@ -382,6 +400,8 @@ mod tests {
             max_events: 10,
             max_bytes: 1 << 20,
             last_evnr: 42,
+            buffer_id: 0,
+            maxage_ms: 0,
         };
         assert_eq!(Request::decode(&r.encode()).unwrap(), r);
         let mut b = r.encode();
@@ -412,6 +432,8 @@ mod tests {
             max_events: 10,
             max_bytes: 0,
             last_evnr: 41,
+            buffer_id: 0,
+            maxage_ms: 0,
         };
         let mut want = vec![
             0x4b, 0x53, 0x70, 0x51, 1, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0x29,
@@ -424,6 +446,7 @@ mod tests {
             payload_len: 29,
             skipped: 0,
             last_evnr: 43,
+            buffer_id: 0,
         };
         let mut want = vec![
             0x4b, 0x53, 0x70, 0x41, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0x1d,
@@ -442,6 +465,7 @@ mod tests {
             payload_len: 2 * 12 + 7,
             skipped: 3,
             last_evnr: 9,
+            buffer_id: 0,
         };
         assert_eq!(PacketHeader::decode(&h.encode(), 10, 1000).unwrap(), h);
         assert!(PacketHeader::decode(&h.encode(), 1, 1000).is_err());

@@ -5,6 +5,7 @@
 //! Commands, variables and state rules are those of the KLOE rspydaemon; see
 //! `docs/operations.md` for the prefetch policy and its knobs.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -15,13 +16,14 @@ use shvars::circ::{CircWriter, WriteError};
 use shvars::region::{IntVar, StrVar, VarSpec};
 
 use super::client::{SpyClient, SpyError};
-use super::proto::{Mode, Status};
+use super::proto::{Mode, Request, Status};
 use crate::framework::eventlog::EventLog;
 use crate::framework::state::SERVING;
 use crate::framework::stats::{Stats, StatsConfig};
 use crate::framework::{
     App, BoxError, Command, Ctx, Deferred, Done, Outcome, ProcessSpec, TimerId,
 };
+use crate::support::backoff::{Backoff, RepeatedFailure};
 
 /// How the framework runs a remote spy daemon.
 pub const SPEC: ProcessSpec = ProcessSpec {
@@ -43,6 +45,8 @@ const READERS_WINDOW: Duration = Duration::from_secs(2);
 const FRESH_AFTER: Duration = Duration::from_secs(1);
 /// Requests kept in flight in `next` and `latest` modes.
 const PIPELINE: usize = 2;
+/// The most fetched in one request while readers are being fed at their pace.
+const MAX_FETCH: u64 = 8 << 20;
 /// First and largest wait between connection attempts.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
@@ -65,6 +69,9 @@ struct Vars {
     packevents: IntVar,
     readers: IntVar,
     lookahead: IntVar,
+    maxage_ms: IntVar,
+    expired: IntVar,
+    circfulls: IntVar,
     lasterror: StrVar,
 }
 
@@ -151,6 +158,12 @@ impl Remote {
                 .desc("Readers of the local buffer active in the last 2 s (they read or wait for events)"))?,
             lookahead: r.add_int(VarSpec::int("lookahead", 256 << 10).rw().unit("bytes").range(Some(0.0), None)
                 .desc("While no reader is active, fetch at most this many bytes beyond what readers consumed"))?,
+            maxage_ms: r.add_int(VarSpec::int("maxage_ms", 500).rw().unit("ms").range(Some(0.0), Some(3.6e6))
+                .desc("No reader is served an event older than this (since the farm saw it); 0: no bound, old events welcome"))?,
+            expired: r.add_int(VarSpec::int("expired", 0).counter()
+                .desc("Events expired unread from the local buffer: older than half of maxage_ms since they arrived"))?,
+            circfulls: r.add_int(VarSpec::int("circfulls", 0).counter()
+                .desc("Times the local buffer was full: an event needed room only overwriting the oldest events gave (KLOE's Circ counter; per buffer: init re-creating it starts again at 0)"))?,
             lasterror: ctx.lasterror_var(),
         };
         Ok(Remote {
@@ -209,7 +222,9 @@ impl Remote {
 
 fn init(r: &mut Remote, ctx: &mut Ctx, args: &[String]) -> Outcome {
     if let Some(b) = args.first() {
-        ctx.dir().buffer_path(b).map_err(|e| e.to_string())?;
+        ctx.dir()
+            .producer_buffer_path(b)
+            .map_err(|e| e.to_string())?;
         if r.vars.lname.set(b) {
             return Err(
                 format!("buffer name longer than {} bytes", r.vars.lname.capacity()).into(),
@@ -397,21 +412,34 @@ fn prefetch(
     let capacity = writer.stats().capacity;
     let mut conn: Option<SpyClient> = None;
     let mut generation = u64::MAX;
-    let mut backoff = BACKOFF.0;
+    let mut backoff = Backoff::new(BACKOFF.0, BACKOFF.1);
+    // A failure that repeats is logged once, then with its count (every minute at most).
+    let mut failures = RepeatedFailure::new(Duration::from_secs(60));
+    // The connection has not answered yet: it counts as working only once it has.
+    let mut unproven = false;
     let mut next_try = Instant::now();
     let mut in_flight = 0usize;
     let mut limits = (0u32, 0u32, 0u16);
     let mut waits = 0i64;
     let mut connected_once = false;
-    let mut last_err = String::new();
     let mut last_evnr = writer.stats().last_evnr.unwrap_or(0);
     let max_event = writer.max_event();
     let mut writer = Some(writer);
-    let mut target_seen: Option<(String, u16)> = None;
+    // The farm buffer our position (`last_evnr`) belongs to, as the farm told it: the same
+    // buffer reached by another address is the same farm.
+    let mut farm_id = 0u32;
     // Stream position of the local buffer that readers had consumed when last seen.
     let mut consumed_mark = writer.as_ref().map_or(0, |w| w.stats().head);
     let mut idle_since: Option<Instant> = None;
     let mut fresh_start = false;
+    // Freshness: when each packet's events arrived (and the buffer position after them), the
+    // last arrival, how much to fetch at a time, the mean event size, the last packet's skips.
+    let mut arrivals: VecDeque<(Instant, u64)> = VecDeque::new();
+    let mut last_arrival: Option<Instant> = None;
+    let mut fetch_size: u64 = 64 << 10;
+    let mut avg_event: u64 = 1024;
+    let mut last_skipped: u64 = 0;
+    let mut last_full = false;
     while !control.stop.load(Ordering::Relaxed) {
         if writer.is_none() {
             // The buffer could not be re-created: try again every second.
@@ -421,17 +449,12 @@ fn prefetch(
         }
         let g = control.generation.load(Ordering::Relaxed);
         if g != generation {
-            if generation != u64::MAX && *control.target.lock() != target_seen {
-                // Another farm: its numbering is its own.
-                last_evnr = 0;
-            }
-            target_seen = control.target.lock().clone();
             generation = g;
             if conn.take().is_some() {
                 log.info("connection dropped");
             }
             vars.no_conn.set(1);
-            backoff = BACKOFF.0;
+            backoff.succeeded();
             next_try = Instant::now();
         }
         let target = control.target.lock().clone();
@@ -440,19 +463,15 @@ fn prefetch(
             if paused {
                 control.drained.fetch_add(1, Ordering::SeqCst);
             }
-            std::thread::sleep(Duration::from_millis(20));
+            idle_wait(vars, stats, &mut waits);
             continue;
         };
         let mode = Mode::from_u16(vars.mode.get().clamp(0, 2) as u16).unwrap_or_default();
-        if paused && (mode == Mode::Push || in_flight == 0 || conn.is_none()) {
-            // Push streams whatever we do: drop it while paused; otherwise stop asking (and
-            // do not connect).
-            if mode == Mode::Push && conn.take().is_some() {
-                in_flight = 0;
-            }
-            control.drained.fetch_add(1, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(20));
-            continue;
+        if paused && mode == Mode::Push && in_flight > 0 {
+            // Push streams whatever we do: drop the stream while paused (and connect again
+            // below, asking nothing).
+            conn = None;
+            in_flight = 0;
         }
         if conn.is_none() {
             let now = Instant::now();
@@ -462,37 +481,66 @@ fn prefetch(
             }
             match SpyClient::connect(&host, port, Duration::from_secs(1)) {
                 Ok(c) => {
-                    log.info(format!("connected to {host}:{port}"));
+                    if backoff.failures() == 0 {
+                        log.info(format!("connected to {host}:{port}"));
+                    }
                     if connected_once {
                         vars.reconnects.add(1);
                     }
                     connected_once = true;
                     vars.no_conn.set(0);
-                    backoff = BACKOFF.0;
+                    unproven = true;
                     in_flight = 0;
                     waits = 0;
-                    last_err.clear();
                     conn = Some(c);
                 }
                 Err(e) => {
-                    let msg = e.to_string();
-                    if msg != last_err {
-                        log.warn(format!(
-                            "{msg}; retrying every {} ms at most",
-                            BACKOFF.1.as_millis()
-                        ));
-                        vars.lasterror.set(&msg);
-                        last_err = msg;
-                    }
+                    let wait = backoff.failed();
+                    fail_log(&mut failures, &e.to_string(), vars, log);
                     vars.no_conn.set(1);
-                    next_try = Instant::now() + backoff;
-                    backoff = (backoff * 2).min(BACKOFF.1);
+                    next_try = Instant::now() + wait;
                     continue;
                 }
             }
         }
+        if paused && (mode == Mode::Push || in_flight == 0) {
+            // Paused: connected (reconnect connects in PAUSE_STATE too), asking nothing.
+            control.drained.fetch_add(1, Ordering::SeqCst);
+            idle_wait(vars, stats, &mut waits);
+            continue;
+        }
+        let maxage_ms = vars.maxage_ms.get().clamp(0, u32::MAX as i64) as u32;
+        // Freshness: an event stays readable in the local buffer for half the bound after it
+        // arrived; the farm serves none older than the other half.
+        let local_age = Duration::from_millis(maxage_ms as u64 / 2);
+        if maxage_ms > 0 {
+            if let Some(w) = writer.as_mut() {
+                let mut mark = None;
+                while arrivals
+                    .front()
+                    .is_some_and(|(t, _)| t.elapsed() >= local_age)
+                {
+                    mark = arrivals.pop_front().map(|(_, pos)| pos);
+                }
+                if let Some(pos) = mark {
+                    // What the furthest reader consumed goes quietly; the rest expires unread.
+                    w.expire_before(consumed_mark.min(pos));
+                    let n = w.expire_before(pos);
+                    if n > 0 {
+                        vars.expired.add(n as i64);
+                        // Readers did not take all we fetched: fetch less at a time.
+                        fetch_size = (fetch_size / 4).max(avg_event);
+                    }
+                }
+            }
+        } else {
+            arrivals.clear();
+        }
         // Low load: with nobody reading, stop after a small look-ahead; when readers come back
-        // after a while, start again from the freshest events.
+        // after a while, start again from the freshest events. With readers and an age bound,
+        // fetch about what they consume: a request when less than half of `fetch_size` is
+        // left unread, `fetch_size` doubling while readers drain each packet quickly and
+        // halving when events expire unread.
         let mut wanted = true;
         let mut lookahead_left = u64::MAX;
         if let Some(w) = writer.as_ref() {
@@ -503,51 +551,96 @@ fn prefetch(
             }
             let ahead = act.head.saturating_sub(consumed_mark);
             let lookahead = vars.lookahead.get().max(0) as u64;
-            wanted = act.active > 0 || ahead < lookahead;
+            if act.active > 0 && maxage_ms > 0 {
+                // The last packet was as large as asked for (the farm had more), and readers
+                // took all of it within a quarter of the time it may stay: fetch more.
+                if ahead == 0
+                    && in_flight == 0
+                    && last_full
+                    && last_arrival.is_some_and(|t| t.elapsed() < local_age / 4)
+                {
+                    fetch_size = (fetch_size * 2).min(MAX_FETCH);
+                    last_full = false;
+                }
+                wanted = ahead < fetch_size / 2 + 1;
+            } else {
+                wanted = act.active > 0 || ahead < lookahead;
+            }
             if act.active == 0 {
                 lookahead_left = lookahead.saturating_sub(ahead);
             }
             if !wanted {
                 idle_since.get_or_insert_with(Instant::now);
                 if in_flight == 0 || mode == Mode::Push {
-                    if mode == Mode::Push && conn.take().is_some() {
+                    if mode == Mode::Push && act.active == 0 && conn.take().is_some() {
                         in_flight = 0;
                     }
-                    std::thread::sleep(Duration::from_millis(10));
+                    idle_wait(vars, stats, &mut waits);
                     continue;
                 }
             } else if let Some(t) = idle_since.take() {
-                fresh_start = t.elapsed() > FRESH_AFTER;
+                fresh_start = t.elapsed() > FRESH_AFTER && act.active > 0;
             }
+        }
+        // After a while without events (or none yet), what the farm holds after our position
+        // is old: start from its freshest.
+        if maxage_ms > 0 && last_arrival.is_none_or(|t| t.elapsed() > local_age) {
+            fresh_start = true;
         }
         let c = conn.as_mut().expect("connected above");
         let maxev = vars.maxevents.get();
         let max_events = if maxev <= 0 { 0 } else { maxev as u32 };
         // With no reader active, ask only for what the look-ahead still allows.
-        let max_bytes = (max_event as u64 / 2)
+        let mut max_bytes = (max_event as u64 / 2)
             .clamp(4096, 8 << 20)
-            .min(lookahead_left.max(1)) as u32;
+            .min(lookahead_left.max(1));
+        if maxage_ms > 0 && lookahead_left == u64::MAX {
+            max_bytes = max_bytes.min(fetch_size.max(1));
+        }
+        let max_bytes = max_bytes as u32;
+        let farm_maxage = maxage_ms.div_ceil(2);
         let want = (max_events, max_bytes, mode as u16);
+        // Readers that do not take every event are sampling anyway: give them the freshest.
+        let sampling = maxage_ms > 0 && last_skipped > 0;
         let sent = if mode == Mode::Push {
             if in_flight == 0 || want != limits {
                 in_flight = 1;
                 limits = want;
-                c.ask(mode, max_events, max_bytes, last_evnr)
+                c.request(&Request {
+                    mode,
+                    max_events,
+                    max_bytes,
+                    last_evnr,
+                    buffer_id: farm_id,
+                    maxage_ms: farm_maxage,
+                })
             } else {
                 Ok(())
             }
         } else {
             let mut r = Ok(());
-            // One request at a time while only the look-ahead is being filled.
-            let depth = if lookahead_left == u64::MAX {
+            // One request at a time while only the look-ahead is being filled, or while
+            // readers take little.
+            let depth = if lookahead_left == u64::MAX && (maxage_ms == 0 || fetch_size >= 1 << 20) {
                 PIPELINE
             } else {
                 1
             };
             while !paused && wanted && in_flight < depth && r.is_ok() {
-                let m = if fresh_start { Mode::Latest } else { mode };
+                let m = if fresh_start || sampling {
+                    Mode::Latest
+                } else {
+                    mode
+                };
                 fresh_start = false;
-                r = c.ask(m, max_events, max_bytes, last_evnr);
+                r = c.request(&Request {
+                    mode: m,
+                    max_events,
+                    max_bytes,
+                    last_evnr,
+                    buffer_id: farm_id,
+                    maxage_ms: farm_maxage,
+                });
                 in_flight += 1;
                 limits = want;
             }
@@ -556,6 +649,27 @@ fn prefetch(
         let got = sent.and_then(|()| {
             c.receive_header(Duration::from_micros(vars.timeout_us.get().max(1) as u64))
         });
+        if let Ok(Some(h)) = &got {
+            if h.buffer_id != 0 {
+                farm_id = h.buffer_id;
+            }
+        }
+        if unproven && matches!(got, Ok(Some(_))) {
+            // The farm answered: the connection works, the next failure starts the backoff
+            // again from its first step.
+            unproven = false;
+            if backoff.failures() > 0 {
+                log.info(format!(
+                    "connected to {host}:{port} after {} failed attempt{}",
+                    backoff.failures(),
+                    if backoff.failures() == 1 { "" } else { "s" }
+                ));
+            }
+            if let Some(line) = failures.succeeded() {
+                log.info(line);
+            }
+            backoff.succeeded();
+        }
         let failed = match got {
             Ok(Some(header)) if header.status == Status::Ok => {
                 if mode != Mode::Push {
@@ -572,6 +686,17 @@ fn prefetch(
                 };
                 if n > 0 {
                     vars.lastevent.set(last_evnr as i64);
+                    let now = Instant::now();
+                    last_arrival = Some(now);
+                    avg_event = bytes.checked_div(n).unwrap_or(avg_event).max(1);
+                    last_full = bytes + avg_event > u64::from(limits.1) / 2;
+                    if let Some(w) = writer.as_ref() {
+                        arrivals.push_back((now, w.position()));
+                    }
+                }
+                last_skipped = header.skipped;
+                if let Some(w) = writer.as_ref() {
+                    vars.circfulls.set(w.circfulls() as i64);
                 }
                 stats.count(n, 1, bytes);
                 stats.end_loop();
@@ -582,30 +707,40 @@ fn prefetch(
                     in_flight = in_flight.saturating_sub(1);
                 }
                 vars.lost.add(header.skipped as i64);
-                count_wait(vars, &mut waits);
+                count_wait(vars, stats, &mut waits);
                 None
             }
             Ok(None) => {
-                count_wait(vars, &mut waits);
+                count_wait(vars, stats, &mut waits);
                 None
             }
             Err(e) => Some(e),
         };
         if let Some(e) = failed {
             // Whatever went wrong on this connection (the events taken before stay), drop it
-            // and reconnect with backoff.
-            let msg = e.to_string();
-            log.warn(format!("{msg}; reconnecting"));
-            vars.lasterror.set(&msg);
-            last_err = msg;
+            // and reconnect with backoff: a farm that accepts and then refuses backs off as
+            // much as one that refuses to connect.
+            let wait = backoff.failed();
+            fail_log(&mut failures, &e.to_string(), vars, log);
             conn = None;
             vars.no_conn.set(1);
-            next_try = Instant::now() + backoff;
-            backoff = (backoff * 2).min(BACKOFF.1);
+            next_try = Instant::now() + wait;
         }
     }
     vars.no_conn.set(1);
     writer
+}
+
+/// Logs a failure to fetch (once while it repeats, then with its count) and shows it in
+/// `lasterror`.
+fn fail_log(failures: &mut RepeatedFailure, msg: &str, vars: &Vars, log: &EventLog) {
+    if let Some(line) = failures.failed(msg) {
+        log.warn(format!(
+            "{line}; retrying with backoff (up to {} s between attempts)",
+            BACKOFF.1.as_secs()
+        ));
+    }
+    vars.lasterror.set(msg);
 }
 
 /// Reads the events of the packet whose header was just received straight into the local
@@ -686,11 +821,21 @@ fn recreate(old: CircWriter, log: &EventLog) -> Result<CircWriter, String> {
 }
 
 /// A wait for data gave up after `timeout_us`; `timeoutcounts` of them in a row count one
-/// `timeouts`.
-fn count_wait(vars: &Vars, waits: &mut i64) {
+/// `timeouts`, a timeout loop, which counts as a loop for the statistics' cadence
+/// (`upfreq`, `upfreq_l`): the `sg_*`/`sl_*` keep their cadence while no data comes.
+fn count_wait(vars: &Vars, stats: &Stats, waits: &mut i64) {
     *waits += 1;
     if *waits >= vars.timeoutcounts.get().max(1) {
         vars.timeouts.add(1);
+        stats.end_loop();
         *waits = 0;
     }
+}
+
+/// Nothing to ask for now (paused, no reader, disconnected): wait one `timeout_us`, which
+/// counts as a wait for data.
+fn idle_wait(vars: &Vars, stats: &Stats, waits: &mut i64) {
+    let t = Duration::from_micros(vars.timeout_us.get().max(1) as u64);
+    std::thread::sleep(t.min(Duration::from_millis(20)));
+    count_wait(vars, stats, waits);
 }

@@ -4,11 +4,15 @@
 //! or broken client can only ever hurt itself: the producer never waits for a sampling reader,
 //! and other connections do not share anything with this one but atomic counters.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use shvars::circ::{SamplingReader, StartAt, TryReadError};
 
@@ -17,8 +21,150 @@ use super::proto::{
     PACKET_HEADER_SIZE, REQUEST_SIZE,
 };
 
-/// How long a new connection may stay silent before its first request.
+/// How long a new connection may take to send its whole first request.
 pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long any later request may take from its first byte to its last (a client trickling a
+/// request byte by byte is dropped).
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// How long the kernel may take to accept one whole packet for a client: a client that does
+/// not read is dropped after this (its events are never buffered beyond one packet).
+pub const SEND_DEADLINE: Duration = Duration::from_secs(5);
+/// A client waiting this long without sending a request may lose its slot to a new client
+/// when every slot is taken.
+pub const IDLE_EVICT: Duration = Duration::from_secs(5);
+/// Most payload bytes this server puts in one packet (a single larger event still travels
+/// alone). With the one event being copied, this bounds the memory a client costs the farm:
+/// at most `SERVE_PACKET_BYTES` plus the buffer's largest event, whatever the client asks.
+pub const SERVE_PACKET_BYTES: usize = 4 << 20;
+/// How often a blocked read or write looks at the stop flag and its deadline.
+const SLICE: Duration = Duration::from_millis(200);
+/// How often a connection waiting for a request with an age bound looks at the buffer.
+const WATCH_SLICE: Duration = Duration::from_millis(10);
+
+/// The connections being served, so that `end` can close them and a new client can take the
+/// slot of one that sits idle.
+#[derive(Debug)]
+pub struct Clients {
+    epoch: Instant,
+    next_id: AtomicU64,
+    slots: Mutex<Vec<Slot>>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    id: u64,
+    peer: SocketAddr,
+    sock: TcpStream,
+    /// Milliseconds since `epoch` + 1 when the connection began waiting for a request; 0 while
+    /// it is being served.
+    idle_since: Arc<AtomicU64>,
+}
+
+/// One connection's place in [`Clients`]; leaving it frees the slot.
+#[derive(Debug)]
+pub struct SlotHandle {
+    clients: Arc<Clients>,
+    id: u64,
+    idle_since: Arc<AtomicU64>,
+}
+
+impl Default for Clients {
+    fn default() -> Self {
+        Clients {
+            epoch: Instant::now(),
+            next_id: AtomicU64::new(1),
+            slots: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Clients {
+    /// Connections served now.
+    pub fn len(&self) -> usize {
+        self.slots.lock().len()
+    }
+
+    /// True if none is served.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes a slot for `sock` if fewer than `max` are taken; else frees the slot of the
+    /// client idle longest (at least [`IDLE_EVICT`]), closing its connection, and takes it.
+    /// Returns the handle and the peer evicted, if one was; `None` if every slot is busy.
+    ///
+    /// # Errors
+    /// The socket cannot be cloned (out of file descriptors).
+    pub fn join(
+        self: &Arc<Self>,
+        sock: &TcpStream,
+        peer: SocketAddr,
+        max: usize,
+    ) -> io::Result<Option<(SlotHandle, Option<SocketAddr>)>> {
+        let clone = sock.try_clone()?;
+        let mut slots = self.slots.lock();
+        let mut evicted = None;
+        if slots.len() >= max {
+            let now = self.epoch.elapsed().as_millis() as u64 + 1;
+            let limit = IDLE_EVICT.as_millis() as u64;
+            let idlest = slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| {
+                    let t = s.idle_since.load(Ordering::Relaxed);
+                    (t != 0 && now.saturating_sub(t) >= limit).then_some((t, i))
+                })
+                .min();
+            let Some((_, i)) = idlest else {
+                return Ok(None);
+            };
+            let old = slots.swap_remove(i);
+            let _ = old.sock.shutdown(Shutdown::Both);
+            evicted = Some(old.peer);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let idle_since = Arc::new(AtomicU64::new(0));
+        slots.push(Slot {
+            id,
+            peer,
+            sock: clone,
+            idle_since: idle_since.clone(),
+        });
+        Ok(Some((
+            SlotHandle {
+                clients: self.clone(),
+                id,
+                idle_since,
+            },
+            evicted,
+        )))
+    }
+
+    /// Closes every connection (both directions): their threads see it at once, whatever they
+    /// are blocked in, and end.
+    pub fn close_all(&self) {
+        for s in self.slots.lock().drain(..) {
+            let _ = s.sock.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl SlotHandle {
+    fn idle(&self, yes: bool) {
+        let v = if yes {
+            self.clients.epoch.elapsed().as_millis() as u64 + 1
+        } else {
+            0
+        };
+        self.idle_since.store(v, Ordering::Relaxed);
+    }
+}
+
+impl Drop for SlotHandle {
+    fn drop(&mut self) {
+        self.clients.slots.lock().retain(|s| s.id != self.id);
+    }
+}
 
 /// What the connections of one farm spy daemon share.
 #[derive(Debug)]
@@ -50,6 +196,8 @@ pub enum End {
     BadRequest(String),
     /// The farm buffer cannot be read.
     Buffer(String),
+    /// The client did not read what it asked for.
+    NotReading(String),
     /// The socket failed.
     Io(io::Error),
 }
@@ -58,41 +206,36 @@ pub enum End {
 pub trait Counter: Send + Sync {
     /// One packet with `events` events and `bytes` payload bytes was sent.
     fn packet(&self, events: u64, bytes: u64);
+    /// A wait for events ended with none (a timeout loop): it counts as a loop too.
+    fn idle(&self);
 }
 
 /// Serves one connection until it ends.
-pub fn serve(mut sock: TcpStream, shared: &FarmShared, count: &dyn Counter) -> End {
+pub fn serve(
+    mut sock: TcpStream,
+    shared: &FarmShared,
+    count: &dyn Counter,
+    slot: &SlotHandle,
+) -> End {
     let _ = sock.set_nodelay(true);
-    // The first request must come promptly: silence is a bad request.
-    let _ = sock.set_read_timeout(Some(FIRST_REQUEST_TIMEOUT));
-    let mut rb = [0u8; REQUEST_SIZE];
-    match sock.read_exact(&mut rb) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return End::Normal,
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) =>
-        {
-            let _ = write_error(&mut sock, "no request within 5 s: closing");
-            return End::BadRequest(format!(
-                "no request within {} s",
-                FIRST_REQUEST_TIMEOUT.as_secs()
-            ));
-        }
-        Err(e) => return End::Io(e),
-    }
-    let mut req = match Request::decode(&rb) {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = write_error(&mut sock, &e.to_string());
-            return End::BadRequest(e.to_string());
-        }
+    let _ = sock.set_write_timeout(Some(SLICE));
+    // The whole first request must come promptly: silence or a trickle is a bad request.
+    let mut req = match read_request(
+        &mut sock,
+        shared,
+        Some(Instant::now() + FIRST_REQUEST_TIMEOUT),
+        slot,
+        None,
+    ) {
+        Ok(Some(r)) => r,
+        Ok(None) => return End::Normal,
+        Err(e) => return e,
     };
-    // Next serves everything the buffer still holds after the client's last event; latest and
-    // push start from the freshest.
+    // Next serves everything the buffer still holds after the client's last event (a client
+    // that has none and bounds the age starts at the freshest); latest and push start from the
+    // freshest.
     let start = match req.mode {
+        Mode::Next if req.last_evnr == 0 && req.maxage_ms > 0 => StartAt::Latest,
         Mode::Next => StartAt::Oldest,
         Mode::Latest | Mode::Push => StartAt::Latest,
     };
@@ -100,26 +243,37 @@ pub fn serve(mut sock: TcpStream, shared: &FarmShared, count: &dyn Counter) -> E
         Ok(r) => r,
         Err(e) => {
             let msg = format!("farm buffer: {e}");
-            let _ = write_error(&mut sock, &msg);
+            let _ = send(&mut sock, &error_packet(&msg), shared);
             return End::Buffer(msg);
         }
     };
-    // After a reconnect the client names the last event it has: skip up to it, unless this
-    // buffer never got that far (its producer restarted its numbering).
-    let newest = reader.buffer_stats().last_evnr.unwrap_or(0);
+    // After a reconnect the client names the last event it has: skip up to it, unless it
+    // names another buffer, or this buffer never got that far (its producer restarted its
+    // numbering).
+    let bs = reader.buffer_stats();
+    let newest = bs.last_evnr.unwrap_or(0);
+    let buffer_id = buffer_id(bs.instance);
+    let same_buffer = req.buffer_id == 0 || req.buffer_id == buffer_id;
     let mut conn = Conn {
-        buf: Vec::with_capacity(1 << 20),
+        buf: Vec::with_capacity(64 << 10),
         lost_seen: 0,
         jumped: 0,
         skipped: 0,
-        last_sent: if req.last_evnr <= newest {
+        last_sent: if same_buffer && req.last_evnr <= newest {
             req.last_evnr
         } else {
             0
         },
+        buffer_id,
+        // What the buffer holds now was written at a time we do not know: for an age bound,
+        // it counts as old (a client that bounds the age wants none of a backlog).
+        seen: VecDeque::from([(
+            Instant::now()
+                .checked_sub(Duration::from_secs(24 * 3600))
+                .unwrap_or_else(Instant::now),
+            newest,
+        )]),
     };
-    // Later requests arrive while we may be waiting for events; read them without blocking.
-    let _ = sock.set_read_timeout(None);
     loop {
         if shared.stop.load(Ordering::Relaxed) {
             return End::Normal;
@@ -132,7 +286,7 @@ pub fn serve(mut sock: TcpStream, shared: &FarmShared, count: &dyn Counter) -> E
             match conn.fill(&mut reader, &req, wait) {
                 Ok(n) => n,
                 Err(msg) => {
-                    let _ = write_error(&mut sock, &msg);
+                    let _ = send(&mut sock, &error_packet(&msg), shared);
                     return End::Buffer(msg);
                 }
             }
@@ -145,9 +299,10 @@ pub fn serve(mut sock: TcpStream, shared: &FarmShared, count: &dyn Counter) -> E
         shared.skipped.fetch_add(conn.skipped, Ordering::Relaxed);
         if n == 0 {
             shared.timeouts.fetch_add(1, Ordering::Relaxed);
+            count.idle();
             if req.mode == Mode::Push {
                 // Nothing to push: look for a new request or a closed socket, then wait again.
-                match poll_request(&mut sock, &mut req) {
+                match poll_request(&mut sock, &mut req, shared) {
                     Ok(true) | Ok(false) => continue,
                     Err(e) => return e,
                 }
@@ -156,36 +311,112 @@ pub fn serve(mut sock: TcpStream, shared: &FarmShared, count: &dyn Counter) -> E
             shared.eventnr.store(conn.last_sent, Ordering::Relaxed);
             count.packet(n as u64, (conn.buf.len() - PACKET_HEADER_SIZE) as u64);
         }
-        if let Err(e) = sock.write_all(&conn.buf) {
-            return match e.kind() {
-                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => End::Normal,
-                _ => End::Io(e),
-            };
+        if let Err(e) = send(&mut sock, &conn.buf, shared) {
+            return e;
         }
+        conn.shrink();
         if req.mode != Mode::Push {
-            // Wait for the next request.
-            match read_request(&mut sock, shared) {
+            // Wait for the next request: idle meanwhile (the slot may go to a new client).
+            let watch = (req.maxage_ms > 0).then_some((&mut conn, &reader));
+            match read_request(&mut sock, shared, None, slot, watch) {
                 Ok(Some(r)) => req = r,
                 Ok(None) => return End::Normal,
                 Err(e) => return e,
             }
-        } else if let Err(e) = poll_request(&mut sock, &mut req) {
+        } else if let Err(e) = poll_request(&mut sock, &mut req, shared) {
             return e;
         }
     }
 }
 
+fn error_packet(msg: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    let _ = write_error(&mut b, msg);
+    b
+}
+
+/// Writes `bytes` whole within [`SEND_DEADLINE`]; a client that does not take them is dropped.
+fn send(sock: &mut TcpStream, mut bytes: &[u8], shared: &FarmShared) -> Result<(), End> {
+    let deadline = Instant::now() + SEND_DEADLINE;
+    while !bytes.is_empty() {
+        if shared.stop.load(Ordering::Relaxed) {
+            return Err(End::Normal);
+        }
+        match sock.write(bytes) {
+            Ok(0) => return Err(End::Normal),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                if Instant::now() >= deadline {
+                    return Err(End::NotReading(format!(
+                        "it did not read a packet within {} s ({} bytes left unsent)",
+                        SEND_DEADLINE.as_secs(),
+                        bytes.len()
+                    )));
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::BrokenPipe
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::NotConnected
+                ) =>
+            {
+                return Err(End::Normal)
+            }
+            Err(e) => return Err(End::Io(e)),
+        }
+    }
+    Ok(())
+}
+
+/// The identity of a farm buffer on the wire: 32 bits of its instance number, never 0.
+pub fn buffer_id(instance: u64) -> u32 {
+    (shvars::circ::fmix64(instance) as u32).max(1)
+}
+
 struct Conn {
     buf: Vec<u8>,
     lost_seen: u64,
-    /// Events jumped over on purpose (latest mode) and not yet reported.
+    /// Events jumped over on purpose (latest mode, or too old) and not yet reported.
     jumped: u64,
     /// Events skipped reported in the packet in `buf`.
     skipped: u64,
     last_sent: u64,
+    buffer_id: u32,
+    /// When the buffer's newest event number was seen to change, oldest first: event `e` was
+    /// written before the first time a number `>= e` was seen, so its age is at least the age
+    /// of that sighting.
+    seen: VecDeque<(Instant, u64)>,
 }
 
 impl Conn {
+    /// Notes the buffer's newest event number now.
+    fn observe(&mut self, reader: &SamplingReader) {
+        let newest = reader.buffer_stats().last_evnr.unwrap_or(0);
+        if self.seen.back().is_none_or(|&(_, n)| n != newest) {
+            self.seen.push_back((Instant::now(), newest));
+        }
+    }
+
+    /// Every event up to the number returned is certainly older than `maxage` (0: none is).
+    fn stale_upto(&mut self, maxage: Duration) -> u64 {
+        while self.seen.len() >= 2 && self.seen[1].0.elapsed() > maxage {
+            self.seen.pop_front();
+        }
+        match self.seen.front() {
+            Some(&(t, n)) if t.elapsed() > maxage => n,
+            _ => 0,
+        }
+    }
+
     /// Builds a packet of events in `buf`; returns how many it holds (0: a no-data packet).
     fn fill(
         &mut self,
@@ -194,11 +425,18 @@ impl Conn {
         wait: Duration,
     ) -> Result<u32, String> {
         let (max_events, max_bytes) = req.limits();
+        let max_bytes = max_bytes.min(SERVE_PACKET_BYTES);
         self.buf.clear();
         self.buf.resize(PACKET_HEADER_SIZE, 0);
         let mut n = 0u32;
         let mut payload = 0usize;
         let mut waited = false;
+        self.observe(reader);
+        let stale = if req.maxage_ms > 0 {
+            self.stale_upto(Duration::from_millis(req.maxage_ms as u64))
+        } else {
+            0
+        };
         while (n as usize) < max_events {
             let peeked = if n == 0 && !waited {
                 waited = true;
@@ -237,7 +475,21 @@ impl Conn {
                 let _ = p.finish();
                 continue;
             }
+            if evnr <= stale {
+                // Older than the client accepts: skip it (reported as skipped).
+                let _ = p.finish();
+                self.jumped += 1;
+                continue;
+            }
             let at = self.buf.len();
+            let need = at + EVENT_HEADER_SIZE + len;
+            if need > self.buf.capacity() {
+                // Grow by doubling, but never past the packet limit (or the one event).
+                let cap = (self.buf.capacity() * 2)
+                    .min(PACKET_HEADER_SIZE + SERVE_PACKET_BYTES)
+                    .max(need);
+                self.buf.reserve_exact(cap - at);
+            }
             self.buf.extend_from_slice(&event_header(evnr, len as u32));
             self.buf.extend_from_slice(p.bytes());
             match p.finish() {
@@ -259,10 +511,18 @@ impl Conn {
             payload_len: (self.buf.len() - PACKET_HEADER_SIZE) as u64,
             skipped: self.skipped_delta(reader),
             last_evnr: self.last_sent,
+            buffer_id: self.buffer_id,
         };
         self.skipped = h.skipped;
         self.buf[..PACKET_HEADER_SIZE].copy_from_slice(&h.encode());
         Ok(n)
+    }
+
+    /// Gives back the memory of a packet far larger than the usual (one huge event).
+    fn shrink(&mut self) {
+        if self.buf.capacity() > 2 * SERVE_PACKET_BYTES {
+            self.buf = Vec::with_capacity(64 << 10);
+        }
     }
 
     fn no_data(&mut self, reader: &SamplingReader) {
@@ -273,6 +533,7 @@ impl Conn {
             payload_len: 0,
             skipped: self.skipped_delta(reader),
             last_evnr: reader.buffer_stats().last_evnr.unwrap_or(0),
+            buffer_id: self.buffer_id,
         };
         self.skipped = h.skipped;
         self.buf.extend_from_slice(&h.encode());
@@ -287,41 +548,90 @@ impl Conn {
     }
 }
 
-/// Waits for the next request, checking now and then whether the daemon is ending.
-fn read_request(sock: &mut TcpStream, shared: &FarmShared) -> Result<Option<Request>, End> {
-    let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
+/// Waits for the next request, checking now and then whether the daemon is ending. With
+/// `first` the whole request must arrive by then; otherwise waiting for it is unbounded (the
+/// connection counts as idle meanwhile), but once its first byte arrived the rest must come
+/// within [`REQUEST_DEADLINE`].
+fn read_request(
+    sock: &mut TcpStream,
+    shared: &FarmShared,
+    first: Option<Instant>,
+    slot: &SlotHandle,
+    mut watch: Option<(&mut Conn, &SamplingReader)>,
+) -> Result<Option<Request>, End> {
+    // While an age bound is asked for, look at the buffer's newest event often: ages are
+    // estimated from these sightings.
+    let slice = if watch.is_some() { WATCH_SLICE } else { SLICE };
+    let _ = sock.set_read_timeout(Some(slice));
     let mut rb = [0u8; REQUEST_SIZE];
     let mut got = 0;
-    while got < REQUEST_SIZE {
+    let mut deadline = first;
+    slot.idle(first.is_none());
+    let res = loop {
+        if got == REQUEST_SIZE {
+            break Ok(());
+        }
         if shared.stop.load(Ordering::Relaxed) {
-            return Ok(None);
+            break Err(Ok(None));
+        }
+        if let Some(d) = deadline {
+            if Instant::now() >= d {
+                let msg = if first.is_some() {
+                    format!(
+                        "no complete request within {} s of connecting ({got} of {REQUEST_SIZE} bytes)",
+                        FIRST_REQUEST_TIMEOUT.as_secs()
+                    )
+                } else {
+                    format!(
+                        "a request not complete within {} s of its first byte ({got} of {REQUEST_SIZE} bytes)",
+                        REQUEST_DEADLINE.as_secs()
+                    )
+                };
+                let _ = send(sock, &error_packet(&format!("{msg}: closing")), shared);
+                break Err(Err(End::BadRequest(msg)));
+            }
         }
         match sock.read(&mut rb[got..]) {
             Ok(0) => {
-                return if got == 0 {
+                break Err(if got == 0 {
                     Ok(None)
                 } else {
                     Err(End::BadRequest(format!(
                         "connection closed inside a request ({got} of {REQUEST_SIZE} bytes)"
                     )))
-                }
+                })
             }
-            Ok(n) => got += n,
+            Ok(n) => {
+                if got == 0 {
+                    slot.idle(false);
+                    deadline.get_or_insert_with(|| Instant::now() + REQUEST_DEADLINE);
+                }
+                got += n;
+            }
             Err(e)
                 if matches!(
                     e.kind(),
                     io::ErrorKind::WouldBlock
                         | io::ErrorKind::TimedOut
                         | io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(None),
-            Err(e) => return Err(End::Io(e)),
+                ) =>
+            {
+                if let Some((conn, reader)) = watch.as_mut() {
+                    conn.observe(reader);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break Err(Ok(None)),
+            Err(e) => break Err(Err(End::Io(e))),
         }
+    };
+    slot.idle(false);
+    if let Err(r) = res {
+        return r;
     }
     match Request::decode(&rb) {
         Ok(r) => Ok(Some(r)),
         Err(e) => {
-            let _ = write_error(sock, &e.to_string());
+            let _ = send(sock, &error_packet(&e.to_string()), shared);
             Err(End::BadRequest(e.to_string()))
         }
     }
@@ -329,7 +639,7 @@ fn read_request(sock: &mut TcpStream, shared: &FarmShared) -> Result<Option<Requ
 
 /// In push mode: takes a request the client sent meanwhile (new limits or mode), if any.
 /// Returns whether one was taken.
-fn poll_request(sock: &mut TcpStream, req: &mut Request) -> Result<bool, End> {
+fn poll_request(sock: &mut TcpStream, req: &mut Request, shared: &FarmShared) -> Result<bool, End> {
     let mut rb = [0u8; REQUEST_SIZE];
     sock.set_nonblocking(true).map_err(End::Io)?;
     let r = sock.peek(&mut rb);
@@ -344,7 +654,7 @@ fn poll_request(sock: &mut TcpStream, req: &mut Request) -> Result<bool, End> {
                 }
                 Err(e) => {
                     let _ = sock.set_nonblocking(false);
-                    let _ = write_error(sock, &e.to_string());
+                    let _ = send(sock, &error_packet(&e.to_string()), shared);
                     Err(End::BadRequest(e.to_string()))
                 }
             }

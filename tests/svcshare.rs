@@ -1,0 +1,1293 @@
+//! svcshare as processes: the seed's commands and aliases, the three client kinds (proxy,
+//! framework process, commands), the proxy holding connections while paused and counting
+//! bytes, lease files planted by another user, local and etcd peers (a real etcd), the IRC
+//! front (a real ngircd driven by a scripted client), and the safety test: never two holders,
+//! never a stale token accepted, a new holder within TTL + 0.5 s of the holder's death.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::util::{free_port, Env, Out};
+
+fn svcshare(env: &mut Env, name: &str, extra: &[&str]) -> u32 {
+    let mut c = env.command("svcshare");
+    c.args(["-n", name, "--poll", "10ms"]).args(extra);
+    let pid = env.spawn(name, c);
+    env.wait_ready(name, pid);
+    pid
+}
+
+fn cmd(env: &Env, name: &str, line: &str) -> Out {
+    let mut a = vec!["cmd", name];
+    a.extend(line.split_whitespace());
+    env.shvar(&a)
+}
+
+/// Runs `line` on `name` and expects success; returns the reply.
+#[track_caller]
+fn ok(env: &Env, name: &str, line: &str) -> String {
+    let o = cmd(env, name, line);
+    o.ok();
+    o.stdout
+}
+
+fn state(env: &Env, name: &str) -> String {
+    env.get(name, "state")
+}
+
+/// One access the fenced server accepted.
+#[derive(Debug, Clone)]
+struct Access {
+    token: u64,
+    peer: String,
+    at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Record {
+    accepted: Vec<Access>,
+    /// Accesses that came with a token older than one already seen: refused.
+    stale: u64,
+    /// Of those, the ones that came more than [`REORDER`] after the newer token's first access:
+    /// a holder that went on after its grant was over (a benign stale is one whose bytes were
+    /// sent before the new grant and read later by the server's other thread).
+    late: u64,
+    max: u64,
+    /// When the newest token was first accepted.
+    max_since: Option<Instant>,
+}
+
+/// How much later than a newer token a stale access may be read and still have been sent
+/// before it (two server threads reading in the other order).
+const REORDER: Duration = Duration::from_millis(200);
+
+/// A resource that checks fencing tokens: each connection starts with `SVCSHARE-TOKEN T PEER`
+/// (the proxy's stamp); each `access` line is answered `ok`, or `stale` (and the connection
+/// closed) when T is older than a token it has seen. Every accepted access is recorded.
+#[derive(Clone)]
+struct Fenced {
+    port: u16,
+    rec: Arc<Mutex<Record>>,
+}
+
+impl Fenced {
+    fn start() -> Fenced {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let rec = Arc::new(Mutex::new(Record::default()));
+        let r2 = rec.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                let rec = r2.clone();
+                std::thread::spawn(move || Fenced::serve(c, &rec));
+            }
+        });
+        Fenced { port, rec }
+    }
+
+    fn serve(c: TcpStream, rec: &Mutex<Record>) {
+        let mut w = c.try_clone().unwrap();
+        let mut r = BufReader::new(c);
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut it = line.split_whitespace();
+        let (Some("SVCSHARE-TOKEN"), Some(t), Some(peer)) = (it.next(), it.next(), it.next())
+        else {
+            let _ = w.write_all(b"unstamped\n");
+            return;
+        };
+        let token: u64 = t.parse().unwrap();
+        let peer = peer.to_owned();
+        loop {
+            line.clear();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let mut g = rec.lock().unwrap();
+            if token < g.max {
+                g.stale += 1;
+                if g.max_since.is_some_and(|t| t.elapsed() > REORDER) {
+                    g.late += 1;
+                }
+                drop(g);
+                let _ = w.write_all(b"stale\n");
+                return;
+            }
+            if token > g.max {
+                g.max_since = Some(Instant::now());
+            }
+            g.max = token;
+            g.accepted.push(Access {
+                token,
+                peer: peer.clone(),
+                at: Instant::now(),
+            });
+            drop(g);
+            if w.write_all(b"ok\n").is_err() {
+                return;
+            }
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.rec.lock().unwrap().accepted.len()
+    }
+
+    fn last(&self) -> Option<Access> {
+        self.rec.lock().unwrap().accepted.last().cloned()
+    }
+
+    /// Overlaps: an access accepted under a token older than one accepted before it, one
+    /// token used by two peers, or an access that came late under an old token (see
+    /// [`Record::late`]).
+    fn overlaps(&self) -> usize {
+        let g = self.rec.lock().unwrap();
+        let mut owner: HashMap<u64, &str> = HashMap::new();
+        let mut max = 0;
+        let mut n = g.late as usize;
+        for a in &g.accepted {
+            if a.token < max {
+                n += 1;
+            }
+            max = max.max(a.token);
+            if *owner.entry(a.token).or_insert(&a.peer) != a.peer {
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// A client that uses the resource through one peer's proxy as fast as it is let through.
+struct User {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl User {
+    fn start(port: u16) -> User {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !s2.load(Ordering::Relaxed) {
+                let Ok(c) = TcpStream::connect(("127.0.0.1", port)) else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                c.set_read_timeout(Some(Duration::from_millis(100)))
+                    .unwrap();
+                let mut w = c.try_clone().unwrap();
+                let mut r = BufReader::new(c);
+                let mut line = String::new();
+                'conn: while !s2.load(Ordering::Relaxed) {
+                    if w.write_all(b"access\n").is_err() {
+                        break;
+                    }
+                    loop {
+                        line.clear();
+                        match r.read_line(&mut line) {
+                            Ok(0) => break 'conn,
+                            Ok(_) if line == "ok\n" => break,
+                            Ok(_) => break 'conn,
+                            Err(_) if s2.load(Ordering::Relaxed) => break 'conn,
+                            Err(_) => {} // held by a paused proxy: keep waiting
+                        }
+                    }
+                }
+            }
+        });
+        User {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for User {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn files_of(env: &Env, name: &str) -> (String, String) {
+    (
+        env.path(&format!("{name}.paused")).display().to_string(),
+        env.path(&format!("{name}.resumed")).display().to_string(),
+    )
+}
+
+/// A peer whose client is two commands that append the token to files.
+fn cmd_peer(env: &mut Env, name: &str, extra: &[&str]) {
+    let (p, r) = files_of(env, name);
+    let pause = format!("echo $SVCSHARE_TOKEN >> {p}");
+    let resume = format!("echo $SVCSHARE_TOKEN >> {r}");
+    let mut a = vec!["--pause-cmd", &pause, "--resume-cmd", &resume];
+    a.extend_from_slice(extra);
+    svcshare(env, name, &a);
+}
+
+fn lines(path: &str) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn svcshare_commands_and_aliases_follow_the_seed() {
+    let mut env = Env::new();
+    cmd_peer(&mut env, "a", &[]);
+    cmd_peer(&mut env, "b", &[]);
+    let (a_paused, a_resumed) = files_of(&env, "a");
+    // Paused at start-up, as the seed does.
+    env.wait_until("a's client paused at start", || {
+        !lines(&a_paused).is_empty()
+    });
+    assert_eq!(state(&env, "a"), "PAUSED");
+    // enqueue / enq, and the queue as variables.
+    ok(&env, "a", "enqueue r1");
+    ok(&env, "a", "enq r2");
+    ok(&env, "b", "enq s1");
+    assert_eq!(env.get_int("a", "queue"), 2);
+    assert_eq!(env.get("a", "queue_items"), "r1 r2");
+    cmd(&env, "a", "enq r1")
+        .expect_code(1)
+        .stderr_has("already in the queue");
+    // election: the only candidate wins and its client resumes with the token.
+    let r = ok(&env, "a", "election");
+    assert!(r.contains("running under token"), "{r}");
+    let tok_a = env.get_int("a", "token");
+    env.wait_until("a resumed", || lines(&a_resumed) == [tok_a.to_string()]);
+    // resume (alias) on b: b's queue (1) is smaller: a gives the resource back, b runs.
+    ok(&env, "b", "resume");
+    env.wait_until("b running", || state(&env, "b") == "RUNNING");
+    env.wait_until("a waiting", || state(&env, "a") == "WAITING");
+    let tok_b = env.get_int("b", "token");
+    assert!(tok_b > tok_a, "tokens grow: {tok_a} then {tok_b}");
+    // a's pause command ran with the token of the grant it ended.
+    assert_eq!(lines(&a_paused).last(), Some(&tok_a.to_string()));
+    assert_eq!(env.get("a", "holder"), "b");
+    ok(&env, "a", "peers").contains("b has the smallest queue");
+    // done: b's queue empties, it gives the resource back; a (still asking) takes it.
+    cmd(&env, "b", "done nothere")
+        .expect_code(1)
+        .stderr_has("not in the queue");
+    let r = ok(&env, "b", "done s1");
+    assert!(r.contains("giving the resource back"), "{r}");
+    env.wait_until("a running again", || state(&env, "a") == "RUNNING");
+    // continue (alias) on b with an empty queue: 0 < 2, b wins.
+    ok(&env, "b", "continue");
+    env.wait_until("b running", || state(&env, "b") == "RUNNING");
+    // force on a: runs at once, without an election.
+    let r = ok(&env, "a", "force");
+    env.wait_until("a forced", || state(&env, "a") == "FORCED");
+    assert!(r.contains("force"), "{r}");
+    assert_eq!(env.get_int("a", "force"), 1);
+    // force without MB: peers' elections are not ignored.
+    ok(&env, "b", "election");
+    env.wait_until("b running after its election", || {
+        state(&env, "b") == "RUNNING"
+    });
+    assert_eq!(
+        env.get_int("a", "force"),
+        0,
+        "losing an election ends a's force"
+    );
+    // force MB needs the proxy to count bytes.
+    cmd(&env, "a", "force 5")
+        .expect_code(1)
+        .stderr_has("no proxy");
+    cmd(&env, "a", "force lots")
+        .expect_code(1)
+        .stderr_has("megabytes");
+    // pause clears a force.
+    ok(&env, "a", "force");
+    env.wait_until("a forced", || state(&env, "a") == "FORCED");
+    let r = ok(&env, "a", "pause");
+    assert!(r.contains("force cleared"), "{r}");
+    assert_eq!(state(&env, "a"), "PAUSED");
+    assert_eq!(env.get_int("a", "force"), 0);
+    // halt: paused at once, no elections, an empty queue reported.
+    ok(&env, "b", "enq s2");
+    ok(&env, "b", "enq s3");
+    ok(&env, "b", "enq s4");
+    ok(&env, "a", "election");
+    env.wait_until("a running", || state(&env, "a") == "RUNNING");
+    let r = ok(&env, "a", "halt");
+    assert!(r.contains("indefinitely"), "{r}");
+    assert_eq!(state(&env, "a"), "HALTED");
+    assert_eq!(
+        env.get_int("a", "queue"),
+        0,
+        "a halted peer reports an empty queue"
+    );
+    assert_eq!(env.get_int("a", "halt_remaining"), -1);
+    env.wait_until("b running", || state(&env, "b") == "RUNNING");
+    cmd(&env, "a", "election")
+        .expect_code(1)
+        .stderr_has("halted");
+    // unhalt: a's queue is not empty, so it asks again: 2 < 3, a runs.
+    ok(&env, "a", "unhalt");
+    env.wait_until("a running after unhalt", || state(&env, "a") == "RUNNING");
+    // halt MINUTES ends by itself (0.01 min = 0.6 s) and asks for an election again.
+    let r = ok(&env, "a", "halt 0.01");
+    assert!(r.contains("0.01 minutes"), "{r}");
+    assert_eq!(state(&env, "a"), "HALTED");
+    env.wait_until("the halt to end", || state(&env, "a") != "HALTED");
+    env.wait_until("a running after the halt", || state(&env, "a") == "RUNNING");
+    // force ends a halt too.
+    ok(&env, "a", "halt");
+    ok(&env, "a", "force");
+    env.wait_until("a forced", || state(&env, "a") == "FORCED");
+    // version and status (every peer answers).
+    ok(&env, "a", "version").contains("svcshare ");
+    let s = ok(&env, "b", "status");
+    assert!(s.contains("b (share): WAITING, queue 3"), "{s}");
+    // Every decision is in the event log.
+    let ev = ok(&env, "a", "events 200");
+    for what in [
+        "granted the resource: token",
+        "gave the resource back",
+        "halted",
+        "forced",
+    ] {
+        assert!(ev.contains(what), "event log lacks {what:?}:\n{ev}");
+    }
+    // Bad arguments: the usage.
+    cmd(&env, "a", "halt soon")
+        .expect_code(1)
+        .stderr_has("MINUTES");
+    cmd(&env, "a", "enqueue")
+        .expect_code(1)
+        .stderr_has("enqueue ID");
+}
+
+/// An upstream that answers each line with the line upper-cased.
+fn upper_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut w = c.try_clone().unwrap();
+                for line in BufReader::new(c).lines() {
+                    let Ok(line) = line else { return };
+                    if w.write_all(format!("{}\n", line.to_uppercase()).as_bytes())
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+fn read_line_within(r: &mut BufReader<TcpStream>, t: Duration) -> Option<String> {
+    r.get_ref().set_read_timeout(Some(t)).unwrap();
+    let mut s = String::new();
+    match r.read_line(&mut s) {
+        Ok(n) if n > 0 => Some(s),
+        _ => None,
+    }
+}
+
+#[test]
+fn the_proxy_holds_connections_while_paused_forwards_when_granted_and_counts_bytes() {
+    let mut env = Env::new();
+    let up = upper_server();
+    let (pa, pb) = (free_port(), free_port());
+    let (la, lb) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
+    let ups = format!("127.0.0.1:{up}");
+    svcshare(
+        &mut env,
+        "a",
+        &["--listen", &la, "--upstream", &ups, "--hold", "3s"],
+    );
+    svcshare(
+        &mut env,
+        "b",
+        &["--listen", &lb, "--upstream", &ups, "--hold-max", "1"],
+    );
+    // Paused: the connection is accepted and held; nothing goes through.
+    let c = TcpStream::connect(("127.0.0.1", pa)).unwrap();
+    let mut w = c.try_clone().unwrap();
+    let mut r = BufReader::new(c);
+    w.write_all(b"hello\n").unwrap();
+    assert_eq!(read_line_within(&mut r, Duration::from_millis(300)), None);
+    assert_eq!(env.get_int("a", "bytes_forwarded"), 0);
+    env.wait_until("a to count the held connection", || {
+        env.get_int("a", "connections") == 1
+    });
+    // Granted: the held bytes go through, both ways, and are counted.
+    ok(&env, "a", "election");
+    assert_eq!(
+        read_line_within(&mut r, Duration::from_secs(10)).as_deref(),
+        Some("HELLO\n")
+    );
+    env.wait_until("the bytes counted", || {
+        env.get_int("a", "bytes_forwarded") == 12
+    });
+    // force MB on b: b takes the resource and ignores a's elections until 0.00002 MB (20 bytes)
+    // went through its proxy.
+    ok(&env, "b", "enq big"); // b's queue (1) is longer than a's (0): a wins elections
+    let r2 = ok(&env, "b", "force 0.00002");
+    assert!(r2.contains("force"), "{r2}");
+    env.wait_until("b forced", || state(&env, "b") == "FORCED");
+    assert_eq!(env.get_int("b", "force"), 2);
+    assert_eq!(env.get_int("b", "force_remaining"), 20);
+    // a's connection is held again (a's elections are ignored meanwhile).
+    ok(&env, "a", "election");
+    w.write_all(b"again\n").unwrap();
+    assert_eq!(read_line_within(&mut r, Duration::from_millis(300)), None);
+    assert_eq!(state(&env, "b"), "FORCED");
+    let cb = TcpStream::connect(("127.0.0.1", pb)).unwrap();
+    let mut wb = cb.try_clone().unwrap();
+    let mut rb = BufReader::new(cb);
+    wb.write_all(b"0123456789abcd\n").unwrap(); // 15 bytes out, 15 back: 30 >= 20
+    assert_eq!(
+        read_line_within(&mut rb, Duration::from_secs(10)).as_deref(),
+        Some("0123456789ABCD\n")
+    );
+    // The megabytes went through: a's election counts again, and a (asked later) wins.
+    env.wait_until("a running once b's MB went through", || {
+        state(&env, "a") == "RUNNING"
+    });
+    assert_eq!(
+        read_line_within(&mut r, Duration::from_secs(10)).as_deref(),
+        Some("AGAIN\n")
+    );
+    // b paused now: holds one connection (its bound); a second is closed at once.
+    let extra = TcpStream::connect(("127.0.0.1", pb)).unwrap();
+    let mut eb = [0u8; 1];
+    extra
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(
+        (&extra).read(&mut eb).unwrap_or(0),
+        0,
+        "over the bound: closed"
+    );
+    env.wait_until("b logs the bound", || {
+        ok(&env, "b", "events 100").contains("already holding 1 connections (the bound)")
+    });
+    // Held longer than --hold (3 s) while paused: closed.
+    ok(&env, "a", "pause");
+    assert_eq!(
+        (&r.get_ref().try_clone().unwrap()).read(&mut eb).ok(),
+        Some(0)
+    );
+    env.wait_until("a to log the closing", || {
+        ok(&env, "a", "events 100").contains("held paused for more than 3 s")
+    });
+    env.wait_until("the dropped counter", || env.get_int("a", "dropped") >= 1);
+}
+
+#[test]
+fn a_framework_process_is_paused_and_resumed_through_its_control_socket() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init", "-c", "start"]);
+    env.wait_until("ticker running", || {
+        env.get("t1", "runstate") == "RUNNING_STATE"
+    });
+    // The ticker's writable `label` carries the grant's token.
+    svcshare(
+        &mut env,
+        "s1",
+        &["--client", "t1", "--client-token-var", "label"],
+    );
+    env.wait_until("the client paused at start", || {
+        env.get("t1", "runstate") == "PAUSE_STATE"
+    });
+    assert_eq!(env.get("t1", "label"), "0");
+    ok(&env, "s1", "election");
+    env.wait_until("the client resumed", || {
+        env.get("t1", "runstate") == "RUNNING_STATE"
+    });
+    assert_eq!(
+        env.get("t1", "label"),
+        env.get_int("s1", "token").to_string()
+    );
+    ok(&env, "s1", "pause");
+    assert_eq!(env.get("t1", "runstate"), "PAUSE_STATE");
+    assert_eq!(env.get("t1", "label"), "0");
+    let ev = ok(&env, "s1", "events 50");
+    assert!(ev.contains("client resumed under token"), "{ev}");
+    // A client that cannot carry the token is not resumed.
+    env.ticker("t2", &["-c", "init", "-c", "start"]);
+    svcshare(
+        &mut env,
+        "s3",
+        &[
+            "--client",
+            "t2",
+            "--client-token-var",
+            "nosuchvar",
+            "--share",
+            "third",
+        ],
+    );
+    ok(&env, "s3", "election");
+    env.wait_until("the stamp error", || {
+        env.get("s3", "lasterror")
+            .contains("refused to take the token in nosuchvar")
+    });
+    assert_eq!(env.get("t2", "runstate"), "PAUSE_STATE");
+    // A client that is not there: a clear error, in the reply's log.
+    svcshare(&mut env, "s2", &["--client", "nosuch", "--share", "other"]);
+    let r = ok(&env, "s2", "election");
+    env.wait_until("the error", || {
+        ok(&env, "s2", "events 50").contains("cannot send 'resume' to the client nosuch")
+    });
+    // ... and the resource is not kept from the others meanwhile.
+    assert!(r.contains("PAUSED"), "{r}");
+    assert_eq!(state(&env, "s2"), "PAUSED");
+    assert_eq!(env.get("s2", "holder"), "");
+}
+
+#[test]
+fn bad_options_are_refused_with_what_to_do() {
+    let env = Env::new();
+    let run = |args: &[&str]| {
+        let mut c = env.command("svcshare");
+        c.args(args);
+        env.run(c)
+    };
+    run(&["-n", "x"])
+        .expect_code(2)
+        .stderr_has("nothing to control");
+    run(&["-n", "x", "--client", "t1", "--ttl", "soon"])
+        .expect_code(2)
+        .stderr_has("--ttl");
+    run(&[
+        "-n",
+        "x",
+        "--client",
+        "t1",
+        "--etcd",
+        "http://127.0.0.1:1",
+        "--ttl",
+        "500ms",
+    ])
+    .expect_code(1)
+    .stderr_has("whole seconds");
+    run(&["-n", "x", "--client", "t1", "--etcd", "localhost:2379"])
+        .expect_code(1)
+        .stderr_has("write http://HOST:PORT");
+    run(&[
+        "-n",
+        "x",
+        "--client",
+        "t1",
+        "--irc",
+        "h:1",
+        "--channel",
+        "share",
+        "--nick",
+        "b",
+    ])
+    .expect_code(2)
+    .stderr_has("starts with #");
+    for bin in ["svcshare", "svcsoak"] {
+        let mut c = env.command(bin);
+        c.args(["--completions", "bash"]);
+        env.run(c).ok().stdout_has(bin);
+        let mut c = env.command(bin);
+        c.arg("--man");
+        env.run(c).ok().stdout_has(".TH");
+    }
+}
+
+#[test]
+fn a_lease_file_planted_by_another_user_is_refused() {
+    let who = crate::need_stranger!();
+    let env = Env::new();
+    env.share();
+    let planted = env.path("share.svcshare.lock");
+    let st = env
+        .program_as("/bin/sh", who)
+        .args(["-c", &format!("umask 077; : > {}", planted.display())])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut c = env.command("svcshare");
+    c.args(["-n", "p1", "--client", "t1"]);
+    env.run(c)
+        .expect_code(1)
+        .stderr_has("refusing a lease file another user planted");
+}
+
+/// A tiny deterministic generator for the random schedule.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// Three peers with stamped proxies in front of one fenced server, a user behind each.
+struct Cluster {
+    names: Vec<String>,
+    ports: Vec<u16>,
+    args: Vec<String>,
+    server: Fenced,
+    users: Vec<User>,
+    ttl: Duration,
+}
+
+impl Cluster {
+    fn start(env: &mut Env, peering: &[&str], ttl: Duration) -> Cluster {
+        let server = Fenced::start();
+        let mut c = Cluster {
+            names: (0..3).map(|i| format!("p{i}")).collect(),
+            ports: (0..3).map(|_| free_port()).collect(),
+            args: peering.iter().map(|s| s.to_string()).collect(),
+            server,
+            users: Vec::new(),
+            ttl,
+        };
+        for i in 0..3 {
+            c.spawn(env, i);
+        }
+        for i in 0..3 {
+            c.users.push(User::start(c.ports[i]));
+        }
+        c
+    }
+
+    fn spawn(&self, env: &mut Env, i: usize) {
+        let listen = format!("127.0.0.1:{}", self.ports[i]);
+        let up = format!("127.0.0.1:{}", self.server.port);
+        let ttl = format!("{}ms", self.ttl.as_millis());
+        let mut a: Vec<&str> = vec![
+            "--listen",
+            &listen,
+            "--upstream",
+            &up,
+            "--stamp",
+            "--ttl",
+            &ttl,
+        ];
+        a.extend(self.args.iter().map(String::as_str));
+        svcshare(env, &self.names[i], &a);
+    }
+
+    /// Waits until the server accepted `n` more accesses.
+    fn progress(&self, env: &Env, n: usize, what: &str) {
+        let base = self.server.count();
+        env.wait_until(&format!("{n} accesses after {what}"), || {
+            self.server.count() >= base + n
+        });
+    }
+
+    fn holder(&self) -> Access {
+        self.server.last().expect("an access")
+    }
+
+    /// Makes peer `i` ask to run, unless it is halted.
+    fn ask(&self, env: &Env, i: usize) {
+        let _ = cmd(env, &self.names[i], "election");
+    }
+
+    /// Kills (or stops) the holder; returns how long until another peer's access was accepted.
+    fn fail_holder(&self, env: &mut Env, stop: bool) -> (String, Duration) {
+        // Every other peer asks, so someone is there to take over.
+        for i in 0..3 {
+            self.ask(env, i);
+        }
+        self.progress(env, 5, "everyone asking");
+        let h = self.holder();
+        let t0 = Instant::now();
+        if stop {
+            env.signal(&h.peer, Signal::SIGSTOP);
+        } else {
+            env.kill9(&h.peer);
+        }
+        env.wait_until("another peer to take over", || {
+            self.server.last().is_some_and(|a| a.token > h.token)
+        });
+        let first = self
+            .server
+            .rec
+            .lock()
+            .unwrap()
+            .accepted
+            .iter()
+            .find(|a| a.token > h.token)
+            .unwrap()
+            .at;
+        (h.peer, first.duration_since(t0))
+    }
+
+    fn random_ops(&self, env: &Env, rng: &mut Rng, n: usize) {
+        for step in 0..n {
+            let i = rng.below(3);
+            let p = &self.names[i];
+            let line = match rng.below(8) {
+                0 | 1 => "election".to_owned(),
+                2 => "force".to_owned(),
+                3 => "force 0.002".to_owned(),
+                4 => "halt 0.005".to_owned(),
+                5 => "pause".to_owned(),
+                6 => format!("enq item{step}"),
+                _ => "unhalt".to_owned(),
+            };
+            let _ = cmd(env, p, &line);
+            // Someone must be asking for the resource to move on.
+            let j = (i + 1 + rng.below(2)) % 3;
+            self.ask(env, j);
+            self.progress(env, 3, &format!("step {step}: {p} {line}"));
+        }
+    }
+
+    fn check(&self, failovers: &[Duration]) {
+        let g = self.server.rec.lock().unwrap();
+        let grants: std::collections::BTreeSet<u64> = g.accepted.iter().map(|a| a.token).collect();
+        eprintln!(
+            "safety: {} accesses under {} grants, {} stale refused by the resource ({} late), failovers {:?}",
+            g.accepted.len(),
+            grants.len(),
+            g.stale,
+            g.late,
+            failovers
+        );
+        drop(g);
+        assert_eq!(self.server.overlaps(), 0, "two holders overlapped");
+        for f in failovers {
+            assert!(
+                *f <= self.ttl + Duration::from_millis(500),
+                "a new holder took {f:?}, more than TTL + 0.5 s"
+            );
+        }
+    }
+}
+
+#[test]
+fn never_two_holders_with_local_peers_through_elections_forces_halts_kill_and_stop() {
+    let mut env = Env::new();
+    let ttl = Duration::from_secs(1);
+    let cl = Cluster::start(&mut env, &[], ttl);
+    for (i, n) in cl.names.iter().enumerate() {
+        for k in 0..=i {
+            ok(&env, n, &format!("enq {n}-{k}"));
+        }
+        ok(&env, n, "election");
+    }
+    cl.progress(&env, 5, "the first elections");
+    assert_eq!(cl.holder().peer, "p0", "the smallest queue wins");
+    let mut rng = Rng(0x5eed_0001);
+    cl.random_ops(&env, &mut rng, 20);
+    let mut failovers = Vec::new();
+    // kill -9 of the holder: its lease file entry stays, but its region's liveness says dead.
+    let (dead, f) = cl.fail_holder(&mut env, false);
+    failovers.push(f);
+    let i = cl.names.iter().position(|n| *n == dead).unwrap();
+    cl.spawn(&mut env, i);
+    cl.random_ops(&env, &mut rng, 5);
+    // SIGSTOP of the holder for longer than the lease.
+    let (stopped, f) = cl.fail_holder(&mut env, true);
+    failovers.push(f);
+    cl.progress(&env, 5, "the new holder");
+    env.signal(&stopped, Signal::SIGCONT);
+    cl.progress(&env, 20, "the stopped holder woke");
+    assert_eq!(
+        cl.server.overlaps(),
+        0,
+        "the woken holder went on using the resource"
+    );
+    env.wait_until("the woken holder to notice its lease is gone", || {
+        env.get_int(&stopped, "lease_lost") >= 1
+    });
+    let ev = ok(&env, &stopped, "events 50");
+    eprintln!("woken holder {stopped}:\n{ev}");
+    assert!(ev.contains("lost the grant of token"), "{ev}");
+    cl.random_ops(&env, &mut rng, 5);
+    cl.check(&failovers);
+}
+
+/// A real etcd (Debian's etcd-server) on loopback ports chosen now, its data in a temp dir.
+struct Etcd {
+    url: String,
+    peer: String,
+    data: tempfile::TempDir,
+}
+
+impl Etcd {
+    fn start(env: &mut Env) -> Etcd {
+        let bin = std::path::Path::new("/usr/bin/etcd");
+        assert!(
+            bin.exists(),
+            "/usr/bin/etcd is missing: install Debian's etcd-server (tests/prereqs.sh does: apt-get install -y etcd-server)"
+        );
+        let shm = std::path::Path::new("/dev/shm");
+        let data = if shm.is_dir() {
+            tempfile::Builder::new()
+                .prefix("svcshare-etcd")
+                .tempdir_in(shm)
+        } else {
+            tempfile::Builder::new().prefix("svcshare-etcd").tempdir()
+        }
+        .unwrap();
+        let e = Etcd {
+            url: format!("http://127.0.0.1:{}", free_port()),
+            peer: format!("http://127.0.0.1:{}", free_port()),
+            data,
+        };
+        e.spawn(env);
+        e
+    }
+
+    fn spawn(&self, env: &mut Env) {
+        let mut c = Command::new("/usr/bin/etcd");
+        c.args(["--name", "t", "--data-dir"])
+            .arg(self.data.path())
+            .args(["--listen-client-urls", &self.url])
+            .args(["--advertise-client-urls", &self.url])
+            .args(["--listen-peer-urls", &self.peer])
+            .args(["--initial-advertise-peer-urls", &self.peer])
+            .args(["--initial-cluster", &format!("t={}", self.peer)]);
+        env.spawn("etcd", c);
+        let addr = self.url.trim_start_matches("http://").to_owned();
+        env.wait_until("etcd to answer", || {
+            let Ok(mut s) = TcpStream::connect(&addr) else {
+                return false;
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+            let _ = s.write_all(b"GET /health HTTP/1.0\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out.contains("\"health\":\"true\"")
+        });
+    }
+}
+
+#[test]
+fn never_two_holders_with_etcd_peers_through_holder_death_stop_and_an_etcd_restart() {
+    let mut env = Env::new();
+    let etcd = Etcd::start(&mut env);
+    let ttl = Duration::from_secs(2);
+    let cl = Cluster::start(
+        &mut env,
+        &["--etcd", &etcd.url, "--etcd-prefix", "/test"],
+        ttl,
+    );
+    assert_eq!(
+        env.get("p0", "peering"),
+        format!("etcd {} prefix /test", etcd.url)
+    );
+    for (i, n) in cl.names.iter().enumerate() {
+        for k in 0..=i {
+            ok(&env, n, &format!("enq {n}-{k}"));
+        }
+    }
+    // Every peer sees the others through etcd before the first election.
+    env.wait_until("the peers to see each other in etcd", || {
+        cl.names.iter().all(|n| env.get_int(n, "peers") == 2)
+    });
+    for n in &cl.names {
+        ok(&env, n, "election");
+    }
+    cl.progress(&env, 5, "the first elections");
+    env.wait_until("p0 (smallest queue) to hold", || cl.holder().peer == "p0");
+    let mut rng = Rng(0x5eed_e7cd);
+    cl.random_ops(&env, &mut rng, 12);
+    let mut failovers = Vec::new();
+    let (dead, f) = cl.fail_holder(&mut env, false);
+    failovers.push(f);
+    let i = cl.names.iter().position(|n| *n == dead).unwrap();
+    cl.spawn(&mut env, i);
+    cl.random_ops(&env, &mut rng, 4);
+    let (stopped, f) = cl.fail_holder(&mut env, true);
+    failovers.push(f);
+    cl.progress(&env, 5, "the new holder");
+    env.signal(&stopped, Signal::SIGCONT);
+    cl.progress(&env, 20, "the stopped holder woke");
+    assert_eq!(
+        cl.server.overlaps(),
+        0,
+        "the woken holder went on using the resource"
+    );
+    env.wait_until("the woken holder to notice its lease is gone", || {
+        env.get_int(&stopped, "lease_lost") >= 1
+    });
+    // etcd restarts: every holder pauses before its lease could end, then the peers go on.
+    let h = cl.holder().peer;
+    env.kill9("etcd");
+    env.wait_until("the holder to pause without etcd", || {
+        !["RUNNING", "FORCED"].contains(&state(&env, &h).as_str())
+    });
+    assert!(env.get("p0", "lasterror").contains("etcd"));
+    let before = cl.server.count();
+    etcd.spawn(&mut env);
+    for i in 0..3 {
+        cl.ask(&env, i);
+    }
+    env.wait_until("accesses again after the etcd restart", || {
+        cl.server.count() > before + 5
+    });
+    cl.check(&failovers);
+}
+
+/// A real IRC server (Debian's ngircd) on a loopback port chosen now.
+fn ngircd(env: &mut Env) -> u16 {
+    let port = free_port();
+    ngircd_on(env, port);
+    port
+}
+
+/// ngircd on `port`.
+fn ngircd_on(env: &mut Env, port: u16) {
+    let bin = ["/usr/sbin/ngircd", "/usr/bin/ngircd"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("ngircd is missing: install Debian's ngircd (tests/prereqs.sh does: apt-get install -y ngircd)");
+    let conf = env.path("ngircd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[Global]\nName = irc.test.local\nInfo = svcshare test\nListen = 127.0.0.1\nPorts = {port}\nMotdPhrase = test\n[Options]\nPAM = no\nIdent = no\nDNS = no\n"
+        ),
+    )
+    .unwrap();
+    let mut c = Command::new(bin);
+    c.arg("-n").arg("-f").arg(&conf);
+    env.spawn("ngircd", c);
+    env.wait_until("ngircd to listen", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+}
+
+/// A scripted IRC user.
+struct IrcUser {
+    w: TcpStream,
+    rx: std::sync::mpsc::Receiver<String>,
+    nick: String,
+    backlog: Vec<String>,
+}
+
+impl IrcUser {
+    fn connect(port: u16, nick: &str) -> IrcUser {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let r = s.try_clone().unwrap();
+        let mut w = s;
+        std::thread::spawn(move || {
+            let mut pong = r.try_clone().unwrap();
+            for l in BufReader::new(r).lines() {
+                let Ok(l) = l else { return };
+                if let Some(arg) = l.strip_prefix("PING ") {
+                    let _ = pong.write_all(format!("PONG {arg}\r\n").as_bytes());
+                }
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        w.write_all(format!("NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n").as_bytes())
+            .unwrap();
+        let mut u = IrcUser {
+            w,
+            rx,
+            nick: nick.to_owned(),
+            backlog: Vec::new(),
+        };
+        u.expect(|l| l.contains(" 001 "), "registration");
+        u
+    }
+
+    fn send(&mut self, line: &str) {
+        self.w.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+    }
+
+    fn say(&mut self, to: &str, text: &str) {
+        self.send(&format!("PRIVMSG {to} :{text}"));
+    }
+
+    /// Waits (up to 20 s) for a line that `f` accepts; returns it.
+    #[track_caller]
+    fn expect(&mut self, f: impl Fn(&str) -> bool, what: &str) -> String {
+        // Lines that came before are looked at first (answers of two bots come in any order).
+        if let Some(i) = self.backlog.iter().position(|l| f(l)) {
+            return self.backlog.remove(i);
+        }
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(20) {
+            if let Ok(l) = self.rx.recv_timeout(Duration::from_millis(100)) {
+                if f(&l) {
+                    return l;
+                }
+                self.backlog.push(l);
+            }
+        }
+        panic!(
+            "{}: no line for {what}; saw:\n{}",
+            self.nick,
+            self.backlog.join("\n")
+        );
+    }
+
+    /// Waits for `from`'s message to `to` containing `text`.
+    #[track_caller]
+    fn reply(&mut self, from: &str, to: &str, text: &str) -> String {
+        let head = format!(":{from}!");
+        let mid = format!(" PRIVMSG {to} :");
+        self.expect(
+            |l| l.starts_with(&head) && l.contains(&mid) && l.contains(text),
+            &format!("{from} saying {text:?} to {to}"),
+        )
+    }
+}
+
+#[test]
+fn the_irc_front_takes_the_seeds_commands_from_allowed_nicks_only() {
+    let mut env = Env::new();
+    let port = ngircd(&mut env);
+    let server = format!("127.0.0.1:{port}");
+    for (name, nick) in [("a", "bot1"), ("b", "bot2")] {
+        cmd_peer(
+            &mut env,
+            name,
+            &[
+                "--irc",
+                &server,
+                "--channel",
+                "#share",
+                "--nick",
+                nick,
+                "--irc-allow",
+                "alice,carol",
+            ],
+        );
+    }
+    let mut alice = IrcUser::connect(port, "alice");
+    alice.send("JOIN #share");
+    alice.expect(
+        |l| l.contains(" JOIN ") && l.starts_with(":alice!"),
+        "alice's join",
+    );
+    // Both bots in the channel.
+    env.wait_until("both bots in #share", || {
+        alice.send("NAMES #share");
+        let l = alice.expect(|l| l.contains(" 366 ") || l.contains(" 353 "), "names");
+        l.contains("bot1") && l.contains("bot2")
+    });
+    // .version and .status in the channel: every bot answers.
+    alice.say("#share", ".version");
+    alice.reply("bot1", "#share", "svcshare ");
+    alice.reply("bot2", "#share", "svcshare ");
+    alice.say("#share", ".status");
+    alice.reply("bot1", "#share", "a (share): PAUSED");
+    alice.reply("bot2", "#share", "b (share): PAUSED");
+    // Addressed in the channel: `bot1: command`; the answer addresses the sender.
+    alice.say("#share", "bot1: enq job1");
+    alice.reply("bot1", "#share", "alice: queued job1: queue 1");
+    alice.say("#share", "bot1: election");
+    alice.reply("bot1", "#share", "alice: election: running under token");
+    assert_eq!(state(&env, "a"), "RUNNING");
+    // A private message: `command` alone.
+    alice.say("bot2", "force");
+    alice.reply("bot2", "alice", "force:");
+    env.wait_until("bot2's peer forced", || state(&env, "b") == "FORCED");
+    alice.say("bot1", "halt 5");
+    alice.reply("bot1", "alice", "halted for 5 minutes");
+    alice.say("bot1", "unhalt");
+    alice.reply("bot1", "alice", "unhalted");
+    alice.say("bot1", "frobnicate");
+    alice.reply("bot1", "alice", "unknown command 'frobnicate'");
+    // Someone else: .status yes, commands no (in the channel and in private).
+    let mut mallory = IrcUser::connect(port, "mallory");
+    mallory.send("JOIN #share");
+    mallory.expect(
+        |l| l.starts_with(":mallory!") && l.contains(" JOIN "),
+        "mallory's join",
+    );
+    mallory.say("#share", ".status");
+    mallory.reply("bot2", "#share", "b (share): FORCED");
+    mallory.say("#share", "bot2: pause");
+    mallory.reply(
+        "bot2",
+        "#share",
+        "mallory: refused: mallory may not command b",
+    );
+    mallory.say("bot2", "halt");
+    mallory.reply("bot2", "mallory", "refused");
+    assert_eq!(state(&env, "b"), "FORCED");
+    let ev = ok(&env, "b", "events 100");
+    assert!(ev.contains("irc: refused 'halt' from mallory"), "{ev}");
+    assert!(ev.contains("irc: alice asks 'force'"), "{ev}");
+}
+
+#[test]
+fn with_a_channel_key_the_channel_commands_and_outsiders_are_refused() {
+    let mut env = Env::new();
+    let port = ngircd(&mut env);
+    let server = format!("127.0.0.1:{port}");
+    cmd_peer(
+        &mut env,
+        "k",
+        &[
+            "--irc",
+            &server,
+            "--channel",
+            "#locked",
+            "--nick",
+            "keybot",
+            "--irc-key",
+            "sekret",
+        ],
+    );
+    env.wait_until("keybot to join", || {
+        ok(&env, "k", "events 50").contains("irc: joined #locked")
+    });
+    let mut dave = IrcUser::connect(port, "dave");
+    // The bot, first in the channel and so its operator, closed it with the key.
+    env.wait_until("the channel to have its key", || {
+        dave.send("MODE #locked");
+        let l = dave.expect(|l| l.contains(" 324 ") || l.contains(" 403 "), "the modes");
+        l.contains(" 324 ") && l.split_whitespace().nth(4).is_some_and(|m| m.contains('k'))
+    });
+    let mut eve = IrcUser::connect(port, "eve");
+    eve.send("JOIN #locked");
+    eve.expect(|l| l.contains(" 475 "), "eve refused by the key");
+    dave.send("JOIN #locked sekret");
+    dave.expect(
+        |l| l.starts_with(":dave!") && l.contains(" JOIN "),
+        "dave's join",
+    );
+    dave.say("#locked", "keybot: enq x1");
+    dave.reply("keybot", "#locked", "dave: queued x1: queue 1");
+    // Private messages need --irc-allow: the key is no help there.
+    eve.say("keybot", "enq y1");
+    eve.reply("keybot", "eve", "refused");
+    dave.say("keybot", "enq y1");
+    dave.reply("keybot", "dave", "refused");
+    assert_eq!(env.get_int("k", "queue"), 1);
+}
+
+#[test]
+fn a_region_of_another_user_never_joins_the_board() {
+    let who = crate::need_stranger!();
+    let mut env = Env::new();
+    env.share();
+    // The stranger runs a svcshare of the same share in a directory of its own, asks to run
+    // with an empty queue (it would win every election), then moves its live region into ours.
+    let own = env.path("strange");
+    std::fs::create_dir(&own).unwrap();
+    nix::unistd::chown(
+        &own,
+        Some(nix::unistd::Uid::from_raw(who.uid)),
+        Some(nix::unistd::Gid::from_raw(who.gid)),
+    )
+    .unwrap();
+    let mut c = env.command_as("svcshare", who);
+    c.args([
+        "-n",
+        "evil",
+        "--poll",
+        "10ms",
+        "--pause-cmd",
+        "true",
+        "--resume-cmd",
+        "true",
+    ])
+    .arg("--dir")
+    .arg(&own);
+    env.spawn("evil", c);
+    let sv = |args: &[&str]| {
+        let mut c = env.command_as("shvar", who);
+        c.arg("--dir").arg(&own).args(args);
+        env.run(c)
+    };
+    env.wait_until("the stranger's svcshare", || {
+        sv(&["cmd", "evil", "version"]).code == 0
+    });
+    sv(&["cmd", "evil", "election"]).ok();
+    let st = env
+        .program_as("/bin/mv", who)
+        .arg(own.join("evil.shv"))
+        .arg(env.path("evil.shv"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    cmd_peer(&mut env, "a", &[]);
+    ok(&env, "a", "enq x");
+    ok(&env, "a", "enq y");
+    let r = ok(&env, "a", "election");
+    assert!(r.contains("a is the only candidate"), "{r}");
+    let board = ok(&env, "a", "peers");
+    assert!(!board.contains("evil"), "{board}");
+    assert_eq!(env.get_int("a", "peers"), 0);
+}
+
+#[test]
+fn the_irc_front_comes_back_after_the_server_restarts() {
+    let mut env = Env::new();
+    let port = ngircd(&mut env);
+    let server = format!("127.0.0.1:{port}");
+    cmd_peer(
+        &mut env,
+        "r",
+        &["--irc", &server, "--channel", "#share", "--nick", "rbot"],
+    );
+    let joins = |env: &Env| env.stderr_of("r").matches("irc: joined #share").count();
+    env.wait_until("rbot to join", || joins(&env) == 1);
+    env.kill9("ngircd");
+    env.wait_until("rbot to notice", || {
+        env.get("r", "lasterror").contains("irc: connection to")
+    });
+    ngircd_on(&mut env, port);
+    env.wait_until("rbot to join again", || joins(&env) == 2);
+    let mut u = IrcUser::connect(port, "alice");
+    u.send("JOIN #share");
+    u.expect(
+        |l| l.starts_with(":alice!") && l.contains(" JOIN "),
+        "alice's join",
+    );
+    u.say("#share", ".version");
+    u.reply("rbot", "#share", "svcshare ");
+}
+
+#[test]
+fn a_holder_that_exits_pauses_its_client_and_hands_over_at_once() {
+    let mut env = Env::new();
+    cmd_peer(&mut env, "a", &["--ttl", "30s"]);
+    cmd_peer(&mut env, "b", &["--ttl", "30s"]);
+    ok(&env, "a", "election");
+    env.wait_until("a running", || state(&env, "a") == "RUNNING");
+    let tok = env.get_int("a", "token");
+    ok(&env, "b", "enq big");
+    ok(&env, "b", "election");
+    assert_eq!(state(&env, "b"), "WAITING");
+    env.signal("a", Signal::SIGTERM);
+    assert_eq!(env.wait_exit("a"), 0);
+    // a paused its client with the grant's token on its way out, and gave the lease back:
+    // b runs without waiting for the 30 s lease to end.
+    let (a_paused, _) = files_of(&env, "a");
+    assert_eq!(lines(&a_paused).last(), Some(&tok.to_string()));
+    assert!(
+        env.stderr_of("a")
+            .contains(&format!("(token {tok}): exiting")),
+        "{}",
+        env.stderr_of("a")
+    );
+    env.wait_until("b running", || state(&env, "b") == "RUNNING");
+    assert!(env.get_int("b", "token") > tok);
+}
