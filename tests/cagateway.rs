@@ -927,3 +927,53 @@ fn a_client_that_cannot_keep_up_gets_the_latest_value_not_a_backlog() {
         "{got:?}, {last}..{now}"
     );
 }
+
+#[test]
+fn writes_waiting_for_a_stuck_owner_are_bounded() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init"]);
+    let acf = env.path("ca.acf");
+    std::fs::write(&acf, ACCESS).unwrap();
+    let gw = start_gateway(&mut env, "ca1", &["--access", acf.to_str().unwrap()]);
+    gw.wait_serving(&env, 2);
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = header(0, 0, 0, 13, 0, 0);
+    req.extend(header(18, 16, 0, 0, 1, 13));
+    req.extend_from_slice(b"t1:rate\0\0\0\0\0\0\0\0\0");
+    s.write_all(&req).unwrap();
+    let sid = loop {
+        let (cmd, _, p2, _) = read_msg(&mut s);
+        if cmd == 18 {
+            break p2;
+        }
+    };
+    // The owner stops answering (SIGSTOP): the writes to it wait, up to a bound.
+    env.signal("t1", nix::sys::signal::Signal::SIGSTOP);
+    let mut writes = Vec::new();
+    for i in 0..300u32 {
+        writes.extend(header(4, 8, 5, 1, sid, i));
+        writes.extend_from_slice(&20i32.to_be_bytes());
+        writes.extend_from_slice(&[0; 4]);
+    }
+    s.write_all(&writes).unwrap();
+    s.write_all(&header(23, 0, 0, 0, 0, 0)).unwrap();
+    let mut refused = 0;
+    loop {
+        let (cmd, _, _, payload) = read_msg(&mut s);
+        if cmd == 23 {
+            break;
+        }
+        if cmd == 11 && String::from_utf8_lossy(&payload).contains("still waiting") {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 300 - 256);
+    // Others are still served meanwhile.
+    let r = pyget(&gw, &env, &["t1:rate,5"]);
+    assert_eq!(r["t1:rate,5"]["value"], 10);
+    env.signal("t1", nix::sys::signal::Signal::SIGCONT);
+    env.wait_until("the waiting writes to land", || {
+        env.get_int("t1", "rate") == 20
+    });
+}

@@ -30,6 +30,8 @@ pub const OUT_HARD: usize = 1024 * 1024;
 pub const MAX_CHANNELS: usize = 100_000;
 /// Subscriptions one circuit may hold.
 pub const MAX_SUBS: usize = 100_000;
+/// Writes of one circuit that may wait for their owners' answers.
+pub const MAX_PUTS_WAITING: usize = 256;
 
 /// A subscription.
 #[derive(Debug)]
@@ -119,6 +121,8 @@ pub struct Circuit {
     pub pending: bool,
     /// Reading stopped because output is backed up.
     pub throttled: bool,
+    /// Writes sent to owners and not answered yet.
+    pub puts_waiting: usize,
     /// Set when the circuit must close (after what is queued is flushed, for protocol errors).
     pub closing: Option<Closing>,
 }
@@ -143,6 +147,7 @@ impl Circuit {
             events_on: true,
             pending: false,
             throttled: false,
+            puts_waiting: 0,
             closing: None,
         }
     }

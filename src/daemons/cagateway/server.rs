@@ -28,7 +28,8 @@ use shvars::RuntimeDir;
 use super::access::{Access, Identity};
 use super::beacon::Beacons;
 use super::circuit::{
-    Channel, Circuit, Closing, Fill, Sub, MAX_CHANNELS, MAX_PAYLOAD, MAX_SUBS, OUT_HARD, OUT_SOFT,
+    Channel, Circuit, Closing, Fill, Sub, MAX_CHANNELS, MAX_PAYLOAD, MAX_PUTS_WAITING, MAX_SUBS,
+    OUT_HARD, OUT_SOFT,
 };
 pub use super::config::Config;
 use super::names::{Field, PvName, COMMAND_PV};
@@ -952,7 +953,15 @@ impl<S: Source> Core<S> {
             .map_err(|e| (Status::BADTYPE, e.to_string()))
             .and_then(|v| ch.pv.put_line(&v));
         match line {
+            Ok(_) if c.puts_waiting >= MAX_PUTS_WAITING => {
+                self.counters.put_errors.add(1);
+                let why = format!(
+                    "{MAX_PUTS_WAITING} writes of this client are still waiting for their owners: wait for their answers"
+                );
+                self.bad(c, h, cid, Status::PUTFAIL, &why);
+            }
             Ok(line) => {
+                c.puts_waiting += 1;
                 let process = ch.pv.binding().process.clone();
                 self.writers.submit(
                     &process,
@@ -975,6 +984,7 @@ impl<S: Source> Core<S> {
     }
 
     fn put_done(&mut self, c: &mut Circuit, d: WriteDone) {
+        c.puts_waiting = c.puts_waiting.saturating_sub(1);
         let r = d.reply;
         match d.result {
             Ok(()) => {
