@@ -105,7 +105,7 @@ out = {}
 for spec in sys.argv[1:]:
     name, ftype, *rest = spec.split(',')
     chid = ca.create_channel(name, connect=False, auto_cb=False)
-    if not ca.connect_channel(chid, timeout=10):
+    if not ca.connect_channel(chid, timeout=5):
         out[spec] = None
         continue
     kw = {'count': int(rest[0])} if rest else {}
@@ -976,4 +976,48 @@ fn writes_waiting_for_a_stuck_owner_are_bounded() {
     env.wait_until("the waiting writes to land", || {
         env.get_int("t1", "rate") == 20
     });
+}
+
+#[test]
+fn structured_names_map_to_pvs_and_an_upper_case_suffix_is_a_field() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init", "-c", "start"]);
+    let conf = env.path("checks.conf");
+    std::fs::write(
+        &conf,
+        "[defaults]\ninterval = \"50ms\"\nrise = 1\nfall = 1\n[check.t1]\ntype = \"framework\"\nprocess = \"t1\"\ncondition = \"rate <= 100\"\n",
+    )
+    .unwrap();
+    let mut c = env.command("lvsmon");
+    c.args(["-n", "mon1", "--file"]).arg(&conf);
+    let pid = env.spawn("mon1", c);
+    env.wait_ready("mon1", pid);
+    env.wait_until("UP", || env.get("mon1", "check.t1.status") == "UP");
+    let gw = start_gateway(&mut env, "ca1", &[]);
+    gw.wait_serving(&env, 3);
+    let r = pyget(
+        &gw,
+        &env,
+        &[
+            "mon1:check.t1.status,0",
+            "mon1:check.t1.status,31",
+            "mon1:check.t1.status.DESC,0",
+            "mon1:check.t1.status.desc,0",
+        ],
+    );
+    assert_eq!(r["mon1:check.t1.status,0"]["value"], "UP", "{r:#}");
+    let labels = r["mon1:check.t1.status,31"]["enum_strs"]
+        .as_array()
+        .unwrap();
+    assert!(labels.iter().any(|l| l == "UP"), "{labels:?}");
+    let desc = env.shvar(&["dump", "mon1"]).stdout;
+    let shown = r["mon1:check.t1.status.DESC,0"]["value"].as_str().unwrap();
+    assert!(
+        !shown.is_empty() && desc.contains(shown),
+        "{shown:?} not in\n{desc}"
+    );
+    assert!(
+        r["mon1:check.t1.status.desc,0"].is_null(),
+        "a lower-case suffix is part of the name, and there is no such variable"
+    );
 }
