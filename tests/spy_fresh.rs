@@ -92,9 +92,10 @@ fn max(v: &[f64]) -> f64 {
     v.iter().copied().fold(0.0, f64::max)
 }
 
-/// The bound, plus what the test machine may add: rspydaemon looks at ages every loop (20 ms
-/// at most) and the farm sees new events at each request.
-const SLACK_MS: f64 = 150.0;
+/// The bound, plus what a loaded test machine may add: rspydaemon looks at ages every loop
+/// (20 ms at most), the farm at its buffer every 10 ms, and either may be descheduled. (Before
+/// the bound, ages were seconds.)
+const SLACK_MS: f64 = 250.0;
 
 #[test]
 fn issue12_readers_are_never_served_old_events() {

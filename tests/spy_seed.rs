@@ -99,6 +99,16 @@ fn issue12_statistics_keep_their_cadence_while_no_data_comes() {
         0,
         "no short-term update yet"
     );
+    // The farm's loops are its answers, "no data" ones included.
+    env.shvar(&["set", "farm1", "upfreq", "1"]).ok();
+    let mut seen = Vec::new();
+    env.wait_until("the farm's sg_msecs to move on with no data", || {
+        let v = env.get_int("farm1", "sg_msecs");
+        if seen.last() != Some(&v) {
+            seen.push(v);
+        }
+        seen.len() >= 3
+    });
 }
 
 #[test]
@@ -211,4 +221,24 @@ fn issue12_circfulls_count_how_often_the_buffers_went_full() {
     env.wait_until("the local buffer to go full", || {
         env.get_int("spy1", "circfulls") > 2
     });
+}
+
+#[test]
+fn issue12_pause_answers_at_once_while_the_farm_is_unreachable() {
+    let mut env = Env::new();
+    // Nobody listens there: rspydaemon backs off between attempts.
+    let port = crate::util::free_port();
+    start_spy(
+        &mut env,
+        "spy1",
+        "L_1",
+        &["-c", &format!("start 127.0.0.1 {port}")],
+    );
+    env.wait_until("a failed attempt", || {
+        env.get("spy1", "lasterror").contains("cannot connect")
+    });
+    cmd(&env, "spy1", &["pause"])
+        .ok()
+        .stdout_has("paused: no new events");
+    cmd(&env, "spy1", &["resume"]).ok();
 }

@@ -18,6 +18,7 @@ mod spy;
 mod spy_fresh;
 mod spy_hostile;
 mod spy_kloe;
+mod spy_onecopy;
 mod spy_seed;
 mod spyctl;
 mod svcshare;

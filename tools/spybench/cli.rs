@@ -30,6 +30,25 @@ pub struct Cli {
     /// rspydaemon's maxage_ms (in both measurements; 0: no age bound)
     #[arg(long, default_value_t = 500)]
     pub maxage_ms: u64,
+    /// Measure the farm's CPU per MB served instead (clients in each mode, see --cpu-clients)
+    #[arg(long)]
+    pub cpu: bool,
+    /// With --cpu: numbers of clients to measure
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 16])]
+    pub cpu_clients: Vec<usize>,
+    /// With --cpu: serving modes to measure (push is compared against next when both are)
+    #[arg(long, value_delimiter = ',', default_values_t = ["next".to_owned(), "latest".to_owned(), "push".to_owned()])]
+    pub cpu_modes: Vec<String>,
+    /// With --cpu: events per second the producer writes
+    #[arg(long, default_value_t = 20_000)]
+    pub cpu_rate: u64,
+    /// With --cpu: event size in bytes
+    #[arg(long, default_value_t = 4096)]
+    pub cpu_size: usize,
+    /// With --cpu: the protocol version the clients speak (1: every event copied in the farm;
+    /// 2: large events sent from the farm buffer with one copy)
+    #[arg(long, default_value_t = daqproc::daemons::spy::proto::VERSION, value_parser = clap::value_parser!(u16).range(1..=2))]
+    pub wire_version: u16,
     #[command(flatten)]
     pub extras: daqproc::support::cli::Extras,
 }

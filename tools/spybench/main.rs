@@ -10,6 +10,7 @@
 
 mod chain;
 mod cli;
+mod cpu;
 mod fresh;
 mod tcp;
 
@@ -17,14 +18,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// Min and max.
-fn spread(v: &[f64]) -> (f64, f64) {
+pub(crate) fn spread(v: &[f64]) -> (f64, f64) {
     v.iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
             (lo.min(x), hi.max(x))
         })
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
     if n % 2 == 1 {
@@ -49,6 +50,9 @@ fn main() -> ExitCode {
 fn run(cli: &cli::Cli) -> anyhow::Result<()> {
     if cli.freshness {
         return fresh::run(cli);
+    }
+    if cli.cpu {
+        return cpu::run(cli);
     }
     let dur = Duration::from_secs_f64(cli.duration);
     println!(

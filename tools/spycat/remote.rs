@@ -1,7 +1,8 @@
-//! A farm spy daemon as a source, through [`daqproc::daemons::spy::client::SpyClient`]: keeps requests
-//! going (two in flight in next and latest mode, one in push mode), hands out the events of each
-//! packet, counts what the daemon skipped as lost, and with --follow reconnects with a capped
-//! backoff when the connection drops.
+//! A farm spy daemon as a source, through [`daqproc::daemons::spy::session::Session`] (the
+//! session rspydaemon uses too): keeps requests going (two in flight in next and latest mode,
+//! one in push mode), hands out the events of each packet, counts what the daemon skipped as
+//! lost, and with --follow reconnects with a capped backoff when the connection drops,
+//! resuming after the last event handed out.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -9,6 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail};
 use daqproc::daemons::spy::client::{Received, SpyClient, SpyError};
 use daqproc::daemons::spy::proto::{Events, Mode};
+use daqproc::daemons::spy::session::{Ask, Attempt, Session};
+use daqproc::support::backoff::Backoff;
 
 use crate::report::Losses;
 use crate::source::{Next, Source};
@@ -18,7 +21,7 @@ use crate::uri::RemoteSpec;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests kept in flight in next and latest mode: the daemon fills the next packet while the
 /// previous one travels.
-const IN_FLIGHT: u32 = 2;
+const IN_FLIGHT: usize = 2;
 /// A farm spy daemon answers a request within its `timeout_us` (10 ms by default), paused or
 /// not: this much silence means it is not one, or it is stuck.
 const NO_ANSWER: Duration = Duration::from_secs(10);
@@ -35,26 +38,18 @@ pub struct RemoteSource {
     /// The source as named on the command line, for messages.
     label: String,
     follow: bool,
-    /// `None` while disconnected (with --follow only).
-    client: Option<SpyClient>,
+    /// The daemon followed across connections (disconnected only with --follow).
+    session: Session,
     /// The payload of the last packet (taken over from the client, not copied), and where
     /// each event's body lies in it.
     data: Vec<u8>,
     index: Vec<(u64, usize, usize)>,
     /// The next event of `index` to hand out.
     pos: usize,
-    /// The number of the last event handed out (0: none yet): where a new connection resumes.
-    last_evnr: u64,
-    /// Requests not answered yet (next and latest mode).
-    in_flight: u32,
     /// When the last packet arrived, or the last request was sent to a silent connection.
     last_answer: Instant,
     /// Events the daemon skipped for us.
     skipped: u64,
-    reconnects: u64,
-    /// While disconnected: when to try again, and the pause after that.
-    retry_at: Instant,
-    backoff: Duration,
     /// Without --follow or --count: the newest event the daemon had when spycat connected;
     /// reading stops there (a live producer may never leave the daemon without events to send).
     stop_at: Option<u64>,
@@ -73,21 +68,22 @@ impl RemoteSource {
         count: Option<u64>,
     ) -> anyhow::Result<RemoteSource> {
         let now = Instant::now();
+        let session = Session::new(
+            &spec.host,
+            spec.port,
+            CONNECT_TIMEOUT,
+            Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
+        );
         let mut src = RemoteSource {
             spec,
             label: label.to_owned(),
             follow,
-            client: None,
+            session,
             data: Vec::new(),
             index: Vec::new(),
             pos: 0,
-            last_evnr: 0,
-            in_flight: 0,
             last_answer: now,
             skipped: 0,
-            reconnects: 0,
-            retry_at: now,
-            backoff: BACKOFF_MIN,
             stop_at: None,
             ended: false,
         };
@@ -129,26 +125,36 @@ impl RemoteSource {
         )
     }
 
-    /// Connects and sends the first requests (one in push mode).
-    fn open(&mut self) -> Result<(), SpyError> {
-        let mut c = SpyClient::connect(&self.spec.host, self.spec.port, CONNECT_TIMEOUT)?;
-        let first = if self.spec.mode == Mode::Push {
-            1
-        } else {
-            IN_FLIGHT
-        };
-        for _ in 0..first {
-            c.ask(
-                self.spec.mode,
-                self.spec.max_events,
-                self.spec.max_bytes,
-                self.last_evnr,
-            )?;
+    /// What each request asks for.
+    fn ask(&self) -> Ask {
+        Ask {
+            mode: self.spec.mode,
+            max_events: self.spec.max_events,
+            max_bytes: self.spec.max_bytes,
+            maxage_ms: 0,
         }
-        self.in_flight = first;
-        self.client = Some(c);
+    }
+
+    /// Connects (now, if it is time) and sends the first requests (one in push mode).
+    fn open(&mut self) -> Result<(), SpyError> {
+        match self.session.connect_if_due() {
+            Attempt::Connected => {}
+            Attempt::Wait(_) => return Ok(()),
+            Attempt::Failed(e, _) => return Err(e),
+        }
+        self.ask_more()?;
         self.last_answer = Instant::now();
         Ok(())
+    }
+
+    /// Keeps the requests going (next and latest mode), or the stream asked for (push).
+    fn ask_more(&mut self) -> Result<(), SpyError> {
+        let ask = self.ask();
+        if ask.mode == Mode::Push {
+            self.session.stream(ask)
+        } else {
+            self.session.keep_asking(ask, IN_FLIGHT)
+        }
     }
 
     /// A failure to connect, said for people.
@@ -185,7 +191,7 @@ impl RemoteSource {
                     self.label
                 )
             }
-            SpyError::Closed(_) if self.last_evnr == 0 => {
+            SpyError::Closed(_) if self.session.last_evnr() == 0 => {
                 " before sending any event (is it a farm spy daemon? it closes connections beyond its maxclients with a message)"
             }
             _ => "",
@@ -193,10 +199,9 @@ impl RemoteSource {
         if !self.follow {
             bail!("{}: {e}{hint}", self.label);
         }
-        self.client = None;
-        self.in_flight = 0;
-        self.backoff = BACKOFF_MIN;
-        self.retry_at = Instant::now() + self.backoff;
+        // The first attempt after the backoff's first wait.
+        self.session.reset();
+        self.session.failed();
         eprintln!(
             "spycat: {}: {e}{hint}; reconnecting (Ctrl-C to stop)",
             self.label
@@ -206,65 +211,50 @@ impl RemoteSource {
 
     /// While disconnected: try again when it is time.
     fn reconnect(&mut self, wait: Duration) -> Next<'_> {
-        let now = Instant::now();
-        if now < self.retry_at {
-            std::thread::sleep(wait.min(self.retry_at - now));
-            if Instant::now() < self.retry_at {
-                return Next::Idle;
-            }
+        let mut attempt = self.session.connect_if_due();
+        if let Attempt::Wait(left) = attempt {
+            std::thread::sleep(wait.min(left));
+            attempt = self.session.connect_if_due();
         }
-        match self.open() {
+        let res = match attempt {
+            Attempt::Wait(_) => return Next::Idle,
+            Attempt::Failed(e, _) => Err(e),
+            Attempt::Connected => self.ask_more().inspect_err(|_| {
+                self.session.failed();
+            }),
+        };
+        match res {
             Ok(()) => {
-                self.reconnects += 1;
+                self.last_answer = Instant::now();
                 eprintln!(
                     "spycat: {}: reconnected to {}, resuming after event {}",
                     self.label,
                     self.spec.address(),
-                    self.last_evnr
+                    self.session.last_evnr()
                 );
                 // The daemon skips what we have, unless its producer restarted its numbering.
                 Next::Restart
             }
             Err(e) => {
-                if self.backoff == BACKOFF_MIN {
-                    // Said once per outage; later attempts fail quietly.
+                // The loss was the first failure, this attempt the second: said once per
+                // outage, later attempts fail quietly.
+                if self.session.backoff().failures() == 2 {
                     eprintln!(
                         "spycat: {}: still cannot connect: {e}; retrying every {} s at most",
                         self.label,
                         BACKOFF_MAX.as_secs()
                     );
                 }
-                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-                self.retry_at = Instant::now() + self.backoff;
                 Next::Idle
             }
         }
-    }
-
-    /// Keeps the requests going after an answer (next and latest mode).
-    fn ask_again(&mut self) -> Result<(), SpyError> {
-        if self.spec.mode == Mode::Push {
-            return Ok(());
-        }
-        self.in_flight = self.in_flight.saturating_sub(1);
-        let c = self.client.as_mut().expect("connected");
-        while self.in_flight < IN_FLIGHT {
-            c.ask(
-                self.spec.mode,
-                self.spec.max_events,
-                self.spec.max_bytes,
-                self.last_evnr,
-            )?;
-            self.in_flight += 1;
-        }
-        Ok(())
     }
 
     /// Takes the events of the packet just received (`nevents` of them).
     fn take_events(&mut self, nevents: u32) -> Result<(), SpyError> {
         self.index.clear();
         self.pos = 0;
-        let c = self.client.as_mut().expect("connected");
+        let c = self.session.client().expect("connected");
         self.data = c.swap_payload(std::mem::take(&mut self.data));
         let mut events = Events::new(&self.data, nevents);
         while let Some(ev) = events.next() {
@@ -304,16 +294,16 @@ impl Source for RemoteSource {
     fn next_event(&mut self, wait: Duration) -> anyhow::Result<Next<'_>> {
         if let Some(&(evnr, start, len)) = self.index.get(self.pos) {
             self.pos += 1;
-            self.last_evnr = evnr;
+            self.session.took(evnr);
             return Ok(Next::Event(evnr, &self.data[start..start + len]));
         }
         if self.ended {
             return Ok(Next::End);
         }
-        let Some(client) = self.client.as_mut() else {
+        if !self.session.is_connected() {
             return Ok(self.reconnect(wait));
-        };
-        let got = match client.receive(wait) {
+        }
+        let got = match self.session.receive(wait) {
             Ok(got) => got,
             Err(e) => return self.lost_connection(e),
         };
@@ -321,14 +311,13 @@ impl Source for RemoteSource {
             Received::Packet(h) => {
                 self.last_answer = Instant::now();
                 self.skipped += h.skipped;
-                self.backoff = BACKOFF_MIN;
-                if let Err(e) = self.take_events(h.nevents).and_then(|()| self.ask_again()) {
+                if let Err(e) = self.take_events(h.nevents).and_then(|()| self.ask_more()) {
                     return self.lost_connection(e);
                 }
                 match self.index.first() {
                     Some(&(evnr, start, len)) => {
                         self.pos = 1;
-                        self.last_evnr = evnr;
+                        self.session.took(evnr);
                         Ok(Next::Event(evnr, &self.data[start..start + len]))
                     }
                     None => Ok(Next::Idle),
@@ -342,7 +331,7 @@ impl Source for RemoteSource {
                     self.ended = true;
                     return Ok(Next::End);
                 }
-                if let Err(e) = self.ask_again() {
+                if let Err(e) = self.ask_more() {
                     return self.lost_connection(e);
                 }
                 Ok(Next::Idle)
@@ -365,10 +354,10 @@ impl Source for RemoteSource {
 
     fn losses(&self) -> Losses {
         let mut detail = "skipped by the farm spy daemon".to_owned();
-        if self.reconnects > 0 {
+        let reconnects = self.session.connects().saturating_sub(1);
+        if reconnects > 0 {
             detail += &format!(
-                "; {} reconnections, events missed while disconnected not counted",
-                self.reconnects
+                "; {reconnects} reconnections, events missed while disconnected not counted"
             );
         }
         Losses {

@@ -154,6 +154,16 @@ impl Pv {
         self.binding().spec()
     }
 
+    /// The alarm (status, severity) a sample of this PV carries against the variable's alarm
+    /// limits (what DBE_ALARM subscriptions follow).
+    pub fn alarm(&self, sample: &Result<Sample, ReadFail>) -> (u16, u16) {
+        match (self.field, sample) {
+            (_, Err(ReadFail::Bad(_))) => (alarm::READ, alarm::SEV_INVALID),
+            (Field::Val | Field::LongString, Ok(s)) => alarm_of(self.spec().alarm(&s.value)),
+            _ => (alarm::NO_ALARM, alarm::SEV_NONE),
+        }
+    }
+
     /// The native type and element count.
     pub fn native(&self) -> (Base, u32) {
         if let Target::Command(_) = self.target {
@@ -201,20 +211,30 @@ impl Pv {
         let s = self.spec();
         let hi = s.max.unwrap_or(0.0);
         let lo = s.min.unwrap_or(0.0);
+        // The variable's alarm limits (region format 2); an unset one is 0, as EPICS shows
+        // a limit nobody set (and then also gives no alarm for it).
         Limits {
             disp_hi: hi,
             disp_lo: lo,
             ctrl_hi: hi,
             ctrl_lo: lo,
-            ..Limits::default()
+            alarm_hi: s.hihi.unwrap_or(0.0),
+            warn_hi: s.high.unwrap_or(0.0),
+            warn_lo: s.low.unwrap_or(0.0),
+            alarm_lo: s.lolo.unwrap_or(0.0),
         }
+    }
+
+    /// The variable's own precision (`prec`) where it has one, else 6 for floats.
+    fn float_precision(&self) -> i16 {
+        self.spec().prec.map_or(FLOAT_PRECISION, i16::from)
     }
 
     fn precision(&self) -> i16 {
         match (&self.spec().ty, self.field) {
             (VarType::Float, Field::Val)
             | (_, Field::Hopr | Field::Lopr | Field::Drvh | Field::Drvl)
-            | (_, Field::Hihi | Field::High | Field::Low | Field::Lolo) => FLOAT_PRECISION,
+            | (_, Field::Hihi | Field::High | Field::Low | Field::Lolo) => self.float_precision(),
             _ => 0,
         }
     }
@@ -254,9 +274,12 @@ impl Pv {
             (Field::Desc, _) => Scalar::Text(&spec.desc),
             (Field::Hopr | Field::Drvh, _) => Scalar::Float(limits.disp_hi),
             (Field::Lopr | Field::Drvl, _) => Scalar::Float(limits.disp_lo),
-            (Field::Hihi | Field::High | Field::Low | Field::Lolo, _) => Scalar::Float(0.0),
+            (Field::Hihi, _) => Scalar::Float(limits.alarm_hi),
+            (Field::High, _) => Scalar::Float(limits.warn_hi),
+            (Field::Low, _) => Scalar::Float(limits.warn_lo),
+            (Field::Lolo, _) => Scalar::Float(limits.alarm_lo),
             (Field::Prec, _) => Scalar::Int(i64::from(if spec.ty == VarType::Float {
-                FLOAT_PRECISION
+                self.float_precision()
             } else {
                 0
             })),
@@ -278,7 +301,12 @@ impl Pv {
         } else if clamped {
             (alarm::HWLIMIT, alarm::SEV_MAJOR)
         } else {
-            (alarm::NO_ALARM, alarm::SEV_NONE)
+            // The value against the variable's alarm limits (the record's own fields give
+            // no alarm of theirs).
+            match (self.field, value) {
+                (Field::Val | Field::LongString, Some(v)) => alarm_of(spec.alarm(v)),
+                _ => (alarm::NO_ALARM, alarm::SEV_NONE),
+            }
         };
         let units = match self.field {
             Field::Val | Field::Hopr | Field::Lopr | Field::Drvh | Field::Drvl => {
@@ -437,5 +465,18 @@ impl Pv {
                 Ok(join(&["set", spec.name.as_str(), text.as_str()]))
             }
         }
+    }
+}
+
+/// EPICS' alarm status and severity for a variable's alarm state.
+fn alarm_of(a: shvars::region::AlarmStatus) -> (u16, u16) {
+    use shvars::region::AlarmStatus as A;
+    match a {
+        A::NoAlarm => (alarm::NO_ALARM, alarm::SEV_NONE),
+        A::Low => (alarm::LOW, alarm::SEV_MINOR),
+        A::High => (alarm::HIGH, alarm::SEV_MINOR),
+        A::LoLo => (alarm::LOLO, alarm::SEV_MAJOR),
+        A::HiHi => (alarm::HIHI, alarm::SEV_MAJOR),
+        A::Invalid => (alarm::READ, alarm::SEV_INVALID),
     }
 }

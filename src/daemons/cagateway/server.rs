@@ -1046,6 +1046,8 @@ impl<S: Source> Core<S> {
             .entry(watch)
             .or_default()
             .push((id, sid, subid));
+        // The first update: the value now.
+        let sample = self.source.read(ch.pv.binding());
         let mut sub = Sub {
             dtype: t,
             count,
@@ -1055,8 +1057,6 @@ impl<S: Source> Core<S> {
             last_number: None,
             last_alarm: (0, 0),
         };
-        // The first update: the value now.
-        let sample = self.source.read(ch.pv.binding());
         if Self::encode_update(
             &mut self.scratch,
             &mut c.out,

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use super::proto::{
-    BadPacket, Events, Mode, PacketHeader, Request, Status, EVENT_HEADER_SIZE, MAX_PACKET_BYTES,
-    MAX_PACKET_EVENTS, PACKET_HEADER_SIZE,
+    event_header, BadPacket, Events, Mode, PacketHeader, Request, Status, END_MARK,
+    END_RECORD_SIZE, EVENT_HEADER_SIZE, MAX_PACKET_BYTES, MAX_PACKET_EVENTS, PACKET_HEADER_SIZE,
+    VERDICT_OVERWRITTEN, VERDICT_SIZE, VERDICT_VALID, VERSION,
 };
 
 /// Talking to a farm spy daemon failed.
@@ -97,6 +98,29 @@ struct Current {
     bytes_left: u64,
     body_left: usize,
     deadline: Instant,
+    /// A streamed packet (version 2): a verdict after each event, an end record at the end.
+    stream: bool,
+    /// The current event's verdict has not been read yet.
+    verdict_due: bool,
+    /// Records of a streamed packet read so far.
+    records: u32,
+    /// Events of this streamed packet whose verdict said "overwritten".
+    abandoned: u64,
+}
+
+/// What an events packet said once all of it was read: what it skipped and where it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PacketEnd {
+    /// Events lost for this client since the previous packet: skipped by the server, plus
+    /// those sent but overwritten while in flight (discarded here, see `abandoned`).
+    pub skipped: u64,
+    /// Of those, the events the server sent with the verdict "overwritten while sent": never
+    /// handed out (their bytes may be corrupt).
+    pub abandoned: u64,
+    /// The number of the last valid event of the packet (or the newest the server had seen).
+    pub last_evnr: u64,
+    /// Events in the packet, valid or not.
+    pub events: u32,
 }
 
 /// A connection to a farm spy daemon.
@@ -117,6 +141,8 @@ pub struct SpyClient {
     nevents: u32,
     max_events: u32,
     max_payload: u64,
+    /// The end of the last events packet read whole.
+    end: PacketEnd,
 }
 
 /// Resolves `host:port`.
@@ -166,6 +192,7 @@ impl SpyClient {
             nevents: 0,
             max_events: MAX_PACKET_EVENTS,
             max_payload: 0,
+            end: PacketEnd::default(),
         })
     }
 
@@ -224,6 +251,7 @@ impl SpyClient {
         last_evnr: u64,
     ) -> Result<(), SpyError> {
         self.request(&Request {
+            version: VERSION,
             mode,
             max_events,
             max_bytes,
@@ -389,13 +417,32 @@ impl SpyClient {
         .map_err(|e| self.protocol(e))?;
         let stall = Instant::now() + PACKET_STALL;
         match h.status {
-            Status::Ok => {
+            Status::Ok | Status::Stream => {
+                let stream = h.status == Status::Stream;
                 self.cur = Some(Current {
-                    events_left: h.nevents,
-                    bytes_left: h.payload_len,
+                    events_left: if stream {
+                        self.max_events.max(1)
+                    } else {
+                        h.nevents
+                    },
+                    bytes_left: if stream {
+                        self.max_payload.max(MAX_PACKET_BYTES as u64)
+                    } else {
+                        h.payload_len
+                    },
                     body_left: 0,
                     deadline: stall,
+                    stream,
+                    verdict_due: false,
+                    records: 0,
+                    abandoned: 0,
                 });
+                self.end = PacketEnd {
+                    skipped: h.skipped,
+                    abandoned: 0,
+                    last_evnr: h.last_evnr,
+                    events: h.nevents,
+                };
                 Ok(Some(h))
             }
             Status::NoData => Ok(Some(h)),
@@ -422,6 +469,9 @@ impl SpyClient {
         if c.body_left > 0 {
             self.skip_body()?;
             c = self.cur.expect("packet in progress");
+        }
+        if c.stream {
+            return self.next_streamed(c);
         }
         if c.events_left == 0 {
             self.cur = None;
@@ -470,14 +520,109 @@ impl SpyClient {
         Ok(Some((evnr, len as usize)))
     }
 
+    /// Reads `dest.len()` bytes (a few: headers, verdicts); after a large event, no further
+    /// than `reach` bytes from here, so that a large body that follows goes straight to its
+    /// destination.
+    fn read_small(
+        &mut self,
+        dest: &mut [u8],
+        reach: usize,
+        deadline: Instant,
+    ) -> Result<(), SpyError> {
+        if self.last_big {
+            while self.rend - self.rpos < dest.len() {
+                let want = reach.max(dest.len()) - (self.rend - self.rpos);
+                if !self.fill_some(deadline, want)? {
+                    return Err(self.stalled());
+                }
+            }
+        }
+        self.read_exact(dest, deadline)
+    }
+
+    /// The next record of a streamed packet (the verdict of the previous event first).
+    fn next_streamed(&mut self, mut c: Current) -> Result<Option<(u64, usize)>, SpyError> {
+        if c.verdict_due {
+            // The event was skipped by the caller: its verdict still counts.
+            if !self.read_verdict(&mut c)? {
+                c.abandoned += 1;
+            }
+        }
+        let mut eh = [0u8; EVENT_HEADER_SIZE];
+        self.read_small(&mut eh, EVENT_HEADER_SIZE, c.deadline)?;
+        let evnr = u64::from_le_bytes(eh[0..8].try_into().expect("8 bytes"));
+        let len = u32::from_le_bytes(eh[8..12].try_into().expect("4 bytes"));
+        if len == END_MARK {
+            let mut rest = [0u8; END_RECORD_SIZE - EVENT_HEADER_SIZE];
+            self.read_small(&mut rest, END_RECORD_SIZE - EVENT_HEADER_SIZE, c.deadline)?;
+            self.cur = None;
+            let n = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes"));
+            let skipped = u64::from_le_bytes(rest[4..12].try_into().expect("8 bytes"));
+            if n != c.records {
+                return Err(self.protocol(BadPacket::Size(format!(
+                    "the end record counts {n} events, {} were sent",
+                    c.records
+                ))));
+            }
+            self.end = PacketEnd {
+                skipped: skipped.saturating_add(c.abandoned),
+                abandoned: c.abandoned,
+                last_evnr: evnr,
+                events: n,
+            };
+            return Ok(None);
+        }
+        let need = len as u64 + (EVENT_HEADER_SIZE + VERDICT_SIZE) as u64;
+        if len == 0 || c.events_left == 0 || need > c.bytes_left {
+            self.cur = None;
+            return Err(self.protocol(BadPacket::Size(if len == 0 {
+                format!("event {evnr} of 0 bytes")
+            } else if c.events_left == 0 {
+                format!("more than the {} events asked for", self.max_events)
+            } else {
+                format!(
+                    "event {evnr} of {len} bytes passes the packet limit ({} bytes left)",
+                    c.bytes_left
+                )
+            })));
+        }
+        c.events_left -= 1;
+        c.bytes_left -= need;
+        c.body_left = len as usize;
+        c.verdict_due = true;
+        c.records += 1;
+        self.last_big = len as usize >= DIRECT;
+        self.cur = Some(c);
+        Ok(Some((evnr, len as usize)))
+    }
+
+    /// Reads the verdict of the event just read: true if it is valid.
+    fn read_verdict(&mut self, c: &mut Current) -> Result<bool, SpyError> {
+        let mut v = [0u8; VERDICT_SIZE];
+        // After a large body: the verdict and the next event's header, no more.
+        self.read_small(&mut v, VERDICT_SIZE + EVENT_HEADER_SIZE, c.deadline)?;
+        c.verdict_due = false;
+        match u32::from_le_bytes(v) {
+            VERDICT_VALID => Ok(true),
+            VERDICT_OVERWRITTEN => Ok(false),
+            x => {
+                self.cur = None;
+                Err(self.protocol(BadPacket::Size(format!("unknown verdict {x}"))))
+            }
+        }
+    }
+
     /// Reads the current event's bytes into `dest`, whose length must be the event's size.
+    /// Returns whether they are valid: false if the server says the event was overwritten in
+    /// its buffer while it was being sent (streamed packets only). Then `dest` holds garbage:
+    /// discard it (the event counts in [`PacketEnd::skipped`]).
     ///
     /// # Errors
     /// [`SpyError::Io`]/[`SpyError::Closed`], or [`SpyError::Protocol`] if the stream stalls.
     ///
     /// # Panics
     /// If no event is current, or `dest` is not exactly its size (bugs in the caller).
-    pub fn read_body(&mut self, dest: &mut [u8]) -> Result<(), SpyError> {
+    pub fn read_body(&mut self, dest: &mut [u8]) -> Result<bool, SpyError> {
         let Some(mut c) = self.cur else {
             panic!("SpyClient::read_body with no event to read (call next_event first)");
         };
@@ -488,8 +633,24 @@ impl SpyClient {
         );
         self.read_exact(dest, c.deadline)?;
         c.body_left = 0;
+        let valid = if c.stream {
+            let v = self.read_verdict(&mut c)?;
+            if !v {
+                c.abandoned += 1;
+            }
+            v
+        } else {
+            true
+        };
         self.cur = Some(c);
-        Ok(())
+        Ok(valid)
+    }
+
+    /// What the last events packet said once all of it was read (after [`SpyClient::next_event`]
+    /// returned `None`, or [`SpyClient::receive`] returned it): events lost since the previous
+    /// packet, and its last event.
+    pub fn packet_end(&self) -> PacketEnd {
+        self.end
     }
 
     /// Skips the current event's bytes.
@@ -524,6 +685,9 @@ impl SpyClient {
                 skipped: h.skipped,
             });
         }
+        if h.status == Status::Stream {
+            return self.receive_streamed(h);
+        }
         // Take the raw payload as it is; `events()` checks it.
         let deadline = Instant::now() + PACKET_STALL;
         self.payload.resize(h.payload_len as usize, 0);
@@ -533,6 +697,37 @@ impl SpyClient {
         self.cur = None;
         r?;
         self.nevents = h.nevents;
+        Ok(Received::Packet(h))
+    }
+
+    /// Takes a streamed packet whole, into the layout of a version-1 payload with only its
+    /// valid events; the header handed out says what a version-1 header would.
+    fn receive_streamed(&mut self, mut h: PacketHeader) -> Result<Received, SpyError> {
+        let mut payload = std::mem::take(&mut self.payload);
+        payload.clear();
+        let mut n = 0u32;
+        let r = (|| {
+            while let Some((evnr, len)) = self.next_event()? {
+                let at = payload.len();
+                payload.extend_from_slice(&event_header(evnr, len as u32));
+                payload.resize(at + EVENT_HEADER_SIZE + len, 0);
+                if self.read_body(&mut payload[at + EVENT_HEADER_SIZE..])? {
+                    n += 1;
+                } else {
+                    payload.truncate(at);
+                }
+            }
+            Ok(())
+        })();
+        self.payload = payload;
+        self.cur = None;
+        r?;
+        self.nevents = n;
+        h.status = Status::Ok;
+        h.nevents = n;
+        h.payload_len = self.payload.len() as u64;
+        h.skipped = self.end.skipped;
+        h.last_evnr = self.end.last_evnr;
         Ok(Received::Packet(h))
     }
 }

@@ -1,7 +1,10 @@
-//! The spy wire protocol, version 1: requests from a remote spy (rspydaemon, `spycat remote:`)
-//! to a farm spy daemon, and packets of events back. Little-endian, fixed-size headers, our own
-//! magic numbers; every field read from the network is checked before it is used.
-//! The byte-level description is in `docs/spy-protocol.md`.
+//! The spy wire protocol, versions 1 and 2: requests from a remote spy (rspydaemon, `spycat
+//! remote:`) to a farm spy daemon, and packets of events back. Little-endian, fixed-size
+//! headers, our own magic numbers; every field read from the network is checked before it is
+//! used. Version 2 adds the streamed packet ([`Status::Stream`]): large events go from the farm
+//! buffer to the socket with one copy, and a verdict word after each event says whether it was
+//! overwritten while the kernel copied it. The byte-level description is in
+//! `docs/spy-protocol.md`.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -10,8 +13,10 @@ use std::io::{self, Read, Write};
 pub const REQUEST_MAGIC: u32 = u32::from_le_bytes(*b"KSpQ");
 /// First bytes of every packet: `KSpA`.
 pub const PACKET_MAGIC: u32 = u32::from_le_bytes(*b"KSpA");
-/// Protocol version spoken here.
-pub const VERSION: u16 = 1;
+/// Newest protocol version spoken here (clients send it; servers answer in the version asked).
+pub const VERSION: u16 = 2;
+/// Oldest protocol version still spoken (a version-1 client gets version-1 packets).
+pub const MIN_VERSION: u16 = 1;
 /// Size of a request.
 pub const REQUEST_SIZE: usize = 32;
 /// Size of a packet header.
@@ -23,6 +28,17 @@ pub const MAX_PACKET_EVENTS: u32 = 1 << 20;
 /// Most payload bytes a server puts in one packet (an event larger than this still travels
 /// alone in its own packet).
 pub const MAX_PACKET_BYTES: u32 = 64 << 20;
+/// Size of the verdict word after each event of a streamed packet.
+pub const VERDICT_SIZE: usize = 4;
+/// Verdict: the event's bytes are the producer's.
+pub const VERDICT_VALID: u32 = 0;
+/// Verdict: the event was overwritten in the farm buffer while it was being sent; its bytes
+/// are garbage and must be discarded.
+pub const VERDICT_OVERWRITTEN: u32 = 1;
+/// The length field that marks the end record of a streamed packet.
+pub const END_MARK: u32 = u32::MAX;
+/// Size of the end record of a streamed packet.
+pub const END_RECORD_SIZE: usize = 24;
 
 /// How the client wants events served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -78,6 +94,8 @@ impl fmt::Display for Mode {
 /// A request (32 bytes on the wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Request {
+    /// Protocol version ([`VERSION`] for requests made here): the server answers in it.
+    pub version: u16,
     /// Serving mode.
     pub mode: Mode,
     /// Most events in the reply packet (0: no limit of the client's).
@@ -102,7 +120,7 @@ pub enum BadRequest {
     #[error("bad magic {0:#010x}: not a spy request")]
     Magic(u32),
     /// A version this server does not speak.
-    #[error("protocol version {0} not supported (this server speaks {VERSION})")]
+    #[error("protocol version {0} not supported (this server speaks {MIN_VERSION} to {VERSION})")]
     Version(u16),
     /// Unknown mode.
     #[error("unknown serving mode {0} (0 next, 1 latest, 2 push)")]
@@ -114,7 +132,7 @@ impl Request {
     pub fn encode(&self) -> [u8; REQUEST_SIZE] {
         let mut b = [0u8; REQUEST_SIZE];
         b[0..4].copy_from_slice(&REQUEST_MAGIC.to_le_bytes());
-        b[4..6].copy_from_slice(&VERSION.to_le_bytes());
+        b[4..6].copy_from_slice(&self.version.to_le_bytes());
         b[6..8].copy_from_slice(&(self.mode as u16).to_le_bytes());
         b[8..12].copy_from_slice(&self.max_events.to_le_bytes());
         b[12..16].copy_from_slice(&self.max_bytes.to_le_bytes());
@@ -134,12 +152,13 @@ impl Request {
             return Err(BadRequest::Magic(magic));
         }
         let version = u16::from_le_bytes(b[4..6].try_into().unwrap());
-        if version != VERSION {
+        if !(MIN_VERSION..=VERSION).contains(&version) {
             return Err(BadRequest::Version(version));
         }
         let m = u16::from_le_bytes(b[6..8].try_into().unwrap());
         let mode = Mode::from_u16(m).ok_or(BadRequest::Mode(m))?;
         Ok(Request {
+            version,
             mode,
             max_events: u32::from_le_bytes(b[8..12].try_into().unwrap()),
             max_bytes: u32::from_le_bytes(b[12..16].try_into().unwrap()),
@@ -168,11 +187,17 @@ pub enum Status {
     NoData = 1,
     /// The payload is a UTF-8 error message; the server closes the connection after it.
     Error = 2,
+    /// Version 2 only: events follow as records, each with a verdict word, up to an end record
+    /// that gives their number, the last event number and the events skipped; `nevents`,
+    /// `payload_len`, `skipped` and `last_evnr` of the header are 0.
+    Stream = 3,
 }
 
 /// A packet header (40 bytes on the wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PacketHeader {
+    /// Protocol version of the packet (that of the request it answers; 1 for errors).
+    pub version: u16,
     /// Status.
     pub status: Status,
     /// Events in the payload.
@@ -213,7 +238,7 @@ impl PacketHeader {
     pub fn encode(&self) -> [u8; PACKET_HEADER_SIZE] {
         let mut b = [0u8; PACKET_HEADER_SIZE];
         b[0..4].copy_from_slice(&PACKET_MAGIC.to_le_bytes());
-        b[4..6].copy_from_slice(&VERSION.to_le_bytes());
+        b[4..6].copy_from_slice(&self.version.to_le_bytes());
         b[6..8].copy_from_slice(&(self.status as u16).to_le_bytes());
         b[8..12].copy_from_slice(&self.nevents.to_le_bytes());
         b[12..16].copy_from_slice(&self.buffer_id.to_le_bytes());
@@ -238,16 +263,18 @@ impl PacketHeader {
             return Err(BadPacket::Magic(magic));
         }
         let version = u16::from_le_bytes(b[4..6].try_into().unwrap());
-        if version != VERSION {
+        if !(MIN_VERSION..=VERSION).contains(&version) {
             return Err(BadPacket::Version(version));
         }
         let status = match u16::from_le_bytes(b[6..8].try_into().unwrap()) {
             0 => Status::Ok,
             1 => Status::NoData,
             2 => Status::Error,
+            3 if version >= 2 => Status::Stream,
             s => return Err(BadPacket::Status(s)),
         };
         let h = PacketHeader {
+            version,
             status,
             nevents: u32::from_le_bytes(b[8..12].try_into().unwrap()),
             payload_len: u64::from_le_bytes(b[16..24].try_into().unwrap()),
@@ -276,6 +303,13 @@ impl PacketHeader {
                     return Err(BadPacket::Size("a no-data packet with a payload".into()));
                 }
             }
+            Status::Stream => {
+                if h.nevents != 0 || h.payload_len != 0 {
+                    return Err(BadPacket::Size(
+                        "a streamed packet whose header counts events or bytes".into(),
+                    ));
+                }
+            }
             Status::Error => {
                 if h.payload_len > 4096 {
                     return Err(BadPacket::Size(format!(
@@ -294,6 +328,18 @@ pub fn event_header(evnr: u64, len: u32) -> [u8; EVENT_HEADER_SIZE] {
     let mut b = [0u8; EVENT_HEADER_SIZE];
     b[0..8].copy_from_slice(&evnr.to_le_bytes());
     b[8..12].copy_from_slice(&len.to_le_bytes());
+    b
+}
+
+/// Encodes the end record of a streamed packet: `nevents` records were sent (valid or not),
+/// `last_evnr` is the last valid one (or the newest seen), `skipped` the events skipped since
+/// the previous packet.
+pub fn end_record(last_evnr: u64, nevents: u32, skipped: u64) -> [u8; END_RECORD_SIZE] {
+    let mut b = [0u8; END_RECORD_SIZE];
+    b[0..8].copy_from_slice(&last_evnr.to_le_bytes());
+    b[8..12].copy_from_slice(&END_MARK.to_le_bytes());
+    b[12..16].copy_from_slice(&nevents.to_le_bytes());
+    b[16..24].copy_from_slice(&skipped.to_le_bytes());
     b
 }
 
@@ -367,6 +413,7 @@ impl<'a> Iterator for Events<'a> {
 pub fn write_error(w: &mut impl Write, msg: &str) -> io::Result<()> {
     let msg = &msg.as_bytes()[..msg.len().min(4096)];
     let h = PacketHeader {
+        version: MIN_VERSION,
         status: Status::Error,
         nevents: 0,
         payload_len: msg.len() as u64,
@@ -396,6 +443,7 @@ mod tests {
     #[test]
     fn request_roundtrip_and_checks() {
         let r = Request {
+            version: VERSION,
             mode: Mode::Push,
             max_events: 10,
             max_bytes: 1 << 20,
@@ -428,6 +476,7 @@ mod tests {
     #[test]
     fn documented_example() {
         let r = Request {
+            version: 1,
             mode: Mode::Next,
             max_events: 10,
             max_bytes: 0,
@@ -441,6 +490,7 @@ mod tests {
         want.resize(32, 0);
         assert_eq!(r.encode().to_vec(), want);
         let h = PacketHeader {
+            version: 1,
             status: Status::Ok,
             nevents: 2,
             payload_len: 29,
@@ -460,6 +510,7 @@ mod tests {
     #[test]
     fn packets_are_checked() {
         let h = PacketHeader {
+            version: 1,
             status: Status::Ok,
             nevents: 2,
             payload_len: 2 * 12 + 7,

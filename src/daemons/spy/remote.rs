@@ -16,7 +16,8 @@ use shvars::circ::{CircWriter, WriteError};
 use shvars::region::{IntVar, StrVar, VarSpec};
 
 use super::client::{SpyClient, SpyError};
-use super::proto::{Mode, Request, Status};
+use super::proto::{Mode, Status};
+use super::session::{Ask, Attempt, Session};
 use crate::framework::eventlog::EventLog;
 use crate::framework::state::SERVING;
 use crate::framework::stats::{Stats, StatsConfig};
@@ -410,36 +411,31 @@ fn prefetch(
 ) -> Option<CircWriter> {
     let path = writer.path().to_owned();
     let capacity = writer.stats().capacity;
-    let mut conn: Option<SpyClient> = None;
+    // The farm followed across connections: requests in flight, the position to resume
+    // from (the local buffer's last event, and the farm buffer that numbering belongs to, as
+    // the farm told it: the same buffer reached by another address is the same farm), the
+    // backoff between attempts.
+    let mut session = Session::new(
+        "",
+        0,
+        Duration::from_secs(1),
+        Backoff::new(BACKOFF.0, BACKOFF.1),
+    );
     let mut generation = u64::MAX;
-    let mut backoff = Backoff::new(BACKOFF.0, BACKOFF.1);
     // A failure that repeats is logged once, then with its count (every minute at most).
     let mut failures = RepeatedFailure::new(Duration::from_secs(60));
-    // The connection has not answered yet: it counts as working only once it has.
-    let mut unproven = false;
-    let mut next_try = Instant::now();
-    let mut in_flight = 0usize;
-    let mut limits = (0u32, 0u32, 0u16);
     let mut waits = 0i64;
-    let mut connected_once = false;
     let mut last_evnr = writer.stats().last_evnr.unwrap_or(0);
+    session.took(last_evnr);
     let max_event = writer.max_event();
     let mut writer = Some(writer);
-    // The farm buffer our position (`last_evnr`) belongs to, as the farm told it: the same
-    // buffer reached by another address is the same farm.
-    let mut farm_id = 0u32;
     // Stream position of the local buffer that readers had consumed when last seen.
     let mut consumed_mark = writer.as_ref().map_or(0, |w| w.stats().head);
     let mut idle_since: Option<Instant> = None;
     let mut fresh_start = false;
     // Freshness: when each packet's events arrived (and the buffer position after them), the
     // last arrival, how much to fetch at a time, the mean event size, the last packet's skips.
-    let mut arrivals: VecDeque<(Instant, u64)> = VecDeque::new();
-    let mut last_arrival: Option<Instant> = None;
-    let mut fetch_size: u64 = 64 << 10;
-    let mut avg_event: u64 = 1024;
-    let mut last_skipped: u64 = 0;
-    let mut last_full = false;
+    let mut fresh = Freshness::new();
     while !control.stop.load(Ordering::Relaxed) {
         if writer.is_none() {
             // The buffer could not be re-created: try again every second.
@@ -448,16 +444,18 @@ fn prefetch(
             continue;
         }
         let g = control.generation.load(Ordering::Relaxed);
+        let target = control.target.lock().clone();
         if g != generation {
             generation = g;
-            if conn.take().is_some() {
+            let dropped = match &target {
+                Some((host, port)) => session.retarget(host, *port),
+                None => session.reset(),
+            };
+            if dropped {
                 log.info("connection dropped");
             }
             vars.no_conn.set(1);
-            backoff.succeeded();
-            next_try = Instant::now();
         }
-        let target = control.target.lock().clone();
         let paused = control.paused.load(Ordering::SeqCst);
         let Some((host, port)) = target else {
             if paused {
@@ -467,42 +465,39 @@ fn prefetch(
             continue;
         };
         let mode = Mode::from_u16(vars.mode.get().clamp(0, 2) as u16).unwrap_or_default();
-        if paused && mode == Mode::Push && in_flight > 0 {
+        if paused && mode == Mode::Push && session.in_flight() > 0 {
             // Push streams whatever we do: drop the stream while paused (and connect again
             // below, asking nothing).
-            conn = None;
-            in_flight = 0;
+            session.disconnect();
         }
-        if conn.is_none() {
-            let now = Instant::now();
-            if now < next_try {
-                std::thread::sleep((next_try - now).min(Duration::from_millis(20)));
-                continue;
+        if !session.is_connected() {
+            if paused {
+                // Not connected: nothing in flight, so nothing more arrives until `resume`.
+                control.drained.fetch_add(1, Ordering::SeqCst);
             }
-            match SpyClient::connect(&host, port, Duration::from_secs(1)) {
-                Ok(c) => {
-                    if backoff.failures() == 0 {
+            match session.connect_if_due() {
+                Attempt::Connected => {
+                    if session.backoff().failures() == 0 {
                         log.info(format!("connected to {host}:{port}"));
                     }
-                    if connected_once {
+                    if session.connects() > 1 {
                         vars.reconnects.add(1);
                     }
-                    connected_once = true;
                     vars.no_conn.set(0);
-                    unproven = true;
-                    in_flight = 0;
                     waits = 0;
-                    conn = Some(c);
                 }
-                Err(e) => {
-                    let wait = backoff.failed();
+                Attempt::Wait(w) => {
+                    std::thread::sleep(w.min(Duration::from_millis(20)));
+                    continue;
+                }
+                Attempt::Failed(e, _) => {
                     fail_log(&mut failures, &e.to_string(), vars, log);
                     vars.no_conn.set(1);
-                    next_try = Instant::now() + wait;
                     continue;
                 }
             }
         }
+        let in_flight = session.in_flight();
         if paused && (mode == Mode::Push || in_flight == 0) {
             // Paused: connected (reconnect connects in PAUSE_STATE too), asking nothing.
             control.drained.fetch_add(1, Ordering::SeqCst);
@@ -510,31 +505,12 @@ fn prefetch(
             continue;
         }
         let maxage_ms = vars.maxage_ms.get().clamp(0, u32::MAX as i64) as u32;
-        // Freshness: an event stays readable in the local buffer for half the bound after it
-        // arrived; the farm serves none older than the other half.
-        let local_age = Duration::from_millis(maxage_ms as u64 / 2);
-        if maxage_ms > 0 {
-            if let Some(w) = writer.as_mut() {
-                let mut mark = None;
-                while arrivals
-                    .front()
-                    .is_some_and(|(t, _)| t.elapsed() >= local_age)
-                {
-                    mark = arrivals.pop_front().map(|(_, pos)| pos);
-                }
-                if let Some(pos) = mark {
-                    // What the furthest reader consumed goes quietly; the rest expires unread.
-                    w.expire_before(consumed_mark.min(pos));
-                    let n = w.expire_before(pos);
-                    if n > 0 {
-                        vars.expired.add(n as i64);
-                        // Readers did not take all we fetched: fetch less at a time.
-                        fetch_size = (fetch_size / 4).max(avg_event);
-                    }
-                }
+        fresh.set_bound(maxage_ms);
+        if let Some(w) = writer.as_mut() {
+            let n = fresh.expire(w, consumed_mark, Instant::now());
+            if n > 0 {
+                vars.expired.add(n as i64);
             }
-        } else {
-            arrivals.clear();
         }
         // Low load: with nobody reading, stop after a small look-ahead; when readers come back
         // after a while, start again from the freshest events. With readers and an age bound,
@@ -552,17 +528,7 @@ fn prefetch(
             let ahead = act.head.saturating_sub(consumed_mark);
             let lookahead = vars.lookahead.get().max(0) as u64;
             if act.active > 0 && maxage_ms > 0 {
-                // The last packet was as large as asked for (the farm had more), and readers
-                // took all of it within a quarter of the time it may stay: fetch more.
-                if ahead == 0
-                    && in_flight == 0
-                    && last_full
-                    && last_arrival.is_some_and(|t| t.elapsed() < local_age / 4)
-                {
-                    fetch_size = (fetch_size * 2).min(MAX_FETCH);
-                    last_full = false;
-                }
-                wanted = ahead < fetch_size / 2 + 1;
+                wanted = fresh.wanted(ahead, Instant::now());
             } else {
                 wanted = act.active > 0 || ahead < lookahead;
             }
@@ -572,8 +538,8 @@ fn prefetch(
             if !wanted {
                 idle_since.get_or_insert_with(Instant::now);
                 if in_flight == 0 || mode == Mode::Push {
-                    if mode == Mode::Push && act.active == 0 && conn.take().is_some() {
-                        in_flight = 0;
+                    if mode == Mode::Push && act.active == 0 {
+                        session.disconnect();
                     }
                     idle_wait(vars, stats, &mut waits);
                     continue;
@@ -584,10 +550,9 @@ fn prefetch(
         }
         // After a while without events (or none yet), what the farm holds after our position
         // is old: start from its freshest.
-        if maxage_ms > 0 && last_arrival.is_none_or(|t| t.elapsed() > local_age) {
+        if fresh.stale(Instant::now()) {
             fresh_start = true;
         }
-        let c = conn.as_mut().expect("connected above");
         let maxev = vars.maxevents.get();
         let max_events = if maxev <= 0 { 0 } else { maxev as u32 };
         // With no reader active, ask only for what the look-ahead still allows.
@@ -595,106 +560,85 @@ fn prefetch(
             .clamp(4096, 8 << 20)
             .min(lookahead_left.max(1));
         if maxage_ms > 0 && lookahead_left == u64::MAX {
-            max_bytes = max_bytes.min(fetch_size.max(1));
+            max_bytes = max_bytes.min(fresh.fetch_size().max(1));
         }
         let max_bytes = max_bytes as u32;
         let farm_maxage = maxage_ms.div_ceil(2);
-        let want = (max_events, max_bytes, mode as u16);
+        let ask = Ask {
+            mode,
+            max_events,
+            max_bytes,
+            maxage_ms: farm_maxage,
+        };
         // Readers that do not take every event are sampling anyway: give them the freshest.
-        let sampling = maxage_ms > 0 && last_skipped > 0;
+        let sampling = fresh.sampling();
         let sent = if mode == Mode::Push {
-            if in_flight == 0 || want != limits {
-                in_flight = 1;
-                limits = want;
-                c.request(&Request {
-                    mode,
-                    max_events,
-                    max_bytes,
-                    last_evnr,
-                    buffer_id: farm_id,
-                    maxage_ms: farm_maxage,
-                })
-            } else {
-                Ok(())
-            }
+            // One stream, asked for again when its limits change.
+            session.stream(ask)
         } else {
             let mut r = Ok(());
             // One request at a time while only the look-ahead is being filled, or while
             // readers take little.
-            let depth = if lookahead_left == u64::MAX && (maxage_ms == 0 || fetch_size >= 1 << 20) {
+            let depth = if lookahead_left == u64::MAX && fresh.pipelined() {
                 PIPELINE
             } else {
                 1
             };
-            while !paused && wanted && in_flight < depth && r.is_ok() {
+            while !paused && wanted && session.in_flight() < depth && r.is_ok() {
                 let m = if fresh_start || sampling {
                     Mode::Latest
                 } else {
                     mode
                 };
                 fresh_start = false;
-                r = c.request(&Request {
-                    mode: m,
-                    max_events,
-                    max_bytes,
-                    last_evnr,
-                    buffer_id: farm_id,
-                    maxage_ms: farm_maxage,
-                });
-                in_flight += 1;
-                limits = want;
+                r = session.request(Ask { mode: m, ..ask });
             }
             r
         };
         let got = sent.and_then(|()| {
-            c.receive_header(Duration::from_micros(vars.timeout_us.get().max(1) as u64))
+            session.receive_header(Duration::from_micros(vars.timeout_us.get().max(1) as u64))
         });
-        if let Ok(Some(h)) = &got {
-            if h.buffer_id != 0 {
-                farm_id = h.buffer_id;
-            }
-        }
-        if unproven && matches!(got, Ok(Some(_))) {
-            // The farm answered: the connection works, the next failure starts the backoff
-            // again from its first step.
-            unproven = false;
-            if backoff.failures() > 0 {
+        if let Some(before) = session.take_proven() {
+            // The farm answered: the connection works.
+            if before > 0 {
                 log.info(format!(
-                    "connected to {host}:{port} after {} failed attempt{}",
-                    backoff.failures(),
-                    if backoff.failures() == 1 { "" } else { "s" }
+                    "connected to {host}:{port} after {before} failed attempt{}",
+                    if before == 1 { "" } else { "s" }
                 ));
             }
             if let Some(line) = failures.succeeded() {
                 log.info(line);
             }
-            backoff.succeeded();
         }
         let failed = match got {
-            Ok(Some(header)) if header.status == Status::Ok => {
-                if mode != Mode::Push {
-                    in_flight = in_flight.saturating_sub(1);
-                }
+            Ok(Some(header)) if matches!(header.status, Status::Ok | Status::Stream) => {
                 waits = 0;
                 // Events go straight from the socket into the local buffer.
+                let c = session.client().expect("a packet came on it");
                 let r = take_packet(c, &mut writer, max_event, vars, log, &mut last_evnr);
-                vars.lost.add(header.skipped as i64);
-                vars.packevents.set(header.nevents as i64);
+                // Skipped by the farm, and sent but overwritten there while in flight
+                // (abandoned here, never committed).
+                let end = c.packet_end();
+                session.took(last_evnr);
+                vars.lost.add(end.skipped as i64);
                 let ((n, bytes), failed) = match r {
                     Ok(x) => (x, None),
                     Err((x, e)) => (x, Some(e)),
                 };
+                vars.packevents.set(end.events as i64);
                 if n > 0 {
                     vars.lastevent.set(last_evnr as i64);
-                    let now = Instant::now();
-                    last_arrival = Some(now);
-                    avg_event = bytes.checked_div(n).unwrap_or(avg_event).max(1);
-                    last_full = bytes + avg_event > u64::from(limits.1) / 2;
-                    if let Some(w) = writer.as_ref() {
-                        arrivals.push_back((now, w.position()));
-                    }
                 }
-                last_skipped = header.skipped;
+                if let Some(w) = writer.as_ref() {
+                    fresh.packet(
+                        n,
+                        bytes,
+                        max_bytes,
+                        end.skipped,
+                        w.position(),
+                        Instant::now(),
+                    );
+                }
                 if let Some(w) = writer.as_ref() {
                     vars.circfulls.set(w.circfulls() as i64);
                 }
@@ -703,9 +647,6 @@ fn prefetch(
                 failed
             }
             Ok(Some(header)) => {
-                if mode != Mode::Push {
-                    in_flight = in_flight.saturating_sub(1);
-                }
                 vars.lost.add(header.skipped as i64);
                 count_wait(vars, stats, &mut waits);
                 None
@@ -720,15 +661,133 @@ fn prefetch(
             // Whatever went wrong on this connection (the events taken before stay), drop it
             // and reconnect with backoff: a farm that accepts and then refuses backs off as
             // much as one that refuses to connect.
-            let wait = backoff.failed();
+            session.failed();
             fail_log(&mut failures, &e.to_string(), vars, log);
-            conn = None;
             vars.no_conn.set(1);
-            next_try = Instant::now() + wait;
         }
     }
     vars.no_conn.set(1);
     writer
+}
+
+/// The freshness side of the prefetch policy: with a bound of `maxage_ms`, an event stays
+/// readable in the local buffer for half of it after it arrived (the farm serves none older
+/// than the other half), and rspydaemon fetches about what readers consume: a request when less
+/// than half of the fetch size is left unread, the fetch size doubling while readers drain
+/// full packets quickly and quartering when events expire unread.
+#[derive(Debug)]
+struct Freshness {
+    /// Half the bound: how long an event may wait unread in the local buffer (zero: no bound).
+    local_age: Duration,
+    /// When each packet's events arrived, and the buffer position after them.
+    arrivals: VecDeque<(Instant, u64)>,
+    last_arrival: Option<Instant>,
+    fetch_size: u64,
+    avg_event: u64,
+    /// Events the farm skipped for us in the last packet.
+    last_skipped: u64,
+    /// The last packet was as large as asked for (the farm had more).
+    last_full: bool,
+}
+
+impl Freshness {
+    fn new() -> Freshness {
+        Freshness {
+            local_age: Duration::ZERO,
+            arrivals: VecDeque::new(),
+            last_arrival: None,
+            fetch_size: 64 << 10,
+            avg_event: 1024,
+            last_skipped: 0,
+            last_full: false,
+        }
+    }
+
+    fn bounded(&self) -> bool {
+        !self.local_age.is_zero()
+    }
+
+    fn set_bound(&mut self, maxage_ms: u32) {
+        self.local_age = Duration::from_millis(maxage_ms as u64 / 2);
+        if !self.bounded() {
+            self.arrivals.clear();
+        }
+    }
+
+    /// Expires what waited longer than allowed; returns how many events readers never read
+    /// (what the furthest reader, at `consumed`, had read goes quietly).
+    fn expire(&mut self, w: &mut CircWriter, consumed: u64, now: Instant) -> u64 {
+        let mut mark = None;
+        while let Some(&(t, pos)) = self.arrivals.front() {
+            if now.saturating_duration_since(t) < self.local_age {
+                break;
+            }
+            mark = Some(pos);
+            self.arrivals.pop_front();
+        }
+        let Some(pos) = mark else { return 0 };
+        w.expire_before(consumed.min(pos));
+        let n = w.expire_before(pos);
+        if n > 0 {
+            // Readers did not take all we fetched: fetch less at a time.
+            self.fetch_size = (self.fetch_size / 4).max(self.avg_event);
+        }
+        n
+    }
+
+    /// Whether to ask for more, with `ahead` bytes unread by the furthest reader.
+    fn wanted(&mut self, ahead: u64, now: Instant) -> bool {
+        // Readers took all of a full packet within a quarter of the time it may stay: more.
+        if ahead == 0
+            && self.last_full
+            && self
+                .last_arrival
+                .is_some_and(|t| now.saturating_duration_since(t) < self.local_age / 4)
+        {
+            self.fetch_size = (self.fetch_size * 2).min(MAX_FETCH);
+            self.last_full = false;
+        }
+        // Readers that take everything at full size: full speed, as without a bound.
+        self.fetch_size >= MAX_FETCH || ahead < self.fetch_size / 2 + 1
+    }
+
+    /// After a while without events (or none yet), what the farm holds after our position is
+    /// old: the next request should ask for the freshest.
+    fn stale(&self, now: Instant) -> bool {
+        self.bounded()
+            && self
+                .last_arrival
+                .is_none_or(|t| now.saturating_duration_since(t) > self.local_age)
+    }
+
+    /// Readers that do not take every event are sampling anyway: give them the freshest.
+    fn sampling(&self) -> bool {
+        self.bounded() && self.last_skipped > 0
+    }
+
+    /// Whether two requests may be in flight.
+    fn pipelined(&self) -> bool {
+        !self.bounded() || self.fetch_size >= 1 << 20
+    }
+
+    fn fetch_size(&self) -> u64 {
+        self.fetch_size
+    }
+
+    /// A packet of `n` events, `bytes` bytes, arrived (asked for at most `asked` bytes; the farm
+    /// skipped `skipped` for us); the buffer is at `pos` after them.
+    fn packet(&mut self, n: u64, bytes: u64, asked: u32, skipped: u64, pos: u64, now: Instant) {
+        self.last_skipped = skipped;
+        if n == 0 {
+            return;
+        }
+        self.last_arrival = Some(now);
+        self.avg_event = bytes.checked_div(n).unwrap_or(self.avg_event).max(1);
+        self.last_full = bytes + self.avg_event > u64::from(asked) / 2;
+        if self.bounded() {
+            self.arrivals.push_back((now, pos));
+        }
+    }
 }
 
 /// Logs a failure to fetch (once while it repeats, then with its count) and shows it in
@@ -772,9 +831,13 @@ fn take_packet(
             let w = writer.as_mut().expect("checked above");
             match w.reserve(evnr, len) {
                 Ok(mut r) => {
-                    if let Err(e) = c.read_body(r.buf()) {
+                    match c.read_body(r.buf()) {
                         // Dropped uncommitted: nothing half-received reaches readers.
-                        return Err(((n, bytes), e));
+                        Err(e) => return Err(((n, bytes), e)),
+                        // Overwritten at the farm while in flight: dropped uncommitted too
+                        // (counted lost from the packet's end).
+                        Ok(false) => break,
+                        Ok(true) => {}
                     }
                     r.commit();
                     n += 1;
@@ -838,4 +901,54 @@ fn idle_wait(vars: &Vars, stats: &Stats, waits: &mut i64) {
     let t = Duration::from_micros(vars.timeout_us.get().max(1) as u64);
     std::thread::sleep(t.min(Duration::from_millis(20)));
     count_wait(vars, stats, waits);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn freshness_expires_unread_events_and_fetches_what_readers_take() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = CircWriter::create(&dir.path().join("L"), 1 << 20).unwrap();
+        let mut f = Freshness::new();
+        f.set_bound(400);
+        let t0 = Instant::now();
+        for n in 1..=10 {
+            w.write(n, &[0u8; 1000]).unwrap();
+        }
+        f.packet(10, 10_000, 10_000, 0, w.position(), t0);
+        assert!(!f.stale(t0 + Duration::from_millis(100)));
+        // Within half the bound nothing expires; after it, what nobody read does.
+        assert_eq!(f.expire(&mut w, 0, t0 + Duration::from_millis(150)), 0);
+        let before = f.fetch_size();
+        assert_eq!(f.expire(&mut w, 0, t0 + Duration::from_millis(250)), 10);
+        assert_eq!(f.fetch_size(), (before / 4).max(1000));
+        assert!(f.stale(t0 + Duration::from_millis(250)));
+        // What the reader had read goes quietly.
+        for n in 11..=20 {
+            w.write(n, &[0u8; 1000]).unwrap();
+        }
+        let t1 = t0 + Duration::from_millis(300);
+        f.packet(10, 10_000, 10_000, 0, w.position(), t1);
+        let consumed = w.position();
+        assert_eq!(
+            f.expire(&mut w, consumed, t1 + Duration::from_millis(200)),
+            0
+        );
+        // A full packet drained quickly doubles the fetch size; readers with data left do
+        // not ask.
+        let s = f.fetch_size();
+        f.packet(2, 2000, 2000, 0, w.position(), t1);
+        assert!(f.wanted(0, t1 + Duration::from_millis(10)));
+        assert_eq!(f.fetch_size(), s * 2);
+        assert!(!f.wanted(f.fetch_size(), t1 + Duration::from_millis(20)));
+        // Skipped events mean sampling: ask for the freshest.
+        assert!(!f.sampling());
+        f.packet(1, 1000, 1000, 5, w.position(), t1);
+        assert!(f.sampling());
+        // No bound: nothing of this applies.
+        f.set_bound(0);
+        assert!(!f.stale(t1 + Duration::from_secs(10)) && !f.sampling() && f.pipelined());
+    }
 }

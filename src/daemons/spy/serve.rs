@@ -5,7 +5,7 @@
 //! and other connections do not share anything with this one but atomic counters.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -17,8 +17,8 @@ use parking_lot::Mutex;
 use shvars::circ::{SamplingReader, StartAt, TryReadError};
 
 use super::proto::{
-    event_header, write_error, Mode, PacketHeader, Request, Status, EVENT_HEADER_SIZE,
-    PACKET_HEADER_SIZE, REQUEST_SIZE,
+    end_record, event_header, write_error, Mode, PacketHeader, Request, Status, EVENT_HEADER_SIZE,
+    PACKET_HEADER_SIZE, REQUEST_SIZE, VERDICT_OVERWRITTEN, VERDICT_VALID,
 };
 
 /// How long a new connection may take to send its whole first request.
@@ -36,10 +36,23 @@ pub const IDLE_EVICT: Duration = Duration::from_secs(5);
 /// alone). With the one event being copied, this bounds the memory a client costs the farm:
 /// at most `SERVE_PACKET_BYTES` plus the buffer's largest event, whatever the client asks.
 pub const SERVE_PACKET_BYTES: usize = 4 << 20;
+/// In streamed packets (protocol version 2), events at least this large go from the farm
+/// buffer to the socket with one copy (a vectored write straight from the buffer's mapping,
+/// then the verdict); smaller ones are copied into the packet, checked, and sent many per
+/// system call, which costs less than a system call each.
+pub const DIRECT_SEND: usize = 32 << 10;
+/// In streamed packets, the events copied into the packet are sent once this many bytes have
+/// gathered (or with the next directly sent event, or at the end of the packet).
+const STREAM_FLUSH: usize = 1 << 20;
 /// How often a blocked read or write looks at the stop flag and its deadline.
 const SLICE: Duration = Duration::from_millis(200);
 /// How often a connection waiting for a request with an age bound looks at the buffer.
 const WATCH_SLICE: Duration = Duration::from_millis(10);
+/// In push mode, after a packet that did not fill the client's limits, the connection lets
+/// events gather this long before it looks again: a stream of small events then travels in
+/// packets of many, instead of one packet (and a wake-up, a send and a look for a new
+/// request) per event. A full packet is followed at once by the next.
+pub const PUSH_GATHER: Duration = Duration::from_millis(2);
 
 /// The connections being served, so that `end` can close them and a new client can take the
 /// slot of one that sits idle.
@@ -256,6 +269,7 @@ pub fn serve(
     let same_buffer = req.buffer_id == 0 || req.buffer_id == buffer_id;
     let mut conn = Conn {
         buf: Vec::with_capacity(64 << 10),
+        full: false,
         lost_seen: 0,
         jumped: 0,
         skipped: 0,
@@ -265,6 +279,7 @@ pub fn serve(
             0
         },
         buffer_id,
+        abandoned: 0,
         // What the buffer holds now was written at a time we do not know: for an age bound,
         // it counts as old (a client that bounds the age wants none of a backlog).
         seen: VecDeque::from([(
@@ -282,8 +297,23 @@ pub fn serve(
         if req.mode == Mode::Latest {
             conn.jumped += reader.refresh();
         }
+        // A streamed packet (version 2) is sent while it is built; what is left in `buf` then
+        // is only a no-data packet (n = 0).
+        let mut streamed = 0;
         let n = if shared.serving.load(Ordering::Relaxed) {
-            match conn.fill(&mut reader, &req, wait) {
+            let r = if req.version >= 2 {
+                match conn.stream(&mut sock, &mut reader, &req, wait, shared) {
+                    Ok((n, bytes)) => {
+                        streamed = bytes;
+                        Ok(n)
+                    }
+                    Err(Failed::Buffer(msg)) => Err(msg),
+                    Err(Failed::Send(e)) => return e,
+                }
+            } else {
+                conn.fill(&mut reader, &req, wait)
+            };
+            match r {
                 Ok(n) => n,
                 Err(msg) => {
                     let _ = send(&mut sock, &error_packet(&msg), shared);
@@ -293,7 +323,7 @@ pub fn serve(
         } else {
             // Paused: keep the connection, serve nothing new.
             std::thread::sleep(wait.min(Duration::from_millis(100)));
-            conn.no_data(&reader);
+            conn.no_data(&reader, req.version);
             0
         };
         shared.skipped.fetch_add(conn.skipped, Ordering::Relaxed);
@@ -307,12 +337,17 @@ pub fn serve(
                     Err(e) => return e,
                 }
             }
+        } else if req.version >= 2 {
+            shared.eventnr.store(conn.last_sent, Ordering::Relaxed);
+            count.packet(n as u64, streamed);
         } else {
             shared.eventnr.store(conn.last_sent, Ordering::Relaxed);
             count.packet(n as u64, (conn.buf.len() - PACKET_HEADER_SIZE) as u64);
         }
-        if let Err(e) = send(&mut sock, &conn.buf, shared) {
-            return e;
+        if n == 0 || req.version < 2 {
+            if let Err(e) = send(&mut sock, &conn.buf, shared) {
+                return e;
+            }
         }
         conn.shrink();
         if req.mode != Mode::Push {
@@ -323,8 +358,13 @@ pub fn serve(
                 Ok(None) => return End::Normal,
                 Err(e) => return e,
             }
-        } else if let Err(e) = poll_request(&mut sock, &mut req, shared) {
-            return e;
+        } else {
+            if let Err(e) = poll_request(&mut sock, &mut req, shared) {
+                return e;
+            }
+            if !conn.full {
+                std::thread::sleep(PUSH_GATHER);
+            }
         }
     }
 }
@@ -377,6 +417,58 @@ fn send(sock: &mut TcpStream, mut bytes: &[u8], shared: &FarmShared) -> Result<(
     Ok(())
 }
 
+/// Writes the slices of `iov` whole within [`SEND_DEADLINE`], with as few system calls as the
+/// kernel allows (a vectored write takes them all at once when the socket has room).
+fn send_iov(sock: &mut TcpStream, iov: &mut [IoSlice<'_>], shared: &FarmShared) -> Result<(), End> {
+    let deadline = Instant::now() + SEND_DEADLINE;
+    let mut iov = iov;
+    while !iov.is_empty() {
+        if shared.stop.load(Ordering::Relaxed) {
+            return Err(End::Normal);
+        }
+        match sock.write_vectored(iov) {
+            Ok(0) => return Err(End::Normal),
+            Ok(n) => IoSlice::advance_slices(&mut iov, n),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                if Instant::now() >= deadline {
+                    let left: usize = iov.iter().map(|s| s.len()).sum();
+                    return Err(End::NotReading(format!(
+                        "it did not read a packet within {} s ({left} bytes left unsent)",
+                        SEND_DEADLINE.as_secs(),
+                    )));
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::BrokenPipe
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::NotConnected
+                ) =>
+            {
+                return Err(End::Normal)
+            }
+            Err(e) => return Err(End::Io(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Why building a streamed packet stopped short.
+enum Failed {
+    /// The farm buffer cannot be read (and nothing was sent yet).
+    Buffer(String),
+    /// The socket failed or the client does not read.
+    Send(End),
+}
+
 /// The identity of a farm buffer on the wire: 32 bits of its instance number, never 0.
 pub fn buffer_id(instance: u64) -> u32 {
     (shvars::circ::fmix64(instance) as u32).max(1)
@@ -384,6 +476,8 @@ pub fn buffer_id(instance: u64) -> u32 {
 
 struct Conn {
     buf: Vec<u8>,
+    /// The packet in `buf` reached the client's limits (more events may be waiting).
+    full: bool,
     lost_seen: u64,
     /// Events jumped over on purpose (latest mode, or too old) and not yet reported.
     jumped: u64,
@@ -391,6 +485,10 @@ struct Conn {
     skipped: u64,
     last_sent: u64,
     buffer_id: u32,
+    /// Events sent in streamed packets with the verdict "overwritten" whose loss the reader
+    /// has not yet counted in `events_lost` (it counts it at the next event it consumes); the
+    /// client counts them itself, so they are taken out of `skipped`.
+    abandoned: u64,
     /// When the buffer's newest event number was seen to change, oldest first: event `e` was
     /// written before the first time a number `>= e` was seen, so its age is at least the age
     /// of that sighting.
@@ -431,6 +529,7 @@ impl Conn {
         let mut n = 0u32;
         let mut payload = 0usize;
         let mut waited = false;
+        self.full = false;
         self.observe(reader);
         let stale = if req.maxage_ms > 0 {
             self.stale_upto(Duration::from_millis(req.maxage_ms as u64))
@@ -467,6 +566,7 @@ impl Conn {
             };
             let len = p.len();
             if n > 0 && payload + len > max_bytes {
+                self.full = true;
                 break; // The event stays next.
             }
             let evnr = p.evnr();
@@ -501,11 +601,15 @@ impl Conn {
                 Err(_) => self.buf.truncate(at), // overwritten while copied: skipped forward
             }
         }
+        if n as usize >= max_events {
+            self.full = true;
+        }
         if n == 0 {
-            self.no_data(reader);
+            self.no_data(reader, req.version);
             return Ok(0);
         }
         let h = PacketHeader {
+            version: req.version,
             status: Status::Ok,
             nevents: n,
             payload_len: (self.buf.len() - PACKET_HEADER_SIZE) as u64,
@@ -518,6 +622,149 @@ impl Conn {
         Ok(n)
     }
 
+    /// Builds and sends a streamed packet (protocol version 2); returns the events sent and
+    /// their bytes, or (0, 0) with a no-data packet in `buf` to send.
+    ///
+    /// Events of at least [`DIRECT_SEND`] bytes go from the farm buffer's mapping to the socket
+    /// in one vectored write, the header of the packet and the records gathered before it
+    /// included; only after the kernel took the bytes is the event checked
+    /// ([`shvars::circ::Peeked::finish`]), and its verdict word goes first in the next write: an
+    /// event overwritten while the kernel copied it reaches the client marked as such, and the
+    /// client discards it. Smaller events are copied into the packet and checked before they
+    /// are sent, as in version 1.
+    fn stream(
+        &mut self,
+        sock: &mut TcpStream,
+        reader: &mut SamplingReader,
+        req: &Request,
+        wait: Duration,
+        shared: &FarmShared,
+    ) -> Result<(u32, u64), Failed> {
+        let (max_events, max_bytes) = req.limits();
+        let max_bytes = max_bytes.min(SERVE_PACKET_BYTES);
+        self.buf.clear();
+        self.full = false;
+        let mut n = 0u32;
+        let mut payload = 0usize;
+        let mut waited = false;
+        let mut started = false;
+        self.observe(reader);
+        let stale = if req.maxage_ms > 0 {
+            self.stale_upto(Duration::from_millis(req.maxage_ms as u64))
+        } else {
+            0
+        };
+        while (n as usize) < max_events {
+            let peeked = if n == 0 && !waited {
+                waited = true;
+                match reader.try_peek() {
+                    Err(TryReadError::Empty) => match reader.peek_timeout(wait) {
+                        Ok(p) => Ok(p),
+                        Err(shvars::circ::ReadTimeoutError::Timeout) => break,
+                        Err(e) => Err(e.to_string()),
+                    },
+                    Ok(p) => Ok(p),
+                    Err(e) => Err(e.to_string()),
+                }
+            } else {
+                match reader.try_peek() {
+                    Ok(p) => Ok(p),
+                    Err(TryReadError::Empty) => break,
+                    Err(e) => Err(e.to_string()),
+                }
+            };
+            let p = match peeked {
+                Ok(p) => p,
+                // Send what we have; the error comes with the next request.
+                Err(_) if started => break,
+                Err(msg) => return Err(Failed::Buffer(msg)),
+            };
+            let len = p.len();
+            if n > 0 && payload + len > max_bytes {
+                self.full = true;
+                break; // The event stays next.
+            }
+            let evnr = p.evnr();
+            if req.mode == Mode::Next && evnr <= self.last_sent {
+                let _ = p.finish();
+                continue;
+            }
+            if evnr <= stale {
+                let _ = p.finish();
+                self.jumped += 1;
+                continue;
+            }
+            if !started {
+                started = true;
+                let h = PacketHeader {
+                    version: req.version,
+                    status: Status::Stream,
+                    nevents: 0,
+                    payload_len: 0,
+                    skipped: 0,
+                    last_evnr: 0,
+                    buffer_id: self.buffer_id,
+                };
+                self.buf.extend_from_slice(&h.encode());
+            }
+            let eh = event_header(evnr, len as u32);
+            if len >= DIRECT_SEND {
+                // One copy: the kernel takes the bytes from the mapping.
+                let mut iov = [
+                    IoSlice::new(&self.buf),
+                    IoSlice::new(&eh),
+                    IoSlice::new(p.bytes()),
+                ];
+                send_iov(sock, &mut iov, shared).map_err(Failed::Send)?;
+                self.buf.clear();
+                let verdict = match p.finish() {
+                    Ok(_) => {
+                        self.last_sent = evnr;
+                        VERDICT_VALID
+                    }
+                    Err(_) => {
+                        self.abandoned += 1;
+                        VERDICT_OVERWRITTEN
+                    }
+                };
+                self.buf.extend_from_slice(&verdict.to_le_bytes());
+                n += 1;
+                payload += EVENT_HEADER_SIZE + len;
+            } else {
+                let at = self.buf.len();
+                self.buf.extend_from_slice(&eh);
+                self.buf.extend_from_slice(p.bytes());
+                match p.finish() {
+                    Ok(_) => {
+                        self.buf.extend_from_slice(&VERDICT_VALID.to_le_bytes());
+                        n += 1;
+                        payload += EVENT_HEADER_SIZE + len;
+                        self.last_sent = evnr;
+                    }
+                    Err(_) => self.buf.truncate(at), // overwritten while copied: skipped
+                }
+                if self.buf.len() >= STREAM_FLUSH {
+                    send(sock, &self.buf, shared).map_err(Failed::Send)?;
+                    self.buf.clear();
+                }
+            }
+        }
+        if n as usize >= max_events {
+            self.full = true;
+        }
+        if !started {
+            self.no_data(reader, req.version);
+            return Ok((0, 0));
+        }
+        let skipped = self.skipped_delta(reader);
+        self.skipped = skipped;
+        self.buf
+            .extend_from_slice(&end_record(self.last_sent, n, skipped));
+        send(sock, &self.buf, shared).map_err(Failed::Send)?;
+        self.buf.clear();
+        Ok((n, payload as u64))
+    }
+
     /// Gives back the memory of a packet far larger than the usual (one huge event).
     fn shrink(&mut self) {
         if self.buf.capacity() > 2 * SERVE_PACKET_BYTES {
@@ -525,9 +772,10 @@ impl Conn {
         }
     }
 
-    fn no_data(&mut self, reader: &SamplingReader) {
+    fn no_data(&mut self, reader: &SamplingReader, version: u16) {
         self.buf.clear();
         let h = PacketHeader {
+            version,
             status: Status::NoData,
             nevents: 0,
             payload_len: 0,
@@ -541,7 +789,11 @@ impl Conn {
 
     fn skipped_delta(&mut self, reader: &SamplingReader) -> u64 {
         let lost = reader.stats().events_lost;
-        let d = lost - self.lost_seen + self.jumped;
+        let mut d = lost - self.lost_seen + self.jumped;
+        // Abandoned events the client counted itself, once the reader counted them too.
+        let told = self.abandoned.min(lost - self.lost_seen);
+        self.abandoned -= told;
+        d -= told;
         self.lost_seen = lost;
         self.jumped = 0;
         d
@@ -638,31 +890,36 @@ fn read_request(
 }
 
 /// In push mode: takes a request the client sent meanwhile (new limits or mode), if any.
-/// Returns whether one was taken.
+/// Returns whether one was taken. One system call when there is none (a peek that does not
+/// block), not three (no switching the socket to non-blocking and back).
 fn poll_request(sock: &mut TcpStream, req: &mut Request, shared: &FarmShared) -> Result<bool, End> {
+    use nix::sys::socket::{recv, MsgFlags};
+    use std::os::fd::AsRawFd;
     let mut rb = [0u8; REQUEST_SIZE];
-    sock.set_nonblocking(true).map_err(End::Io)?;
-    let r = sock.peek(&mut rb);
-    let res = match r {
+    let peeked = recv(
+        sock.as_raw_fd(),
+        &mut rb,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    );
+    match peeked {
         Ok(0) => Err(End::Normal),
         Ok(n) if n >= REQUEST_SIZE => {
-            let _ = sock.read_exact(&mut rb);
+            // All of it is there: this read does not block.
+            sock.read_exact(&mut rb).map_err(End::Io)?;
             match Request::decode(&rb) {
                 Ok(r) => {
                     *req = r;
                     Ok(true)
                 }
                 Err(e) => {
-                    let _ = sock.set_nonblocking(false);
                     let _ = send(sock, &error_packet(&e.to_string()), shared);
                     Err(End::BadRequest(e.to_string()))
                 }
             }
         }
         Ok(_) => Ok(false),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-        Err(e) => Err(End::Io(e)),
-    };
-    let _ = sock.set_nonblocking(false);
-    res
+        Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => Ok(false),
+        Err(nix::errno::Errno::ECONNRESET) => Err(End::Normal),
+        Err(e) => Err(End::Io(io::Error::from(e))),
+    }
 }
