@@ -370,11 +370,17 @@ fn reconnect_to_a_second_farm_and_disconnect() {
     let _p2 = Producer::start_at(env.path("B_2"), 1 << 20, 500, Duration::from_micros(500), 0);
     let port1 = start_farm(&mut env, "farm1", "B_1");
     let port2 = start_farm(&mut env, "farm2", "B_2");
+    // Old events welcome (no age bound): after disconnect the buffer keeps what it holds.
     start_spy(
         &mut env,
         "spy1",
         "L_1",
-        &["-c", &format!("start 127.0.0.1 {port1}")],
+        &[
+            "-c",
+            "set maxage_ms 0",
+            "-c",
+            &format!("start 127.0.0.1 {port1}"),
+        ],
     );
     let mut r = SamplingReader::open_with(&env.path("L_1"), StartAt::Oldest).unwrap();
     read_events(&env, &mut r, 50, 500, 0);
@@ -569,11 +575,17 @@ fn farm_killed_and_restarted_rspy_recovers_by_itself() {
     let _p = Producer::start(env.path("B_1_1"), 1 << 20, 400, Duration::from_micros(500));
     let port = free_port();
     start_farm_on(&mut env, "farm1", "B_1_1", port);
+    // Old events welcome (no age bound): what the buffer holds stays readable meanwhile.
     start_spy(
         &mut env,
         "spy1",
         "L_1",
-        &["-c", &format!("start 127.0.0.1 {port}")],
+        &[
+            "-c",
+            "set maxage_ms 0",
+            "-c",
+            &format!("start 127.0.0.1 {port}"),
+        ],
     );
     let mut r = SamplingReader::open_with(&env.path("L_1"), StartAt::Oldest).unwrap();
     let last = read_events(&env, &mut r, 50, 400, 0);

@@ -146,26 +146,6 @@ pub fn pidfd_send_signal(fd: &OwnedFd, sig: i32) -> io::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod pidfd_tests {
-    #[test]
-    fn a_pidfd_follows_its_process_and_signals_it() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let fd = super::pidfd_open(child.id() as i32).unwrap();
-        super::pidfd_send_signal(&fd, libc::SIGKILL).unwrap();
-        let st = child.wait().unwrap();
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(st.signal(), Some(libc::SIGKILL));
-        // Reaped: the pidfd now refers to nothing, and says so.
-        let e = super::pidfd_send_signal(&fd, libc::SIGKILL).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(libc::ESRCH));
-        assert!(super::pidfd_open(i32::MAX).is_err());
-    }
-}
-
 /// The nice value of the calling thread (Linux keeps one per thread; new threads inherit
 /// their creator's).
 ///
@@ -195,4 +175,24 @@ pub fn set_thread_nice(nice: i32) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod pidfd_tests {
+    #[test]
+    fn a_pidfd_follows_its_process_and_signals_it() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let fd = super::pidfd_open(child.id() as i32).unwrap();
+        super::pidfd_send_signal(&fd, libc::SIGKILL).unwrap();
+        let st = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(st.signal(), Some(libc::SIGKILL));
+        // Reaped: the pidfd now refers to nothing, and says so.
+        let e = super::pidfd_send_signal(&fd, libc::SIGKILL).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ESRCH));
+        assert!(super::pidfd_open(i32::MAX).is_err());
+    }
 }

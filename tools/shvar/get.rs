@@ -3,22 +3,46 @@
 use std::process::ExitCode;
 
 use serde_json::json;
+use shvars::region::{OpenError, RegionReader, VarRef};
 use shvars::RuntimeDir;
 
 use daqproc::observe::liveness::Liveness;
+use daqproc::observe::names::is_pattern;
 
 use crate::cli::{GetArgs, EXIT_NOT_RUNNING};
 use crate::util::{open, print_json, resolve, time_text, value_json, value_text};
 
-pub fn run(dir: &RuntimeDir, a: &GetArgs) -> anyhow::Result<ExitCode> {
+/// Opens the region and resolves every name first: a typo fails the whole call before anything
+/// is printed.
+///
+/// Plain names (no pattern) read only their own schema entries, not every variable's: that
+/// parse is most of a cold `get`. Whatever goes wrong that way (a name that is not there, a
+/// damaged entry) is done again with the whole schema, which gives the error with its
+/// suggestions exactly as before; errors the two share (no region, not ready, newer format)
+/// are not.
+fn open_and_resolve(dir: &RuntimeDir, a: &GetArgs) -> anyhow::Result<(RegionReader, Vec<VarRef>)> {
+    if !a.vars.iter().any(|v| is_pattern(v)) {
+        let n = shvars::ProcName::new(&a.name)?;
+        let names: Vec<&str> = a.vars.iter().map(String::as_str).collect();
+        match RegionReader::open_only(dir, &n, &names) {
+            Ok(r) => {
+                if let Ok(vars) = resolve(&r, &a.vars) {
+                    return Ok((r, vars));
+                }
+            }
+            Err(OpenError::Corrupt { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     let (_, r) = open(dir, &a.name)?;
-    // Resolve every name first: a typo fails the whole call before anything is printed.
     let vars = resolve(&r, &a.vars)?;
+    Ok((r, vars))
+}
+
+pub fn run(dir: &RuntimeDir, a: &GetArgs) -> anyhow::Result<ExitCode> {
+    let (r, vars) = open_and_resolve(dir, a)?;
     // With a pattern, each line says which variable it is.
-    let named = a
-        .vars
-        .iter()
-        .any(|v| daqproc::observe::names::is_pattern(v));
+    let named = a.vars.iter().any(|v| is_pattern(v));
     let mut values = Vec::with_capacity(vars.len());
     for v in &vars {
         values.push((r.read(v)?, r.changed_ns(v)));

@@ -160,11 +160,12 @@ impl Mapping {
 
     /// Copies `len` bytes starting at the 8-aligned `off` out with word-sized atomic loads.
     pub(crate) fn copy_out(&self, off: usize, len: usize, out: &mut Vec<u8>) {
+        // Bounds checked once for the whole range, not per word: a schema is thousands of them.
+        let words = self.words(off, len.div_ceil(8));
         out.clear();
-        let words = len.div_ceil(8);
-        out.reserve(words * 8);
-        for i in 0..words {
-            out.extend_from_slice(&self.word(off + i * 8).load(Ordering::Relaxed).to_ne_bytes());
+        out.resize(words.len() * 8, 0);
+        for (dst, w) in out.chunks_exact_mut(8).zip(words) {
+            dst.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
         }
         out.truncate(len);
     }

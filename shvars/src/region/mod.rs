@@ -1397,6 +1397,29 @@ pub struct RegionReader {
     gone: HashMap<u32, (Arc<VarSpec>, u64)>,
     /// Retired names (not added again) and when.
     tombs: HashMap<String, u64>,
+    /// The only names this reader looks for ([`RegionReader::open_only`]); `None`: all.
+    only: Option<Only>,
+    /// Schema entries of variables skipped so far (a reader with `only`), so that entry numbers
+    /// in errors count every entry, as a full reader's do.
+    skipped: usize,
+}
+
+/// The names a reader made by [`RegionReader::open_only`] looks for, as the searchers of their
+/// JSON strings (`"NAME"`).
+#[derive(Clone)]
+struct Only {
+    quoted: Vec<memchr::memmem::Finder<'static>>,
+}
+
+impl Only {
+    fn new(names: &[&str]) -> Only {
+        Only {
+            quoted: names
+                .iter()
+                .map(|n| memchr::memmem::Finder::new(&format!("\"{n}\"")).into_owned())
+                .collect(),
+        }
+    }
 }
 
 impl std::fmt::Debug for RegionReader {
@@ -1425,15 +1448,54 @@ impl RegionReader {
                 path,
                 error: source,
             }),
-            Ok(f) => Self::from_file_waiting(f, path),
+            Ok(f) => Self::from_file_waiting(f, path, None),
+        }
+    }
+
+    /// Like [`RegionReader::open`], but reads only the schema entries of the variables `names`
+    /// (plain names, no patterns): a short-lived reader of a few variables, such as a cold
+    /// `shvar get`, skips parsing the entries of all the others.
+    ///
+    /// For those names everything is as with a full reader (values, specs, retirements,
+    /// [`RegionReader::refresh_schema`], errors in their entries), and every bound of the file is
+    /// checked as always. The reader knows no other variable: [`RegionReader::specs`] lists
+    /// only the wanted ones, and [`RegionReader::find`] of any other name is
+    /// [`ReadError::NoSuchVar`] with suggestions among the wanted ones only; open the region
+    /// with [`RegionReader::open`] for the error with every suggestion. Damage in the entries of
+    /// other variables is not looked at (a full reader refuses the file for it), and an entry so
+    /// damaged that it no longer names its variable leaves that one unknown.
+    ///
+    /// # Errors
+    /// As [`RegionReader::open`].
+    pub fn open_only(
+        dir: &RuntimeDir,
+        name: &ProcName,
+        names: &[&str],
+    ) -> Result<RegionReader, OpenError> {
+        let path = dir.region_path(name);
+        let only = Only::new(names);
+        match crate::open::open_regular(&path, false) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(OpenError::NotFound {
+                name: name.to_string(),
+                dir: dir.to_string(),
+            }),
+            Err(source) => Err(OpenError::Io {
+                path,
+                error: source,
+            }),
+            Ok(f) => Self::from_file_waiting(f, path, Some(only)),
         }
     }
 
     /// A region still being created by a live owner is waited for, up to about a second.
-    fn from_file_waiting(file: File, path: PathBuf) -> Result<RegionReader, OpenError> {
+    fn from_file_waiting(
+        file: File,
+        path: PathBuf,
+        only: Option<Only>,
+    ) -> Result<RegionReader, OpenError> {
         let mut file = file;
         for _ in 0..100 {
-            match Self::from_file(file, path.clone()) {
+            match Self::from_file(file, path.clone(), only.clone()) {
                 Err(OpenError::NotReady { .. }) if owner_alive(&path) == Some(true) => {
                     std::thread::sleep(Duration::from_millis(10));
                     file = crate::open::open_regular(&path, false).map_err(|source| {
@@ -1458,7 +1520,7 @@ impl RegionReader {
             path: path.to_owned(),
             error: source,
         })?;
-        Self::from_file_waiting(f, path.to_owned())
+        Self::from_file_waiting(f, path.to_owned(), None)
     }
 
     fn corrupt(&self, why: String) -> OpenError {
@@ -1468,7 +1530,7 @@ impl RegionReader {
         }
     }
 
-    fn from_file(file: File, path: PathBuf) -> Result<RegionReader, OpenError> {
+    fn from_file(file: File, path: PathBuf, only: Option<Only>) -> Result<RegionReader, OpenError> {
         let corrupt = |why: String| OpenError::Corrupt {
             path: path.clone(),
             why,
@@ -1573,6 +1635,8 @@ impl RegionReader {
             by_id: HashMap::new(),
             gone: HashMap::new(),
             tombs: HashMap::new(),
+            only,
+            skipped: 0,
         };
         r.refresh_schema()?;
         Ok(r)
@@ -1675,15 +1739,45 @@ impl RegionReader {
         Ok(true)
     }
 
+    /// Whether this reader needs schema line `line`: always, unless it looks only for some
+    /// names ([`RegionReader::open_only`]). An entry names its variable as a JSON string, and a
+    /// JSON string without an escape (`\`) holds its text as it is, between two quotes: a line
+    /// with no backslash and no `"NAME"` of a wanted name in it cannot add or retire any of
+    /// them. Lines that have one (in a description, say) are parsed and checked as usual.
+    fn needs(&self, line: &[u8]) -> bool {
+        match &self.only {
+            None => true,
+            Some(only) => {
+                memchr::memchr(b'\\', line).is_some()
+                    || only.quoted.iter().any(|f| f.find(line).is_some())
+            }
+        }
+    }
+
     fn parse_lines(&mut self, bytes: &[u8]) -> Result<(), OpenError> {
         let mut retired = HashSet::new();
-        for line in bytes.split(|b| *b == b'\n') {
-            let line = line.trim_ascii();
+        // Retirements skipped in this call: a full reader counts them in `gone` at once.
+        let mut skipped_retired = 0;
+        let mut start = 0;
+        // The lines (as `split` on `\n` gives them, found with SIMD), the last one unended.
+        let ends = memchr::memchr_iter(b'\n', bytes).chain(std::iter::once(bytes.len()));
+        for end in ends {
+            let line = bytes[start..end].trim_ascii();
+            start = end + 1;
             if line.is_empty() {
                 continue;
             }
-            let n = self.specs.len() + self.gone.len();
-            if line.starts_with(b"{\"retired\"") {
+            let tomb = line.starts_with(b"{\"retired\"");
+            if !self.needs(line) {
+                if tomb {
+                    skipped_retired += 1;
+                } else {
+                    self.skipped += 1;
+                }
+                continue;
+            }
+            let n = self.specs.len() + self.gone.len() + self.skipped + skipped_retired;
+            if tomb {
                 let t: Tombstone = serde_json::from_slice(line).map_err(|e| {
                     self.corrupt(format!("schema entry {n} is not a valid retirement: {e}"))
                 })?;

@@ -456,6 +456,15 @@ fn prefetch(
             }
             vars.no_conn.set(1);
         }
+        // The age bound holds whatever the connection does (paused, disconnected, retrying).
+        let maxage_ms = vars.maxage_ms.get().clamp(0, u32::MAX as i64) as u32;
+        fresh.set_bound(maxage_ms);
+        if let Some(w) = writer.as_mut() {
+            let n = fresh.expire(w, consumed_mark, Instant::now());
+            if n > 0 {
+                vars.expired.add(n as i64);
+            }
+        }
         let paused = control.paused.load(Ordering::SeqCst);
         let Some((host, port)) = target else {
             if paused {
@@ -503,14 +512,6 @@ fn prefetch(
             control.drained.fetch_add(1, Ordering::SeqCst);
             idle_wait(vars, stats, &mut waits);
             continue;
-        }
-        let maxage_ms = vars.maxage_ms.get().clamp(0, u32::MAX as i64) as u32;
-        fresh.set_bound(maxage_ms);
-        if let Some(w) = writer.as_mut() {
-            let n = fresh.expire(w, consumed_mark, Instant::now());
-            if n > 0 {
-                vars.expired.add(n as i64);
-            }
         }
         // Low load: with nobody reading, stop after a small look-ahead; when readers come back
         // after a while, start again from the freshest events. With readers and an age bound,
