@@ -105,7 +105,7 @@ out = {}
 for spec in sys.argv[1:]:
     name, ftype, *rest = spec.split(',')
     chid = ca.create_channel(name, connect=False, auto_cb=False)
-    if not ca.connect_channel(chid, timeout=10):
+    if not ca.connect_channel(chid, timeout=5):
         out[spec] = None
         continue
     kw = {'count': int(rest[0])} if rest else {}
@@ -449,20 +449,25 @@ fn without_an_access_file_nobody_writes() {
     );
 }
 
-/// Follows a PV for a while with pyepics; prints every value received as one JSON list.
+/// Follows a PV with pyepics; prints every value received on a line of its own.
 const MONITOR_PY: &str = r#"
-import json, sys, time, epics
-vals = []
-pv = epics.PV(sys.argv[1], auto_monitor=True, callback=lambda value=None, **kw: vals.append(value))
+import sys, time, epics
+pv = epics.PV(sys.argv[1], auto_monitor=True,
+              callback=lambda value=None, **kw: print('v', int(value), flush=True))
 if not pv.wait_for_connection(10):
     print('not connected'); sys.exit(3)
 print('connected', flush=True)
-t_end = time.time() + float(sys.argv[2])
-while time.time() < t_end:
-    time.sleep(0.05)
-pv.clear_callbacks()
-print(json.dumps([int(v) for v in vals]))
+while True:
+    time.sleep(1)
 "#;
+
+fn monitored(env: &Env, label: &str) -> Vec<i64> {
+    env.stdout_of(label)
+        .lines()
+        .filter_map(|l| l.strip_prefix("v "))
+        .filter_map(|v| v.parse().ok())
+        .collect()
+}
 
 #[test]
 fn monitor_follows_a_counter_written_at_1khz() {
@@ -472,23 +477,21 @@ fn monitor_follows_a_counter_written_at_1khz() {
     let gw = start_gateway(&mut env, "ca1", &[]);
     gw.wait_serving(&env, 2);
     let mut c = gw.client(&env, PYTHON);
-    c.arg("-c").arg(MONITOR_PY).args(["t1:ticks", "2.5"]);
-    let pid = env.spawn_capturing("mon", c);
+    c.arg("-c").arg(MONITOR_PY).arg("t1:ticks");
+    env.spawn_capturing("mon", c);
     env.wait_until("the monitor to connect", || {
         env.stdout_of("mon").contains("connected")
     });
+    // Two seconds' worth of ticks, then the counter stops: its last value must arrive.
     env.shvar(&["cmd", "t1", "start"]).ok();
-    env.wait_until("the monitor to finish", || {
-        env.stdout_of("mon").lines().any(|l| l.starts_with('['))
+    env.wait_until("2000 ticks", || env.get_int("t1", "ticks") >= 2000);
+    env.shvar(&["cmd", "t1", "pause"]).ok();
+    // (A tick the ticker was counting as it paused may land just after: read it each time.)
+    env.wait_until("the last value", || {
+        monitored(&env, "mon").last() == Some(&env.get_int("t1", "ticks"))
     });
-    let _ = pid;
-    let out = env.stdout_of("mon");
-    let vals: Vec<i64> = serde_json::from_str(out.lines().last().unwrap()).unwrap();
-    let last = vals.last().copied().unwrap_or(0);
-    assert!(
-        last >= 1500,
-        "the counter reached {last} in the window: {vals:?}"
-    );
+    let last = env.get_int("t1", "ticks");
+    let vals = monitored(&env, "mon");
     assert!(
         vals.windows(2).all(|w| w[0] < w[1]),
         "updates come in order, each once"
@@ -502,7 +505,6 @@ fn monitor_follows_a_counter_written_at_1khz() {
         changes, expected,
         "received {changes} of {expected} changes: {vals:?}"
     );
-    eprintln!("monitor: {changes} of {expected} changes received");
     assert!(env.get_int("ca1", "updates") >= changes);
 }
 
@@ -751,6 +753,273 @@ fn beacons_announce_the_port_from_the_environment() {
     assert_eq!(u16::from_be_bytes([b[0], b[1]]), 13, "CA_PROTO_RSRV_IS_UP");
     assert_eq!(u16::from_be_bytes([b[6], b[7]]), gw.port, "the TCP port");
     assert_eq!(&b[12..16], &[127, 0, 0, 1], "the address it listens on");
+}
+
+#[test]
+fn deadbands_and_the_alarm_mask_choose_which_changes_are_sent() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init"]);
+    let acf = env.path("ca.acf");
+    std::fs::write(&acf, ACCESS).unwrap();
+    let gw = start_gateway(&mut env, "ca1", &["--access", acf.to_str().unwrap()]);
+    gw.wait_serving(&env, 2);
+    gw.caproto(&env, "caproto-put", &["--notify", "t1:rate.MDEL", "100"])
+        .ok()
+        .stdout_has("[100.]");
+    let monitor = |env: &mut Env, label: &str, args: &[&str]| {
+        let mut c = gw.client(env, &caproto_tool("caproto-monitor").to_string_lossy());
+        c.args([
+            "--no-repeater",
+            "--maximum",
+            "3",
+            "--format",
+            "{response.data}",
+        ])
+        .args(args);
+        env.spawn_capturing(label, c);
+        env.wait_until("the first update", || {
+            env.stdout_of(label).lines().next() == Some("[10]")
+        });
+    };
+    let lines = |env: &Env, label: &str| -> Vec<String> {
+        env.stdout_of(label).lines().map(str::to_owned).collect()
+    };
+
+    // MDEL 100: a change of 40 or 50 from the last value sent is not sent.
+    monitor(&mut env, "rate", &["t1:rate"]);
+    for v in ["50", "200", "250", "400"] {
+        env.shvar(&["set", "t1", "rate", v]).ok();
+    }
+    env.wait_until("three updates", || lines(&env, "rate").len() >= 3);
+    assert_eq!(lines(&env, "rate"), ["[10]", "[200]", "[400]"]);
+
+    // DBE_ALARM alone: only changes of alarm state (here, the clamp beyond 32 bits).
+    monitor(&mut env, "alarm", &["-m", "a", "t1:upfreq"]);
+    for v in ["5", "5000000000", "6000000000", "7"] {
+        env.shvar(&["set", "t1", "upfreq", v]).ok();
+    }
+    env.wait_until("three updates", || lines(&env, "alarm").len() >= 3);
+    assert_eq!(lines(&env, "alarm"), ["[10]", "[2.14748e+09]", "[7]"]);
+}
+
+#[test]
+fn the_access_file_is_read_again_on_reload_and_a_bad_one_changes_nothing() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init"]);
+    let acf = env.path("ca.acf");
+    // Writes only for a user nobody here is.
+    std::fs::write(
+        &acf,
+        "UAG(ops) { nobody-here }\nASG(DEFAULT) {\n RULE(1, READ)\n RULE(1, WRITE) { UAG(ops) }\n}\n",
+    )
+    .unwrap();
+    let gw = start_gateway(&mut env, "ca1", &["--access", acf.to_str().unwrap()]);
+    gw.wait_serving(&env, 2);
+    let put = |v: &str| {
+        let o = gw.caproto(&env, "caproto-put", &["--notify", "t1:rate", v]);
+        format!("{}{}", o.stdout, o.stderr)
+    };
+    assert!(put("20").contains("no write access"));
+    // The user caproto asserts is this process's user.
+    let me = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .unwrap()
+        .unwrap()
+        .name;
+    std::fs::write(
+        &acf,
+        format!("UAG(ops) {{ {me} }}\nASG(DEFAULT) {{\n RULE(1, READ)\n RULE(1, WRITE) {{ UAG(ops) }}\n}}\n"),
+    )
+    .unwrap();
+    env.shvar(&["cmd", "ca1", "reload"])
+        .ok()
+        .stdout_has("read again");
+    assert!(put("30").contains("[30]"));
+    assert_eq!(env.get_int("t1", "rate"), 30);
+    // A bad file: the error names the line, the rules in force stay.
+    std::fs::write(&acf, "UAG(ops) { x }\nASG(DEFAULT) {\n RULE(1, FLY)\n}\n").unwrap();
+    let o = env.shvar(&["cmd", "ca1", "reload"]);
+    assert_ne!(o.code, 0);
+    o.stderr_has("line 3").stderr_has("unchanged");
+    assert!(put("40").contains("[40]"));
+    // SIGHUP reads it too.
+    std::fs::write(&acf, "ASG(DEFAULT) {\n RULE(1, READ)\n}\n").unwrap();
+    env.signal("ca1", nix::sys::signal::Signal::SIGHUP);
+    env.wait_until("the gateway to read the file again", || {
+        env.stderr_of("ca1").matches("read again").count() >= 2
+    });
+    assert!(put("50").contains("no write access"));
+    assert_eq!(env.get_int("t1", "rate"), 40);
+}
+
+/// Reads one CA message: (command, p1, p2, payload).
+fn read_msg(s: &mut TcpStream) -> (u16, u32, u32, Vec<u8>) {
+    let mut h = [0u8; 16];
+    s.read_exact(&mut h).expect("a message from the gateway");
+    let cmd = u16::from_be_bytes([h[0], h[1]]);
+    let size = u16::from_be_bytes([h[2], h[3]]) as usize;
+    let p1 = u32::from_be_bytes(h[8..12].try_into().unwrap());
+    let p2 = u32::from_be_bytes(h[12..16].try_into().unwrap());
+    let mut payload = vec![0u8; size];
+    s.read_exact(&mut payload).unwrap();
+    (cmd, p1, p2, payload)
+}
+
+/// Sends an echo and returns the monitor updates (their DBR_LONG values) that arrive before
+/// its answer: everything the gateway had to say up to the echo.
+fn updates_until_echo(s: &mut TcpStream) -> Vec<i32> {
+    s.write_all(&header(23, 0, 0, 0, 0, 0)).unwrap();
+    let mut v = Vec::new();
+    loop {
+        let (cmd, _, _, payload) = read_msg(s);
+        match cmd {
+            23 => return v,
+            1 => v.push(i32::from_be_bytes(payload[..4].try_into().unwrap())),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_client_that_cannot_keep_up_gets_the_latest_value_not_a_backlog() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init"]);
+    env.shvar(&["set", "t1", "rate", "1000"]).ok();
+    let gw = start_gateway(&mut env, "ca1", &[]);
+    gw.wait_serving(&env, 2);
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = header(0, 0, 0, 13, 0, 0);
+    req.extend(header(18, 16, 0, 0, 1, 13));
+    req.extend_from_slice(b"t1:ticks\0\0\0\0\0\0\0\0");
+    s.write_all(&req).unwrap();
+    let sid = loop {
+        let (cmd, _, p2, _) = read_msg(&mut s);
+        if cmd == 18 {
+            break p2;
+        }
+    };
+    let mut sub = header(1, 16, 5, 1, sid, 7);
+    sub.extend_from_slice(&[0u8; 12]);
+    sub.extend_from_slice(&[0, 1, 0, 0]);
+    s.write_all(&sub).unwrap();
+    assert_eq!(updates_until_echo(&mut s), [0], "the value at once");
+    // Flow control off (as a client that is behind asks): changes are only marked.
+    s.write_all(&header(8, 0, 0, 0, 0, 0)).unwrap();
+    let _ = updates_until_echo(&mut s);
+    env.shvar(&["cmd", "t1", "start"]).ok();
+    env.wait_until("500 ticks", || env.get_int("t1", "ticks") >= 500);
+    assert_eq!(
+        updates_until_echo(&mut s),
+        Vec::<i32>::new(),
+        "nothing while off"
+    );
+    env.shvar(&["cmd", "t1", "pause"]).ok();
+    let last = env.get_int("t1", "ticks");
+    // On again: one update, the latest value, not the hundreds of changes it missed.
+    s.write_all(&header(9, 0, 0, 0, 0, 0)).unwrap();
+    let got = updates_until_echo(&mut s);
+    // (A tick the ticker was already counting when it paused may still land: then that one
+    // change follows.)
+    let now = env.get_int("t1", "ticks");
+    assert!(!got.is_empty() && got.len() <= 2, "{got:?}");
+    assert!(
+        i64::from(got[0]) >= last && i64::from(got[got.len() - 1]) == now,
+        "{got:?}, {last}..{now}"
+    );
+}
+
+#[test]
+fn writes_waiting_for_a_stuck_owner_are_bounded() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init"]);
+    let acf = env.path("ca.acf");
+    std::fs::write(&acf, ACCESS).unwrap();
+    let gw = start_gateway(&mut env, "ca1", &["--access", acf.to_str().unwrap()]);
+    gw.wait_serving(&env, 2);
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = header(0, 0, 0, 13, 0, 0);
+    req.extend(header(18, 16, 0, 0, 1, 13));
+    req.extend_from_slice(b"t1:rate\0\0\0\0\0\0\0\0\0");
+    s.write_all(&req).unwrap();
+    let sid = loop {
+        let (cmd, _, p2, _) = read_msg(&mut s);
+        if cmd == 18 {
+            break p2;
+        }
+    };
+    // The owner stops answering (SIGSTOP): the writes to it wait, up to a bound.
+    env.signal("t1", nix::sys::signal::Signal::SIGSTOP);
+    let mut writes = Vec::new();
+    for i in 0..300u32 {
+        writes.extend(header(4, 8, 5, 1, sid, i));
+        writes.extend_from_slice(&20i32.to_be_bytes());
+        writes.extend_from_slice(&[0; 4]);
+    }
+    s.write_all(&writes).unwrap();
+    s.write_all(&header(23, 0, 0, 0, 0, 0)).unwrap();
+    let mut refused = 0;
+    loop {
+        let (cmd, _, _, payload) = read_msg(&mut s);
+        if cmd == 23 {
+            break;
+        }
+        if cmd == 11 && String::from_utf8_lossy(&payload).contains("still waiting") {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 300 - 256);
+    // Others are still served meanwhile.
+    let r = pyget(&gw, &env, &["t1:rate,5"]);
+    assert_eq!(r["t1:rate,5"]["value"], 10);
+    env.signal("t1", nix::sys::signal::Signal::SIGCONT);
+    env.wait_until("the waiting writes to land", || {
+        env.get_int("t1", "rate") == 20
+    });
+}
+
+#[test]
+fn structured_names_map_to_pvs_and_an_upper_case_suffix_is_a_field() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init", "-c", "start"]);
+    let conf = env.path("checks.conf");
+    std::fs::write(
+        &conf,
+        "[defaults]\ninterval = \"50ms\"\nrise = 1\nfall = 1\n[check.t1]\ntype = \"framework\"\nprocess = \"t1\"\ncondition = \"rate <= 100\"\n",
+    )
+    .unwrap();
+    let mut c = env.command("lvsmon");
+    c.args(["-n", "mon1", "--file"]).arg(&conf);
+    let pid = env.spawn("mon1", c);
+    env.wait_ready("mon1", pid);
+    env.wait_until("UP", || env.get("mon1", "check.t1.status") == "UP");
+    let gw = start_gateway(&mut env, "ca1", &[]);
+    gw.wait_serving(&env, 3);
+    let r = pyget(
+        &gw,
+        &env,
+        &[
+            "mon1:check.t1.status,0",
+            "mon1:check.t1.status,31",
+            "mon1:check.t1.status.DESC,0",
+            "mon1:check.t1.status.desc,0",
+        ],
+    );
+    assert_eq!(r["mon1:check.t1.status,0"]["value"], "UP", "{r:#}");
+    let labels = r["mon1:check.t1.status,31"]["enum_strs"]
+        .as_array()
+        .unwrap();
+    assert!(labels.iter().any(|l| l == "UP"), "{labels:?}");
+    let desc = env.shvar(&["dump", "mon1"]).stdout;
+    let shown = r["mon1:check.t1.status.DESC,0"]["value"].as_str().unwrap();
+    assert!(
+        !shown.is_empty() && desc.contains(shown),
+        "{shown:?} not in\n{desc}"
+    );
+    assert!(
+        r["mon1:check.t1.status.desc,0"].is_null(),
+        "a lower-case suffix is part of the name, and there is no such variable"
+    );
 }
 
 /// Follows a PV with the DBE_ALARM mask only; prints each update's value, status and severity

@@ -424,6 +424,13 @@ ASG(DEFAULT) {
     }
 
     #[test]
+    fn the_example_file_parses() {
+        let a = Access::parse(include_str!("../../../docs/examples/ca.acf")).unwrap();
+        assert_eq!(a.rights(&who("anyone", "anywhere", "127.0.0.1")), 3);
+        assert_eq!(a.rights(&who("anyone", "localhost", "10.0.0.9")), 1);
+    }
+
+    #[test]
     fn errors_name_the_line() {
         let e = Access::parse("UAG(a) { x }\nASG(DEFAULT) {\n RULE(1, FLY)\n}").unwrap_err();
         assert!(e.contains("line 3") && e.contains("FLY"), "{e}");

@@ -30,6 +30,8 @@ pub const OUT_HARD: usize = 1024 * 1024;
 pub const MAX_CHANNELS: usize = 100_000;
 /// Subscriptions one circuit may hold.
 pub const MAX_SUBS: usize = 100_000;
+/// Writes of one circuit that may wait for their owners' answers.
+pub const MAX_PUTS_WAITING: usize = 256;
 
 /// A subscription.
 #[derive(Debug)]
@@ -44,8 +46,10 @@ pub struct Sub {
     pub watch: WatchId,
     /// An update is due but waits for room.
     pub pending: bool,
-    /// The alarm (status, severity) of the last update sent, for DBE_ALARM.
-    pub alarm: (u16, u16),
+    /// The value last sent, as a number (the reference of the deadbands).
+    pub last_number: Option<f64>,
+    /// The alarm status and severity last sent.
+    pub last_alarm: (u16, u16),
 }
 
 /// A channel of a circuit.
@@ -117,6 +121,8 @@ pub struct Circuit {
     pub pending: bool,
     /// Reading stopped because output is backed up.
     pub throttled: bool,
+    /// Writes sent to owners and not answered yet.
+    pub puts_waiting: usize,
     /// Set when the circuit must close (after what is queued is flushed, for protocol errors).
     pub closing: Option<Closing>,
 }
@@ -141,6 +147,7 @@ impl Circuit {
             events_on: true,
             pending: false,
             throttled: false,
+            puts_waiting: 0,
             closing: None,
         }
     }

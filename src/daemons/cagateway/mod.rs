@@ -14,16 +14,22 @@
 //! - [`source`]: where values and changes come from (today: a timer that compares values);
 //! - [`circuit`]: one client connection and the limits that protect the others;
 //! - [`search`]: UDP name searches, with a budget per source;
-//! - [`server`]: the loop, beacons, writes through the owners, EPICS' environment variables.
+//! - [`beacon`]: the beacons that announce the server;
+//! - [`writes`]: writes through the owners, a thread per process;
+//! - [`config`](mod@config): EPICS' environment variables;
+//! - [`server`]: the loop, circuits' requests, monitors, housekeeping.
 
 pub mod access;
+pub mod beacon;
 pub mod circuit;
+pub mod config;
 pub mod names;
 pub mod proto;
 pub mod pv;
 pub mod search;
 pub mod server;
 pub mod source;
+pub mod writes;
 
 use std::path::PathBuf;
 use std::time::Duration;

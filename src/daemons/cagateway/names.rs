@@ -44,11 +44,15 @@ pub enum Field {
     Drvl,
     /// Display precision.
     Prec,
+    /// Monitor deadband (kept by the gateway).
+    Mdel,
+    /// Archive deadband (kept by the gateway).
+    Adel,
 }
 
 impl Field {
     /// Every field with its suffix.
-    pub const ALL: [(&'static str, Field); 13] = [
+    pub const ALL: [(&'static str, Field); 15] = [
         ("VAL", Field::Val),
         ("VAL$", Field::LongString),
         ("EGU", Field::Egu),
@@ -62,6 +66,8 @@ impl Field {
         ("DRVH", Field::Drvh),
         ("DRVL", Field::Drvl),
         ("PREC", Field::Prec),
+        ("MDEL", Field::Mdel),
+        ("ADEL", Field::Adel),
     ];
 
     /// The field a suffix names, if any (upper case only).

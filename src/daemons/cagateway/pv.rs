@@ -9,6 +9,7 @@
 //! carry alarm status HW_LIMIT with severity MAJOR. DBR_DOUBLE carries integers exactly up to
 //! 2^53. CA has no 64-bit integer type (DBR_INT64 exists only in pvAccess).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use shvars::region::{Access, Value, VarSpec, VarType};
@@ -30,6 +31,38 @@ pub enum Target {
     Command(Binding),
 }
 
+/// The deadbands of a variable (its `.MDEL` and `.ADEL`), kept by the gateway and shared by
+/// every channel of it: a subscription with DBE_VALUE (DBE_LOG) gets a change only when the
+/// value moved by more than MDEL (ADEL) from the last value it was sent; 0 (the default) sends
+/// every change, a negative deadband every update.
+#[derive(Debug, Default)]
+pub struct Deadbands {
+    mdel: AtomicU64,
+    adel: AtomicU64,
+}
+
+impl Deadbands {
+    /// MDEL.
+    pub fn mdel(&self) -> f64 {
+        f64::from_bits(self.mdel.load(Ordering::Relaxed))
+    }
+
+    /// ADEL.
+    pub fn adel(&self) -> f64 {
+        f64::from_bits(self.adel.load(Ordering::Relaxed))
+    }
+
+    /// Sets MDEL or ADEL.
+    pub fn set(&self, field: Field, v: f64) {
+        let slot = if field == Field::Adel {
+            &self.adel
+        } else {
+            &self.mdel
+        };
+        slot.store(v.to_bits(), Ordering::Relaxed);
+    }
+}
+
 /// A PV of a channel.
 #[derive(Debug, Clone)]
 pub struct Pv {
@@ -39,6 +72,19 @@ pub struct Pv {
     pub field: Field,
     /// Its name, for messages.
     pub name: Arc<str>,
+    /// The variable's deadbands.
+    pub deadbands: Arc<Deadbands>,
+}
+
+/// What [`Pv::encode`] sent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Encoded {
+    /// Elements.
+    pub count: u32,
+    /// Alarm status and severity.
+    pub alarm: (u16, u16),
+    /// The value as a number, if it is one (for deadbands).
+    pub number: Option<f64>,
 }
 
 /// An element already converted, owning its text.
@@ -136,6 +182,7 @@ impl Pv {
             },
             Field::Egu | Field::Desc => (Base::String, 1),
             Field::Prec => (Base::Short, 1),
+            Field::Mdel | Field::Adel => (Base::Double, 1),
             _ => (Base::Double, 1),
         }
     }
@@ -144,10 +191,11 @@ impl Pv {
     pub fn writable(&self) -> bool {
         match self.target {
             Target::Command(_) => true,
-            Target::Var(_) => {
-                matches!(self.field, Field::Val | Field::LongString)
-                    && self.spec().access == Access::ReadWrite
-            }
+            Target::Var(_) => match self.field {
+                Field::Val | Field::LongString => self.spec().access == Access::ReadWrite,
+                Field::Mdel | Field::Adel => true,
+                _ => false,
+            },
         }
     }
 
@@ -203,7 +251,7 @@ impl Pv {
         t: DbrType,
         count: u32,
         out: &mut Vec<u8>,
-    ) -> Result<u32, Status> {
+    ) -> Result<Encoded, Status> {
         let (native_base, native_count) = self.native();
         let count = if count == 0 || count > native_count {
             native_count
@@ -235,6 +283,13 @@ impl Pv {
             } else {
                 0
             })),
+            (Field::Mdel, _) => Scalar::Float(self.deadbands.mdel()),
+            (Field::Adel, _) => Scalar::Float(self.deadbands.adel()),
+        };
+        let number = match scalar {
+            Scalar::Int(i) => Some(i as f64),
+            Scalar::Float(f) => Some(f),
+            Scalar::Text(_) => None,
         };
         let labels: &[String] = match (&spec.ty, self.field, &self.target) {
             (VarType::Enum { labels }, Field::Val, Target::Var(_)) => labels,
@@ -278,7 +333,11 @@ impl Pv {
             1
         };
         super::proto::encode_dbr(out, t, count, &meta, &el.as_elements());
-        Ok(count)
+        Ok(Encoded {
+            count,
+            alarm: (status, severity),
+            number,
+        })
     }
 
     fn convert(
@@ -392,6 +451,13 @@ impl Pv {
                 }
                 Ok(text)
             }
+            Target::Var(_) if matches!(self.field, Field::Mdel | Field::Adel) => Err((
+                Status::PUTFAIL,
+                format!(
+                    "{}: a deadband is set by the gateway, not the owner",
+                    self.name
+                ),
+            )),
             Target::Var(_) => {
                 if !self.writable() {
                     return Err((Status::NOWTACCESS, format!("{} is read-only", self.name)));

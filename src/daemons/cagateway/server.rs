@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdp};
+use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdp};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -23,151 +23,25 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use shvars::region::IntVar;
-use shvars::{ProcName, RuntimeDir};
+use shvars::RuntimeDir;
 
 use super::access::{Access, Identity};
+use super::beacon::Beacons;
 use super::circuit::{
-    Channel, Circuit, Closing, Fill, Sub, MAX_CHANNELS, MAX_PAYLOAD, MAX_SUBS, OUT_HARD, OUT_SOFT,
+    Channel, Circuit, Closing, Fill, Sub, MAX_CHANNELS, MAX_PAYLOAD, MAX_PUTS_WAITING, MAX_SUBS,
+    OUT_HARD, OUT_SOFT,
 };
+pub use super::config::Config;
 use super::names::{Field, PvName, COMMAND_PV};
 use super::proto::{
     self, cmd, decode_header, decode_put, parse_request, DbrType, Header, Request, Status,
     ACCESS_READ, ACCESS_WRITE, DBE_ALARM, DBE_LOG, DBE_VALUE,
 };
-use super::pv::{Pv, Target};
+use super::pv::{Deadbands, Pv, Target};
 use super::search::{self, Budget};
 use super::source::{ReadFail, Source, WatchId};
-use crate::control::client::{self, ClientError};
-use crate::control::reply::ErrorKind;
+use super::writes::{PutReply, WriteDone, WriteJob, Writers};
 use crate::framework::eventlog::EventLog;
-
-/// Where and how the server listens (from EPICS' environment variables and the command line).
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Addresses to listen on (EPICS_CAS_INTF_ADDR_LIST; all interfaces by default).
-    pub intf: Vec<IpAddr>,
-    /// TCP and UDP search port (EPICS_CAS_SERVER_PORT, else EPICS_CA_SERVER_PORT, else 5064).
-    pub port: u16,
-    /// Where beacons go (EPICS_CAS_BEACON_ADDR_LIST, else EPICS_CA_ADDR_LIST; plus the
-    /// broadcast address unless EPICS_CAS_AUTO_BEACON_ADDR_LIST=NO).
-    pub beacon_addrs: Vec<SocketAddr>,
-    /// The longest time between beacons (EPICS_CAS_BEACON_PERIOD, 15 s).
-    pub beacon_period: Duration,
-    /// How often watched values are compared.
-    pub tick: Duration,
-    /// A client silent this long is sent an echo; silent twice as long, it is dropped
-    /// (EPICS_CA_CONN_TMO, 30 s).
-    pub echo_after: Duration,
-    /// Who may read and write.
-    pub access: Access,
-    /// How long a write may wait for the owner's answer.
-    pub put_timeout: Duration,
-}
-
-/// EPICS' default server port.
-pub const DEFAULT_PORT: u16 = 5064;
-/// EPICS' default repeater (beacon) port.
-pub const DEFAULT_BEACON_PORT: u16 = 5065;
-
-fn parse_port(var: &str, v: &str) -> Result<u16, String> {
-    v.trim()
-        .parse::<u16>()
-        .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| format!("{var}={v:?}: not a port number (1-65535)"))
-}
-
-fn parse_addr_list(var: &str, v: &str, default_port: u16) -> Result<Vec<SocketAddr>, String> {
-    v.split_whitespace()
-        .map(|w| {
-            if let Ok(sa) = w.parse::<SocketAddr>() {
-                return Ok(sa);
-            }
-            w.parse::<IpAddr>()
-                .map(|ip| SocketAddr::new(ip, default_port))
-                .map_err(|_| {
-                    format!("{var}: {w:?} is not an address (write 10.0.0.255 or 10.0.0.255:5065)")
-                })
-        })
-        .collect()
-}
-
-fn yes(v: Option<String>) -> bool {
-    !v.is_some_and(|v| v.trim().eq_ignore_ascii_case("no"))
-}
-
-impl Config {
-    /// The configuration EPICS' environment variables give (read through `env`), before the
-    /// command line's overrides.
-    ///
-    /// # Errors
-    /// A variable that cannot be read, with its name and what it should hold.
-    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
-        let get = |k: &str| env(k).filter(|v| !v.trim().is_empty());
-        let port = match (get("EPICS_CAS_SERVER_PORT"), get("EPICS_CA_SERVER_PORT")) {
-            (Some(v), _) => parse_port("EPICS_CAS_SERVER_PORT", &v)?,
-            (None, Some(v)) => parse_port("EPICS_CA_SERVER_PORT", &v)?,
-            _ => DEFAULT_PORT,
-        };
-        let beacon_port = match (get("EPICS_CAS_BEACON_PORT"), get("EPICS_CA_REPEATER_PORT")) {
-            (Some(v), _) => parse_port("EPICS_CAS_BEACON_PORT", &v)?,
-            (None, Some(v)) => parse_port("EPICS_CA_REPEATER_PORT", &v)?,
-            _ => DEFAULT_BEACON_PORT,
-        };
-        let intf = match get("EPICS_CAS_INTF_ADDR_LIST") {
-            Some(v) => v
-                .split_whitespace()
-                .map(|w| {
-                    w.parse::<IpAddr>().map_err(|_| {
-                        format!("EPICS_CAS_INTF_ADDR_LIST: {w:?} is not an IP address")
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            None => vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)],
-        };
-        let mut beacon_addrs = match (get("EPICS_CAS_BEACON_ADDR_LIST"), get("EPICS_CA_ADDR_LIST"))
-        {
-            (Some(v), _) => parse_addr_list("EPICS_CAS_BEACON_ADDR_LIST", &v, beacon_port)?,
-            (None, Some(v)) => parse_addr_list("EPICS_CA_ADDR_LIST", &v, beacon_port)?
-                .into_iter()
-                .map(|a| SocketAddr::new(a.ip(), beacon_port))
-                .collect(),
-            _ => Vec::new(),
-        };
-        let auto = match get("EPICS_CAS_AUTO_BEACON_ADDR_LIST") {
-            Some(v) => yes(Some(v)),
-            None => yes(get("EPICS_CA_AUTO_ADDR_LIST")),
-        };
-        if auto {
-            beacon_addrs.push(SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::BROADCAST),
-                beacon_port,
-            ));
-        }
-        let secs = |var: &str, default: f64| -> Result<Duration, String> {
-            match get(var) {
-                None => Ok(Duration::from_secs_f64(default)),
-                Some(v) => v
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|s| *s > 0.0 && *s < 86_400.0)
-                    .map(Duration::from_secs_f64)
-                    .ok_or_else(|| format!("{var}={v:?}: not a number of seconds")),
-            }
-        };
-        Ok(Config {
-            intf,
-            port,
-            beacon_addrs,
-            beacon_period: secs("EPICS_CAS_BEACON_PERIOD", 15.0)?,
-            tick: Duration::from_millis(1),
-            echo_after: secs("EPICS_CA_CONN_TMO", 30.0)?,
-            access: Access::read_only(),
-            put_timeout: Duration::from_secs(10),
-        })
-    }
-}
 
 /// The gateway's counters and gauges, published as its variables.
 #[derive(Debug, Clone)]
@@ -196,101 +70,6 @@ pub struct Counters {
     pub dropped: IntVar,
     /// The TCP port.
     pub port: IntVar,
-}
-
-/// A write on its way to an owner.
-#[derive(Debug)]
-struct PutReply {
-    circuit: usize,
-    req: Header,
-    cid: u32,
-    notify: bool,
-}
-
-struct WriteJob {
-    line: String,
-    reply: PutReply,
-}
-
-struct WriteDone {
-    reply: PutReply,
-    result: Result<(), (Status, String)>,
-}
-
-/// A writer thread per process: writes to one process stay in order, and an owner that does
-/// not answer holds up only the writes to it.
-struct Writers {
-    dir: RuntimeDir,
-    threads: HashMap<Arc<str>, Sender<WriteJob>>,
-    done: Sender<WriteDone>,
-    waker: Arc<Waker>,
-    timeout: Duration,
-}
-
-impl Writers {
-    fn submit(&mut self, process: &Arc<str>, job: WriteJob) {
-        if let Some(tx) = self.threads.get(process) {
-            match tx.send(job) {
-                Ok(()) => return,
-                Err(e) => return self.spawn_and_send(process, e.0),
-            }
-        }
-        self.spawn_and_send(process, job);
-    }
-
-    fn spawn_and_send(&mut self, process: &Arc<str>, job: WriteJob) {
-        let (tx, rx) = crossbeam_channel::unbounded::<WriteJob>();
-        let (dir, done, waker, timeout) = (
-            self.dir.clone(),
-            self.done.clone(),
-            self.waker.clone(),
-            self.timeout,
-        );
-        let name = process.to_string();
-        let spawned = std::thread::Builder::new()
-            .name("ca-writer".into())
-            .spawn(move || {
-                for job in rx {
-                    let result = write_through_owner(&dir, &name, &job.line, timeout);
-                    let _ = done.send(WriteDone {
-                        reply: job.reply,
-                        result,
-                    });
-                    let _ = waker.wake();
-                }
-            });
-        if spawned.is_ok() && tx.send(job).is_ok() {
-            self.threads.insert(process.clone(), tx);
-        }
-    }
-
-    fn forget(&mut self, process: &str) {
-        self.threads.remove(process);
-    }
-}
-
-/// Sends a control line to the owner and turns its answer into a CA outcome.
-fn write_through_owner(
-    dir: &RuntimeDir,
-    process: &str,
-    line: &str,
-    timeout: Duration,
-) -> Result<(), (Status, String)> {
-    let name = ProcName::new(process).map_err(|e| (Status::PUTFAIL, e.to_string()))?;
-    match client::send(dir, &name, line, timeout) {
-        Ok(r) if r.is_ok() => Ok(()),
-        Ok(r) => {
-            let status = match r.kind() {
-                Some(ErrorKind::Denied) => Status::NOWTACCESS,
-                _ => Status::PUTFAIL,
-            };
-            Err((status, format!("{process} refused: {}", r.text())))
-        }
-        Err(e @ (ClientError::NotRunning { .. } | ClientError::Exited { .. })) => {
-            Err((Status::DISCONN, e.to_string()))
-        }
-        Err(e) => Err((Status::PUTFAIL, e.to_string())),
-    }
 }
 
 /// The running server, as its owner sees it.
@@ -336,8 +115,6 @@ const CIRCUIT_BASE: usize = 1024;
 /// Circuits served at once; more are accepted and closed at once.
 pub const MAX_CIRCUITS: usize = 4096;
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
-/// The first beacons come this often, then twice as far apart each time up to the period.
-const FIRST_BEACON: Duration = Duration::from_millis(20);
 
 fn udp_socket(ip: IpAddr, port: u16) -> io::Result<StdUdp> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -426,9 +203,6 @@ pub fn start<S: Source + Send + 'static>(
         TICK,
         Interest::READABLE,
     )?;
-    let beacon_sock = StdUdp::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0))?;
-    beacon_sock.set_broadcast(true)?;
-    beacon_sock.set_nonblocking(true)?;
     let w = waker.clone();
     let source = make_source(Box::new(move || {
         let _ = w.wake();
@@ -445,13 +219,7 @@ pub fn start<S: Source + Send + 'static>(
         poll,
         listeners,
         udps,
-        beacon_sock,
-        beacon_addrs: cfg.beacon_addrs.clone(),
-        beacon_next: Instant::now(),
-        beacon_gap: FIRST_BEACON,
-        beacon_period: cfg.beacon_period,
-        beacon_seq: 0,
-        beacon_ip,
+        beacons: Beacons::new(cfg.beacon_addrs.clone(), cfg.beacon_period, port, beacon_ip)?,
         circuits: HashMap::new(),
         next_circuit: 0,
         stop: stop.clone(),
@@ -474,6 +242,7 @@ pub fn start<S: Source + Send + 'static>(
             next_sid: 1,
             scratch: Vec::new(),
             budget: Budget::default(),
+            deadbands: HashMap::new(),
         },
         tick: cfg.tick,
         ticker,
@@ -496,13 +265,7 @@ struct Server<S: Source> {
     poll: Poll,
     listeners: Vec<TcpListener>,
     udps: Vec<(UdpSocket, u32)>,
-    beacon_sock: StdUdp,
-    beacon_addrs: Vec<SocketAddr>,
-    beacon_next: Instant,
-    beacon_gap: Duration,
-    beacon_period: Duration,
-    beacon_seq: u32,
-    beacon_ip: u32,
+    beacons: Beacons,
     circuits: HashMap<usize, Circuit>,
     next_circuit: usize,
     stop: Arc<AtomicBool>,
@@ -528,6 +291,8 @@ struct Core<S: Source> {
     next_sid: u32,
     scratch: Vec<u8>,
     budget: Budget,
+    /// Each variable's deadbands, shared by its channels.
+    deadbands: HashMap<VarKey, Arc<Deadbands>>,
 }
 
 impl<S: Source> Server<S> {
@@ -538,7 +303,7 @@ impl<S: Source> Server<S> {
         let mut gone = Vec::new();
         while !self.stop.load(Ordering::Relaxed) {
             self.arm_tick();
-            let deadline = next_house.min(self.beacon_next);
+            let deadline = next_house.min(self.beacons.next);
             let timeout = deadline.saturating_duration_since(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -592,8 +357,8 @@ impl<S: Source> Server<S> {
                 self.deliver(&changes);
             }
             let now = Instant::now();
-            if now >= self.beacon_next {
-                self.beacon();
+            if now >= self.beacons.next {
+                self.beacons.send();
             }
             if now >= next_house {
                 self.housekeeping();
@@ -763,6 +528,7 @@ impl<S: Source> Server<S> {
 
     fn drop_process(&mut self, process: &str) {
         self.core.writers.forget(process);
+        self.core.deadbands.retain(|k, _| &*k.0 != process);
         let ids: Vec<usize> = self.circuits.keys().copied().collect();
         for id in ids {
             self.with_circuit(id, |core, id, c| {
@@ -800,15 +566,6 @@ impl<S: Source> Server<S> {
                 let Some(sub) = ch.subs.get_mut(&subid) else {
                     continue;
                 };
-                // DBE_VALUE / DBE_LOG: every change; DBE_ALARM: a change of alarm state.
-                let alarm = ch.pv.alarm(&sample);
-                let alarm_changed = alarm != sub.alarm;
-                sub.alarm = alarm;
-                if sub.mask & (DBE_VALUE | DBE_LOG) == 0
-                    && !(sub.mask & DBE_ALARM != 0 && alarm_changed)
-                {
-                    continue;
-                }
                 if c.events_on && c.out.len() < OUT_SOFT {
                     if Core::<S>::encode_update(
                         &mut self.core.scratch,
@@ -817,6 +574,7 @@ impl<S: Source> Server<S> {
                         &sample,
                         sub,
                         subid,
+                        false,
                     ) {
                         self.core.counters.updates.add(1);
                     }
@@ -838,17 +596,6 @@ impl<S: Source> Server<S> {
                 }
             }
         }
-    }
-
-    fn beacon(&mut self) {
-        let mut b = Vec::with_capacity(16);
-        proto::push_beacon(&mut b, self.core.port, self.beacon_seq, self.beacon_ip);
-        self.beacon_seq = self.beacon_seq.wrapping_add(1);
-        for a in &self.beacon_addrs {
-            let _ = self.beacon_sock.send_to(&b, a);
-        }
-        self.beacon_next = Instant::now() + self.beacon_gap;
-        self.beacon_gap = (self.beacon_gap * 2).min(self.beacon_period);
     }
 
     fn housekeeping(&mut self) {
@@ -877,7 +624,11 @@ impl<S: Source> Server<S> {
     }
 }
 
-/// The PV a name is, if we serve it.
+/// The key of a variable's shared state (its deadbands).
+type VarKey = (Arc<str>, u64, String);
+
+/// The PV a name is, if we serve it (with deadbands of its own until the channel shares the
+/// variable's).
 fn resolve<S: Source>(source: &mut S, name: &str) -> Option<Pv> {
     let n = PvName::parse(name)?;
     if !source.has_process(n.process) {
@@ -889,6 +640,7 @@ fn resolve<S: Source>(source: &mut S, name: &str) -> Option<Pv> {
                 target: Target::Var(b),
                 field,
                 name: Arc::from(name),
+                deadbands: Arc::default(),
             };
             if pv.exists() {
                 return Some(pv);
@@ -901,6 +653,7 @@ fn resolve<S: Source>(source: &mut S, name: &str) -> Option<Pv> {
             target: Target::Command(b),
             field: Field::Val,
             name: Arc::from(name),
+            deadbands: Arc::default(),
         });
     }
     None
@@ -1067,10 +820,13 @@ impl<S: Source> Core<S> {
         } else {
             resolve(&mut self.source, name)
         };
-        let Some(pv) = pv else {
+        let Some(mut pv) = pv else {
             Header::new(cmd::CREATE_CH_FAIL, 0, 0, 0, cid, 0).encode(&mut c.out);
             return;
         };
+        let b = pv.binding();
+        let key = (b.process.clone(), b.generation, b.spec().name.clone());
+        pv.deadbands = self.deadbands.entry(key).or_default().clone();
         let sid = self.next_sid;
         self.next_sid = self.next_sid.wrapping_add(1).max(1);
         let rights = self.rights_of(c, &pv);
@@ -1122,7 +878,8 @@ impl<S: Source> Core<S> {
         let sample = self.source.read(ch.pv.binding());
         self.scratch.clear();
         match ch.pv.encode(&sample, t, count, &mut self.scratch) {
-            Ok(n) => {
+            Ok(e) => {
+                let n = e.count;
                 let code = if notify { cmd::READ_NOTIFY } else { cmd::READ };
                 let p1 = if notify { Status::NORMAL.0 } else { sid };
                 proto::push_message(
@@ -1170,11 +927,41 @@ impl<S: Source> Core<S> {
             self.counters.put_errors.add(1);
             return self.bad(c, h, cid, Status::NOWTACCESS, &why);
         }
+        if matches!(ch.pv.field, Field::Mdel | Field::Adel) {
+            let v = match decode_put(dtype, count, data) {
+                Ok(proto::PutValue::Int(i)) => Some(i as f64),
+                Ok(proto::PutValue::Float(f)) if f.is_finite() => Some(f),
+                Ok(proto::PutValue::Text(t)) => {
+                    t.trim().parse::<f64>().ok().filter(|f| f.is_finite())
+                }
+                _ => None,
+            };
+            let Some(v) = v else {
+                self.counters.put_errors.add(1);
+                let why = format!("{}: a deadband is a number", ch.pv.name);
+                return self.bad(c, h, cid, Status::BADTYPE, &why);
+            };
+            ch.pv.deadbands.set(ch.pv.field, v);
+            self.counters.puts.add(1);
+            if notify {
+                Header::new(cmd::WRITE_NOTIFY, 0, dtype, count, Status::NORMAL.0, h.p2)
+                    .encode(&mut c.out);
+            }
+            return;
+        }
         let line = decode_put(dtype, count, data)
             .map_err(|e| (Status::BADTYPE, e.to_string()))
             .and_then(|v| ch.pv.put_line(&v));
         match line {
+            Ok(_) if c.puts_waiting >= MAX_PUTS_WAITING => {
+                self.counters.put_errors.add(1);
+                let why = format!(
+                    "{MAX_PUTS_WAITING} writes of this client are still waiting for their owners: wait for their answers"
+                );
+                self.bad(c, h, cid, Status::PUTFAIL, &why);
+            }
             Ok(line) => {
+                c.puts_waiting += 1;
                 let process = ch.pv.binding().process.clone();
                 self.writers.submit(
                     &process,
@@ -1197,6 +984,7 @@ impl<S: Source> Core<S> {
     }
 
     fn put_done(&mut self, c: &mut Circuit, d: WriteDone) {
+        c.puts_waiting = c.puts_waiting.saturating_sub(1);
         let r = d.reply;
         match d.result {
             Ok(()) => {
@@ -1266,7 +1054,8 @@ impl<S: Source> Core<S> {
             mask,
             watch,
             pending: false,
-            alarm: ch.pv.alarm(&sample),
+            last_number: None,
+            last_alarm: (0, 0),
         };
         if Self::encode_update(
             &mut self.scratch,
@@ -1275,6 +1064,7 @@ impl<S: Source> Core<S> {
             &sample,
             &mut sub,
             subid,
+            true,
         ) {
             self.counters.updates.add(1);
         }
@@ -1283,8 +1073,8 @@ impl<S: Source> Core<S> {
         self.counters.monitors.add(1);
     }
 
-    /// Appends a monitor update for `sub`; false (and nothing appended) if the value cannot
-    /// be converted.
+    /// Appends a monitor update for `sub` if its mask and the deadbands let it through (the
+    /// first update always goes); false if nothing was appended.
     fn encode_update(
         scratch: &mut Vec<u8>,
         out: &mut Vec<u8>,
@@ -1292,27 +1082,40 @@ impl<S: Source> Core<S> {
         sample: &Result<super::source::Sample, ReadFail>,
         sub: &mut Sub,
         subid: u32,
+        first: bool,
     ) -> bool {
         scratch.clear();
         sub.pending = false;
-        match pv.encode(sample, sub.dtype, sub.count, scratch) {
-            Ok(n) => {
-                proto::push_message(
-                    out,
-                    Header::new(
-                        cmd::EVENT_ADD,
-                        0,
-                        sub.dtype.code(),
-                        n,
-                        Status::NORMAL.0,
-                        subid,
-                    ),
-                    scratch,
-                );
-                true
+        let Ok(e) = pv.encode(sample, sub.dtype, sub.count, scratch) else {
+            return false;
+        };
+        if !first {
+            let moved = |deadband: f64| match (e.number, sub.last_number) {
+                (Some(n), Some(l)) if deadband >= 0.0 => (n - l).abs() > deadband,
+                _ => true,
+            };
+            let value = sub.mask & DBE_VALUE != 0 && moved(pv.deadbands.mdel());
+            let log = sub.mask & DBE_LOG != 0 && moved(pv.deadbands.adel());
+            let alarm = sub.mask & DBE_ALARM != 0 && e.alarm != sub.last_alarm;
+            if !(value || log || alarm) {
+                return false;
             }
-            Err(_) => false,
         }
+        sub.last_number = e.number;
+        sub.last_alarm = e.alarm;
+        proto::push_message(
+            out,
+            Header::new(
+                cmd::EVENT_ADD,
+                0,
+                sub.dtype.code(),
+                e.count,
+                Status::NORMAL.0,
+                subid,
+            ),
+            scratch,
+        );
+        true
     }
 
     /// Sends the subscriptions marked pending their current value, while there is room.
@@ -1331,8 +1134,15 @@ impl<S: Source> Core<S> {
                     continue;
                 }
                 let sample = self.source.read(ch.pv.binding());
-                if Self::encode_update(&mut self.scratch, &mut c.out, &ch.pv, &sample, sub, *subid)
-                {
+                if Self::encode_update(
+                    &mut self.scratch,
+                    &mut c.out,
+                    &ch.pv,
+                    &sample,
+                    sub,
+                    *subid,
+                    false,
+                ) {
                     self.counters.updates.add(1);
                 }
             }
@@ -1359,49 +1169,5 @@ impl<S: Source> Core<S> {
                 self.unwatch(id, sid, subid, sub.watch);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        move |k| m.get(k).cloned()
-    }
-
-    #[test]
-    fn environment_as_an_ioc_reads_it() {
-        let c = Config::from_env(env(&[])).unwrap();
-        assert_eq!(c.port, 5064);
-        assert_eq!(
-            c.beacon_addrs,
-            vec!["255.255.255.255:5065".parse().unwrap()]
-        );
-        let c = Config::from_env(env(&[
-            ("EPICS_CAS_SERVER_PORT", "7064"),
-            ("EPICS_CAS_INTF_ADDR_LIST", "127.0.0.1"),
-            ("EPICS_CAS_BEACON_PORT", "7065"),
-            ("EPICS_CA_ADDR_LIST", "127.0.0.1:7064 127.0.0.2"),
-            ("EPICS_CA_AUTO_ADDR_LIST", "NO"),
-        ]))
-        .unwrap();
-        assert_eq!(c.port, 7064);
-        assert_eq!(c.intf, vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
-        assert_eq!(
-            c.beacon_addrs,
-            vec![
-                "127.0.0.1:7065".parse().unwrap(),
-                "127.0.0.2:7065".parse().unwrap()
-            ]
-        );
-        let e = Config::from_env(env(&[("EPICS_CAS_SERVER_PORT", "http")])).unwrap_err();
-        assert!(e.contains("EPICS_CAS_SERVER_PORT"), "{e}");
-        let e = Config::from_env(env(&[("EPICS_CAS_INTF_ADDR_LIST", "eth0")])).unwrap_err();
-        assert!(e.contains("eth0"), "{e}");
     }
 }
