@@ -9,7 +9,7 @@ use std::process::Command;
 
 use crate::util::{free_port, Env};
 
-const BINARIES: [&str; 10] = [
+const BINARIES: [&str; 22] = [
     "ticker",
     "shvar",
     "spyctl",
@@ -20,6 +20,18 @@ const BINARIES: [&str; 10] = [
     "spycat",
     "spybench",
     "spydemo",
+    "startbench",
+    "isectd",
+    "isdclient",
+    "isdexecd",
+    "isdecho",
+    "isdbench",
+    "lvsmon",
+    "lvsbench",
+    "svcshare",
+    "svcsoak",
+    "cagateway",
+    "cabench",
 ];
 
 #[test]

@@ -20,7 +20,7 @@ use clap::Parser;
 
 /// Time a cold `shvar get` against a trivial Rust binary and /bin/true, interleaved.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "startbench", version)]
 struct Cli {
     /// Rounds (each runs every command once)
     #[arg(long, default_value_t = 1000)]
@@ -31,6 +31,8 @@ struct Cli {
     /// The rustc that builds the trivial program
     #[arg(long, default_value = "rustc")]
     rustc: PathBuf,
+    #[command(flatten)]
+    extras: daqproc::support::cli::Extras,
 }
 
 const TRIVIAL: &str = r#"fn main() {
@@ -86,7 +88,7 @@ fn us(d: Duration) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = daqproc::support::cli::parse::<Cli>();
     if cli.runs == 0 {
         bail!("--runs must be at least 1");
     }
