@@ -766,12 +766,15 @@ impl<S: Storage> Core<S> {
         timeout: Option<Duration>,
         mut attempt: impl FnMut(&mut Self) -> Result<T, TryReadError>,
     ) -> Result<T, ReadTimeoutError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // The deadline is taken after the first attempt fails: an event already there costs
+        // no clock read.
+        let mut deadline: Option<Option<Instant>> = None;
         loop {
             match attempt(self) {
                 Err(TryReadError::Empty) => {}
                 r => return r.map_err(ReadTimeoutError::from),
             }
+            let deadline = *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
             let left = match deadline {
                 Some(d) => match d.checked_duration_since(Instant::now()) {
                     Some(l) if !l.is_zero() => l,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use shvars::circ::{SamplingReader, StartAt, TryReadError};
+use shvars::circ::{SamplingReader, StartAt};
 
 use super::proto::{
     end_record, event_header, write_error, Mode, PacketHeader, Request, Status, EVENT_HEADER_SIZE,
@@ -498,7 +498,36 @@ struct Conn {
     seen: VecDeque<(Instant, u64)>,
 }
 
+/// The next event of the buffer for a packet being built: with `wait`, the packet's first
+/// look, which waits up to that long for one; `Ok(None)` when there is none (yet).
+fn next_peek(
+    reader: &mut SamplingReader,
+    wait: Option<Duration>,
+) -> Result<Option<shvars::circ::Peeked<'_, shvars::circ::FileStorage>>, String> {
+    // One call whose result is returned (a try_peek first, then a wait on its `Empty`, would
+    // keep the reader borrowed across both): a zero timeout is a single look.
+    match reader.peek_timeout(wait.unwrap_or(Duration::ZERO)) {
+        Ok(p) => Ok(Some(p)),
+        Err(shvars::circ::ReadTimeoutError::Timeout) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 impl Conn {
+    /// Whether event `evnr` is left out of the packet: in next mode one delivered before a
+    /// reconnect; one the client's age bound excludes (`stale`: the last such event number),
+    /// which is counted as skipped.
+    fn skips(&mut self, evnr: u64, req: &Request, stale: u64) -> bool {
+        if req.mode == Mode::Next && evnr <= self.last_sent {
+            return true;
+        }
+        if evnr <= stale {
+            self.jumped += 1;
+            return true;
+        }
+        false
+    }
+
     /// Notes the buffer's newest event number now.
     fn observe(&mut self, reader: &SamplingReader) {
         let newest = reader.buffer_stats().last_evnr.unwrap_or(0);
@@ -531,7 +560,7 @@ impl Conn {
         self.buf.resize(PACKET_HEADER_SIZE, 0);
         let mut n = 0u32;
         let mut payload = 0usize;
-        let mut waited = false;
+        let mut first = Some(wait);
         self.full = false;
         self.observe(reader);
         let stale = if req.maxage_ms > 0 {
@@ -540,23 +569,10 @@ impl Conn {
             0
         };
         while (n as usize) < max_events {
-            let peeked = if n == 0 && !waited {
-                waited = true;
-                match reader.try_peek() {
-                    Err(TryReadError::Empty) => match reader.peek_timeout(wait) {
-                        Ok(p) => Ok(p),
-                        Err(shvars::circ::ReadTimeoutError::Timeout) => break,
-                        Err(e) => Err(e.to_string()),
-                    },
-                    Ok(p) => Ok(p),
-                    Err(e) => Err(e.to_string()),
-                }
-            } else {
-                match reader.try_peek() {
-                    Ok(p) => Ok(p),
-                    Err(TryReadError::Empty) => break,
-                    Err(e) => Err(e.to_string()),
-                }
+            let peeked = match next_peek(reader, first.take()) {
+                Ok(Some(p)) => Ok(p),
+                Ok(None) => break,
+                Err(e) => Err(e),
             };
             let p = match peeked {
                 Ok(p) => p,
@@ -573,15 +589,8 @@ impl Conn {
                 break; // The event stays next.
             }
             let evnr = p.evnr();
-            if req.mode == Mode::Next && evnr <= self.last_sent {
-                // Already delivered before a reconnect: skip it.
+            if self.skips(evnr, req, stale) {
                 let _ = p.finish();
-                continue;
-            }
-            if evnr <= stale {
-                // Older than the client accepts: skip it (reported as skipped).
-                let _ = p.finish();
-                self.jumped += 1;
                 continue;
             }
             let at = self.buf.len();
@@ -649,7 +658,7 @@ impl Conn {
         self.full = false;
         let mut n = 0u32;
         let mut payload = 0usize;
-        let mut waited = false;
+        let mut first = Some(wait);
         let mut started = false;
         self.observe(reader);
         let stale = if req.maxage_ms > 0 {
@@ -658,23 +667,10 @@ impl Conn {
             0
         };
         while (n as usize) < max_events {
-            let peeked = if n == 0 && !waited {
-                waited = true;
-                match reader.try_peek() {
-                    Err(TryReadError::Empty) => match reader.peek_timeout(wait) {
-                        Ok(p) => Ok(p),
-                        Err(shvars::circ::ReadTimeoutError::Timeout) => break,
-                        Err(e) => Err(e.to_string()),
-                    },
-                    Ok(p) => Ok(p),
-                    Err(e) => Err(e.to_string()),
-                }
-            } else {
-                match reader.try_peek() {
-                    Ok(p) => Ok(p),
-                    Err(TryReadError::Empty) => break,
-                    Err(e) => Err(e.to_string()),
-                }
+            let peeked = match next_peek(reader, first.take()) {
+                Ok(Some(p)) => Ok(p),
+                Ok(None) => break,
+                Err(e) => Err(e),
             };
             let p = match peeked {
                 Ok(p) => p,
@@ -688,13 +684,8 @@ impl Conn {
                 break; // The event stays next.
             }
             let evnr = p.evnr();
-            if req.mode == Mode::Next && evnr <= self.last_sent {
+            if self.skips(evnr, req, stale) {
                 let _ = p.finish();
-                continue;
-            }
-            if evnr <= stale {
-                let _ = p.finish();
-                self.jumped += 1;
                 continue;
             }
             if !started {
