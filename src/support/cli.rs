@@ -219,6 +219,25 @@ pub fn parse_secs(s: &str) -> Result<f64, String> {
     }
 }
 
+/// The binary `name` of this build, next to the running one (a bench or demo starting the
+/// daemons it measures).
+///
+/// # Errors
+/// If it is not there: the message names the path and the build command.
+pub fn sibling(name: &str) -> anyhow::Result<std::path::PathBuf> {
+    let me = std::env::current_exe()
+        .map_err(|e| anyhow::anyhow!("cannot locate the running binary: {e}"))?;
+    let p = me.with_file_name(name);
+    if !p.exists() {
+        anyhow::bail!(
+            "{} not found next to {} (build every binary: cargo build --release)",
+            p.display(),
+            me.display()
+        );
+    }
+    Ok(p)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

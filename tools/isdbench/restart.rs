@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -62,18 +62,7 @@ fn which(prog: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
-    let me = std::env::current_exe()?;
-    let p = me.with_file_name(name);
-    if !p.exists() {
-        bail!(
-            "{} not found beside {} (cargo build --release)",
-            p.display(),
-            me.display()
-        );
-    }
-    Ok(p)
-}
+use daqproc::support::cli::sibling;
 
 fn start_isectd(dir: &Path, me: &Path) -> anyhow::Result<Peer> {
     let (sock, addr) = report_socket()?;

@@ -3,7 +3,7 @@
 //! reader checks every byte. The producer stays at most a window of events ahead of the
 //! reader, so no CPU goes into events nobody will read.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,17 +36,7 @@ pub struct Chain {
     first_error: Arc<parking_lot::Mutex<Option<String>>>,
 }
 
-pub(crate) fn sibling(name: &str) -> anyhow::Result<PathBuf> {
-    let me = std::env::current_exe().context("locating spybench")?;
-    let p = me.with_file_name(name);
-    if !p.exists() {
-        bail!(
-            "{} not found next to spybench (build every binary: cargo build --release)",
-            p.display()
-        );
-    }
-    Ok(p)
-}
+pub(crate) use daqproc::support::cli::sibling;
 
 pub(crate) fn wait_for(what: &str, mut f: impl FnMut() -> bool) -> anyhow::Result<()> {
     let t0 = Instant::now();

@@ -3,7 +3,7 @@
 
 mod cli;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -48,18 +48,7 @@ struct Demo {
     children: Vec<(&'static str, Child)>,
 }
 
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
-    let p = std::env::current_exe()
-        .context("locating spydemo")?
-        .with_file_name(name);
-    if !p.exists() {
-        bail!(
-            "{} not found next to spydemo (build every binary: cargo build --release)",
-            p.display()
-        );
-    }
-    Ok(p)
-}
+use daqproc::support::cli::sibling;
 
 fn value(dir: &RuntimeDir, name: &str, var: &str) -> String {
     ProcName::new(name)

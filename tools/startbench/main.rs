@@ -41,17 +41,7 @@ const TRIVIAL: &str = r#"fn main() {
 }
 "#;
 
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
-    let me = std::env::current_exe().context("locating startbench")?;
-    let p = me.with_file_name(name);
-    if !p.exists() {
-        bail!(
-            "{} not found beside startbench: run `cargo build --release` first",
-            p.display()
-        );
-    }
-    Ok(p)
-}
+use daqproc::support::cli::sibling;
 
 struct Ticker(std::process::Child);
 

@@ -379,45 +379,8 @@ fn error_packet(msg: &str) -> Vec<u8> {
 }
 
 /// Writes `bytes` whole within [`SEND_DEADLINE`]; a client that does not take them is dropped.
-fn send(sock: &mut TcpStream, mut bytes: &[u8], shared: &FarmShared) -> Result<(), End> {
-    let deadline = Instant::now() + SEND_DEADLINE;
-    while !bytes.is_empty() {
-        if shared.stop.load(Ordering::Relaxed) {
-            return Err(End::Normal);
-        }
-        match sock.write(bytes) {
-            Ok(0) => return Err(End::Normal),
-            Ok(n) => bytes = &bytes[n..],
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                if Instant::now() >= deadline {
-                    return Err(End::NotReading(format!(
-                        "it did not read a packet within {} s ({} bytes left unsent)",
-                        SEND_DEADLINE.as_secs(),
-                        bytes.len()
-                    )));
-                }
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::BrokenPipe
-                        | io::ErrorKind::ConnectionReset
-                        | io::ErrorKind::NotConnected
-                ) =>
-            {
-                return Err(End::Normal)
-            }
-            Err(e) => return Err(End::Io(e)),
-        }
-    }
-    Ok(())
+fn send(sock: &mut TcpStream, bytes: &[u8], shared: &FarmShared) -> Result<(), End> {
+    send_iov(sock, &mut [IoSlice::new(bytes)], shared)
 }
 
 /// Writes the slices of `iov` whole within [`SEND_DEADLINE`], with as few system calls as the
