@@ -224,6 +224,30 @@ fn http_get(port: u16, path: &str) -> (u16, String, String) {
     (code, head.to_owned(), body.to_owned())
 }
 
+/// `shvar` has its own C `main` (`shvars::lean`, for a fast cold start), which must still do
+/// what Rust's runtime did: started with its standard error closed, the listening socket must
+/// not become descriptor 2 (its start-up line would be written into the listener, fail, and
+/// end the server).
+#[test]
+fn serve_started_with_standard_error_closed_still_serves() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init"]);
+    let port = free_port();
+    let mut c = std::process::Command::new("sh");
+    c.arg("-c")
+        .arg(r#"exec 2>&-; exec "$0" serve --listen "127.0.0.1:$1""#)
+        .arg(crate::util::bin("shvar"))
+        .arg(port.to_string())
+        .env("SHVAR_DIR", env.dir());
+    env.spawn("serve", c);
+    env.wait_until("shvar serve to listen", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let (code, _, body) = http_get(port, "/metrics");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(value_of(&body, r#"shvar_up{process="t1"}"#), "1");
+}
+
 #[test]
 fn serve_answers_scrapes_with_a_fresh_export() {
     let mut env = Env::new();

@@ -307,3 +307,32 @@ fn wildcards_tables_and_nested_json_over_structured_names() {
         o.stdout
     );
 }
+
+/// `shvar` defines its own C `main` (`shvars::lean`, for a fast cold start): what Rust's
+/// runtime did for it must still hold. Started with its standard descriptors closed it writes
+/// into no file or socket it opens, and its exit statuses come through as they are (status 3:
+/// `hostile::get_of_a_dead_process_says_so_and_exits_3`; the descriptors that are reopened on
+/// /dev/null: `ecosystem::serve_started_with_standard_error_closed_still_serves`).
+#[test]
+fn shvar_with_closed_standard_descriptors_writes_into_no_file() {
+    let mut env = Env::new();
+    env.ticker("t1", &["-c", "init"]);
+    let region = env.path("t1.shv");
+    let before = fs::read(&region).unwrap().len();
+    // Standard output closed: the control connection `cmd` opens would get descriptor 1, and
+    // its printed reply would go back into the socket as a request.
+    let mut c = std::process::Command::new("sh");
+    c.arg("-c")
+        .arg(r#"exec 1>&-; "$0" cmd t1 status; echo "cmd $?" >&2; exec 0<&-; "$0" get t1 runstate; echo "get $?" >&2; "$0" get t1 nosuchvar 2>/dev/null; echo "missing $?" >&2"#)
+        .arg(crate::util::bin("shvar"))
+        .env("SHVAR_DIR", env.dir());
+    let o = env.run(c);
+    assert_eq!(o.stderr.trim(), "cmd 0\nget 0\nmissing 1", "{o:?}");
+    assert_eq!(fs::read(&region).unwrap().len(), before);
+    // One more round trip, so anything the first one sent back would have been read by now.
+    env.shvar(&["cmd", "t1", "status"]).ok();
+    assert_eq!(env.get_int("t1", "ctlerrors"), 0, "t1 was sent junk");
+    env.shvar(&["get", "t1", "runstate"])
+        .ok()
+        .stdout_has("INIT_STATE");
+}

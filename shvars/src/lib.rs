@@ -18,6 +18,7 @@
 pub mod alloc;
 pub mod circ;
 pub mod dir;
+pub mod lean;
 pub mod open;
 pub mod region;
 pub mod sys;
