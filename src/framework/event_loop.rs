@@ -52,6 +52,8 @@ pub(crate) struct EventLoop {
     guard: Option<Guard>,
     /// Connections with requests left after their turn.
     more: Vec<u64>,
+    /// When the last poll found events (for busy polling, [`super::Ctx::set_busy_poll`]).
+    last_event: Instant,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -87,6 +89,7 @@ impl EventLoop {
             server: None,
             guard: None,
             more: Vec::new(),
+            last_event: Instant::now(),
         })
     }
 
@@ -144,12 +147,25 @@ impl EventLoop {
                 self.flush_before_exit(r);
                 return;
             }
-            let timeout = self.timeout(r);
+            let mut timeout = self.timeout(r);
+            let busy = r.ctx.busy_poll;
+            if !busy.is_zero() && timeout != Some(Duration::ZERO) {
+                let now = Instant::now();
+                if now.saturating_duration_since(self.last_event) < busy {
+                    // Busy polling: look without sleeping, and let a task that shares this CPU
+                    // (the peer that answers next) run in between.
+                    std::thread::yield_now();
+                    timeout = Some(Duration::ZERO);
+                }
+            }
             if let Err(e) = self.poll.poll(&mut self.events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     r.ctx.error(&format!("event loop: poll failed: {e}"));
                     std::thread::sleep(Duration::from_millis(10));
                 }
+            }
+            if !busy.is_zero() && !self.events.is_empty() {
+                self.last_event = Instant::now();
             }
             // The events are taken out of `self` while they are handled (no allocation).
             let events = std::mem::replace(&mut self.events, Events::with_capacity(0));

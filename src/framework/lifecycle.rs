@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shvars::region::{CreateOptions, IntVar, StrVar, VarRegion, VarSpec};
 use shvars::{ProcName, RuntimeDir};
@@ -267,6 +267,7 @@ pub(crate) fn make_ctx(
         deferred_now: None,
         completions: Vec::new(),
         log_file: None,
+        busy_poll: Duration::ZERO,
     })
 }
 

@@ -65,11 +65,23 @@ fn transactions_go_to_idle_workers_in_pieces_and_are_counted() {
     assert_eq!(from, 3);
     let w1 = isd(&env, "t1", "worker 1");
     assert!(w1.contains("worker->kind = Tp"), "{w1}");
+    // isdecho, started here, logged in on the Unix socket isectd gave it (ISD_SOCKET).
+    assert!(w1.contains("worker->link = unix"), "{w1}");
     assert!(
         isd(&env, "t1", "").contains("isdData.PeakBucket       = 3"),
         "the histogram counts the transactions"
     );
     assert_eq!(env.get_int("t1", "xactions"), 3);
+    // A client on this machine may use it too.
+    let sock = env.get("t1", "xact_socket");
+    assert_eq!(sock, env.path("t1.xact").display().to_string());
+    let mut local = XClient::connect(&format!("unix:{sock}"), "echo").unwrap();
+    assert_eq!(local.transact(b"over unix").unwrap(), b"over unix");
+    let cl = isd(&env, "t1", &format!("client {}", local.id()));
+    assert!(cl.contains("client->link = unix"), "{cl}");
+    drop(local);
+    let cl = isd(&env, "t1", &format!("client {}", c.id()));
+    assert!(cl.contains("client->link = tcp"), "{cl}");
     // Replies in pieces: the worker stays BUSY until the last.
     isd(
         &env,
@@ -300,7 +312,10 @@ fn junk_from_a_client_or_a_worker_costs_only_its_connection() {
     f.extend_from_slice(&[0; 8]);
     f.extend_from_slice(&u32::MAX.to_le_bytes());
     s2.write_all(&f).unwrap();
-    env.wait_until("both dropped", || env.get_int("t5", "proto_errors") >= 2);
+    // And garbage on the Unix socket.
+    let mut u = std::os::unix::net::UnixStream::connect(env.path("t5.xact")).unwrap();
+    u.write_all(&crate::util::junk(4096, 9)).unwrap();
+    env.wait_until("all three dropped", || env.get_int("t5", "proto_errors") >= 3);
     assert_eq!(good.transact(b"still served").unwrap(), b"still served");
     // A worker that replies for a transaction it was not given: a transaction worker whose
     // program is a shell, and an impostor logging in with its rendezvous.
@@ -331,6 +346,9 @@ fn junk_from_a_client_or_a_worker_costs_only_its_connection() {
     assert!(XWorker::login(host, port, id, "wrong-token").is_err());
     let mut w = XWorker::login(host, port, id, token).unwrap();
     env.wait_until("the impostor idle", || state(&env, "t5", 2) == "IDLE");
+    // Without ISD_SOCKET (as here) a worker logs in over TCP, the seed's way.
+    let w2 = isd(&env, "t5", "worker 2");
+    assert!(w2.contains("worker->link = tcp"), "{w2}");
     let before = env.get_int("t5", "proto_errors");
     w.reply(77, 1, b"unasked", false).unwrap();
     env.wait_until("the unasked reply dropped", || {
@@ -401,4 +419,38 @@ fn a_thousand_clients_at_once_are_bounded_and_a_good_one_is_served() {
     drop(conns);
     env.wait_until("all gone", || env.get_int("t6", "PriList") == 1);
     assert_eq!(good.transact(b"after").unwrap(), b"after");
+}
+
+/// CPU seconds (user + system) process `pid` has used.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// `busy_poll_us`: isectd polls without sleeping for that long after a transaction's traffic
+/// (lower latency), and sleeps again once the traffic stops: an idle isectd with busy polling
+/// on uses no CPU.
+#[test]
+fn busy_polling_serves_and_stops_when_the_traffic_does() {
+    let mut env = Env::new();
+    with_echo(&mut env, "t7", 1, "");
+    let pid = env.get_int("t7", "pid") as u32;
+    env.shvar(&["set", "t7", "busy_poll_us", "100000"]).ok();
+    env.shvar(&["set", "t7", "busy_poll_us", "100001"])
+        .expect_code(1);
+    let mut c = XClient::connect(&addr(&env, "t7"), "echo").unwrap();
+    for i in 0..200u32 {
+        let m = i.to_le_bytes();
+        assert_eq!(c.transact(&m).unwrap(), m);
+    }
+    // The last traffic is at most 0.1 s old from here: after that isectd sleeps.
+    std::thread::sleep(Duration::from_millis(150));
+    let before = cpu_secs(pid);
+    std::thread::sleep(Duration::from_millis(1000));
+    let used = cpu_secs(pid) - before;
+    assert!(used < 0.3, "an idle isectd used {used} s of CPU in 1 s");
 }

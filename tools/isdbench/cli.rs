@@ -46,6 +46,10 @@ pub enum What {
         /// Idle clients connected for the memory figure
         #[arg(long, default_value_t = 1000)]
         idle_clients: usize,
+        /// Also measure isectd with this `busy_poll_us` (0: only with busy polling off, the
+        /// default of isectd)
+        #[arg(long, default_value_t = 50)]
+        busy_poll_us: u64,
     },
     /// `send all pause` (and `send all resume`) to N ticker workers, answered
     Pause {

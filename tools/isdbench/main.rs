@@ -18,6 +18,9 @@ fn main() -> ExitCode {
     if let Some(addr) = std::env::var_os("ISDBENCH_REPORT") {
         child::run(&addr.to_string_lossy());
     }
+    if std::env::var_os("ISDBENCH_DIRECT").is_some() {
+        xact::direct_server_main();
+    }
     shvars::sys::default_sigpipe();
     let cli = daqproc::support::cli::parse::<cli::Cli>();
     let r = match cli.what {
@@ -34,7 +37,8 @@ fn main() -> ExitCode {
             secs,
             size,
             idle_clients,
-        } => xact::run(count, clients, workers, secs, size, idle_clients),
+            busy_poll_us,
+        } => xact::run(count, clients, workers, secs, size, idle_clients, busy_poll_us),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

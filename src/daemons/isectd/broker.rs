@@ -7,12 +7,15 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
 use std::time::Instant;
 
 use shvars::region::{IntVar, StrVar, VarRegion, VarSpec};
 
+use super::stream::XStream;
 use super::xproto::{self as xp, Header, Kind};
 use super::{FdUse, Isectd};
 use crate::framework::{Ctx, FdToken, Interest};
@@ -21,6 +24,17 @@ use crate::framework::{Ctx, FdToken, Interest};
 const MAX_OUT: usize = 8 << 20;
 /// Most request bytes a client may have waiting for a worker.
 const MAX_HELD: usize = 16 << 20;
+
+/// Where a connection was accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Listener {
+    /// The TCP worker port (`port`).
+    Workers,
+    /// The TCP client port (`req_port`).
+    Clients,
+    /// The Unix socket (`xact_socket`).
+    Unix,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -41,7 +55,7 @@ impl std::fmt::Display for Role {
 
 #[derive(Debug)]
 struct XConn {
-    stream: TcpStream,
+    stream: XStream,
     framer: xp::Framer,
     out: Vec<u8>,
     role: Role,
@@ -82,6 +96,7 @@ struct BVars {
     xactions: IntVar,
     rejecting: IntVar,
     preempt: StrVar,
+    busy_poll_us: IntVar,
 }
 
 /// The broker.
@@ -89,6 +104,8 @@ struct BVars {
 pub struct Broker {
     wl: TcpListener,
     cl: TcpListener,
+    /// The Unix socket local workers (and clients) log in on, with its file's guard.
+    ul: Option<(crate::control::fifo::ControlSocket, UnixListener)>,
     /// The worker port.
     pub port: u16,
     /// The client port.
@@ -135,7 +152,17 @@ impl Broker {
         r: &VarRegion,
         host: &str,
         req_port: u16,
+        unix_path: &Path,
     ) -> Result<Broker, crate::framework::BoxError> {
+        let mut notes = Vec::new();
+        let ul = crate::control::fifo::ControlSocket::bind(unix_path, &mut notes)
+            .map_err(|e| format!("cannot make the worker socket {}: {e}", unix_path.display()))?;
+        // Only isectd's own user's programs log in there (a token is needed anyway).
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(unix_path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("{}: {e}", unix_path.display()))?;
+        }
         let wl = TcpListener::bind((host, 0))?;
         let cl = TcpListener::bind((host, req_port))
             .map_err(|e| format!("cannot listen for clients on {host}:{req_port}: {e}"))?;
@@ -152,6 +179,10 @@ impl Broker {
         )?;
         r.add_int(
             VarSpec::int("req_port", i64::from(req_port)).desc("TCP port clients connect to"),
+        )?;
+        r.add_str(
+            VarSpec::string("xact_socket", 108, &unix_path.display().to_string())
+                .desc("Unix socket of local workers (ISD_SOCKET) and clients (unix:PATH)"),
         )?;
         r.add_int(
             VarSpec::int("req_socket", i64::from(cl.as_raw_fd()))
@@ -172,6 +203,13 @@ impl Broker {
                     .desc("Connections dropped for bad input (junk, absurd lengths, unasked replies, not reading)"),
             )?,
             xactions: r.add_int(VarSpec::int("xactions", 0).counter().desc("Transactions completed"))?,
+            busy_poll_us: r.add_int(
+                VarSpec::int("busy_poll_us", 0)
+                    .rw()
+                    .unit("us")
+                    .range(Some(0.0), Some(100_000.0))
+                    .desc("After a transaction's traffic, poll this long without sleeping (lower latency for up to this much CPU per burst); 0: off"),
+            )?,
             rejecting: r.add_int(VarSpec::int("rejecting", 0).desc("1: new client logins are refused (reject)"))?,
             preempt: r.add_str(VarSpec::string("preempt", 8, "on").desc(
                 "on: a waiting transaction of a higher-priority client goes before earlier ones of lower priority; off: arrival order only",
@@ -185,6 +223,7 @@ impl Broker {
             worker_host,
             wl,
             cl,
+            ul: Some(ul),
             port,
             req_port,
             conns: HashMap::new(),
@@ -199,6 +238,21 @@ impl Broker {
     /// The listeners' descriptors.
     pub fn listeners(&self) -> (i32, i32) {
         (self.wl.as_raw_fd(), self.cl.as_raw_fd())
+    }
+
+    /// The Unix listener's descriptor.
+    pub fn unix_listener(&self) -> Option<i32> {
+        self.ul.as_ref().map(|(_, l)| l.as_raw_fd())
+    }
+
+    /// The Unix socket's path (`ISD_SOCKET` for the workers started here).
+    pub fn unix_path(&self) -> Option<&Path> {
+        self.ul.as_ref().map(|(g, _)| g.path())
+    }
+
+    /// How a connection came: `tcp`, `unix`, or `-` when there is none.
+    pub fn link_of(&self, t: FdToken) -> &'static str {
+        self.conns.get(&t).map_or("-", |c| c.stream.kind())
     }
 
     /// The fd of a connection, for `workers`/`clients`/`shutdown`.
@@ -269,18 +323,23 @@ impl Isectd {
         self.broker.as_mut().expect("the broker runs")
     }
 
-    pub(super) fn accept_x(&mut self, ctx: &mut Ctx, workers: bool) {
+    pub(super) fn accept_x(&mut self, ctx: &mut Ctx, from: Listener) {
         loop {
             let b = self.broker();
-            let r = if workers {
-                b.wl.accept()
-            } else {
-                b.cl.accept()
+            let r = match from {
+                Listener::Workers => b.wl.accept().map(|(s, _)| XStream::Tcp(s)),
+                Listener::Clients => b.cl.accept().map(|(s, _)| XStream::Tcp(s)),
+                Listener::Unix => match &b.ul {
+                    Some((_, l)) => l.accept().map(|(s, _)| XStream::Unix(s)),
+                    None => return,
+                },
             };
             match r {
-                Ok((s, _)) => {
+                Ok(s) => {
                     let _ = s.set_nonblocking(true);
-                    let _ = s.set_nodelay(true);
+                    if let XStream::Tcp(t) = &s {
+                        let _ = t.set_nodelay(true);
+                    }
                     match ctx.register_fd(s.as_raw_fd(), Interest::ReadWrite) {
                         Ok(t) => {
                             self.fds.insert(t, FdUse::XConn);
@@ -314,11 +373,7 @@ impl Isectd {
         };
         self.fds.remove(&t);
         let _ = ctx.deregister_fd(c.stream.as_raw_fd());
-        let peer = c
-            .stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let peer = c.stream.peer();
         if let Some(why) = bad {
             self.broker().v.proto_errors.add(1);
             let text = format!("connection from {peer} ({}) dropped: {why}", c.role);
@@ -362,6 +417,8 @@ impl Isectd {
     /// A connection is ready.
     pub(super) fn x_event(&mut self, ctx: &mut Ctx, t: FdToken) {
         let b = self.broker.as_mut().expect("the broker runs");
+        let busy = b.v.busy_poll_us.get().clamp(0, 100_000) as u64;
+        ctx.set_busy_poll(std::time::Duration::from_micros(busy));
         let Some(c) = b.conns.get_mut(&t) else {
             return;
         };
@@ -469,11 +526,7 @@ impl Isectd {
         let b = self.broker();
         let id = b.v.next_client.get() as u32;
         b.v.next_client.set(i64::from(id) + 1);
-        let peer = b.conns[&t]
-            .stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let peer = b.conns[&t].stream.peer();
         b.clients.insert(
             id,
             Client {
@@ -778,7 +831,7 @@ impl Isectd {
         for c in b.conns.values() {
             let f = c.stream.as_raw_fd();
             if fd.is_none_or(|x| x == f) && !matches!(c.role, Role::New) {
-                let _ = c.stream.shutdown(Shutdown::Write);
+                let _ = c.stream.shutdown_write();
                 out.push(format!("fd {f} ({}) shut down for sending", c.role));
             }
         }

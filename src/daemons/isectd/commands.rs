@@ -682,6 +682,13 @@ fn worker(d: &mut Isectd, _ctx: &mut Ctx, args: &[String]) -> Outcome {
         ("queue", s.queue().label().to_owned()),
         ("paused", i32::from(w.paused).to_string()),
         ("fwname", q(w.fwname.as_ref().map(ToString::to_string).unwrap_or_default())),
+        (
+            "link",
+            match (&d.broker, w.conn) {
+                (Some(b), Some(t)) => b.link_of(t).to_owned(),
+                _ => "-".to_owned(),
+            },
+        ),
         ("status", q(w.v.status.get())),
         ("avg_resp", us(w.v.avg_resp_us.get())),
         ("last_resp", us(w.v.last_resp_us.get())),
@@ -813,6 +820,7 @@ fn client(d: &mut Isectd, _ctx: &mut Ctx, args: &[String]) -> Outcome {
         ("worker", c.worker.map_or("-".into(), |w| w.to_string())),
         ("Transactions", c.xactions.to_string()),
         ("fd", b.fd_of(c.token_of()).to_string()),
+        ("link", b.link_of(c.token_of()).to_owned()),
         (
             "connected",
             format!("{:.1} s", c.since.elapsed().as_secs_f64()),

@@ -34,6 +34,7 @@ pub mod procfs;
 mod remote;
 mod saved;
 mod send;
+pub mod stream;
 mod supervise;
 mod vars;
 pub mod xlib;
@@ -240,6 +241,7 @@ enum FdUse {
     Link,
     WorkerListener,
     ClientListener,
+    UnixListener,
     XConn,
 }
 
@@ -319,12 +321,17 @@ impl Isectd {
             dirty: false,
         };
         d.fds.insert(nt, FdUse::Notify);
-        let b = broker::Broker::new(ctx.region(), &opts.listen, opts.req_port)?;
+        let unix_path = ctx.dir().path().join(format!("{}.xact", ctx.name()));
+        let b = broker::Broker::new(ctx.region(), &opts.listen, opts.req_port, &unix_path)?;
         let (wfd, cfd) = b.listeners();
         let wt = ctx.register_fd(wfd, Interest::Read)?;
         let ct = ctx.register_fd(cfd, Interest::Read)?;
         d.fds.insert(wt, FdUse::WorkerListener);
         d.fds.insert(ct, FdUse::ClientListener);
+        if let Some(ufd) = b.unix_listener() {
+            let ut = ctx.register_fd(ufd, Interest::Read)?;
+            d.fds.insert(ut, FdUse::UnixListener);
+        }
         ctx.log().info(format!(
             "transactions: clients on {}:{}, workers on {}:{}",
             opts.listen, b.req_port, opts.listen, b.port
@@ -560,8 +567,9 @@ impl App for Isectd {
             }
             Some(FdUse::Pidfd(w)) => self.adopted_died(ctx, w),
             Some(FdUse::Link) => self.link_event(ctx, fd),
-            Some(FdUse::WorkerListener) => self.accept_x(ctx, true),
-            Some(FdUse::ClientListener) => self.accept_x(ctx, false),
+            Some(FdUse::WorkerListener) => self.accept_x(ctx, broker::Listener::Workers),
+            Some(FdUse::ClientListener) => self.accept_x(ctx, broker::Listener::Clients),
+            Some(FdUse::UnixListener) => self.accept_x(ctx, broker::Listener::Unix),
             Some(FdUse::XConn) => self.x_event(ctx, fd),
             None => {}
         }

@@ -79,6 +79,7 @@ impl Isectd {
             .try_clone()
             .map_err(|e| format!("cannot open its log: {e}"))?;
         let mut cmd = Command::new(&w.spec.path);
+        cmd.env_remove(super::stream::SOCKET_ENV);
         let token = if w.spec.kind == super::model::Kind::Tp {
             let b = self.broker.as_ref().expect("the broker runs");
             let tok =
@@ -89,6 +90,11 @@ impl Isectd {
                 id.to_string(),
                 tok.clone(),
             ]);
+            // On this machine the worker may log in on the Unix socket instead (the crate's
+            // worker library does): no TCP stack on the worker's half of each transaction.
+            if let Some(p) = b.unix_path() {
+                cmd.env(super::stream::SOCKET_ENV, p);
+            }
             Some(tok)
         } else {
             None

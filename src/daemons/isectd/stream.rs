@@ -1,0 +1,123 @@
+//! The two links a transaction connection can be: TCP (clients, remote workers, the seed's
+//! `port` and `req_port`) or the Unix socket `NAME.xact` in the runtime directory that workers
+//! isectd starts on its own machine log in on (no TCP stack on two of a transaction's four
+//! hops). The frames are the same on both.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+/// The environment variable that gives a worker isectd's Unix socket.
+pub const SOCKET_ENV: &str = "ISD_SOCKET";
+
+/// A connected stream of either kind.
+#[derive(Debug)]
+pub enum XStream {
+    /// TCP.
+    Tcp(TcpStream),
+    /// The local Unix socket.
+    Unix(UnixStream),
+}
+
+impl XStream {
+    /// Connects over TCP (no delay: frames are small and answered at once).
+    ///
+    /// # Errors
+    /// As `connect`.
+    pub fn tcp(addr: impl std::net::ToSocketAddrs) -> io::Result<XStream> {
+        let s = TcpStream::connect(addr)?;
+        let _ = s.set_nodelay(true);
+        Ok(XStream::Tcp(s))
+    }
+
+    /// Connects to a Unix socket.
+    ///
+    /// # Errors
+    /// As `connect`.
+    pub fn unix(path: &Path) -> io::Result<XStream> {
+        Ok(XStream::Unix(UnixStream::connect(path)?))
+    }
+
+    /// Non-blocking or not.
+    ///
+    /// # Errors
+    /// As `fcntl`.
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            XStream::Tcp(s) => s.set_nonblocking(on),
+            XStream::Unix(s) => s.set_nonblocking(on),
+        }
+    }
+
+    /// The read timeout.
+    ///
+    /// # Errors
+    /// As `setsockopt`.
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            XStream::Tcp(s) => s.set_read_timeout(t),
+            XStream::Unix(s) => s.set_read_timeout(t),
+        }
+    }
+
+    /// Shuts down the sending side.
+    ///
+    /// # Errors
+    /// As `shutdown`.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            XStream::Tcp(s) => s.shutdown(Shutdown::Write),
+            XStream::Unix(s) => s.shutdown(Shutdown::Write),
+        }
+    }
+
+    /// The peer, for messages and tables: `IP:PORT`, or `local` for the Unix socket.
+    pub fn peer(&self) -> String {
+        match self {
+            XStream::Tcp(s) => s.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
+            XStream::Unix(_) => "local".to_owned(),
+        }
+    }
+
+    /// `tcp` or `unix`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            XStream::Tcp(_) => "tcp",
+            XStream::Unix(_) => "unix",
+        }
+    }
+}
+
+impl Read for XStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            XStream::Tcp(s) => s.read(buf),
+            XStream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for XStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            XStream::Tcp(s) => s.write(buf),
+            XStream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsRawFd for XStream {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            XStream::Tcp(s) => s.as_raw_fd(),
+            XStream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
