@@ -315,7 +315,9 @@ fn junk_from_a_client_or_a_worker_costs_only_its_connection() {
     // And garbage on the Unix socket.
     let mut u = std::os::unix::net::UnixStream::connect(env.path("t5.xact")).unwrap();
     u.write_all(&crate::util::junk(4096, 9)).unwrap();
-    env.wait_until("all three dropped", || env.get_int("t5", "proto_errors") >= 3);
+    env.wait_until("all three dropped", || {
+        env.get_int("t5", "proto_errors") >= 3
+    });
     assert_eq!(good.transact(b"still served").unwrap(), b"still served");
     // A worker that replies for a transaction it was not given: a transaction worker whose
     // program is a shell, and an impostor logging in with its rendezvous.

@@ -38,7 +38,15 @@ fn main() -> ExitCode {
             size,
             idle_clients,
             busy_poll_us,
-        } => xact::run(count, clients, workers, secs, size, idle_clients, busy_poll_us),
+        } => xact::run(
+            count,
+            clients,
+            workers,
+            secs,
+            size,
+            idle_clients,
+            busy_poll_us,
+        ),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -271,7 +271,8 @@ pub fn run(
     // Latency, interleaved in rounds.
     let d = std::cell::RefCell::new(Direct::connect(&direct.addr)?);
     let dt = std::cell::RefCell::new(Direct::connect(&thread)?);
-    let x = std::cell::RefCell::new(XClient::connect(&via, "echo").context("logging in to isectd")?);
+    let x =
+        std::cell::RefCell::new(XClient::connect(&via, "echo").context("logging in to isectd")?);
     let through = |c: &std::cell::RefCell<XClient>| -> anyhow::Result<()> {
         let r = c.borrow_mut().transact(&payload)?;
         if r.len() != size {
@@ -335,7 +336,10 @@ pub fn run(
         })
         .collect();
     drop(ways);
-    println!("{:<44} {:>10} {:>10} {:>16}", "round trip", "median us", "p99 us", "/ direct process");
+    println!(
+        "{:<44} {:>10} {:>10} {:>16}",
+        "round trip", "median us", "p99 us", "/ direct process"
+    );
     let (_, dm, d99) = sums[0].clone();
     for (label, m, p) in &sums {
         println!(

@@ -230,8 +230,8 @@ impl XWorker {
     /// # Errors
     /// The connection fails or the login is refused.
     pub fn login(host: &str, port: u16, id: u32, token: &str) -> Result<XWorker, XError> {
-        let local = std::env::var_os(SOCKET_ENV)
-            .and_then(|p| XStream::unix(std::path::Path::new(&p)).ok());
+        let local =
+            std::env::var_os(SOCKET_ENV).and_then(|p| XStream::unix(std::path::Path::new(&p)).ok());
         let s = match local {
             Some(s) => s,
             None => XStream::tcp((host, port))?,
