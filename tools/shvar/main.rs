@@ -2,7 +2,8 @@
 //! through their owners, and clean up after dead processes.
 #![forbid(unsafe_code)]
 // The C `main` is shvars' (`shvars::lean`): Rust's runtime set-up is a sixth of a cold start.
-#![no_main]
+// (Not in the unit-test build, whose main is the test harness's.)
+#![cfg_attr(not(test), no_main)]
 
 mod cleanup;
 mod cli;
@@ -20,8 +21,10 @@ use std::process::ExitCode;
 
 use cli::{Cli, Verb};
 
+#[cfg(not(test))]
 shvars::lean_main!(shvar_main);
 
+#[cfg_attr(test, allow(dead_code))]
 fn shvar_main() -> ExitCode {
     shvars::sys::default_sigpipe();
     // `shvar get` is what scripts run in loops: its plain forms skip building the whole
