@@ -44,7 +44,10 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CC");
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
-    if os != "linux" || env != "gnu" || std::env::var_os("DAQPROC_DYNAMIC_SHVAR").is_some() {
+    // A cross build would need the target's archives, which `cc` does not know.
+    let cross = std::env::var("TARGET").ok() != std::env::var("HOST").ok();
+    if os != "linux" || env != "gnu" || cross || std::env::var_os("DAQPROC_DYNAMIC_SHVAR").is_some()
+    {
         return;
     }
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());

@@ -50,6 +50,10 @@ pub enum What {
         /// default of isectd)
         #[arg(long, default_value_t = 50)]
         busy_poll_us: u64,
+        /// Idle clients kept connected while latency and throughput are measured (a node
+        /// serving many mostly idle clients)
+        #[arg(long, default_value_t = 0)]
+        crowd: usize,
     },
     /// `send all pause` (and `send all resume`) to N ticker workers, answered
     Pause {

@@ -38,6 +38,7 @@ fn main() -> ExitCode {
             size,
             idle_clients,
             busy_poll_us,
+            crowd,
         } => xact::run(
             count,
             clients,
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
             size,
             idle_clients,
             busy_poll_us,
+            crowd,
         ),
     };
     match r {

@@ -208,6 +208,7 @@ pub fn run(
     size: usize,
     idle_clients: usize,
     busy_poll_us: u64,
+    crowd: usize,
 ) -> anyhow::Result<()> {
     let me = std::env::current_exe()?;
     let isectd = me.with_file_name("isectd");
@@ -266,8 +267,12 @@ pub fn run(
     let payload = vec![0x5au8; size];
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "isdbench xact: {size}-byte transactions; {count} round trips each way, interleaved in rounds of 1000; throughput {clients} clients, {workers} echo workers, {secs:.1} s; {cpus} CPUs usable"
+        "isdbench xact: {size}-byte transactions; {count} round trips each way, interleaved in rounds of 1000; throughput {clients} clients, {workers} echo workers, {secs:.1} s; {cpus} CPUs usable; {crowd} idle clients connected"
     );
+    let mut crowd_conns = Vec::with_capacity(crowd);
+    for _ in 0..crowd {
+        crowd_conns.push(XClient::connect(&via, "echo").context("connecting the idle crowd")?);
+    }
     // Latency, interleaved in rounds.
     let d = std::cell::RefCell::new(Direct::connect(&direct.addr)?);
     let dt = std::cell::RefCell::new(Direct::connect(&thread)?);
@@ -378,6 +383,7 @@ pub fn run(
         print!(" {t:.0} /s (busy_poll_us {us})");
     }
     println!();
+    drop(crowd_conns);
     // Memory per connected client.
     let before = rss_kb(daemon.0.id());
     let mut idle = Vec::new();

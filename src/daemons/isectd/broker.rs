@@ -117,6 +117,10 @@ pub struct Broker {
     preempt: bool,
     /// Clients by id.
     pub clients: BTreeMap<u32, Client>,
+    /// The clients that may have a transaction waiting: every client with pieces held is here
+    /// (put in when a piece is held; taken out lazily by `schedule` once it has none), so
+    /// scheduling looks at these few, not at every connected client.
+    waiting: std::collections::BTreeSet<u32>,
     arrivals: u64,
     v: BVars,
 }
@@ -230,6 +234,7 @@ impl Broker {
             rbuf: vec![0; 64 * 1024],
             preempt: true,
             clients: BTreeMap::new(),
+            waiting: std::collections::BTreeSet::new(),
             arrivals: 0,
             v,
         })
@@ -601,6 +606,7 @@ impl Isectd {
         }
         let first = c.pending.is_empty() && c.worker.is_none();
         c.pending.push_back((h, p));
+        self.broker().waiting.insert(id);
         if first {
             self.broker().arrivals += 1;
             let a = self.broker().arrivals;
@@ -641,25 +647,29 @@ impl Isectd {
                         && w.state() == super::model::WState::Idle
                 })
                 .map(|w| w.id);
-            let next = self
-                .broker
-                .as_ref()
-                .expect("broker")
-                .clients
-                .values()
-                .filter(|c| {
-                    c.service == service
-                        && !c.blocked
-                        && c.worker.is_none()
-                        && !c.pending.is_empty()
-                })
-                .min_by_key(|c| {
-                    (
+            let b = self.broker.as_mut().expect("broker");
+            let mut next: Option<(std::cmp::Reverse<i64>, u64, u32)> = None;
+            let clients = &b.clients;
+            b.waiting.retain(|id| {
+                let Some(c) = clients.get(id) else {
+                    return false;
+                };
+                if c.pending.is_empty() {
+                    return false;
+                }
+                if c.service == service && !c.blocked && c.worker.is_none() {
+                    let key = (
                         std::cmp::Reverse(if preempt { c.pri } else { 0 }),
                         c.arrival,
-                    )
-                })
-                .map(|c| c.id);
+                        c.id,
+                    );
+                    if next.is_none_or(|n| key < n) {
+                        next = Some(key);
+                    }
+                }
+                true
+            });
+            let next = next.map(|(_, _, id)| id);
             let (Some(wid), Some(cid)) = (idle, next) else {
                 if let (None, Some(cid)) = (idle, next) {
                     self.events.push(format!(
