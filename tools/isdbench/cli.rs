@@ -1,4 +1,4 @@
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// isectd measured against its peers, in one run, interleaved: restart latency against
 /// supervisord and s6 (apt-get install supervisor s6), `send all pause` to many tickers.
@@ -27,34 +27,7 @@ pub enum What {
         skip_missing: bool,
     },
     /// Transactions through isectd against a direct TCP round trip with the same framing
-    Xact {
-        /// Round trips measured each way
-        #[arg(long, default_value_t = 20_000)]
-        count: usize,
-        /// Clients for the throughput
-        #[arg(long, default_value_t = 4)]
-        clients: usize,
-        /// Echo workers
-        #[arg(long, default_value_t = 2)]
-        workers: usize,
-        /// Seconds of throughput measurement
-        #[arg(long, default_value_t = 3.0)]
-        secs: f64,
-        /// Payload bytes
-        #[arg(long, default_value_t = 64)]
-        size: usize,
-        /// Idle clients connected for the memory figure
-        #[arg(long, default_value_t = 1000)]
-        idle_clients: usize,
-        /// Also measure isectd with this `busy_poll_us` (0: only with busy polling off, the
-        /// default of isectd)
-        #[arg(long, default_value_t = 50)]
-        busy_poll_us: u64,
-        /// Idle clients kept connected while latency and throughput are measured (a node
-        /// serving many mostly idle clients)
-        #[arg(long, default_value_t = 0)]
-        crowd: usize,
-    },
+    Xact(XactArgs),
     /// `send all pause` (and `send all resume`) to N ticker workers, answered
     Pause {
         /// Ticker workers
@@ -64,4 +37,35 @@ pub enum What {
         #[arg(long, default_value_t = 20)]
         rounds: usize,
     },
+}
+
+/// The options of `isdbench xact`.
+#[derive(Debug, Args)]
+pub struct XactArgs {
+    /// Round trips measured each way
+    #[arg(long, default_value_t = 20_000)]
+    pub count: usize,
+    /// Clients for the throughput
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+    /// Echo workers
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Seconds of throughput measurement
+    #[arg(long, default_value_t = 3.0)]
+    pub secs: f64,
+    /// Payload bytes
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Idle clients connected for the memory figure
+    #[arg(long, default_value_t = 1000)]
+    pub idle_clients: usize,
+    /// Also measure isectd with this `busy_poll_us` (0: only with busy polling off, the
+    /// default of isectd)
+    #[arg(long, default_value_t = 50)]
+    pub busy_poll_us: u64,
+    /// Idle clients kept connected while latency and throughput are measured (a node
+    /// serving many mostly idle clients)
+    #[arg(long, default_value_t = 0)]
+    pub crowd: usize,
 }

@@ -30,25 +30,7 @@ fn main() -> ExitCode {
             skip_missing,
         } => restart::run(kills, up, skip_missing),
         cli::What::Pause { workers, rounds } => pause::run(workers, rounds),
-        cli::What::Xact {
-            count,
-            clients,
-            workers,
-            secs,
-            size,
-            idle_clients,
-            busy_poll_us,
-            crowd,
-        } => xact::run(
-            count,
-            clients,
-            workers,
-            secs,
-            size,
-            idle_clients,
-            busy_poll_us,
-            crowd,
-        ),
+        cli::What::Xact(a) => xact::run(&a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -199,17 +199,17 @@ struct Way<'a> {
     lat: Vec<f64>,
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn run(
-    count: usize,
-    clients: usize,
-    workers: usize,
-    secs: f64,
-    size: usize,
-    idle_clients: usize,
-    busy_poll_us: u64,
-    crowd: usize,
-) -> anyhow::Result<()> {
+pub fn run(a: &crate::cli::XactArgs) -> anyhow::Result<()> {
+    let crate::cli::XactArgs {
+        count,
+        clients,
+        workers,
+        secs,
+        size,
+        idle_clients,
+        busy_poll_us,
+        crowd,
+    } = *a;
     let me = std::env::current_exe()?;
     let isectd = me.with_file_name("isectd");
     let isdecho = me.with_file_name("isdecho");
