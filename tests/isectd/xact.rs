@@ -59,19 +59,25 @@ fn transactions_go_to_idle_workers_in_pieces_and_are_counted() {
     let mut cmd = env.command("isdclient");
     cmd.args(["-n", "t1", "-s", "echo", "hi there"]);
     assert_eq!(env.run(cmd).stdout, "hi there\n");
+    // It came in on isectd's Unix socket; --addr still takes the TCP port.
+    let ev = isd(&env, "t1", "listevents 5");
+    assert!(ev.contains("logged in from local for service echo"), "{ev}");
+    let mut cmd = env.command("isdclient");
+    cmd.args(["-n", "t1", "--addr", &a, "-s", "echo", "over tcp"]);
+    assert_eq!(env.run(cmd).stdout, "over tcp\n");
     let from: i64 = (1..=2)
         .map(|w| env.get_int("t1", &format!("worker.{w}.xactions")))
         .sum();
-    assert_eq!(from, 3);
+    assert_eq!(from, 4);
     let w1 = isd(&env, "t1", "worker 1");
     assert!(w1.contains("worker->kind = Tp"), "{w1}");
     // isdecho, started here, logged in on the Unix socket isectd gave it (ISD_SOCKET).
     assert!(w1.contains("worker->link = unix"), "{w1}");
     assert!(
-        isd(&env, "t1", "").contains("isdData.PeakBucket       = 3"),
+        isd(&env, "t1", "").contains("isdData.PeakBucket       = 4"),
         "the histogram counts the transactions"
     );
-    assert_eq!(env.get_int("t1", "xactions"), 3);
+    assert_eq!(env.get_int("t1", "xactions"), 4);
     // A client on this machine may use it too.
     let sock = env.get("t1", "xact_socket");
     assert_eq!(sock, env.path("t1.xact").display().to_string());

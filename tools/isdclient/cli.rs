@@ -40,7 +40,8 @@ pub struct Cli {
     /// The transaction (with -s); without it, one transaction per line of stdin
     #[arg(requires = "service")]
     pub message: Option<String>,
-    /// isectd's client address (with -s) [default: 127.0.0.1 and isectd's req_port]
+    /// isectd's client address (with -s): HOST:PORT or unix:PATH [default: isectd's Unix
+    /// socket (xact_socket), else 127.0.0.1 and its req_port]
     #[arg(long, value_name = "HOST:PORT")]
     pub addr: Option<String>,
     /// Seconds to wait for each reply
