@@ -462,3 +462,25 @@ fn busy_polling_serves_and_stops_when_the_traffic_does() {
     let used = cpu_secs(pid) - before;
     assert!(used < 0.3, "an idle isectd used {used} s of CPU in 1 s");
 }
+
+/// Something not ours to remove at `NAME.xact` (here a directory; in a shared runtime
+/// directory, another user's file): isectd starts anyway, says why its Unix socket is missing,
+/// and its workers and isdclient use TCP, the seed's way.
+#[test]
+fn a_name_in_the_way_of_the_unix_socket_leaves_everyone_on_tcp() {
+    let mut env = Env::new();
+    std::fs::create_dir(env.path("t8.xact")).unwrap();
+    with_echo(&mut env, "t8", 1, "");
+    assert_eq!(env.get("t8", "xact_socket"), "");
+    let ev = isd(&env, "t8", "listevents 50");
+    assert!(
+        ev.contains("no Unix socket for local workers") && ev.contains("t8.xact"),
+        "{ev}"
+    );
+    let w1 = isd(&env, "t8", "worker 1");
+    assert!(w1.contains("worker->link = tcp"), "{w1}");
+    let mut cmd = env.command("isdclient");
+    cmd.args(["-n", "t8", "-s", "echo", "still served"]);
+    assert_eq!(env.run(cmd).stdout, "still served\n");
+    assert!(env.path("t8.xact").is_dir(), "isectd removed a directory");
+}

@@ -9,13 +9,12 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::time::Instant;
 
 use shvars::region::{IntVar, StrVar, VarRegion, VarSpec};
 
-use super::stream::XStream;
+use super::stream::{UnixSocket, XStream};
 use super::xproto::{self as xp, Header, Kind};
 use super::{FdUse, Isectd};
 use crate::framework::{Ctx, FdToken, Interest};
@@ -104,8 +103,10 @@ struct BVars {
 pub struct Broker {
     wl: TcpListener,
     cl: TcpListener,
-    /// The Unix socket local workers (and clients) log in on, with its file's guard.
-    ul: Option<(crate::control::fifo::ControlSocket, UnixListener)>,
+    /// The Unix socket local workers (and clients) log in on.
+    ul: Option<UnixSocket>,
+    /// What went wrong or was done when the listeners were made, for the log.
+    pub notes: Vec<String>,
     /// The worker port.
     pub port: u16,
     /// The client port.
@@ -158,15 +159,20 @@ impl Broker {
         req_port: u16,
         unix_path: &Path,
     ) -> Result<Broker, crate::framework::BoxError> {
+        // Without it isectd still serves: workers log in over TCP, as in the seed.
         let mut notes = Vec::new();
-        let ul = crate::control::fifo::ControlSocket::bind(unix_path, &mut notes)
-            .map_err(|e| format!("cannot make the worker socket {}: {e}", unix_path.display()))?;
-        // Only isectd's own user's programs log in there (a token is needed anyway).
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(unix_path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| format!("{}: {e}", unix_path.display()))?;
-        }
+        let ul = match UnixSocket::bind(unix_path) {
+            Ok((u, note)) => {
+                notes.extend(note);
+                Some(u)
+            }
+            Err(e) => {
+                notes.push(format!(
+                    "no Unix socket for local workers: {e}; they log in over TCP"
+                ));
+                None
+            }
+        };
         let wl = TcpListener::bind((host, 0))?;
         let cl = TcpListener::bind((host, req_port))
             .map_err(|e| format!("cannot listen for clients on {host}:{req_port}: {e}"))?;
@@ -185,8 +191,14 @@ impl Broker {
             VarSpec::int("req_port", i64::from(req_port)).desc("TCP port clients connect to"),
         )?;
         r.add_str(
-            VarSpec::string("xact_socket", 108, &unix_path.display().to_string())
-                .desc("Unix socket of local workers (ISD_SOCKET) and clients (unix:PATH)"),
+            VarSpec::string(
+                "xact_socket",
+                108,
+                &ul.as_ref()
+                    .map(|u| u.path().display().to_string())
+                    .unwrap_or_default(),
+            )
+            .desc("Unix socket of local workers (ISD_SOCKET) and clients (unix:PATH)"),
         )?;
         r.add_int(
             VarSpec::int("req_socket", i64::from(cl.as_raw_fd()))
@@ -227,7 +239,8 @@ impl Broker {
             worker_host,
             wl,
             cl,
-            ul: Some(ul),
+            ul,
+            notes,
             port,
             req_port,
             conns: HashMap::new(),
@@ -247,12 +260,12 @@ impl Broker {
 
     /// The Unix listener's descriptor.
     pub fn unix_listener(&self) -> Option<i32> {
-        self.ul.as_ref().map(|(_, l)| l.as_raw_fd())
+        self.ul.as_ref().map(|u| u.listener.as_raw_fd())
     }
 
     /// The Unix socket's path (`ISD_SOCKET` for the workers started here).
     pub fn unix_path(&self) -> Option<&Path> {
-        self.ul.as_ref().map(|(g, _)| g.path())
+        self.ul.as_ref().map(UnixSocket::path)
     }
 
     /// How a connection came: `tcp`, `unix`, or `-` when there is none.
@@ -335,7 +348,7 @@ impl Isectd {
                 Listener::Workers => b.wl.accept().map(|(s, _)| XStream::Tcp(s)),
                 Listener::Clients => b.cl.accept().map(|(s, _)| XStream::Tcp(s)),
                 Listener::Unix => match &b.ul {
-                    Some((_, l)) => l.accept().map(|(s, _)| XStream::Unix(s)),
+                    Some(u) => u.listener.accept().map(|(s, _)| XStream::Unix(s)),
                     None => return,
                 },
             };

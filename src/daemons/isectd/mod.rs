@@ -322,7 +322,11 @@ impl Isectd {
         };
         d.fds.insert(nt, FdUse::Notify);
         let unix_path = ctx.dir().path().join(format!("{}.xact", ctx.name()));
-        let b = broker::Broker::new(ctx.region(), &opts.listen, opts.req_port, &unix_path)?;
+        let mut b = broker::Broker::new(ctx.region(), &opts.listen, opts.req_port, &unix_path)?;
+        for note in std::mem::take(&mut b.notes) {
+            ctx.log().warn(&note);
+            d.events.push(note);
+        }
         let (wfd, cfd) = b.listeners();
         let wt = ctx.register_fd(wfd, Interest::Read)?;
         let ct = ctx.register_fd(cfd, Interest::Read)?;

@@ -121,3 +121,46 @@ impl AsRawFd for XStream {
         }
     }
 }
+
+/// isectd's Unix socket (`NAME.xact`), removed when dropped.
+#[derive(Debug)]
+pub struct UnixSocket {
+    path: std::path::PathBuf,
+    /// The listener (non-blocking).
+    pub listener: std::os::unix::net::UnixListener,
+}
+
+impl UnixSocket {
+    /// Binds it at `path` (mode 0600: only isectd's user's programs log in there, with a token
+    /// anyway), after removing a leftover of a dead isectd; a line about a leftover of another
+    /// user's that root removed.
+    ///
+    /// # Errors
+    /// Something is in the way that is not ours to remove (a directory, another user's file),
+    /// or the socket cannot be made.
+    pub fn bind(path: &Path) -> io::Result<(UnixSocket, Option<String>)> {
+        use std::os::unix::fs::PermissionsExt;
+        let note = crate::support::files::remove_leftover(path, "worker socket")?;
+        let listener = std::os::unix::net::UnixListener::bind(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let s = UnixSocket {
+            path: path.to_owned(),
+            listener,
+        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        s.listener.set_nonblocking(true)?;
+        Ok((s, note))
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for UnixSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
