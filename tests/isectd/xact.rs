@@ -484,3 +484,30 @@ fn a_name_in_the_way_of_the_unix_socket_leaves_everyone_on_tcp() {
     assert_eq!(env.run(cmd).stdout, "still served\n");
     assert!(env.path("t8.xact").is_dir(), "isectd removed a directory");
 }
+
+/// Another local user cannot even reach isectd's Unix socket (mode 0600); the TCP ports, which
+/// anyone on the machine can reach, need a service name (clients) or a token (workers).
+#[test]
+fn a_stranger_cannot_connect_to_the_unix_socket() {
+    let who = crate::need_stranger!();
+    let mut env = Env::new();
+    with_echo(&mut env, "t9", 1, "");
+    let mut c = env.program_as("/usr/bin/python3", who);
+    c.args([
+        "-c",
+        r#"
+import socket
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect("t9.xact")
+    print("connected")
+except PermissionError:
+    print("denied")
+"#,
+    ]);
+    let o = env.run(c);
+    assert_eq!(o.stdout.trim(), "denied", "{o:?}");
+    // And isectd goes on serving.
+    let mut x = XClient::connect(&addr(&env, "t9"), "echo").unwrap();
+    assert_eq!(x.transact(b"fine").unwrap(), b"fine");
+}
