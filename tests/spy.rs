@@ -1059,3 +1059,39 @@ fn no_fetching_while_nobody_reads_beyond_the_lookahead() {
         env.stderr_of("reader")
     );
 }
+
+/// The README's main job ends with Ctrl-C, which the terminal sends to the whole process
+/// group: the chain's processes end on their own at the same moment, which spydemo must not
+/// report as a failure ("gen1 exited unexpectedly" it said, exit 1).
+#[test]
+fn spydemo_ends_cleanly_on_ctrl_c_to_its_process_group() {
+    use std::os::unix::process::CommandExt;
+    struct Group(i32);
+    impl Drop for Group {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(self.0),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    let mut env = Env::new();
+    let mut c = env.command("spydemo");
+    c.process_group(0);
+    let pid = env.spawn_capturing("demo", c);
+    let group = Group(pid as i32);
+    env.wait_until("the first status line", || {
+        env.stdout_of("demo").contains("s | ")
+    });
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(group.0),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let code = env.wait_exit("demo");
+    let out = env.stdout_of("demo");
+    let err = std::fs::read_to_string(env.path("demo.stderr")).unwrap_or_default();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("all stopped, nothing left behind"), "{out}");
+    assert!(!err.contains("exited unexpectedly"), "{err}");
+}

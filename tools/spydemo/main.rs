@@ -236,6 +236,11 @@ impl Demo {
             && (cli.seconds == 0 || t0.elapsed() < Duration::from_secs(cli.seconds))
         {
             std::thread::sleep(Duration::from_millis(1000));
+            // Ctrl-C reaches the whole process group: the children may be ending on their own
+            // already, which is no failure.
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
             let d = &self.dir;
             let cat = std::fs::read_to_string(&spycat_log)
                 .unwrap_or_default()
@@ -266,6 +271,9 @@ impl Demo {
             );
             if !cat.trim().is_empty() {
                 println!("{}", fit(format!("      spycat: {}", cat.trim())));
+            }
+            if stop.load(Ordering::Relaxed) {
+                break;
             }
             if let Some((label, st)) = self
                 .children
