@@ -112,6 +112,11 @@ fn cleanup_removes_only_dead_processes() {
     o.ok().stdout_has("kept 1 live process");
     assert!(!env.path("dead.shv").exists());
     assert!(!env.path("dead.ctl").exists());
+    assert!(
+        !env.path("dead.sock").exists(),
+        "the dead process's control socket was left"
+    );
+    assert!(env.path("live.sock").exists());
     assert!(!env.path("x.999999999.0.reply").exists());
     assert!(env.path("live.shv").exists());
     env.shvar(&["cmd", "live", "status"]).ok();

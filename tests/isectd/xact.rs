@@ -511,3 +511,17 @@ except PermissionError:
     let mut x = XClient::connect(&addr(&env, "t9"), "echo").unwrap();
     assert_eq!(x.transact(b"fine").unwrap(), b"fine");
 }
+
+/// After a `kill -9` of isectd, `shvar cleanup` removes its Unix socket with its other files.
+#[test]
+fn cleanup_removes_a_dead_isectds_unix_socket() {
+    let mut env = Env::new();
+    isectd(&mut env, "t10", &[]);
+    assert!(env.path("t10.xact").exists());
+    env.kill9("t10");
+    env.shvar(&["cleanup"])
+        .ok()
+        .stdout_has("transaction socket of dead t10");
+    assert!(!env.path("t10.xact").exists());
+    assert!(!env.path("t10.sock").exists());
+}

@@ -140,6 +140,17 @@ pub fn run(dir: &RuntimeDir, a: &CleanupArgs) -> anyhow::Result<ExitCode> {
             if ctl.exists() {
                 remove(&ctl, a.dry_run, &format!("control FIFO of dead {stem}"));
             }
+            // Its sockets (a new process of the name would replace them anyway): only sockets,
+            // and only ours (root: anyone's).
+            for (suffix, what) in [(".sock", "control socket"), (".xact", "transaction socket")] {
+                use std::os::unix::fs::FileTypeExt;
+                let p = dir.path().join(format!("{stem}{suffix}"));
+                if fs::symlink_metadata(&p)
+                    .is_ok_and(|m| m.file_type().is_socket() && (m.uid() == euid() || euid() == 0))
+                {
+                    remove(&p, a.dry_run, &format!("{what} of dead {stem}"));
+                }
+            }
             remove(&path, a.dry_run, &what);
             drop(file);
         } else if let Some(rest) = f.strip_suffix(".reply").or_else(|| f.strip_suffix(".tmp")) {
