@@ -235,7 +235,9 @@ fn block_service_moves_reject_and_a_shell_script_worker() {
     assert_eq!(isd(&env, "t3", "reject off"), "accepting client logins\n");
     XClient::connect(&a, "echo").unwrap();
     match XClient::connect(&a, "nosuch") {
-        Err(XError::Reply { code: -2, .. }) => {}
+        Err(XError::Reply { code: -2, text }) => {
+            assert!(text.contains("no service \"nosuch\" (services: "), "{text}")
+        }
         other => panic!("login to no service: {other:?}"),
     }
     // delete client closes it.

@@ -531,7 +531,13 @@ impl Isectd {
                 ),
             ))
         } else if self.service(service).is_none() {
-            Some((xp::Error::NoService, format!("no service {service:?}")))
+            Some((
+                xp::Error::NoService,
+                format!(
+                    "no service {service:?} (services: {})",
+                    self.service_names()
+                ),
+            ))
         } else {
             None
         };

@@ -52,7 +52,7 @@ impl Isectd {
         )))
     }
 
-    fn service_names(&self) -> String {
+    pub(super) fn service_names(&self) -> String {
         if self.services.is_empty() {
             "none yet: config service NAME".to_owned()
         } else {
