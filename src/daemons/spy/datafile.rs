@@ -84,19 +84,22 @@ pub struct DataFileWriter {
     events: u64,
 }
 
+/// The error maker for a failed system call on `path` while doing `what`.
+fn io_error<'a>(path: &'a Path, what: &'static str) -> impl Fn(io::Error) -> DataFileError + 'a {
+    move |source| DataFileError::Io {
+        path: path.to_owned(),
+        what,
+        source,
+    }
+}
+
 impl DataFileWriter {
     /// Creates (or truncates) the file at `path` and writes the header.
     ///
     /// # Errors
     /// [`DataFileError::Io`].
     pub fn create(path: &Path) -> Result<DataFileWriter, DataFileError> {
-        let io = |what| {
-            move |source| DataFileError::Io {
-                path: path.to_owned(),
-                what,
-                source,
-            }
-        };
+        let io = |what| io_error(path, what);
         let f = OpenOptions::new()
             .write(true)
             .create(true)
@@ -170,13 +173,7 @@ impl DataFileReader {
     /// # Errors
     /// [`DataFileError`] saying what is wrong.
     pub fn open(path: &Path) -> Result<DataFileReader, DataFileError> {
-        let io = |what| {
-            move |source| DataFileError::Io {
-                path: path.to_owned(),
-                what,
-                source,
-            }
-        };
+        let io = |what| io_error(path, what);
         let f = OpenOptions::new()
             .read(true)
             .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())

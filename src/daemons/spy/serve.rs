@@ -463,6 +463,20 @@ struct Conn {
 
 /// The next event of the buffer for a packet being built: with `wait`, the packet's first
 /// look, which waits up to that long for one; `Ok(None)` when there is none (yet).
+/// The next event of a packet being built; `None` when there is none, and, once the packet
+/// holds something (`started`), when the buffer fails: what it holds goes out, and the error
+/// comes with the next request.
+fn packet_peek(
+    reader: &mut SamplingReader,
+    wait: Option<Duration>,
+    started: bool,
+) -> Result<Option<shvars::circ::Peeked<'_, shvars::circ::FileStorage>>, String> {
+    match next_peek(reader, wait) {
+        Err(_) if started => Ok(None),
+        r => r,
+    }
+}
+
 fn next_peek(
     reader: &mut SamplingReader,
     wait: Option<Duration>,
@@ -499,6 +513,21 @@ impl Conn {
         }
     }
 
+    /// Starts a packet: its limits (the bytes capped to what one of ours holds) and the newest
+    /// event too old to serve (the request's `maxage_ms`; 0: none).
+    fn begin(&mut self, reader: &SamplingReader, req: &Request) -> (usize, usize, u64) {
+        let (max_events, max_bytes) = req.limits();
+        self.buf.clear();
+        self.full = false;
+        self.observe(reader);
+        let stale = if req.maxage_ms > 0 {
+            self.stale_upto(Duration::from_millis(req.maxage_ms as u64))
+        } else {
+            0
+        };
+        (max_events, max_bytes.min(SERVE_PACKET_BYTES), stale)
+    }
+
     /// Every event up to the number returned is certainly older than `maxage` (0: none is).
     fn stale_upto(&mut self, maxage: Duration) -> u64 {
         while self.seen.len() >= 2 && self.seen[1].0.elapsed() > maxage {
@@ -517,34 +546,14 @@ impl Conn {
         req: &Request,
         wait: Duration,
     ) -> Result<u32, String> {
-        let (max_events, max_bytes) = req.limits();
-        let max_bytes = max_bytes.min(SERVE_PACKET_BYTES);
-        self.buf.clear();
+        let (max_events, max_bytes, stale) = self.begin(reader, req);
         self.buf.resize(PACKET_HEADER_SIZE, 0);
         let mut n = 0u32;
         let mut payload = 0usize;
         let mut first = Some(wait);
-        self.full = false;
-        self.observe(reader);
-        let stale = if req.maxage_ms > 0 {
-            self.stale_upto(Duration::from_millis(req.maxage_ms as u64))
-        } else {
-            0
-        };
         while (n as usize) < max_events {
-            let peeked = match next_peek(reader, first.take()) {
-                Ok(Some(p)) => Ok(p),
-                Ok(None) => break,
-                Err(e) => Err(e),
-            };
-            let p = match peeked {
-                Ok(p) => p,
-                Err(msg) if n > 0 => {
-                    // Send what we have; the error comes with the next request.
-                    let _ = msg;
-                    break;
-                }
-                Err(msg) => return Err(msg),
+            let Some(p) = packet_peek(reader, first.take(), n > 0)? else {
+                break;
             };
             let len = p.len();
             if n > 0 && payload + len > max_bytes {
@@ -615,31 +624,15 @@ impl Conn {
         wait: Duration,
         shared: &FarmShared,
     ) -> Result<(u32, u64), Failed> {
-        let (max_events, max_bytes) = req.limits();
-        let max_bytes = max_bytes.min(SERVE_PACKET_BYTES);
-        self.buf.clear();
-        self.full = false;
+        let (max_events, max_bytes, stale) = self.begin(reader, req);
         let mut n = 0u32;
         let mut payload = 0usize;
         let mut first = Some(wait);
         let mut started = false;
-        self.observe(reader);
-        let stale = if req.maxage_ms > 0 {
-            self.stale_upto(Duration::from_millis(req.maxage_ms as u64))
-        } else {
-            0
-        };
         while (n as usize) < max_events {
-            let peeked = match next_peek(reader, first.take()) {
-                Ok(Some(p)) => Ok(p),
-                Ok(None) => break,
-                Err(e) => Err(e),
-            };
-            let p = match peeked {
-                Ok(p) => p,
-                // Send what we have; the error comes with the next request.
-                Err(_) if started => break,
-                Err(msg) => return Err(Failed::Buffer(msg)),
+            let Some(p) = packet_peek(reader, first.take(), started).map_err(Failed::Buffer)?
+            else {
+                break;
             };
             let len = p.len();
             if n > 0 && payload + len > max_bytes {
