@@ -136,6 +136,16 @@ fn events_flow_end_to_end() {
 
 /// Starts rspydaemon NAME on local buffer LNAME. It fetches whether or not anybody reads (a
 /// huge lookahead) unless `extra` sets lookahead itself: the low-load policy has its own test.
+/// rspydaemon `spy1` filling `L_1` from the farm on `port` of this machine, connected at start.
+pub fn connect_spy(env: &mut Env, port: u16) -> u32 {
+    start_spy(
+        env,
+        "spy1",
+        "L_1",
+        &["-c", &format!("start 127.0.0.1 {port}")],
+    )
+}
+
 pub fn start_spy(env: &mut Env, name: &str, lname: &str, extra: &[&str]) -> u32 {
     let mut c = env.command("rspydaemon");
     let init = format!("init {lname}");
@@ -328,12 +338,7 @@ fn pause_stops_the_flow_and_resume_restarts_it() {
     let mut env = Env::new();
     let _p = Producer::start(env.path("B_1_1"), 1 << 20, 300, Duration::from_micros(300));
     let port = start_farm(&mut env, "farm1", "B_1_1");
-    start_spy(
-        &mut env,
-        "spy1",
-        "L_1",
-        &["-c", &format!("start 127.0.0.1 {port}")],
-    );
+    connect_spy(&mut env, port);
     env.wait_until("events", || env.get_int("spy1", "lastevent") > 0);
     // pause answers once the requests already sent are answered: from then on nothing comes.
     cmd(&env, "spy1", &["pause"])
@@ -612,12 +617,7 @@ fn rspy_killed_and_restarted_readers_reattach() {
     let mut env = Env::new();
     let _p = Producer::start(env.path("B_1_1"), 1 << 20, 400, Duration::from_micros(500));
     let port = start_farm(&mut env, "farm1", "B_1_1");
-    start_spy(
-        &mut env,
-        "spy1",
-        "L_1",
-        &["-c", &format!("start 127.0.0.1 {port}")],
-    );
+    connect_spy(&mut env, port);
     let mut r = SamplingReader::open_with(&env.path("L_1"), StartAt::Oldest).unwrap();
     read_events(&env, &mut r, 20, 400, 0);
     env.kill9("spy1");
@@ -664,12 +664,7 @@ fn a_farm_that_answers_garbage() {
         let _ = s.write_all(&crate::util::junk(10_000, 3));
         std::thread::sleep(Duration::from_millis(500));
     });
-    start_spy(
-        &mut env,
-        "spy1",
-        "L_1",
-        &["-c", &format!("start 127.0.0.1 {port}")],
-    );
+    connect_spy(&mut env, port);
     env.wait_until("the garbage to be reported", || {
         env.get("spy1", "lasterror")
             .contains("is not a farm spy daemon")
@@ -723,12 +718,7 @@ fn junk_clients_do_not_hurt_a_good_one() {
     let _p = Producer::start(env.path("B_1_1"), 1 << 20, 300, Duration::from_micros(300));
     let port = start_farm(&mut env, "farm1", "B_1_1");
     cmd(&env, "farm1", &["update"]).ok();
-    start_spy(
-        &mut env,
-        "spy1",
-        "L_1",
-        &["-c", &format!("start 127.0.0.1 {port}")],
-    );
+    connect_spy(&mut env, port);
     let mut r = SamplingReader::open_with(&env.path("L_1"), StartAt::Oldest).unwrap();
     let mut last = read_events(&env, &mut r, 20, 300, 0);
     let mut bad = 0;
@@ -773,12 +763,7 @@ fn maxclients_refuses_more() {
     let _p = Producer::start(env.path("B_1_1"), 1 << 20, 300, Duration::from_millis(1));
     let port = start_farm(&mut env, "farm1", "B_1_1");
     env.shvar(&["set", "farm1", "maxclients", "1"]).ok();
-    start_spy(
-        &mut env,
-        "spy1",
-        "L_1",
-        &["-c", &format!("start 127.0.0.1 {port}")],
-    );
+    connect_spy(&mut env, port);
     env.wait_until("one client", || env.get_int("farm1", "clients") == 1);
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     let _ = s.write_all(&[0u8; 32]);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use shvars::circ::{CircWriter, SamplingReader, StartAt, TryReadError};
 
-use crate::spy::{cmd, read_events, start_farm, start_spy, Producer};
+use crate::spy::{cmd, connect_spy, read_events, start_farm, start_spy, Producer};
 use crate::spy_hostile::pid_of;
 use crate::util::Env;
 
@@ -15,12 +15,7 @@ fn issue12_reconnect_in_pause_connects_and_the_same_farm_keeps_its_position() {
     let mut env = Env::new();
     let _p = Producer::start(env.path("B_1"), 1 << 22, 500, Duration::from_micros(500));
     let port = start_farm(&mut env, "farm1", "B_1");
-    start_spy(
-        &mut env,
-        "spy1",
-        "L_1",
-        &["-c", &format!("start 127.0.0.1 {port}")],
-    );
+    connect_spy(&mut env, port);
     let mut r = SamplingReader::open_with(&env.path("L_1"), StartAt::Oldest).unwrap();
     let last = read_events(&env, &mut r, 50, 500, 0);
     cmd(&env, "spy1", &["pause"]).ok();
@@ -165,12 +160,7 @@ fn issue12_farm_runs_at_its_nice_value_and_takes_a_run_number() {
     assert_eq!(env.get_int("farm1", "nice"), 10);
     let pid = pid_of(&env, "farm1");
     // A client: its thread runs at the farm's nice value too.
-    start_spy(
-        &mut env,
-        "spy1",
-        "L_1",
-        &["-c", &format!("start 127.0.0.1 {port}")],
-    );
+    connect_spy(&mut env, port);
     env.wait_until("a client", || env.get_int("farm1", "clients") == 1);
     let nices = thread_nices(pid);
     assert!(
@@ -228,12 +218,7 @@ fn issue12_pause_answers_at_once_while_the_farm_is_unreachable() {
     let mut env = Env::new();
     // Nobody listens there: rspydaemon backs off between attempts.
     let port = crate::util::free_port();
-    start_spy(
-        &mut env,
-        "spy1",
-        "L_1",
-        &["-c", &format!("start 127.0.0.1 {port}")],
-    );
+    connect_spy(&mut env, port);
     env.wait_until("a failed attempt", || {
         env.get("spy1", "lasterror").contains("cannot connect")
     });
