@@ -946,7 +946,11 @@ fn never_two_holders_with_etcd_peers_through_holder_death_stop_and_an_etcd_resta
     env.wait_until("the holder to pause without etcd", || {
         !["RUNNING", "FORCED"].contains(&state(&env, &h).as_str())
     });
-    assert!(env.get("p0", "lasterror").contains("etcd"));
+    // Every peer says why: `status` names the etcd trouble (lasterror may already hold a
+    // later error, such as the holder's lost grant).
+    env.wait_until("p0 to report the etcd trouble in its status", || {
+        ok(&env, "p0", "status").contains("etcd trouble: ")
+    });
     let before = cl.server.count();
     etcd.spawn(&mut env);
     for i in 0..3 {
