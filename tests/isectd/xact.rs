@@ -465,6 +465,100 @@ fn busy_polling_serves_and_stops_when_the_traffic_does() {
     assert!(used < 0.3, "an idle isectd used {used} s of CPU in 1 s");
 }
 
+/// The voluntary context switches of `pid` so far: a process that sleeps waiting for input
+/// adds one per wait.
+fn sleeps(pid: u32) -> u64 {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    st.lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// `worker_busy_poll_us`: workers isectd starts after it is set poll for their next request
+/// that long after each reply (they then take a request without sleeping for it), and sleep
+/// again once the traffic stops; `worker ID` shows what a worker was started with.
+#[test]
+fn workers_started_with_busy_polling_take_requests_without_sleeping() {
+    let mut env = Env::new();
+    isectd(&mut env, "t11", &[]);
+    isd(&env, "t11", "config service echo");
+    isd(
+        &env,
+        "t11",
+        &format!("config worker echo localhost tp:{}", echo_path()),
+    );
+    env.shvar(&["set", "t11", "worker_busy_poll_us", "100001"])
+        .expect_code(1);
+    env.shvar(&["set", "t11", "worker_busy_poll_us", "100000"])
+        .ok();
+    isd(&env, "t11", "start echo");
+    env.wait_until("the echo worker to log in", || {
+        env.get_int("t11", "IdleWorkers") == 1
+    });
+    let w1 = isd(&env, "t11", "worker 1");
+    assert!(w1.contains("worker->busy_poll_us = 100000"), "{w1}");
+    let pid: u32 = w1
+        .lines()
+        .find_map(|l| l.strip_prefix("worker->hostpid = "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut c = XClient::connect(&addr(&env, "t11"), "echo").unwrap();
+    assert_eq!(c.transact(b"first").unwrap(), b"first");
+    // Each next request comes well within the 100 ms the worker polls for: it never sleeps
+    // for one (a worker that does not poll sleeps once per request).
+    let before = sleeps(pid);
+    for i in 0..200u32 {
+        let m = i.to_le_bytes();
+        assert_eq!(c.transact(&m).unwrap(), m);
+    }
+    let slept = sleeps(pid) - before;
+    assert!(
+        slept < 50,
+        "the polling worker slept {slept} times for 200 requests"
+    );
+    // After the traffic it sleeps: no CPU when idle.
+    std::thread::sleep(Duration::from_millis(150));
+    let cpu = cpu_secs(pid);
+    std::thread::sleep(Duration::from_millis(1000));
+    let used = cpu_secs(pid) - cpu;
+    assert!(
+        used < 0.3,
+        "an idle polling worker used {used} s of CPU in 1 s"
+    );
+    // Workers started once it is 0 again do not poll.
+    env.shvar(&["set", "t11", "worker_busy_poll_us", "0"]).ok();
+    isd(&env, "t11", "stop echo");
+    env.wait_until("the worker to stop", || {
+        isd(&env, "t11", "worker 1").contains("worker->hostpid = 0")
+    });
+    isd(&env, "t11", "start echo");
+    env.wait_until("the restarted worker to log in", || {
+        isd(&env, "t11", "worker 1").contains("worker->busy_poll_us = 0")
+            && env.get_int("t11", "IdleWorkers") == 1
+    });
+    let w1 = isd(&env, "t11", "worker 1");
+    let pid: u32 = w1
+        .lines()
+        .find_map(|l| l.strip_prefix("worker->hostpid = "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let before = sleeps(pid);
+    for i in 0..100u32 {
+        let m = i.to_le_bytes();
+        assert_eq!(c.transact(&m).unwrap(), m);
+    }
+    let slept = sleeps(pid) - before;
+    assert!(
+        slept >= 90,
+        "a worker without polling slept {slept} times for 100 requests"
+    );
+}
+
 /// Something not ours to remove at `NAME.xact` (here a directory; in a shared runtime
 /// directory, another user's file): isectd starts anyway, says why its Unix socket is missing,
 /// and its workers and isdclient use TCP, the seed's way.

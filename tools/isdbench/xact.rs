@@ -2,14 +2,20 @@
 //! against a direct client <-> server TCP round trip with the same framing, in one run:
 //! round-trip latency (median, p99), throughput with N clients and M echo workers (and the
 //! direct figure with N clients beside it), and isectd's memory per connected client.
+//!
+//! With `--busy-poll-us N` isectd is measured again polling for N us after traffic, and once
+//! more with its workers polling too (`worker_busy_poll_us`, service `echop`); the direct
+//! server is measured polling alike, so each way of polling is weighed against the same way
+//! without isectd.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use daqproc::control::client::Connection;
 use daqproc::control::reply::Reply;
+use daqproc::daemons::isectd::stream::{read_spinning, XStream};
 use daqproc::daemons::isectd::xlib::XClient;
 use daqproc::daemons::isectd::xproto::{self as xp, Kind};
 use shvars::{ProcName, RuntimeDir};
@@ -17,17 +23,18 @@ use shvars::{ProcName, RuntimeDir};
 use crate::stats::summary;
 
 /// Serves the same frames on `l`: every DATA frame comes back as it is (a thread per
-/// connection, blocking reads, as a simple worker would).
-fn serve_direct(l: TcpListener) {
+/// connection, blocking reads, as a simple worker would; polling for `poll` before each read
+/// sleeps, as a worker with `worker_busy_poll_us` does).
+fn serve_direct(l: TcpListener, poll: Duration) {
     for s in l.incoming().flatten() {
         std::thread::spawn(move || {
             let _ = s.set_nodelay(true);
-            let mut s = s;
+            let mut s = XStream::Tcp(s);
             let mut f = xp::Framer::default();
             let mut buf = vec![0u8; 64 * 1024];
             let mut out = Vec::new();
             loop {
-                let n = match s.read(&mut buf) {
+                let n = match read_spinning(&mut s, &mut buf, poll) {
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
@@ -49,16 +56,21 @@ fn serve_direct(l: TcpListener) {
 fn direct_thread() -> anyhow::Result<String> {
     let l = TcpListener::bind("127.0.0.1:0")?;
     let a = l.local_addr()?.to_string();
-    std::thread::spawn(move || serve_direct(l));
+    std::thread::spawn(move || serve_direct(l, Duration::ZERO));
     Ok(a)
 }
 
-/// `isdbench` run as the direct server (`ISDBENCH_DIRECT=1`): prints its address, then serves
-/// until its stdin closes.
+/// `isdbench` run as the direct server (`ISDBENCH_DIRECT=1`, polling for
+/// `ISDBENCH_DIRECT_POLL_US` before each read sleeps): prints its address, then serves until
+/// its stdin closes.
 pub fn direct_server_main() -> ! {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
     println!("{}", l.local_addr().expect("local address"));
-    std::thread::spawn(move || serve_direct(l));
+    let poll = std::env::var("ISDBENCH_DIRECT_POLL_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_micros);
+    std::thread::spawn(move || serve_direct(l, poll));
     let mut sink = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut sink);
     std::process::exit(0)
@@ -71,10 +83,11 @@ struct DirectProcess {
 }
 
 impl DirectProcess {
-    fn start() -> anyhow::Result<DirectProcess> {
+    fn start(poll_us: u64) -> anyhow::Result<DirectProcess> {
         use std::io::BufRead;
         let mut child = std::process::Command::new(std::env::current_exe()?)
             .env("ISDBENCH_DIRECT", "1")
+            .env("ISDBENCH_DIRECT_POLL_US", poll_us.to_string())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -97,7 +110,7 @@ impl Drop for DirectProcess {
 }
 
 struct Direct {
-    s: TcpStream,
+    s: XStream,
     f: xp::Framer,
     out: Vec<u8>,
     buf: Vec<u8>,
@@ -105,8 +118,7 @@ struct Direct {
 
 impl Direct {
     fn connect(a: &str) -> anyhow::Result<Direct> {
-        let s = TcpStream::connect(a)?;
-        s.set_nodelay(true)?;
+        let s = XStream::tcp(a)?;
         Ok(Direct {
             s,
             f: xp::Framer::default(),
@@ -244,17 +256,29 @@ pub fn run(a: &crate::cli::XactArgs) -> anyhow::Result<()> {
             Reply::Error(f) => bail!("{line}: {}", f.text),
         }
     };
-    call("config service echo")?;
-    call(&format!(
-        "config worker echo localhost tp:{}",
-        isdecho.display()
-    ))?;
-    for _ in 1..workers {
-        call("clone 1")?;
+    // `echo`: workers that sleep at once; `echop`: workers that poll for busy_poll_us first.
+    let services: &[(&str, u64)] = if busy_poll_us > 0 {
+        &[("echo", 0), ("echop", busy_poll_us)]
+    } else {
+        &[("echo", 0)]
+    };
+    for (k, (svc, poll)) in services.iter().enumerate() {
+        call(&format!("config service {svc}"))?;
+        call(&format!(
+            "config worker {svc} localhost tp:{}",
+            isdecho.display()
+        ))?;
+        let first = k * workers + 1;
+        for _ in 1..workers {
+            call(&format!("clone {first}"))?;
+        }
+        call(&format!("set worker_busy_poll_us {poll}"))?;
+        call(&format!("start {svc}"))?;
     }
-    call("start echo")?;
+    call("set worker_busy_poll_us 0")?;
+    let all = workers * services.len();
     let t0 = Instant::now();
-    while call("get IdleWorkers")?.trim() != workers.to_string() {
+    while call("get IdleWorkers")?.trim() != all.to_string() {
         if t0.elapsed() > Duration::from_secs(20) {
             bail!("the echo workers did not log in");
         }
@@ -262,7 +286,10 @@ pub fn run(a: &crate::cli::XactArgs) -> anyhow::Result<()> {
     }
     let port: u16 = call("get req_port")?.trim().parse()?;
     let via = format!("127.0.0.1:{port}");
-    let direct = DirectProcess::start()?;
+    let direct = DirectProcess::start(0)?;
+    let direct_poll = (busy_poll_us > 0)
+        .then(|| DirectProcess::start(busy_poll_us))
+        .transpose()?;
     let thread = direct_thread()?;
     let payload = vec![0x5au8; size];
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -275,6 +302,16 @@ pub fn run(a: &crate::cli::XactArgs) -> anyhow::Result<()> {
     }
     // Latency, interleaved in rounds.
     let d = std::cell::RefCell::new(Direct::connect(&direct.addr)?);
+    let dp = match &direct_poll {
+        Some(p) => Some(std::cell::RefCell::new(Direct::connect(&p.addr)?)),
+        None => None,
+    };
+    let xp_ = match busy_poll_us {
+        0 => None,
+        _ => Some(std::cell::RefCell::new(
+            XClient::connect(&via, "echop").context("logging in to isectd")?,
+        )),
+    };
     let dt = std::cell::RefCell::new(Direct::connect(&thread)?);
     let x =
         std::cell::RefCell::new(XClient::connect(&via, "echo").context("logging in to isectd")?);
@@ -300,11 +337,23 @@ pub fn run(a: &crate::cli::XactArgs) -> anyhow::Result<()> {
             lat: Vec::with_capacity(count),
         },
     ];
-    if busy_poll_us > 0 {
+    if let (Some(dp), Some(xp_)) = (&dp, &xp_) {
         ways.push(Way {
             label: format!("through isectd, busy_poll_us {busy_poll_us}"),
             before: Box::new(move || set_busy(busy_poll_us)),
             once: Box::new(|| through(&x)),
+            lat: Vec::with_capacity(count),
+        });
+        ways.push(Way {
+            label: format!("direct, server polling {busy_poll_us} us"),
+            before: Box::new(|| Ok(())),
+            once: Box::new(|| dp.borrow_mut().transact(&payload).map(|_| ())),
+            lat: Vec::with_capacity(count),
+        });
+        ways.push(Way {
+            label: format!("isectd and workers polling {busy_poll_us} us"),
+            before: Box::new(move || set_busy(busy_poll_us)),
+            once: Box::new(|| through(xp_)),
             lat: Vec::with_capacity(count),
         });
     }
@@ -353,6 +402,24 @@ pub fn run(a: &crate::cli::XactArgs) -> anyhow::Result<()> {
             p / d99
         );
     }
+    // The goal's figure: the fastest way through isectd against the fastest direct way
+    // between two processes (each polling or not), so polling is never weighed only on
+    // isectd's side.
+    let best = |pick: &dyn Fn(&str) -> bool, col: &dyn Fn(&(String, f64, f64)) -> f64| {
+        sums.iter()
+            .filter(|w| pick(&w.0))
+            .map(col)
+            .fold(f64::INFINITY, f64::min)
+    };
+    let is_direct = |l: &str| l.starts_with("direct");
+    let is_through = |l: &str| l.contains("isectd");
+    let (bdm, bd99) = (best(&is_direct, &|w| w.1), best(&is_direct, &|w| w.2));
+    let (bxm, bx99) = (best(&is_through, &|w| w.1), best(&is_through, &|w| w.2));
+    println!(
+        "fastest through isectd / fastest direct between processes: median {bxm:.1} / {bdm:.1} us = {:.2}x, p99 {bx99:.1} / {bd99:.1} us = {:.2}x (goal: at most 2.2x)",
+        bxm / bdm,
+        bx99 / bd99
+    );
     // Throughput.
     let dur = Duration::from_secs_f64(secs);
     let p2 = payload.clone();
@@ -362,25 +429,29 @@ pub fn run(a: &crate::cli::XactArgs) -> anyhow::Result<()> {
         Ok(Box::new(move || c.transact(&p).map(|_| ())))
     })?;
     let mut xt = Vec::new();
-    for us in [0, busy_poll_us] {
-        if us == 0 && !xt.is_empty() {
-            continue;
-        }
+    let mut cases = vec![(0, "echo", "busy_poll_us 0")];
+    let polling = format!("busy_poll_us {busy_poll_us}");
+    let both = format!("isectd and workers polling {busy_poll_us} us");
+    if busy_poll_us > 0 {
+        cases.push((busy_poll_us, "echo", &polling));
+        cases.push((busy_poll_us, "echop", &both));
+    }
+    for (us, svc, label) in cases {
         set_busy(us)?;
         let p3 = payload.clone();
         let t = throughput(clients, dur, || {
-            let mut c = XClient::connect(&via, "echo")?;
+            let mut c = XClient::connect(&via, svc)?;
             let p = p3.clone();
             Ok(Box::new(move || {
                 c.transact(&p).map(|_| ()).map_err(anyhow::Error::from)
             }))
         })?;
-        xt.push((us, t));
+        xt.push((label, t));
     }
     set_busy(0)?;
     print!("throughput, {clients} clients: direct server process {dtp:.0} /s; through isectd ({workers} workers)");
-    for (us, t) in &xt {
-        print!(" {t:.0} /s (busy_poll_us {us})");
+    for (label, t) in &xt {
+        print!(" {t:.0} /s ({label})");
     }
     println!();
     drop(crowd_conns);

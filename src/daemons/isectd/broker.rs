@@ -96,6 +96,7 @@ struct BVars {
     rejecting: IntVar,
     preempt: StrVar,
     busy_poll_us: IntVar,
+    worker_busy_poll_us: IntVar,
 }
 
 /// The broker.
@@ -226,6 +227,13 @@ impl Broker {
                     .range(Some(0.0), Some(100_000.0))
                     .desc("After a transaction's traffic, poll this long without sleeping (lower latency for up to this much CPU per burst); 0: off"),
             )?,
+            worker_busy_poll_us: r.add_int(
+                VarSpec::int("worker_busy_poll_us", 0)
+                    .rw()
+                    .unit("us")
+                    .range(Some(0.0), Some(100_000.0))
+                    .desc("Transaction workers started from now on poll this long for their next request after each reply before they sleep; 0: off"),
+            )?,
             rejecting: r.add_int(VarSpec::int("rejecting", 0).desc("1: new client logins are refused (reject)"))?,
             preempt: r.add_str(VarSpec::string("preempt", 8, "on").desc(
                 "on: a waiting transaction of a higher-priority client goes before earlier ones of lower priority; off: arrival order only",
@@ -266,6 +274,11 @@ impl Broker {
     /// The Unix socket's path (`ISD_SOCKET` for the workers started here).
     pub fn unix_path(&self) -> Option<&Path> {
         self.ul.as_ref().map(UnixSocket::path)
+    }
+
+    /// `worker_busy_poll_us`: what a transaction worker started now is given.
+    pub fn worker_busy_poll_us(&self) -> u64 {
+        self.v.worker_busy_poll_us.get().clamp(0, 100_000) as u64
     }
 
     /// How a connection came: `tcp`, `unix`, or `-` when there is none.

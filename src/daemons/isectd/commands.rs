@@ -689,6 +689,13 @@ fn worker(d: &mut Isectd, _ctx: &mut Ctx, args: &[String]) -> Outcome {
                 _ => "-".to_owned(),
             },
         ),
+        (
+            "busy_poll_us",
+            w.proc
+                .as_ref()
+                .and_then(|p| p.busy_poll_us)
+                .map_or("-".to_owned(), |u| u.to_string()),
+        ),
         ("status", q(w.v.status.get())),
         ("avg_resp", us(w.v.avg_resp_us.get())),
         ("last_resp", us(w.v.last_resp_us.get())),

@@ -128,6 +128,9 @@ pub struct Running {
     pub since: Instant,
     /// How its death is noticed.
     pub watch: Watch,
+    /// The `worker_busy_poll_us` a transaction worker was started with (`None`: not known,
+    /// as for an adopted or remote worker).
+    pub busy_poll_us: Option<u64>,
 }
 
 /// A worker.

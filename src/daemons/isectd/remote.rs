@@ -306,6 +306,7 @@ impl Isectd {
                         ticks: 0,
                         since: w.proc.as_ref().map_or_else(Instant::now, |p| p.since),
                         watch: Watch::Remote,
+                        busy_poll_us: None,
                     });
                     w.ready = r.ready;
                     w.fwname = r.fwname.as_deref().and_then(|n| ProcName::new(n).ok());
@@ -375,6 +376,7 @@ impl Isectd {
             ticks: 0,
             since: Instant::now(),
             watch: Watch::Remote,
+            busy_poll_us: None,
         });
         self.send_link(ctx, addr, &m);
         Ok(0)

@@ -208,6 +208,7 @@ impl Isectd {
                     .checked_sub(super::procfs::age(p.ticks))
                     .unwrap_or_else(Instant::now),
                 watch: Watch::Pidfd { fd, token },
+                busy_poll_us: None,
             });
             adopted += 1;
             if !p.ready {

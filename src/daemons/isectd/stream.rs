@@ -13,6 +13,10 @@ use std::time::Duration;
 /// The environment variable that gives a worker isectd's Unix socket.
 pub const SOCKET_ENV: &str = "ISD_SOCKET";
 
+/// The environment variable that gives a worker isectd started its `worker_busy_poll_us`:
+/// microseconds to poll for the next request after each reply before sleeping.
+pub const BUSY_POLL_ENV: &str = "ISD_BUSY_POLL_US";
+
 /// A connected stream of either kind.
 #[derive(Debug)]
 pub enum XStream {
@@ -163,4 +167,43 @@ impl Drop for UnixSocket {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+impl XStream {
+    /// Reads what is there without waiting: `Ok(None)` when nothing is.
+    ///
+    /// # Errors
+    /// As `recv`.
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        use nix::sys::socket::{recv, MsgFlags};
+        match recv(self.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(n) => Ok(Some(n)),
+            Err(nix::errno::Errno::EAGAIN) => Ok(None),
+            Err(nix::errno::Errno::EINTR) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Reads into `buf`, first polling without sleeping for up to `spin` (yielding the CPU between
+/// polls; zero: a plain blocking read): data that comes within it is taken without the wake-up
+/// a sleeping reader costs. A read timeout set on the socket applies to the blocking read after
+/// the polling.
+///
+/// # Errors
+/// As `read`.
+pub fn read_spinning(s: &mut XStream, buf: &mut [u8], spin: Duration) -> io::Result<usize> {
+    if !spin.is_zero() {
+        let t0 = std::time::Instant::now();
+        loop {
+            if let Some(n) = s.try_read(buf)? {
+                return Ok(n);
+            }
+            if t0.elapsed() >= spin {
+                break;
+            }
+            std::thread::yield_now();
+        }
+    }
+    s.read(buf)
 }

@@ -79,7 +79,9 @@ impl Isectd {
             .try_clone()
             .map_err(|e| format!("cannot open its log: {e}"))?;
         let mut cmd = Command::new(&w.spec.path);
-        cmd.env_remove(super::stream::SOCKET_ENV);
+        cmd.env_remove(super::stream::SOCKET_ENV)
+            .env_remove(super::stream::BUSY_POLL_ENV);
+        let mut busy_poll_us = None;
         let token = if w.spec.kind == super::model::Kind::Tp {
             let b = self.broker.as_ref().expect("the broker runs");
             let tok =
@@ -95,6 +97,11 @@ impl Isectd {
             if let Some(p) = b.unix_path() {
                 cmd.env(super::stream::SOCKET_ENV, p);
             }
+            let us = b.worker_busy_poll_us();
+            if us > 0 {
+                cmd.env(super::stream::BUSY_POLL_ENV, us.to_string());
+            }
+            busy_poll_us = Some(us);
             Some(tok)
         } else {
             None
@@ -132,6 +139,7 @@ impl Isectd {
             ticks,
             since: Instant::now(),
             watch: Watch::Child,
+            busy_poll_us,
         });
         w.ready = false;
         w.token = token;

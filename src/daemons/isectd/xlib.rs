@@ -3,12 +3,12 @@
 //! [`XWorker`] is a transaction worker (started by isectd with the rendezvous as its first
 //! arguments) that takes requests and sends replies.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::time::Duration;
 
 use thiserror::Error;
 
-use super::stream::{XStream, SOCKET_ENV};
+use super::stream::{XStream, BUSY_POLL_ENV, SOCKET_ENV};
 use super::xproto::{self as xp, Header, Kind};
 
 /// A transaction failed.
@@ -47,6 +47,7 @@ struct Wire {
     framer: xp::Framer,
     out: Vec<u8>,
     buf: Vec<u8>,
+    spin: Duration,
 }
 
 impl Wire {
@@ -56,6 +57,7 @@ impl Wire {
             framer: xp::Framer::default(),
             out: Vec::with_capacity(256),
             buf: vec![0; 64 * 1024],
+            spin: Duration::ZERO,
         }
     }
 
@@ -78,7 +80,7 @@ impl Wire {
             if let Some((header, data)) = self.framer.next_frame().map_err(XError::Protocol)? {
                 return Ok(Piece { header, data });
             }
-            let n = self.s.read(&mut self.buf)?;
+            let n = super::stream::read_spinning(&mut self.s, &mut self.buf, self.spin)?;
             if n == 0 {
                 return Err(XError::Closed);
             }
@@ -242,7 +244,28 @@ impl XWorker {
         if p.header.kind != Kind::Welcome || p.header.error != 0 {
             return Err(XError::Protocol("login refused".into()));
         }
-        Ok(XWorker { w })
+        let mut me = XWorker { w };
+        if let Some(us) = std::env::var(BUSY_POLL_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            me.set_busy_poll(Duration::from_micros(us.min(100_000)));
+        }
+        Ok(me)
+    }
+
+    /// Polls for the next request this long, without sleeping, before it waits for one
+    /// (zero, the default, waits at once). A request that comes within it is taken without the
+    /// wake-up of a sleeping process: lower latency, for up to this much CPU after each
+    /// reply. [`XWorker::login`] sets it from `ISD_BUSY_POLL_US`, which isectd gives the
+    /// workers it starts (its `worker_busy_poll_us`).
+    pub fn set_busy_poll(&mut self, d: Duration) {
+        self.w.spin = d;
+    }
+
+    /// The polling time set by [`XWorker::set_busy_poll`].
+    pub fn busy_poll(&self) -> Duration {
+        self.w.spin
     }
 
     /// The next request piece or command; `Err(Closed)` when isectd closes (or shuts down its
