@@ -465,6 +465,78 @@ fn busy_polling_serves_and_stops_when_the_traffic_does() {
     assert!(used < 0.3, "an idle isectd used {used} s of CPU in 1 s");
 }
 
+/// A transaction that no worker will serve (none started, the last one stopped, all failed)
+/// is answered at once with the error NO SERVICE and what to do, instead of waiting for ever;
+/// one that waits for a busy worker still waits.
+#[test]
+fn a_transaction_no_worker_will_serve_is_refused_with_what_to_do() {
+    let mut env = Env::new();
+    isectd(&mut env, "t12", &[]);
+    isd(&env, "t12", "config service echo");
+    isd(
+        &env,
+        "t12",
+        &format!(
+            "config worker echo localhost tp:{} --delay-ms 2000",
+            echo_path()
+        ),
+    );
+    let a = addr(&env, "t12");
+    let refused = |c: &mut XClient, what: &str| match c.transact(b"anyone?") {
+        Err(XError::Reply { code, text }) => {
+            assert_eq!(code, -2, "{text}");
+            assert!(text.contains(what), "{text}");
+        }
+        other => panic!("not refused: {other:?}"),
+    };
+    // Configured, not started. (Read timeouts: a client left waiting fails the test.)
+    let mut c = XClient::connect(&a, "echo").unwrap();
+    c.set_timeout(Some(Duration::from_secs(20))).unwrap();
+    refused(&mut c, "no worker of echo is started (start echo)");
+    let mut cmd = env.command("isdclient");
+    cmd.args(["-n", "t12", "-s", "echo", "hello"]);
+    let o = env.run(cmd);
+    o.expect_code(1);
+    assert!(o.stderr.contains("start echo"), "{o:?}");
+    assert!(isd(&env, "t12", "listevents 10").contains("transaction refused: no worker of echo"));
+    // Started: a transaction waits for the busy worker, and is refused when it is stopped.
+    isd(&env, "t12", "start echo");
+    env.wait_until("the worker to log in", || {
+        env.get_int("t12", "IdleWorkers") == 1
+    });
+    let mut busy = XClient::connect(&a, "echo").unwrap();
+    busy.send_piece(1, b"slow", false).unwrap();
+    env.wait_until("the worker busy", || state(&env, "t12", 1) == "BUSY");
+    c.send_piece(1, b"waits", false).unwrap();
+    env.wait_until("the request held", || {
+        isd(&env, "t12", &format!("client {}", c.id())).contains("client->held = 1")
+    });
+    isd(&env, "t12", "stop echo");
+    let p = c.recv_piece().unwrap();
+    assert_eq!(p.header.error, -2);
+    assert!(
+        String::from_utf8_lossy(&p.data).contains("no worker of echo is started"),
+        "{p:?}"
+    );
+    // The interrupted one got the intervention.
+    assert_eq!(busy.recv_piece().unwrap().header.error, -1);
+    // A service whose only worker keeps dying: refused once it has failed.
+    isd(&env, "t12", "config service dies");
+    isd(&env, "t12", "config worker dies localhost tp:/bin/false");
+    isd(&env, "t12", "set worker.2.fail_after 2");
+    isd(&env, "t12", "set worker.2.backoff_ms 10");
+    isd(&env, "t12", "start dies");
+    env.wait_until("the worker to fail", || state(&env, "t12", 2) == "FAILED");
+    let mut d = XClient::connect(&a, "dies").unwrap();
+    d.set_timeout(Some(Duration::from_secs(20))).unwrap();
+    match d.transact(b"x") {
+        Err(XError::Reply { code: -2, text }) => {
+            assert!(text.contains("every worker of dies failed"), "{text}")
+        }
+        other => panic!("not refused: {other:?}"),
+    }
+}
+
 /// The voluntary context switches of `pid` so far: a process that sleeps waiting for input
 /// adds one per wait.
 fn sleeps(pid: u32) -> u64 {

@@ -704,6 +704,10 @@ impl Isectd {
             let next = next.map(|(_, _, id)| id);
             let (Some(wid), Some(cid)) = (idle, next) else {
                 if let (None, Some(cid)) = (idle, next) {
+                    if let Some(why) = self.unservable(service) {
+                        self.refuse_stranded(ctx, service, &why);
+                        return;
+                    }
                     self.events.push(format!(
                         "client {cid}'s transaction waits: no idle worker of {service}"
                     ));
@@ -731,6 +735,89 @@ impl Isectd {
                 if !more {
                     break;
                 }
+            }
+        }
+    }
+
+    /// Why no worker of `service` can take a transaction, now or later without an operator
+    /// (`None`: one runs, is starting, or will be restarted; paused and lost ones count, as they
+    /// come back).
+    pub(super) fn unservable(&self, service: &str) -> Option<String> {
+        let mut any = false;
+        let mut failed = false;
+        for w in self.workers.values() {
+            if w.spec.service != service || w.deleted || w.spec.kind != super::model::Kind::Tp {
+                continue;
+            }
+            if w.wanted && !w.failed {
+                return None;
+            }
+            any = true;
+            failed |= w.failed;
+        }
+        Some(if !any {
+            format!("service {service} has no transaction worker (config worker {service} HOST tp:PATH, then start {service})")
+        } else if failed {
+            format!("every worker of {service} failed (see workers and worker ID; start {service} tries again)")
+        } else {
+            format!("no worker of {service} is started (start {service})")
+        })
+    }
+
+    /// Answers every whole transaction waiting for `service` (of clients not blocked) with
+    /// the error NO SERVICE and `why`, so that no client waits for a worker that will not come.
+    /// A transaction whose last piece has not come yet is answered when it comes.
+    pub(super) fn refuse_stranded(&mut self, ctx: &Ctx, service: &str, why: &str) {
+        let ids: Vec<u32> = {
+            let b = self.broker();
+            b.waiting
+                .iter()
+                .copied()
+                .filter(|id| {
+                    b.clients.get(id).is_some_and(|c| {
+                        c.service == service
+                            && !c.blocked
+                            && c.worker.is_none()
+                            && c.pending.iter().any(|(h, _)| !h.more())
+                    })
+                })
+                .collect()
+        };
+        for cid in ids {
+            let b = self.broker();
+            let c = b.clients.get_mut(&cid).expect("listed");
+            while let Some((h, _)) = c.pending.pop_front() {
+                if !h.more() {
+                    break;
+                }
+            }
+            let t = c.token;
+            b.send(
+                t,
+                xp::hdr(Kind::Data, 0, xp::Error::NoService as i16, cid, 1),
+                why.as_bytes(),
+            );
+            self.event(ctx, format!("client {cid}'s transaction refused: {why}"));
+        }
+    }
+
+    /// After a change of workers: refuses what waits for a service that no worker will serve.
+    pub(super) fn refuse_all_stranded(&mut self, ctx: &Ctx) {
+        let Some(b) = self.broker.as_ref() else {
+            return;
+        };
+        let mut services: Vec<String> = b
+            .waiting
+            .iter()
+            .filter_map(|id| b.clients.get(id))
+            .filter(|c| !c.pending.is_empty())
+            .map(|c| c.service.clone())
+            .collect();
+        services.sort();
+        services.dedup();
+        for s in services {
+            if let Some(why) = self.unservable(&s) {
+                self.refuse_stranded(ctx, &s, &why);
             }
         }
     }

@@ -488,6 +488,7 @@ impl Isectd {
         self.v.busy.set(busy);
         if self.dirty {
             self.dirty = false;
+            self.refuse_all_stranded(ctx);
             if let Err(e) = self.save() {
                 ctx.error(&format!("cannot save isectd's state: {e}"));
             }

@@ -47,7 +47,8 @@ pub enum Error {
     /// The worker died, or was idled, or was shut down while busy on this transaction:
     /// payload "PROTOCOL INTERVENTION" (the seed's header error -1).
     Intervention = -1,
-    /// No such service (login), or the client's service has no worker configured.
+    /// No such service (login), or a transaction no worker will serve (the service has no
+    /// transaction worker, none is started, or all failed: the text says which).
     NoService = -2,
     /// Logins are refused (`reject`), or isectd has as many clients as `MaxUsers` allows.
     Rejected = -3,
