@@ -675,6 +675,20 @@ except PermissionError:
     ]);
     let o = env.run(c);
     assert_eq!(o.stdout.trim(), "denied", "{o:?}");
+    // It was made 0600 in a private directory before it was moved into place; nothing of that
+    // is left.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(env.path("t9.xact"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let left: Vec<String> = std::fs::read_dir(env.path("."))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".new"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     // And isectd goes on serving.
     let mut x = XClient::connect(&addr(&env, "t9"), "echo").unwrap();
     assert_eq!(x.transact(b"fine").unwrap(), b"fine");

@@ -143,16 +143,33 @@ impl UnixSocket {
     /// Something is in the way that is not ours to remove (a directory, another user's file),
     /// or the socket cannot be made.
     pub fn bind(path: &Path) -> io::Result<(UnixSocket, Option<String>)> {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         let note = crate::support::files::remove_leftover(path, "worker socket")?;
-        let listener = std::os::unix::net::UnixListener::bind(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let err = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        // Bound in a private directory (mode 0700), made 0600 there, then moved into place:
+        // the socket is never reachable with the umask's mode, not even for an instant.
+        let name = path
+            .file_name()
+            .map_or_else(|| "xact".into(), |n| n.to_string_lossy().into_owned());
+        let private = path.with_file_name(format!(".{name}.{}.new", std::process::id()));
+        let _ = std::fs::remove_dir_all(&private);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&private)
+            .map_err(err)?;
+        let inner = private.join("s");
+        let made = std::os::unix::net::UnixListener::bind(&inner).and_then(|l| {
+            std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o600))?;
+            std::fs::rename(&inner, path)?;
+            Ok(l)
+        });
+        let _ = std::fs::remove_file(&inner);
+        let _ = std::fs::remove_dir(&private);
+        let listener = made.map_err(err)?;
         let s = UnixSocket {
             path: path.to_owned(),
             listener,
         };
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         s.listener.set_nonblocking(true)?;
         Ok((s, note))
     }
