@@ -494,6 +494,37 @@ fn reader_activity_tells_who_reads_and_how_far() {
     assert_eq!(w.reader_activity(Duration::ZERO).active, 0);
 }
 
+/// A reader working through a backlog slowly (it never finds the buffer empty) still refreshes
+/// its activity entry once 100 ms have passed, at its next event: a producer that counts the
+/// readers of the last moments sees it.
+#[test]
+fn a_slow_reader_with_a_backlog_stays_active() {
+    let (mem, mut w) = heap(1 << 16);
+    for e in 1..=50 {
+        write_ev(&mut w, e, 100);
+    }
+    let mut r = SamplingReader::on_storage(mem, StartAt::Oldest).unwrap();
+    let mut buf = vec![0u8; 200];
+    let within = Duration::from_millis(120);
+    let mut before = None;
+    for i in 0..3 {
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(w.reader_activity(within).active, 0, "silent for 250 ms");
+        r.try_read(&mut buf).unwrap();
+        let a = w.reader_activity(within);
+        assert_eq!(a.active, 1, "the read after 250 ms refreshed the entry");
+        // (The position published is the one before the event being consumed.)
+        if i > 0 {
+            assert!(
+                a.consumed_to > before,
+                "{:?} after {before:?}",
+                a.consumed_to
+            );
+        }
+        before = a.consumed_to;
+    }
+}
+
 /// A damaged (or hostile) header with positions that are not multiples of 8: readers never read a
 /// record header at an unaligned offset (a debug build checks every such access), they only
 /// find no valid record there and resynchronise.
