@@ -60,9 +60,11 @@ pub struct XactArgs {
     /// Idle clients connected for the memory figure
     #[arg(long, default_value_t = 1000)]
     pub idle_clients: usize,
-    /// Also measure isectd with this `busy_poll_us` (0: only with busy polling off, the
-    /// default of isectd)
-    #[arg(long, default_value_t = 50)]
+    /// Also measure isectd with this `busy_poll_us`, then with its workers polling as long
+    /// (`worker_busy_poll_us`) beside a direct server polling alike (0: only with polling off,
+    /// isectd's default). Below a round trip (about 25 us here) the pollers give up just
+    /// before the next piece comes
+    #[arg(long, default_value_t = 200)]
     pub busy_poll_us: u64,
     /// Idle clients kept connected while latency and throughput are measured (a node
     /// serving many mostly idle clients)
