@@ -134,8 +134,11 @@ impl Chain {
         let local = dir.path().join("LOCAL");
         let mut reader = LosslessReader::open(&local).context("opening the local buffer")?;
 
-        // Producer: keeps at most `window` events ahead of the reader.
-        let window = ((cli.circsize as usize / 4) / (size + 64)).max(4) as u64;
+        // Producer: keeps at most `window` events ahead of the reader: half the farm buffer,
+        // more than rspydaemon keeps in flight (two requests of at most a quarter of it), so
+        // the chain is never starved by the producer's own limit, and far from overwriting
+        // events the farm has not sent.
+        let window = ((cli.circsize as usize / 2) / (size + 64)).max(4) as u64;
         let (stop, hold, delivered) = (
             chain.stop.clone(),
             chain.hold.clone(),
