@@ -135,9 +135,9 @@ impl Chain {
         let mut reader = LosslessReader::open(&local).context("opening the local buffer")?;
 
         // Producer: keeps at most `window` events ahead of the reader: half the farm buffer,
-        // more than rspydaemon keeps in flight (two requests of at most a quarter of it), so
-        // the chain is never starved by the producer's own limit, and far from overwriting
-        // events the farm has not sent.
+        // more than rspydaemon keeps in flight (two requests of at most 8 MiB: a quarter of the
+        // default 64 MiB), so the chain is not starved by the producer's own limit, and far
+        // from overwriting events the farm has not sent.
         let window = ((cli.circsize as usize / 2) / (size + 64)).max(4) as u64;
         let (stop, hold, delivered) = (
             chain.stop.clone(),
