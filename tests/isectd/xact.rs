@@ -20,9 +20,9 @@ fn addr(env: &Env, name: &str) -> String {
     format!("127.0.0.1:{}", env.get_int(name, "req_port"))
 }
 
-/// isectd `name` with service `echo` of `n` isdecho workers (extra isdecho options `opts`),
-/// all logged in.
-fn with_echo(env: &mut Env, name: &str, n: usize, opts: &str) {
+/// isectd `name` with service `echo` and one isdecho worker (extra isdecho options `opts`)
+/// configured, not started.
+fn echo_configured(env: &mut Env, name: &str, opts: &str) {
     isectd(env, name, &[]);
     isd(env, name, "config service echo");
     isd(
@@ -30,6 +30,22 @@ fn with_echo(env: &mut Env, name: &str, n: usize, opts: &str) {
         name,
         &format!("config worker echo localhost tp:{} {opts}", echo_path()),
     );
+}
+
+/// The pid of worker `wid`, from `worker WID`.
+fn worker_pid(env: &Env, name: &str, wid: u32) -> u32 {
+    isd(env, name, &format!("worker {wid}"))
+        .lines()
+        .find_map(|l| l.strip_prefix("worker->hostpid = "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// isectd `name` with service `echo` of `n` isdecho workers (extra isdecho options `opts`),
+/// all logged in.
+fn with_echo(env: &mut Env, name: &str, n: usize, opts: &str) {
+    echo_configured(env, name, opts);
     for _ in 1..n {
         isd(env, name, "clone 1");
     }
@@ -471,16 +487,7 @@ fn busy_polling_serves_and_stops_when_the_traffic_does() {
 #[test]
 fn a_transaction_no_worker_will_serve_is_refused_with_what_to_do() {
     let mut env = Env::new();
-    isectd(&mut env, "t12", &[]);
-    isd(&env, "t12", "config service echo");
-    isd(
-        &env,
-        "t12",
-        &format!(
-            "config worker echo localhost tp:{} --delay-ms 2000",
-            echo_path()
-        ),
-    );
+    echo_configured(&mut env, "t12", "--delay-ms 2000");
     let a = addr(&env, "t12");
     let refused = |c: &mut XClient, what: &str| match c.transact(b"anyone?") {
         Err(XError::Reply { code, text }) => {
@@ -555,13 +562,7 @@ fn sleeps(pid: u32) -> u64 {
 #[test]
 fn workers_started_with_busy_polling_take_requests_without_sleeping() {
     let mut env = Env::new();
-    isectd(&mut env, "t11", &[]);
-    isd(&env, "t11", "config service echo");
-    isd(
-        &env,
-        "t11",
-        &format!("config worker echo localhost tp:{}", echo_path()),
-    );
+    echo_configured(&mut env, "t11", "");
     env.shvar(&["set", "t11", "worker_busy_poll_us", "100001"])
         .expect_code(1);
     env.shvar(&["set", "t11", "worker_busy_poll_us", "100000"])
@@ -572,12 +573,7 @@ fn workers_started_with_busy_polling_take_requests_without_sleeping() {
     });
     let w1 = isd(&env, "t11", "worker 1");
     assert!(w1.contains("worker->busy_poll_us = 100000"), "{w1}");
-    let pid: u32 = w1
-        .lines()
-        .find_map(|l| l.strip_prefix("worker->hostpid = "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let pid = worker_pid(&env, "t11", 1);
     let mut c = XClient::connect(&addr(&env, "t11"), "echo").unwrap();
     assert_eq!(c.transact(b"first").unwrap(), b"first");
     // Each next request comes well within the 100 ms the worker polls for: it never sleeps
@@ -612,13 +608,7 @@ fn workers_started_with_busy_polling_take_requests_without_sleeping() {
         isd(&env, "t11", "worker 1").contains("worker->busy_poll_us = 0")
             && env.get_int("t11", "IdleWorkers") == 1
     });
-    let w1 = isd(&env, "t11", "worker 1");
-    let pid: u32 = w1
-        .lines()
-        .find_map(|l| l.strip_prefix("worker->hostpid = "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let pid = worker_pid(&env, "t11", 1);
     let before = sleeps(pid);
     for i in 0..100u32 {
         let m = i.to_le_bytes();
