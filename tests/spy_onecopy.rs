@@ -150,6 +150,11 @@ fn rspy_from_a_lapped_farm_buffer_commits_only_valid_events() {
             &format!("start 127.0.0.1 {port}"),
         ],
     );
+    // The second `init` re-creates the local buffer at the new size: open it only once every
+    // `-c` command ran (`start` makes it RUNNING), not between the two inits.
+    env.wait_until("spy1 to run its start-up commands", || {
+        env.get("spy1", "runstate") == "RUNNING_STATE"
+    });
     let mut r =
         shvars::circ::SamplingReader::open_with(&env.path("L_1"), shvars::circ::StartAt::Oldest)
             .unwrap();
