@@ -38,6 +38,14 @@ pub struct Chain {
 
 pub(crate) use daqproc::support::cli::sibling;
 
+/// A thread with a name (`top -H`, `/proc/PID/task/*/comm` show which one is busy).
+fn spawn_named(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .expect("spawning a thread")
+}
+
 pub(crate) fn wait_for(what: &str, mut f: impl FnMut() -> bool) -> anyhow::Result<()> {
     let t0 = Instant::now();
     while !f() {
@@ -144,7 +152,7 @@ impl Chain {
             chain.hold.clone(),
             chain.delivered.clone(),
         );
-        chain.threads.push(std::thread::spawn(move || {
+        chain.threads.push(spawn_named("producer", move || {
             let mut evnr = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 if hold.load(Ordering::Relaxed) {
@@ -174,7 +182,7 @@ impl Chain {
             chain.errors.clone(),
             chain.first_error.clone(),
         );
-        chain.threads.push(std::thread::spawn(move || {
+        chain.threads.push(spawn_named("verifier", move || {
             let mut last = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 // In place: verify the bytes where they are, then release the event.
