@@ -676,7 +676,7 @@ except PermissionError:
     let left: Vec<String> = std::fs::read_dir(env.path("."))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".new"))
+        .filter(|n| n.starts_with(".xact-"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
     // And isectd goes on serving.

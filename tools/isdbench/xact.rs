@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use daqproc::control::client::Connection;
 use daqproc::control::reply::Reply;
-use daqproc::daemons::isectd::stream::{read_spinning, XStream};
+use daqproc::daemons::isectd::stream::XStream;
 use daqproc::daemons::isectd::xlib::XClient;
 use daqproc::daemons::isectd::xproto::{self as xp, Kind};
 use shvars::{ProcName, RuntimeDir};
@@ -34,7 +34,7 @@ fn serve_direct(l: TcpListener, poll: Duration) {
             let mut buf = vec![0u8; 64 * 1024];
             let mut out = Vec::new();
             loop {
-                let n = match read_spinning(&mut s, &mut buf, poll) {
+                let n = match s.read_polling(&mut buf, poll) {
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };

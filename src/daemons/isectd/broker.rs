@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use shvars::region::{IntVar, StrVar, VarRegion, VarSpec};
 
-use super::stream::{UnixSocket, XStream};
+use super::stream::{UnixSocket, XStream, MAX_BUSY_POLL_US};
 use super::xproto::{self as xp, Header, Kind};
 use super::{FdUse, Isectd};
 use crate::framework::{Ctx, FdToken, Interest};
@@ -227,14 +227,14 @@ impl Broker {
                 VarSpec::int("busy_poll_us", 0)
                     .rw()
                     .unit("us")
-                    .range(Some(0.0), Some(100_000.0))
+                    .range(Some(0.0), Some(MAX_BUSY_POLL_US as f64))
                     .desc("After a transaction's traffic, poll this long without sleeping (lower latency for up to this much CPU per burst); 0: off"),
             )?,
             worker_busy_poll_us: r.add_int(
                 VarSpec::int("worker_busy_poll_us", 0)
                     .rw()
                     .unit("us")
-                    .range(Some(0.0), Some(100_000.0))
+                    .range(Some(0.0), Some(MAX_BUSY_POLL_US as f64))
                     .desc("Transaction workers started from now on poll this long for their next request after each reply before they sleep; 0: off"),
             )?,
             rejecting: r.add_int(VarSpec::int("rejecting", 0).desc("1: new client logins are refused (reject)"))?,
@@ -281,7 +281,10 @@ impl Broker {
 
     /// `worker_busy_poll_us`: what a transaction worker started now is given.
     pub fn worker_busy_poll_us(&self) -> u64 {
-        self.v.worker_busy_poll_us.get().clamp(0, 100_000) as u64
+        self.v
+            .worker_busy_poll_us
+            .get()
+            .clamp(0, MAX_BUSY_POLL_US as i64) as u64
     }
 
     /// How a connection came: `tcp`, `unix`, or `-` when there is none.
@@ -451,7 +454,7 @@ impl Isectd {
     /// A connection is ready.
     pub(super) fn x_event(&mut self, ctx: &mut Ctx, t: FdToken) {
         let b = self.broker.as_mut().expect("the broker runs");
-        let busy = b.v.busy_poll_us.get().clamp(0, 100_000) as u64;
+        let busy = b.v.busy_poll_us.get().clamp(0, MAX_BUSY_POLL_US as i64) as u64;
         ctx.set_busy_poll(std::time::Duration::from_micros(busy));
         let Some(c) = b.conns.get_mut(&t) else {
             return;

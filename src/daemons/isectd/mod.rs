@@ -488,6 +488,8 @@ impl Isectd {
         self.v.busy.set(busy);
         if self.dirty {
             self.dirty = false;
+            // `dirty` is raised by every change of the workers (start, stop, death, failure,
+            // delete, config): the changes that can leave a service with no worker to come.
             self.refuse_all_stranded(ctx);
             if let Err(e) = self.save() {
                 ctx.error(&format!("cannot save isectd's state: {e}"));

@@ -17,6 +17,10 @@ pub const SOCKET_ENV: &str = "ISD_SOCKET";
 /// microseconds to poll for the next request after each reply before sleeping.
 pub const BUSY_POLL_ENV: &str = "ISD_BUSY_POLL_US";
 
+/// The longest busy polling isectd and its workers accept (`busy_poll_us`,
+/// `worker_busy_poll_us`), in microseconds.
+pub const MAX_BUSY_POLL_US: u64 = 100_000;
+
 /// A connected stream of either kind.
 #[derive(Debug)]
 pub enum XStream {
@@ -93,6 +97,43 @@ impl XStream {
             XStream::Unix(_) => "unix",
         }
     }
+
+    /// Reads what is there without waiting: `Ok(None)` when nothing is.
+    ///
+    /// # Errors
+    /// As `recv`.
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        use nix::sys::socket::{recv, MsgFlags};
+        match recv(self.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(n) => Ok(Some(n)),
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads into `buf`, first polling without sleeping for up to `spin` (yielding the CPU
+    /// between polls; zero: a plain blocking read): data that comes within it is taken without
+    /// the wake-up a sleeping reader costs. A read timeout set on the socket applies to the
+    /// blocking read after the polling.
+    ///
+    /// # Errors
+    /// As `read`.
+    pub fn read_polling(&mut self, buf: &mut [u8], spin: Duration) -> io::Result<usize> {
+        if !spin.is_zero() {
+            // The clock is read only once the first look found nothing.
+            let mut since: Option<std::time::Instant> = None;
+            loop {
+                if let Some(n) = self.try_read(buf)? {
+                    return Ok(n);
+                }
+                if since.get_or_insert_with(std::time::Instant::now).elapsed() >= spin {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+        }
+        self.read(buf)
+    }
 }
 
 impl Read for XStream {
@@ -143,29 +184,25 @@ impl UnixSocket {
     /// Something is in the way that is not ours to remove (a directory, another user's file),
     /// or the socket cannot be made.
     pub fn bind(path: &Path) -> io::Result<(UnixSocket, Option<String>)> {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        use std::os::unix::fs::PermissionsExt;
         let note = crate::support::files::remove_leftover(path, "worker socket")?;
         let err = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
         // Bound in a private directory (mode 0700), made 0600 there, then moved into place:
         // the socket is never reachable with the umask's mode, not even for an instant.
-        let name = path
-            .file_name()
-            .map_or_else(|| "xact".into(), |n| n.to_string_lossy().into_owned());
-        let private = path.with_file_name(format!(".{name}.{}.new", std::process::id()));
-        let _ = std::fs::remove_dir_all(&private);
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&private)
+        // (tempfile makes it under a fresh random name, and removes it when dropped.)
+        let private = tempfile::Builder::new()
+            .prefix(".xact-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(path.parent().unwrap_or(Path::new(".")))
             .map_err(err)?;
-        let inner = private.join("s");
-        let made = std::os::unix::net::UnixListener::bind(&inner).and_then(|l| {
-            std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o600))?;
-            std::fs::rename(&inner, path)?;
-            Ok(l)
-        });
-        let _ = std::fs::remove_file(&inner);
-        let _ = std::fs::remove_dir(&private);
-        let listener = made.map_err(err)?;
+        let inner = private.path().join("s");
+        let listener = std::os::unix::net::UnixListener::bind(&inner)
+            .and_then(|l| {
+                std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o600))?;
+                std::fs::rename(&inner, path)?;
+                Ok(l)
+            })
+            .map_err(err)?;
         let s = UnixSocket {
             path: path.to_owned(),
             listener,
@@ -184,43 +221,4 @@ impl Drop for UnixSocket {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
-}
-
-impl XStream {
-    /// Reads what is there without waiting: `Ok(None)` when nothing is.
-    ///
-    /// # Errors
-    /// As `recv`.
-    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        use nix::sys::socket::{recv, MsgFlags};
-        match recv(self.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
-            Ok(n) => Ok(Some(n)),
-            Err(nix::errno::Errno::EAGAIN) => Ok(None),
-            Err(nix::errno::Errno::EINTR) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-}
-
-/// Reads into `buf`, first polling without sleeping for up to `spin` (yielding the CPU between
-/// polls; zero: a plain blocking read): data that comes within it is taken without the wake-up
-/// a sleeping reader costs. A read timeout set on the socket applies to the blocking read after
-/// the polling.
-///
-/// # Errors
-/// As `read`.
-pub fn read_spinning(s: &mut XStream, buf: &mut [u8], spin: Duration) -> io::Result<usize> {
-    if !spin.is_zero() {
-        let t0 = std::time::Instant::now();
-        loop {
-            if let Some(n) = s.try_read(buf)? {
-                return Ok(n);
-            }
-            if t0.elapsed() >= spin {
-                break;
-            }
-            std::thread::yield_now();
-        }
-    }
-    s.read(buf)
 }

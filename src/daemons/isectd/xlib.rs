@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use super::stream::{XStream, BUSY_POLL_ENV, SOCKET_ENV};
+use super::stream::{XStream, BUSY_POLL_ENV, MAX_BUSY_POLL_US, SOCKET_ENV};
 use super::xproto::{self as xp, Header, Kind};
 
 /// A transaction failed.
@@ -80,7 +80,7 @@ impl Wire {
             if let Some((header, data)) = self.framer.next_frame().map_err(XError::Protocol)? {
                 return Ok(Piece { header, data });
             }
-            let n = super::stream::read_spinning(&mut self.s, &mut self.buf, self.spin)?;
+            let n = self.s.read_polling(&mut self.buf, self.spin)?;
             if n == 0 {
                 return Err(XError::Closed);
             }
@@ -249,7 +249,7 @@ impl XWorker {
             .ok()
             .and_then(|v| v.trim().parse::<u64>().ok())
         {
-            me.set_busy_poll(Duration::from_micros(us.min(100_000)));
+            me.set_busy_poll(Duration::from_micros(us.min(MAX_BUSY_POLL_US)));
         }
         Ok(me)
     }
@@ -261,11 +261,6 @@ impl XWorker {
     /// workers it starts (its `worker_busy_poll_us`).
     pub fn set_busy_poll(&mut self, d: Duration) {
         self.w.spin = d;
-    }
-
-    /// The polling time set by [`XWorker::set_busy_poll`].
-    pub fn busy_poll(&self) -> Duration {
-        self.w.spin
     }
 
     /// The next request piece or command; `Err(Closed)` when isectd closes (or shuts down its

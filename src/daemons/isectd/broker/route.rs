@@ -145,7 +145,7 @@ impl Isectd {
     /// Why no worker of `service` can take a transaction, now or later without an operator
     /// (`None`: one runs, is starting, or will be restarted; paused and lost ones count, as they
     /// come back).
-    pub(in crate::daemons::isectd) fn unservable(&self, service: &str) -> Option<String> {
+    fn unservable(&self, service: &str) -> Option<String> {
         let mut any = false;
         let mut failed = false;
         for w in self.workers.values() {
@@ -173,12 +173,7 @@ impl Isectd {
     /// Answers every whole transaction waiting for `service` (of clients not blocked) with
     /// the error NO SERVICE and `why`, so that no client waits for a worker that will not come.
     /// A transaction whose last piece has not come yet is answered when it comes.
-    pub(in crate::daemons::isectd) fn refuse_stranded(
-        &mut self,
-        ctx: &Ctx,
-        service: &str,
-        why: &str,
-    ) {
+    fn refuse_stranded(&mut self, ctx: &Ctx, service: &str, why: &str) {
         let ids: Vec<u32> = {
             let b = self.broker();
             b.waiting
