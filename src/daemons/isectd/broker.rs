@@ -338,6 +338,12 @@ impl Broker {
         xp::put_frame(&mut c.out, &h, p);
         flush(c).is_ok() && c.out.len() <= MAX_OUT
     }
+
+    /// Answers client `cid` (on connection `t`) with error `e` and its text: the reply to its
+    /// transaction.
+    fn send_error(&mut self, t: FdToken, cid: u32, e: xp::Error, text: &[u8]) -> bool {
+        self.send(t, xp::hdr(Kind::Data, 0, e as i16, cid, 1), text)
+    }
 }
 
 fn flush(c: &mut XConn) -> io::Result<()> {

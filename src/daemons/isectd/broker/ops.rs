@@ -20,11 +20,8 @@ impl Isectd {
             c.pending.pop_front();
         }
         let t = c.token;
-        self.broker().send(
-            t,
-            xp::hdr(Kind::Data, 0, xp::Error::Intervention as i16, cid, 1),
-            xp::INTERVENTION,
-        );
+        self.broker()
+            .send_error(t, cid, xp::Error::Intervention, xp::INTERVENTION);
         self.event(ctx, format!("client {cid}: PROTOCOL INTERVENTION ({why})"));
     }
 
@@ -116,11 +113,8 @@ impl Isectd {
             .get(&id)
             .map(|c| c.token)
             .ok_or_else(|| format!("no client {id}"))?;
-        self.broker().send(
-            t,
-            xp::hdr(Kind::Data, 0, xp::Error::Deleted as i16, id, 1),
-            b"deleted by an operator",
-        );
+        self.broker()
+            .send_error(t, id, xp::Error::Deleted, b"deleted by an operator");
         if let Some(c) = self.broker().conns.get_mut(&t) {
             let _ = flush(c);
         }

@@ -198,11 +198,7 @@ impl Isectd {
                 }
             }
             let t = c.token;
-            b.send(
-                t,
-                xp::hdr(Kind::Data, 0, xp::Error::NoService as i16, cid, 1),
-                why.as_bytes(),
-            );
+            b.send_error(t, cid, xp::Error::NoService, why.as_bytes());
             self.event(ctx, format!("client {cid}'s transaction refused: {why}"));
         }
     }

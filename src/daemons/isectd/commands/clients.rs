@@ -15,15 +15,19 @@ pub(super) fn client_ref(d: &Isectd, word: &str) -> Result<u32, Failure> {
     }
 }
 
-pub(super) fn set_blocked(d: &mut Isectd, ctx: &mut Ctx, args: &[String], on: bool) -> Outcome {
-    let id = client_ref(d, &args[0])?;
-    let c = d
-        .broker
+/// Client `id`, known to exist (from [`client_ref`]).
+fn client_mut(d: &mut Isectd, id: u32) -> &mut super::super::broker::Client {
+    d.broker
         .as_mut()
         .expect("broker")
         .clients
         .get_mut(&id)
-        .expect("checked");
+        .expect("checked")
+}
+
+pub(super) fn set_blocked(d: &mut Isectd, ctx: &mut Ctx, args: &[String], on: bool) -> Outcome {
+    let id = client_ref(d, &args[0])?;
+    let c = client_mut(d, id);
     c.blocked = on;
     let svc = c.service.clone();
     let what = if on { "blocked" } else { "unblocked" };
@@ -126,13 +130,7 @@ pub(super) fn pri(d: &mut Isectd, ctx: &mut Ctx, args: &[String]) -> Outcome {
         .ok()
         .filter(|n: &i64| n.abs() <= 1_000_000)
         .ok_or_else(|| usage("pri id n (n an integer, -1000000 to 1000000)"))?;
-    let c = d
-        .broker
-        .as_mut()
-        .expect("broker")
-        .clients
-        .get_mut(&id)
-        .expect("checked");
+    let c = client_mut(d, id);
     let old = c.pri;
     c.pri = n;
     d.event(ctx, format!("client {id} priority {old} -> {n}"));
@@ -165,13 +163,7 @@ pub(super) fn service_move(d: &mut Isectd, ctx: &mut Ctx, args: &[String]) -> Ou
             d.service_names()
         )));
     }
-    let c = d
-        .broker
-        .as_mut()
-        .expect("broker")
-        .clients
-        .get_mut(&id)
-        .expect("checked");
+    let c = client_mut(d, id);
     let old = std::mem::replace(&mut c.service, new.clone());
     d.event(
         ctx,
