@@ -449,13 +449,7 @@ mod tests {
     /// that re-encodes to the bytes it came from.
     #[test]
     fn fuzz_decoders() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::support::fuzz::Rng::new(0x2545_f491_4f6c_dd1du64);
         let seeds: Vec<Vec<u8>> = {
             let mut v = Vec::new();
             for r in [
@@ -470,19 +464,8 @@ mod tests {
             v
         };
         for _ in 0..50_000 {
-            let mut input = seeds[(rnd() % seeds.len() as u64) as usize].clone();
-            for _ in 0..(rnd() % 4) {
-                let r = rnd();
-                let i = (r as usize >> 8) % (input.len() + 1);
-                match r % 3 {
-                    0 if i < input.len() => input[i] = (r >> 32) as u8,
-                    1 => input.insert(i, (r >> 40) as u8),
-                    _ if i < input.len() => {
-                        input.remove(i);
-                    }
-                    _ => {}
-                }
-            }
+            let mut input = seeds[rng.below(seeds.len())].clone();
+            crate::support::fuzz::mutate(&mut input, &mut rng, 3);
             let mut d = ReplyDecoder::default();
             d.push(&input);
             let mut consumed = 0;

@@ -4,5 +4,7 @@
 pub mod backoff;
 pub mod cli;
 pub mod files;
+#[cfg(test)]
+pub mod fuzz;
 pub mod man;
 pub mod units;

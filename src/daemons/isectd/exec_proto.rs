@@ -404,21 +404,15 @@ mod tests {
     #[test]
     fn the_decoder_survives_garbage() {
         let good = encode(&Msg::Signal { id: 1, sig: 15 });
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::support::fuzz::Rng::new(0x9e37_79b9_7f4a_7c15u64);
         for _ in 0..20_000 {
             let mut b = good.clone();
-            for _ in 0..(rnd() % 4 + 1) {
-                let i = (rnd() as usize) % b.len();
-                b[i] = rnd() as u8;
+            for _ in 0..(rng.next_u64() % 4 + 1) {
+                let i = rng.below(b.len());
+                b[i] = rng.next_u64() as u8;
             }
-            if rnd() % 3 == 0 {
-                b.truncate((rnd() as usize) % b.len());
+            if rng.next_u64().is_multiple_of(3) {
+                b.truncate(rng.below(b.len()));
             }
             let mut d = Decoder::default();
             d.push(&b);

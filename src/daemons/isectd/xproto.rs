@@ -238,20 +238,14 @@ mod tests {
     fn the_framer_survives_garbage() {
         let mut good = Vec::new();
         put(&mut good, Kind::Data, MORE, 0, 3, 1, b"hello world");
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::support::fuzz::Rng::new(0x2545_f491_4f6c_dd1du64);
         for _ in 0..50_000 {
             let mut b = good.clone();
-            for _ in 0..(rnd() % 4 + 1) {
-                let i = (rnd() as usize) % b.len();
-                b[i] = rnd() as u8;
+            for _ in 0..(rng.next_u64() % 4 + 1) {
+                let i = rng.below(b.len());
+                b[i] = rng.next_u64() as u8;
             }
-            b.truncate(b.len() - (rnd() as usize % 8));
+            b.truncate(b.len() - (rng.next_u64() as usize % 8));
             let mut f = Framer::default();
             f.push(&b);
             for _ in 0..3 {

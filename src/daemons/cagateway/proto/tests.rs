@@ -183,13 +183,7 @@ fn puts_decode() {
 /// limit, and what they accept re-encodes to the same header.
 #[test]
 fn fuzz_decoders() {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut rnd = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = crate::support::fuzz::Rng::new(0x9e37_79b9_7f4a_7c15u64);
     let mut seeds: Vec<Vec<u8>> = vec![
         msg(Header::new(cmd::SEARCH, 0, DO_REPLY, 13, 1, 1), b"a:b\0"),
         msg(
@@ -205,23 +199,12 @@ fn fuzz_decoders() {
     seeds.push(ext);
     const LIMIT: u32 = 16 * 1024;
     for _ in 0..100_000 {
-        let mut input = seeds[(rnd() % seeds.len() as u64) as usize].clone();
-        if rnd() % 4 == 0 {
-            let extra = seeds[(rnd() % seeds.len() as u64) as usize].clone();
+        let mut input = seeds[rng.below(seeds.len())].clone();
+        if rng.next_u64().is_multiple_of(4) {
+            let extra = seeds[rng.below(seeds.len())].clone();
             input.extend(extra);
         }
-        for _ in 0..(rnd() % 6) {
-            let r = rnd();
-            let i = (r as usize >> 8) % (input.len() + 1);
-            match r % 3 {
-                0 if i < input.len() => input[i] = (r >> 32) as u8,
-                1 => input.insert(i, (r >> 40) as u8),
-                _ if i < input.len() => {
-                    input.remove(i);
-                }
-                _ => {}
-            }
-        }
+        crate::support::fuzz::mutate(&mut input, &mut rng, 5);
         let mut rest = &input[..];
         while let Ok(Some((h, n))) = decode_header(rest, LIMIT) {
             assert!(h.payload_size <= LIMIT);
