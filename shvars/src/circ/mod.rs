@@ -44,6 +44,7 @@ pub(crate) mod futex;
 mod layout;
 mod reader;
 mod readers;
+mod starts;
 mod stats;
 mod storage;
 mod view;

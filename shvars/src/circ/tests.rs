@@ -589,3 +589,81 @@ fn expired_events_are_skipped_and_counted_as_lost() {
     let mut r2 = SamplingReader::on_storage(mem, StartAt::Oldest).unwrap();
     assert_eq!(r2.try_read(&mut buf).unwrap().evnr, 16);
 }
+
+/// Reads what a new reader from the oldest event gets: (first event number, how many).
+fn what_is_left(mem: &HeapStorage) -> (Option<u64>, u64) {
+    let mut r = SamplingReader::on_storage(mem.clone(), StartAt::Oldest).unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let (mut first, mut n) = (None, 0);
+    while let Ok(ev) = r.try_read(&mut buf) {
+        check(ev.evnr, &buf[..ev.len]);
+        first.get_or_insert(ev.evnr);
+        n += 1;
+    }
+    (first, n)
+}
+
+#[test]
+fn expiry_is_exact_at_any_position_though_few_record_starts_are_kept() {
+    // A 64 KiB ring keeps one record start per 256 bytes or so; events of 1..300 bytes
+    // wrap it several times (with end-of-ring padding of every size class).
+    let (mem, mut w) = heap(1 << 16);
+    let mut starts = vec![]; // (position before the event, its number)
+    let mut evnr = 0;
+    let mut rng = crate::circ::layout::fmix64(7);
+    for round in 0..40u64 {
+        for _ in 0..(50 + round % 7 * 30) {
+            evnr += 1;
+            starts.push((w.position(), evnr));
+            write_ev(&mut w, evnr, size_of_event(evnr, 300));
+        }
+        // What is in the ring now: a new reader tells, and so do the counters.
+        let (first, n) = what_is_left(&mem);
+        let first = first.unwrap();
+        assert_eq!(n, evnr - first + 1);
+        assert_eq!(w.stats().events_overwritten, first - 1, "round {round}");
+        // Expire up to a position: a record start, or a few bytes past one.
+        rng = crate::circ::layout::fmix64(rng);
+        let in_ring: Vec<_> = starts.iter().filter(|&&(_, e)| e >= first).collect();
+        let &(pos, e) = in_ring[(rng % in_ring.len() as u64) as usize];
+        let (mark, want_first) = if round % 3 == 0 {
+            (pos + 8 + rng % 16 / 8 * 8, e + 1)
+        } else {
+            (pos, e)
+        };
+        let expired = w.expire_before(mark);
+        assert_eq!(expired, want_first - first, "round {round}: mark {mark}");
+        let (first2, n2) = what_is_left(&mem);
+        assert_eq!(first2.unwrap_or(evnr + 1), want_first, "round {round}");
+        assert_eq!(n2, evnr + 1 - want_first);
+        assert_eq!(w.stats().events_overwritten, want_first - 1);
+    }
+}
+
+#[test]
+fn a_damaged_header_makes_expiry_stop_short_never_go_further() {
+    let (mem, mut w) = heap(1 << 16);
+    let mut pos = vec![];
+    for n in 1..=100u64 {
+        pos.push(w.position());
+        write_ev(&mut w, n, 40);
+    }
+    // 72-byte records, a start kept every 256 bytes: events 1, 5, 9, 13 ... are kept. Damage
+    // the header of event 11; expiring to the middle of event 12 walks the headers from the
+    // kept start of event 9 and stops at the damage: events 1-10 go, nothing from 11 on.
+    let ring = mem.as_ptr().wrapping_add(DATA_OFFSET);
+    // SAFETY: within the heap storage's ring (event 11's header); single-threaded test.
+    unsafe { *ring.add(pos[10] as usize + 9) ^= 0x40 };
+    assert_eq!(w.expire_before(pos[11] + 16), 10);
+    assert_eq!(w.stats().events_overwritten, 10);
+    // A record start past the damage is found directly.
+    assert_eq!(w.expire_before(pos[20]), 10);
+    let (first, n) = what_is_left(&mem);
+    assert_eq!((first, n), (Some(21), 80));
+    // An unaligned position expires the event it falls in, and no more; past the head, all.
+    assert_eq!(w.expire_before(pos[20] + 3), 1);
+    assert_eq!(what_is_left(&mem), (Some(22), 79));
+    assert_eq!(w.expire_before(u64::MAX), 79);
+    assert_eq!(what_is_left(&mem), (None, 0));
+    assert_eq!(w.stats().events_overwritten, 100);
+}

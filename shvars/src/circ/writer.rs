@@ -7,7 +7,6 @@
 //! space, or space no lossless reader holds) makes no system call: a futex wake is issued only
 //! when a reader has announced that it sleeps.
 
-use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,10 +15,11 @@ use std::time::{Duration, Instant};
 use super::error::{CreateError, WriteError};
 use super::futex;
 use super::layout::{
-    encode_event, encode_pad, file_size, fmix64, now_ns, record_size, write_record, CircHeader,
-    DATA_OFFSET, MAGIC, MAX_CAPACITY, MIN_CAPACITY, READER_SLOTS, RECORD_HEADER, STATE_CLOSED,
-    STATE_READY, VERSION,
+    decode, encode_event, encode_pad, file_size, fmix64, now_ns, read_record, record_size,
+    write_record, CircHeader, Record, DATA_OFFSET, MAGIC, MAX_CAPACITY, MIN_CAPACITY, READER_SLOTS,
+    RECORD_HEADER, STATE_CLOSED, STATE_READY, VERSION,
 };
+use super::starts::{KeptStarts, Start};
 use super::stats::{CircStats, ReaderActivity};
 use super::storage::{FileStorage, Storage};
 use super::view::View;
@@ -151,12 +151,14 @@ pub struct CircWriter<S: Storage = FileStorage> {
     /// Stream position after the last committed record, and its ring offset.
     head: u64,
     head_off: u64,
-    /// Oldest readable record (published as `tail`).
+    /// Oldest readable record (published as `tail`), and the sequence number of the event
+    /// there (or of the next one: `seq` when the ring is empty).
     tail: u64,
+    tail_seq: u64,
     /// Stream position of the latest committed record.
     last: u64,
-    /// Stream positions of the records in the ring, oldest first (private to the producer).
-    starts: VecDeque<u64>,
+    /// Some of the record starts in the ring, oldest first (private to the producer).
+    starts: KeptStarts,
     seq: u64,
     last_evnr: Option<u64>,
     bytes: u64,
@@ -317,8 +319,9 @@ impl<S: Storage> CircWriter<S> {
             head: 0,
             head_off: 0,
             tail: 0,
+            tail_seq: 0,
             last: 0,
-            starts: VecDeque::new(),
+            starts: KeptStarts::new(ring),
             seq: 0,
             last_evnr: None,
             bytes: 0,
@@ -390,21 +393,93 @@ impl<S: Storage> CircWriter<S> {
         if target <= self.tail {
             return 0;
         }
-        let n = self.starts.partition_point(|&p| p < target);
-        if n == 0 {
+        let (t, tseq) = self.exact_start(target);
+        if t <= self.tail {
             return 0;
         }
-        self.starts.drain(..n);
-        let t = self.starts.front().copied().unwrap_or(self.head);
-        self.tail = t.min(self.head).max(self.tail);
-        self.overwritten += n as u64;
-        let h = self.v.header();
-        h.events_overwritten
-            .store(self.overwritten, Ordering::Relaxed);
+        let n = self.reclaim_to(t, tseq);
         // As in make_room: publish the new tail before anything is written below it.
-        h.tail.store(self.tail, Ordering::SeqCst);
+        self.v.header().tail.store(self.tail, Ordering::SeqCst);
         fence(Ordering::Release);
-        n as u64
+        n
+    }
+
+    /// Moves the tail to the record start `t` (in `(tail, head]`), whose event has sequence
+    /// number `tseq`, forgets the starts below it and counts the events dropped; returns how
+    /// many. The caller publishes the tail.
+    fn reclaim_to(&mut self, t: u64, tseq: u64) -> u64 {
+        self.starts.drop_below(t);
+        let n = tseq.saturating_sub(self.tail_seq);
+        self.tail = t.min(self.head).max(self.tail);
+        self.tail_seq = tseq.clamp(self.tail_seq, self.seq);
+        self.overwritten += n;
+        self.v
+            .header()
+            .events_overwritten
+            .store(self.overwritten, Ordering::Relaxed);
+        n
+    }
+
+    /// The first event start at or after `target` (in `(tail, head]`) with its sequence
+    /// number. Positions callers pass are record starts as a rule ([`CircWriter::position`],
+    /// a lossless reader's position), checked with one header read; any other is found by
+    /// walking the record headers from the latest start kept before it. The headers are in
+    /// shared memory: one that fails its check ends the walk at the last start that passed,
+    /// so a damaged ring makes this expire less than asked, never more.
+    #[cold]
+    fn exact_start(&self, target: u64) -> Start {
+        if let Some((p, s, _)) = self.event_at(target, self.tail_seq, self.seq) {
+            return (p, s);
+        }
+        let (mut p, mut s) = self
+            .starts
+            .at_or_before(target)
+            .unwrap_or((self.tail, self.tail_seq));
+        while let Some((q, sq, rec)) = self.event_at(p, s, s) {
+            if q >= target || rec == 0 {
+                return (q, sq);
+            }
+            (p, s) = (q + rec, sq + 1);
+        }
+        (p, s)
+    }
+
+    /// The event record at stream position `p`, or the first one after the end-of-ring
+    /// padding at `p`, if its header checks out with a sequence number in `lo..=hi`: its
+    /// position, sequence number and record size (`head`, `seq` and 0 at `head`).
+    fn event_at(&self, p: u64, lo: u64, hi: u64) -> Option<(u64, u64, u64)> {
+        let mut p = p;
+        for _ in 0..2 {
+            if p >= self.head {
+                return (p == self.head && (lo..=hi).contains(&self.seq))
+                    .then_some((p, self.seq, 0));
+            }
+            let off = p % self.ring;
+            let room = self.ring - off;
+            if room < RECORD_HEADER as u64 {
+                // No room for a header: the next record is at the start of the ring.
+                p += room;
+                continue;
+            }
+            if !p.is_multiple_of(8) {
+                // Record starts are 8-aligned.
+                return None;
+            }
+            // SAFETY: off is below the ring size with RECORD_HEADER bytes after it, and
+            // 8-aligned (p is, and so is the ring size).
+            let words = unsafe { read_record(self.v.data(), off as usize) };
+            match decode(words, p)? {
+                Record::Event { seq, len, .. } => {
+                    let rec = record_size(u64::from(len));
+                    let fits = rec <= room && p + rec <= self.head;
+                    return ((lo..=hi).contains(&seq) && seq < self.seq && fits)
+                        .then_some((p, seq, rec));
+                }
+                Record::Pad { total } if u64::from(total) == room && words[2] >= lo => p += room,
+                Record::Pad { .. } => return None,
+            }
+        }
+        None
     }
 
     /// A handle that makes this producer stop waiting for lossless readers (see
@@ -529,17 +604,16 @@ impl<S: Storage> CircWriter<S> {
         self.circfulls += 1;
         // Reclaim a chunk ahead, but never the latest event unless it must go.
         let target = need.max((need + self.chunk).min(self.last));
-        // Drop the oldest records until the first one left starts at or after the target.
-        // Their starts are kept in private memory, so this never reads (untrusted, and by
-        // now cold) shared memory.
-        let n = self.starts.partition_point(|&p| p < target);
-        self.starts.drain(..n);
-        let t = self.starts.front().copied().unwrap_or(self.head);
-        self.tail = t.min(self.head).max(self.tail);
-        self.overwritten += n as u64;
+        // The first kept record start at or after the target (or the latest event's, or the
+        // head). These are private to the producer, so this never reads (untrusted, and by
+        // now cold) shared memory; it may reclaim up to `RING/256` bytes more than the target.
+        let (t, tseq) = match self.starts.drop_below(target) {
+            Some(s) => s,
+            None if self.seq > 0 && self.last >= target => (self.last, self.seq - 1),
+            None => (self.head, self.seq),
+        };
+        self.reclaim_to(t, tseq);
         let h = self.v.header();
-        h.events_overwritten
-            .store(self.overwritten, Ordering::Relaxed);
         // Publish how far we are about to overwrite BEFORE overwriting (readers re-check it
         // after copying), then order every later write to the ring after this store.
         h.tail.store(self.tail, Ordering::SeqCst);
@@ -682,7 +756,7 @@ impl<S: Storage> CircWriter<S> {
             self.head_off = 0;
         }
         self.last = pos;
-        self.starts.push_back(pos);
+        self.starts.note(pos, self.seq);
         self.seq += 1;
         self.bytes += len as u64;
         self.last_evnr = Some(evnr);
