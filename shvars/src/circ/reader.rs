@@ -14,7 +14,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
 use super::error::{
-    Evicted, OpenError, Overrun, ProducerGone, ReadError, ReadTimeoutError, TooSmall, TryReadError,
+    Evicted, OpenError, ProducerGone, ReadError, ReadTimeoutError, TooSmall, TryReadError,
 };
 use super::futex;
 use super::layout::{
@@ -24,25 +24,18 @@ use super::stats::{CircStats, ReaderStats};
 use super::storage::Storage;
 use super::view::View;
 
-/// Longest single futex sleep: a sleeping reader re-checks the producer's liveness this often.
-const WAIT_SLICE: Duration = Duration::from_millis(100);
-/// Pauses (about 25 ns each on current x86) of the bounded spin before a reader sleeps.
-const SPIN_LIMIT: u32 = 2000;
+mod peeked;
+mod wait;
+
+pub use peeked::Peeked;
+
 /// A reader that finds less than this many new bytes waits [`BATCH_PAUSES`] pauses for more
 /// (see `Core::refresh_head`).
 const BATCH_BYTES: u64 = 1024;
 /// About 0.4 us.
 const BATCH_PAUSES: u32 = 16;
-/// Pauses before a reader that ran out of events looks at `head` again, at first...
-const SPIN_FIRST: u32 = 16;
-/// ... and at most (the wait doubles between looks).
-const SPIN_MAX: u32 = 64;
 /// How often an idle reader tests whether the producer is alive (a system call).
 const LIVENESS_EVERY: Duration = Duration::from_millis(100);
-/// First sleep after a reader announces itself (covers the producer's unfenced commit).
-const FIRST_SLICE: Duration = Duration::from_millis(1);
-/// A reader that cannot write the header (read-only file) polls this often instead.
-const POLL_SLICE: Duration = Duration::from_millis(1);
 
 /// Where a new reader starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -666,132 +659,6 @@ impl<S: Storage> Core<S> {
         TryReadError::ProducerGone(g)
     }
 
-    /// True if an event may be waiting (without validating it).
-    fn has_data(&self) -> bool {
-        self.v.header().head.load(Ordering::SeqCst) > self.rpos
-    }
-
-    /// Spins briefly (bounded, some tens of microseconds) for the next commit: cheaper than a futex
-    /// round trip when events come back to back. True if something arrived.
-    ///
-    /// Every look at `head` pulls the producer's commit line away from it, and its next commit
-    /// has to fetch it back: a reader that looks after every pause slows the producer down to
-    /// the speed of that exchange. So the looks back off (from about 0.4 to 1.6 us apart): a
-    /// reader that keeps up then takes the events in small batches, at a cost of a microsecond
-    /// of latency at most, and never slows the producer.
-    fn spin(&self) -> bool {
-        let mut pause = SPIN_FIRST;
-        let mut spent = 0;
-        while spent < SPIN_LIMIT {
-            for _ in 0..pause {
-                std::hint::spin_loop();
-            }
-            spent += pause;
-            if self.has_data() {
-                return true;
-            }
-            pause = (pause * 2).min(SPIN_MAX);
-        }
-        false
-    }
-
-    /// Sleeps until the producer commits something past our position, closes, or `limit`
-    /// passes (at most WAIT_SLICE, so that liveness gets re-checked).
-    ///
-    /// The reader announces itself in `waiters`; the producer, seeing a non-zero count after a
-    /// commit, resets it, bumps `wake_seq` and wakes everyone sleeping on it. Because the
-    /// producer's commit does not fence its head store against its load of `waiters`, an
-    /// announcement made in the same instant as a commit may be missed by that commit; the
-    /// first sleep after announcing is therefore short (FIRST_SLICE), after which the
-    /// announcement is visible to every later commit. Sleeping again is only safe while
-    /// `wake_seq` is unchanged (a change means the count was reset: go round and announce
-    /// again).
-    fn wait(&mut self, limit: Duration) {
-        let h = self.v.header();
-        let limit = limit.min(WAIT_SLICE);
-        if !self.v.st.writable() {
-            // Cannot announce ourselves: poll.
-            if !self.has_data() {
-                let seen = h.wake_seq.load(Ordering::SeqCst);
-                futex::wait(&h.wake_seq, seen, limit.min(POLL_SLICE));
-            }
-            return;
-        }
-        // (The activity entry was refreshed when the attempt before this wait found nothing.)
-        let start = Instant::now();
-        h.waiters.fetch_add(1, Ordering::SeqCst);
-        let seen = h.wake_seq.load(Ordering::SeqCst);
-        if self.has_data() || h.state.load(Ordering::SeqCst) == STATE_CLOSED {
-            return;
-        }
-        if let Some(l) = &self.lossless {
-            self.v.slots()[l.slot]
-                .active_ns
-                .store(now_ns(), Ordering::Relaxed);
-        }
-        futex::wait(&h.wake_seq, seen, limit.min(FIRST_SLICE));
-        if self.has_data() || h.wake_seq.load(Ordering::SeqCst) != seen {
-            return;
-        }
-        if let Some(rest) = limit.checked_sub(start.elapsed()) {
-            futex::wait(&h.wake_seq, seen, rest);
-        }
-        // No decrement: the producer resets the count when it wakes (a stale count costs it one
-        // spurious wake, never a missed one).
-    }
-
-    /// Reads the next event, waiting at most `timeout` (forever if `None`). The first attempt
-    /// is inlined into the caller: a reader that keeps finding events never leaves it (the
-    /// result travels in registers, not through memory).
-    #[inline]
-    pub(crate) fn read_timeout(
-        &mut self,
-        buf: &mut [u8],
-        timeout: Option<Duration>,
-    ) -> Result<EventInfo, ReadTimeoutError> {
-        match self.try_read(buf) {
-            Err(TryReadError::Empty) => self.until(timeout, |c| c.try_read(buf)),
-            r => r.map_err(ReadTimeoutError::from),
-        }
-    }
-
-    pub(crate) fn locate_timeout(
-        &mut self,
-        timeout: Option<Duration>,
-    ) -> Result<Loc, ReadTimeoutError> {
-        self.until(timeout, Core::try_locate)
-    }
-
-    /// Retries `attempt` while it finds no event, spinning briefly then sleeping, until
-    /// `timeout` (forever if `None`).
-    #[inline(never)]
-    fn until<T>(
-        &mut self,
-        timeout: Option<Duration>,
-        mut attempt: impl FnMut(&mut Self) -> Result<T, TryReadError>,
-    ) -> Result<T, ReadTimeoutError> {
-        // The deadline is taken after the first attempt fails: an event already there costs
-        // no clock read.
-        let mut deadline: Option<Option<Instant>> = None;
-        loop {
-            match attempt(self) {
-                Err(TryReadError::Empty) => {}
-                r => return r.map_err(ReadTimeoutError::from),
-            }
-            let deadline = *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
-            let left = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(l) if !l.is_zero() => l,
-                    _ => return Err(ReadTimeoutError::Timeout),
-                },
-                None => WAIT_SLICE,
-            };
-            if !self.spin() {
-                self.wait(left);
-            }
-        }
-    }
-
     /// Jumps to the freshest event (KLOE's `spy_refresh`); skipped events are not counted lost.
     /// Returns how many events were skipped.
     pub(crate) fn refresh(&mut self) -> u64 {
@@ -830,109 +697,6 @@ pub(crate) fn timeout_to_read(e: ReadTimeoutError) -> ReadError {
         ReadTimeoutError::ProducerGone(x) => x.into(),
         // Without a deadline the loop never times out.
         ReadTimeoutError::Timeout => unreachable!("a read without a time limit timed out"),
-    }
-}
-
-/// An event read in place: its bytes stay in the buffer until [`finish`](Peeked::finish)
-/// validates and consumes it.
-///
-/// For a sampling reader the producer may overwrite the bytes while you look at them;
-/// [`finish`](Peeked::finish) then returns [`Overrun`] and whatever you computed from
-/// [`bytes`](Peeked::bytes) must be discarded. (A lossless reader's bytes stay put unless it
-/// blocks the producer past the timeout and is evicted; `finish` reports that as `Overrun`
-/// too.) Dropping a `Peeked` without `finish` leaves the event unconsumed: the next read
-/// returns it again.
-///
-/// # Examples
-/// ```
-/// use shvars::circ::{CircOptions, CircWriter, HeapStorage, SamplingReader, StartAt};
-/// let mem = HeapStorage::for_capacity(4096);
-/// let mut w = CircWriter::on_storage(mem.clone(), &CircOptions::new(4096)).unwrap();
-/// let mut r = SamplingReader::on_storage(mem, StartAt::Oldest).unwrap();
-/// w.write(7, b"payload").unwrap();
-/// let ev = r.try_peek().unwrap();
-/// let sum: u32 = ev.bytes().iter().map(|&b| u32::from(b)).sum();
-/// ev.finish().expect("not overwritten"); // only now is `sum` known to be of a valid event
-/// assert!(sum > 0);
-/// ```
-///
-/// The bytes cannot be used after `finish` (nor the reader before it):
-/// ```compile_fail
-/// use shvars::circ::{CircOptions, CircWriter, HeapStorage, SamplingReader, StartAt};
-/// let mem = HeapStorage::for_capacity(4096);
-/// let mut w = CircWriter::on_storage(mem.clone(), &CircOptions::new(4096)).unwrap();
-/// let mut r = SamplingReader::on_storage(mem, StartAt::Oldest).unwrap();
-/// w.write(7, b"payload").unwrap();
-/// let ev = r.try_peek().unwrap();
-/// let bytes = ev.bytes();
-/// ev.finish().unwrap();
-/// println!("{bytes:?}"); // error: `ev` was moved by finish()
-/// ```
-#[derive(Debug)]
-#[must_use = "finish() tells whether the bytes were valid"]
-pub struct Peeked<'r, S: Storage> {
-    core: &'r mut Core<S>,
-    loc: Loc,
-}
-
-impl<'r, S: Storage> Peeked<'r, S> {
-    pub(crate) fn new(core: &'r mut Core<S>, loc: Loc) -> Self {
-        Peeked { core, loc }
-    }
-
-    /// The event's bytes, in place in the shared buffer. Only trustworthy once
-    /// [`finish`](Peeked::finish) returned `Ok`.
-    pub fn bytes(&self) -> &[u8] {
-        // SAFETY: the range lies inside the ring (clamped in `locate`) and the mapping lives as
-        // long as the reader this guard borrows. The bytes are u8, so any value the producer
-        // may write concurrently (when this reader is overrun) is a valid u8; such a read is
-        // detected and reported by `finish`, which the #[must_use] guard asks for.
-        unsafe {
-            std::slice::from_raw_parts(
-                self.core
-                    .v
-                    .data()
-                    .add(self.loc.off as usize + RECORD_HEADER),
-                self.loc.len,
-            )
-        }
-    }
-
-    /// The event number.
-    pub fn evnr(&self) -> u64 {
-        self.loc.evnr
-    }
-
-    /// The event's size in bytes.
-    pub fn len(&self) -> usize {
-        self.loc.len
-    }
-
-    /// Always false: events have at least one byte.
-    pub fn is_empty(&self) -> bool {
-        self.loc.len == 0
-    }
-
-    /// Validates and consumes the event.
-    ///
-    /// # Errors
-    /// [`Overrun`] if the producer overwrote (or may have overwritten) the event while it was
-    /// in use. The reader has then moved on; discard the results.
-    pub fn finish(self) -> Result<EventInfo, Overrun> {
-        fence(Ordering::Acquire);
-        match self.core.overrun() {
-            Ok(false) => {
-                self.core.consume(&self.loc);
-                Ok(EventInfo {
-                    evnr: self.loc.evnr,
-                    len: self.loc.len,
-                })
-            }
-            Ok(true) | Err(_) => Err(Overrun {
-                path: self.core.path.clone(),
-                evnr: self.loc.evnr,
-            }),
-        }
     }
 }
 

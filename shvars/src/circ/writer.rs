@@ -10,37 +10,26 @@
 use std::path::Path;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::error::{CreateError, WriteError};
 use super::futex;
 use super::layout::{
-    decode, encode_event, encode_pad, file_size, fmix64, now_ns, read_record, record_size,
-    write_record, CircHeader, Record, DATA_OFFSET, MAGIC, MAX_CAPACITY, MIN_CAPACITY, READER_SLOTS,
-    RECORD_HEADER, STATE_CLOSED, STATE_READY, VERSION,
+    encode_event, encode_pad, file_size, fmix64, now_ns, record_size, write_record, CircHeader,
+    DATA_OFFSET, MAGIC, MAX_CAPACITY, MIN_CAPACITY, READER_SLOTS, RECORD_HEADER, STATE_CLOSED,
+    STATE_READY, VERSION,
 };
-use super::starts::{KeptStarts, Start};
+use super::starts::KeptStarts;
 use super::stats::{CircStats, ReaderActivity};
 use super::storage::{FileStorage, Storage};
 use super::view::View;
 use crate::RuntimeDir;
 
+mod expire;
+mod wait;
+
 /// Default time a lossless reader may block the producer before it is evicted.
 pub const DEFAULT_LOSSLESS_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Rounds of 32 pauses a blocked producer spends watching `space_seq` between two scans of the
-/// reader table (about 13 us at 25 ns per pause).
-const SPIN_ROUNDS: u32 = 16;
-
-/// How long a blocked producer spins before it sleeps: about the time a reader takes to
-/// consume the chunk the producer reclaims at once, at memory speed.
-const SPIN_TIME: Duration = Duration::from_micros(200);
-
-/// First sleep of a blocked producer (covers the readers' unfenced position stores).
-const FIRST_SLICE: Duration = Duration::from_millis(1);
-
-/// How often a blocked producer re-checks whether the readers blocking it are alive.
-const LIVENESS_POLL: Duration = Duration::from_millis(10);
 
 /// Options for creating a buffer.
 ///
@@ -376,112 +365,6 @@ impl<S: Storage> CircWriter<S> {
         self.head
     }
 
-    /// Makes the events that start before stream position `pos` (a value of
-    /// [`CircWriter::position`]) unreadable for sampling readers, without writing anything:
-    /// a reader behind skips forward to the first event left and counts the others as lost,
-    /// exactly as if they had been overwritten (they are counted in `events_overwritten`).
-    /// Used to bound how old a served event can be. Lossless readers are never expired:
-    /// events from the first one a lossless reader has not consumed stay. Returns how many
-    /// events were expired.
-    pub fn expire_before(&mut self, pos: u64) -> u64 {
-        let mut target = pos.min(self.head);
-        for s in self.v.slots() {
-            if s.token.load(Ordering::SeqCst) != 0 {
-                target = target.min(s.pos.load(Ordering::SeqCst));
-            }
-        }
-        if target <= self.tail {
-            return 0;
-        }
-        let (t, tseq) = self.exact_start(target);
-        if t <= self.tail {
-            return 0;
-        }
-        let n = self.reclaim_to(t, tseq);
-        // As in make_room: publish the new tail before anything is written below it.
-        self.v.header().tail.store(self.tail, Ordering::SeqCst);
-        fence(Ordering::Release);
-        n
-    }
-
-    /// Moves the tail to the record start `t` (in `(tail, head]`), whose event has sequence
-    /// number `tseq`, forgets the starts below it and counts the events dropped; returns how
-    /// many. The caller publishes the tail.
-    fn reclaim_to(&mut self, t: u64, tseq: u64) -> u64 {
-        self.starts.drop_below(t);
-        let n = tseq.saturating_sub(self.tail_seq);
-        self.tail = t.min(self.head).max(self.tail);
-        self.tail_seq = tseq.clamp(self.tail_seq, self.seq);
-        self.overwritten += n;
-        self.v
-            .header()
-            .events_overwritten
-            .store(self.overwritten, Ordering::Relaxed);
-        n
-    }
-
-    /// The first event start at or after `target` (in `(tail, head]`) with its sequence
-    /// number. Positions callers pass are record starts as a rule ([`CircWriter::position`],
-    /// a lossless reader's position), checked with one header read; any other is found by
-    /// walking the record headers from the latest start kept before it. The headers are in
-    /// shared memory: one that fails its check ends the walk at the last start that passed,
-    /// so a damaged ring makes this expire less than asked, never more.
-    #[cold]
-    fn exact_start(&self, target: u64) -> Start {
-        if let Some((p, s, _)) = self.event_at(target, self.tail_seq, self.seq) {
-            return (p, s);
-        }
-        let (mut p, mut s) = self
-            .starts
-            .at_or_before(target)
-            .unwrap_or((self.tail, self.tail_seq));
-        while let Some((q, sq, rec)) = self.event_at(p, s, s) {
-            if q >= target || rec == 0 {
-                return (q, sq);
-            }
-            (p, s) = (q + rec, sq + 1);
-        }
-        (p, s)
-    }
-
-    /// The event record at stream position `p`, or the first one after the end-of-ring
-    /// padding at `p`, if its header checks out with a sequence number in `lo..=hi`: its
-    /// position, sequence number and record size (`head`, `seq` and 0 at `head`).
-    fn event_at(&self, p: u64, lo: u64, hi: u64) -> Option<(u64, u64, u64)> {
-        let mut p = p;
-        for _ in 0..2 {
-            if p >= self.head {
-                return (p == self.head && (lo..=hi).contains(&self.seq))
-                    .then_some((p, self.seq, 0));
-            }
-            let off = p % self.ring;
-            let room = self.ring - off;
-            if room < RECORD_HEADER as u64 {
-                // No room for a header: the next record is at the start of the ring.
-                p += room;
-                continue;
-            }
-            if !p.is_multiple_of(8) {
-                // Record starts are 8-aligned.
-                return None;
-            }
-            // SAFETY: off is below the ring size with RECORD_HEADER bytes after it, and
-            // 8-aligned (p is, and so is the ring size).
-            let words = unsafe { read_record(self.v.data(), off as usize) };
-            match decode(words, p)? {
-                Record::Event { seq, len, .. } => {
-                    let rec = record_size(u64::from(len));
-                    let fits = rec <= room && p + rec <= self.head;
-                    return ((lo..=hi).contains(&seq) && seq < self.seq && fits)
-                        .then_some((p, seq, rec));
-                }
-                Record::Pad { total } if u64::from(total) == room && words[2] >= lo => p += room,
-                Record::Pad { .. } => return None,
-            }
-        }
-        None
-    }
-
     /// A handle that makes this producer stop waiting for lossless readers (see
     /// [`StopWaiting`]).
     pub fn stop_waiting(&self) -> StopWaiting {
@@ -627,114 +510,6 @@ impl<S: Storage> CircWriter<S> {
         if reg != self.reg_seen || self.min_reader < target {
             self.reg_seen = reg;
             self.wait_for_readers(target);
-        }
-    }
-
-    /// Waits until every registered lossless reader has consumed everything below `t`,
-    /// evicting dead readers at once and live ones after the timeout.
-    #[cold]
-    fn wait_for_readers(&mut self, t: u64) {
-        let h = self.v.header();
-        let slots = self.v.slots();
-        let mut since: Option<Instant> = None;
-        let mut checked_alive: Option<Instant> = None;
-        let mut flag_raised = false;
-        let mut slept = false;
-        loop {
-            let mut min = u64::MAX;
-            let mut blockers = [0u64; READER_SLOTS];
-            let mut nblock = 0;
-            for (i, s) in slots.iter().enumerate() {
-                let tok = s.token.load(Ordering::SeqCst);
-                if tok == 0 {
-                    continue;
-                }
-                let pos = s.pos.load(Ordering::SeqCst);
-                if pos < t {
-                    blockers[i] = tok;
-                    nblock += 1;
-                } else {
-                    min = min.min(pos);
-                }
-            }
-            if nblock == 0 {
-                if flag_raised {
-                    h.producer_waiting.store(0, Ordering::SeqCst);
-                }
-                self.min_reader = min;
-                return;
-            }
-            let now = Instant::now();
-            let start = *since.get_or_insert(now);
-            let timed_out =
-                now.duration_since(start) >= self.timeout || self.stop_waiting.is_stopped();
-            let check_alive = checked_alive.is_none_or(|c| now.duration_since(c) >= LIVENESS_POLL);
-            if check_alive {
-                checked_alive = Some(now);
-            }
-            let mut evicted = false;
-            for (i, &tok) in blockers.iter().enumerate() {
-                if tok == 0 {
-                    continue;
-                }
-                if timed_out || (check_alive && !self.v.st.reader_slot_alive(i)) {
-                    if slots[i]
-                        .token
-                        .compare_exchange(tok, 0, Ordering::SeqCst, Ordering::SeqCst)
-                        .is_ok()
-                    {
-                        h.readers_evicted.fetch_add(1, Ordering::SeqCst);
-                    }
-                    evicted = true;
-                }
-            }
-            if evicted {
-                continue;
-            }
-            let still = || {
-                blockers.iter().enumerate().any(|(i, &tok)| {
-                    tok != 0
-                        && slots[i].token.load(Ordering::SeqCst) == tok
-                        && slots[i].pos.load(Ordering::SeqCst) < t
-                })
-            };
-            // Announce what we wait for: a reader that passes `t` bumps `space_seq` (and wakes
-            // us if we sleep). Watching that word, on our own cache line, instead of the
-            // readers' positions leaves their lines alone while they catch up.
-            if !flag_raised {
-                h.space_target.store(t, Ordering::SeqCst);
-                h.producer_waiting.store(1, Ordering::SeqCst);
-                flag_raised = true;
-            }
-            let seen = h.space_seq.load(Ordering::SeqCst);
-            if !still() {
-                continue;
-            }
-            if now.duration_since(start) < SPIN_TIME {
-                // Readers usually free the space within some tens of microseconds: spin,
-                // re-scanning the table after a bump or every few microseconds (a reader's
-                // position store is not fenced against its load of `producer_waiting`, so a
-                // reader passing `t` just as we announced may not bump).
-                let mut rounds = 0;
-                while rounds < SPIN_ROUNDS && h.space_seq.load(Ordering::Relaxed) == seen {
-                    for _ in 0..32 {
-                        std::hint::spin_loop();
-                    }
-                    rounds += 1;
-                }
-                continue;
-            }
-            // Sleep until a blocking reader passes `t` (it wakes us) or the next liveness
-            // check / the timeout is due. The first sleep is short, for the same reason as
-            // the re-scans above; by then the announcement is visible to every reader.
-            let left = self.timeout.saturating_sub(now.duration_since(start));
-            let slice = if slept { LIVENESS_POLL } else { FIRST_SLICE };
-            if !slept {
-                // From now on a reader that bumps `space_seq` also issues the wake.
-                h.producer_waiting.store(2, Ordering::SeqCst);
-            }
-            futex::wait(&h.space_seq, seen, left.min(slice));
-            slept = true;
         }
     }
 
