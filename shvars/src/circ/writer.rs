@@ -31,7 +31,7 @@ mod wait;
 /// Default time a lossless reader may block the producer before it is evicted.
 pub const DEFAULT_LOSSLESS_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// How far past the next record the producer prefetches the ring's lines for writing.
+/// How far past the next record the producer prefetches the ring's lines it will write.
 const PREFETCH_AHEAD: u64 = 8192;
 
 /// The most lines the producer prefetches per event (8 KiB).
@@ -427,25 +427,26 @@ impl<S: Storage> CircWriter<S> {
         })
     }
 
-    /// Asks the CPU for the lines the producer will write after this record, for writing
-    /// (`prefetchw`): the lines of as many bytes as this record, a record and [`PREFETCH_AHEAD`]
-    /// bytes further on (at most [`PREFETCH_LINES`] of them). They were last written a lap of
-    /// the ring ago and are no longer in this CPU's caches (or not in any, in a ring larger than
-    /// the last-level cache); without the hint each of the copy's stores waits for its line,
-    /// one after another; with it they are on their way while this record is copied. A hint
-    /// only: it changes no byte, and a line a reader still reads just moves back to it.
+    /// Asks the CPU for the lines the producer will write after this record (`prefetcht0`): the
+    /// lines of as many bytes as this record, a record and [`PREFETCH_AHEAD`] bytes further on
+    /// (at most [`PREFETCH_LINES`] of them). They were last written a lap of the ring ago and
+    /// are no longer in this CPU's caches (or not in any, in a ring larger than the last-level
+    /// cache); without the hint each of the copy's stores waits for its line, one after
+    /// another; with it they are on their way while this record is copied. A hint only: it
+    /// changes no byte. (`prefetchw`, which takes the line for writing, was slower with a
+    /// reader: a lossless reader a lap behind reads exactly those lines, and lost them to it.)
     #[inline(always)]
     fn prefetch_ahead(&self, off: u64, rec: u64) {
         #[cfg(target_arch = "x86_64")]
         {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
             let at = (off + rec + PREFETCH_AHEAD) % self.ring;
             let ahead = self.v.data().wrapping_add(at as usize);
             for i in 0..(rec / 64 + 1).min(PREFETCH_LINES) as usize {
                 // SAFETY: a prefetch never faults and reads or writes nothing the program can
                 // see, whatever the address (past the end of the ring included); SSE is part
                 // of the x86_64 baseline.
-                unsafe { _mm_prefetch::<_MM_HINT_ET0>(ahead.wrapping_add(64 * i) as *const i8) };
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * i) as *const i8) };
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
