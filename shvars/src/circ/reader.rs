@@ -38,8 +38,10 @@ const BATCH_PAUSES: u32 = 16;
 const LIVENESS_EVERY: Duration = Duration::from_millis(100);
 
 /// A reader this far behind the producer's head prefetches the ring's lines ahead of it.
+#[cfg_attr(any(not(target_arch = "x86_64"), miri), allow(dead_code))]
 const READ_PREFETCH_BEHIND: u64 = 64 << 10;
 /// How far ahead.
+#[cfg_attr(any(not(target_arch = "x86_64"), miri), allow(dead_code))]
 const READ_PREFETCH_AHEAD: u64 = 4096;
 
 /// Where a new reader starts.
@@ -565,7 +567,7 @@ impl<S: Storage> Core<S> {
         // A reader well behind the head asks for the lines of the records ahead of it (as many
         // as this record's, 4 KiB on): they are committed and stay put. One close behind does
         // not: it would pull lines the producer is still writing away from it.
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
         if self.head.saturating_sub(self.rpos) > READ_PREFETCH_BEHIND {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
             let mut at = self.roff + READ_PREFETCH_AHEAD;

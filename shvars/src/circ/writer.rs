@@ -32,9 +32,11 @@ mod wait;
 pub const DEFAULT_LOSSLESS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How far past the next record the producer prefetches the ring's lines it will write.
+#[cfg_attr(any(not(target_arch = "x86_64"), miri), allow(dead_code))]
 const PREFETCH_AHEAD: u64 = 8192;
 
 /// The most lines the producer prefetches per event (8 KiB).
+#[cfg_attr(any(not(target_arch = "x86_64"), miri), allow(dead_code))]
 const PREFETCH_LINES: u64 = 128;
 
 /// Options for creating a buffer.
@@ -437,7 +439,7 @@ impl<S: Storage> CircWriter<S> {
     /// reader: a lossless reader a lap behind reads exactly those lines, and lost them to it.)
     #[inline(always)]
     fn prefetch_ahead(&self, off: u64, rec: u64) {
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
         {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
             let at = (off + rec + PREFETCH_AHEAD) % self.ring;
@@ -449,7 +451,7 @@ impl<S: Storage> CircWriter<S> {
                 unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * i) as *const i8) };
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(any(not(target_arch = "x86_64"), miri))]
         let _ = (off, rec);
     }
 
