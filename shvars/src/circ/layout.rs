@@ -316,6 +316,28 @@ pub(crate) unsafe fn write_record(data: *mut u8, off: usize, words: RecordWords)
     }
 }
 
+/// Asks the CPU for the ring's lines holding `bytes` bytes from ring offset `off` (an offset
+/// past the ring's end is taken modulo its size), at most `max_lines` of them (`prefetcht0`;
+/// nothing on other architectures and under Miri). Only a hint: it never faults, reads or writes
+/// nothing the program can see, and lines past the end of the ring are merely wasted.
+#[inline(always)]
+pub(crate) fn prefetch(data: *const u8, ring: u64, off: u64, bytes: u64, max_lines: u64) {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // Past the end only near it as a rule: no division then.
+        let off = if off < ring { off } else { off % ring };
+        let p = data.wrapping_add(off as usize);
+        for i in 0..(bytes / 64 + 1).min(max_lines) as usize {
+            // SAFETY: a prefetch never faults and reads or writes nothing the program can see,
+            // whatever the address; SSE is part of the x86_64 baseline.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * i) as *const i8) };
+        }
+    }
+    #[cfg(any(not(target_arch = "x86_64"), miri))]
+    let _ = (data, ring, off, bytes, max_lines);
+}
+
 /// Nanoseconds since the Unix epoch (0 if the clock is before it).
 /// The wall clock at the kernel tick's resolution (a few ms), for bookkeeping on every event:
 /// it costs a few nanoseconds where a precise reading costs tens.

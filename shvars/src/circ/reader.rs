@@ -38,10 +38,8 @@ const BATCH_PAUSES: u32 = 16;
 const LIVENESS_EVERY: Duration = Duration::from_millis(100);
 
 /// A reader this far behind the producer's head prefetches the ring's lines ahead of it.
-#[cfg_attr(any(not(target_arch = "x86_64"), miri), allow(dead_code))]
 const READ_PREFETCH_BEHIND: u64 = 64 << 10;
 /// How far ahead.
-#[cfg_attr(any(not(target_arch = "x86_64"), miri), allow(dead_code))]
 const READ_PREFETCH_AHEAD: u64 = 4096;
 
 /// Where a new reader starts.
@@ -567,19 +565,9 @@ impl<S: Storage> Core<S> {
         // A reader well behind the head asks for the lines of the records ahead of it (as many
         // as this record's, 4 KiB on): they are committed and stay put. One close behind does
         // not: it would pull lines the producer is still writing away from it.
-        #[cfg(all(target_arch = "x86_64", not(miri)))]
         if self.head.saturating_sub(self.rpos) > READ_PREFETCH_BEHIND {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let mut at = self.roff + READ_PREFETCH_AHEAD;
-            if at >= self.ring {
-                at -= self.ring;
-            }
-            let p = self.v.data().wrapping_add(at as usize);
-            for i in 0..(rec / 64 + 1).min(64) as usize {
-                // SAFETY: a prefetch never faults and reads or writes nothing the program can
-                // see, whatever the address.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * i) as *const i8) };
-            }
+            let ahead = self.roff + READ_PREFETCH_AHEAD;
+            super::layout::prefetch(self.v.data(), self.ring, ahead, rec, 64);
         }
         if let Some(l) = &self.lossless {
             if self.stats.events_read.is_multiple_of(1024) {

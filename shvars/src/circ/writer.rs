@@ -32,11 +32,9 @@ mod wait;
 pub const DEFAULT_LOSSLESS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How far past the next record the producer prefetches the ring's lines it will write.
-#[cfg_attr(any(not(target_arch = "x86_64"), miri), allow(dead_code))]
 const PREFETCH_AHEAD: u64 = 8192;
 
 /// The most lines the producer prefetches per event (8 KiB).
-#[cfg_attr(any(not(target_arch = "x86_64"), miri), allow(dead_code))]
 const PREFETCH_LINES: u64 = 128;
 
 /// Options for creating a buffer.
@@ -439,20 +437,13 @@ impl<S: Storage> CircWriter<S> {
     /// reader: a lossless reader a lap behind reads exactly those lines, and lost them to it.)
     #[inline(always)]
     fn prefetch_ahead(&self, off: u64, rec: u64) {
-        #[cfg(all(target_arch = "x86_64", not(miri)))]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let at = (off + rec + PREFETCH_AHEAD) % self.ring;
-            let ahead = self.v.data().wrapping_add(at as usize);
-            for i in 0..(rec / 64 + 1).min(PREFETCH_LINES) as usize {
-                // SAFETY: a prefetch never faults and reads or writes nothing the program can
-                // see, whatever the address (past the end of the ring included); SSE is part
-                // of the x86_64 baseline.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * i) as *const i8) };
-            }
-        }
-        #[cfg(any(not(target_arch = "x86_64"), miri))]
-        let _ = (off, rec);
+        super::layout::prefetch(
+            self.v.data(),
+            self.ring,
+            off + rec + PREFETCH_AHEAD,
+            rec,
+            PREFETCH_LINES,
+        );
     }
 
     /// The error for an event `reserve` refuses (counting a too large one).
