@@ -140,6 +140,35 @@ impl Cluster {
         }
     }
 
+    /// The holder killed (kill -9) and started again, `ops` random operations, then the new
+    /// holder stopped (SIGSTOP) for longer than its lease and woken: a third takes over, the
+    /// woken one never touches the resource again and notices that its lease is gone. Returns
+    /// the peer that was stopped and the two fail-over times.
+    fn kill_then_stop_holder(
+        &self,
+        env: &mut Env,
+        rng: &mut Rng,
+        ops: usize,
+    ) -> (String, Vec<Duration>) {
+        let (dead, killed) = self.fail_holder(env, false);
+        let i = self.names.iter().position(|n| *n == dead).unwrap();
+        self.spawn(env, i);
+        self.random_ops(env, rng, ops);
+        let (stopped, paused) = self.fail_holder(env, true);
+        self.progress(env, 5, "the new holder");
+        env.signal(&stopped, Signal::SIGCONT);
+        self.progress(env, 20, "the stopped holder woke");
+        assert_eq!(
+            self.server.overlaps(),
+            0,
+            "the woken holder went on using the resource"
+        );
+        env.wait_until("the woken holder to notice its lease is gone", || {
+            env.get_int(&stopped, "lease_lost") >= 1
+        });
+        (stopped, vec![killed, paused])
+    }
+
     fn check(&self, failovers: &[Duration]) {
         let g = self.server.rec.lock().unwrap();
         let grants: std::collections::BTreeSet<u64> = g.accepted.iter().map(|a| a.token).collect();
@@ -178,27 +207,8 @@ fn never_two_holders_with_local_peers_through_elections_forces_halts_kill_and_st
     assert_eq!(cl.holder().peer, "p0", "the smallest queue wins");
     let mut rng = Rng(0x5eed_0001);
     cl.random_ops(&env, &mut rng, 20);
-    let mut failovers = Vec::new();
     // kill -9 of the holder: its lease file entry stays, but its region's liveness says dead.
-    let (dead, f) = cl.fail_holder(&mut env, false);
-    failovers.push(f);
-    let i = cl.names.iter().position(|n| *n == dead).unwrap();
-    cl.spawn(&mut env, i);
-    cl.random_ops(&env, &mut rng, 5);
-    // SIGSTOP of the holder for longer than the lease.
-    let (stopped, f) = cl.fail_holder(&mut env, true);
-    failovers.push(f);
-    cl.progress(&env, 5, "the new holder");
-    env.signal(&stopped, Signal::SIGCONT);
-    cl.progress(&env, 20, "the stopped holder woke");
-    assert_eq!(
-        cl.server.overlaps(),
-        0,
-        "the woken holder went on using the resource"
-    );
-    env.wait_until("the woken holder to notice its lease is gone", || {
-        env.get_int(&stopped, "lease_lost") >= 1
-    });
+    let (stopped, failovers) = cl.kill_then_stop_holder(&mut env, &mut rng, 5);
     let ev = ok(&env, &stopped, "events 50");
     eprintln!("woken holder {stopped}:\n{ev}");
     assert!(ev.contains("lost the grant of token"), "{ev}");
@@ -292,25 +302,7 @@ fn never_two_holders_with_etcd_peers_through_holder_death_stop_and_an_etcd_resta
     env.wait_until("p0 (smallest queue) to hold", || cl.holder().peer == "p0");
     let mut rng = Rng(0x5eed_e7cd);
     cl.random_ops(&env, &mut rng, 12);
-    let mut failovers = Vec::new();
-    let (dead, f) = cl.fail_holder(&mut env, false);
-    failovers.push(f);
-    let i = cl.names.iter().position(|n| *n == dead).unwrap();
-    cl.spawn(&mut env, i);
-    cl.random_ops(&env, &mut rng, 4);
-    let (stopped, f) = cl.fail_holder(&mut env, true);
-    failovers.push(f);
-    cl.progress(&env, 5, "the new holder");
-    env.signal(&stopped, Signal::SIGCONT);
-    cl.progress(&env, 20, "the stopped holder woke");
-    assert_eq!(
-        cl.server.overlaps(),
-        0,
-        "the woken holder went on using the resource"
-    );
-    env.wait_until("the woken holder to notice its lease is gone", || {
-        env.get_int(&stopped, "lease_lost") >= 1
-    });
+    let (_stopped, failovers) = cl.kill_then_stop_holder(&mut env, &mut rng, 4);
     // etcd restarts: every holder pauses before its lease could end, then the peers go on.
     let h = cl.holder().peer;
     env.kill9("etcd");
