@@ -4,11 +4,21 @@
 
 use super::*;
 
-/// The next event of the buffer for a packet being built: with `wait`, the packet's first
-/// look, which waits up to that long for one; `Ok(None)` when there is none (yet).
-/// The next event of a packet being built; `None` when there is none, and, once the packet
-/// holds something (`started`), when the buffer fails: what it holds goes out, and the error
-/// comes with the next request.
+/// What [`Conn::admit`] says of the next event of a packet being built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Admit {
+    /// It goes in.
+    Take,
+    /// It is left out (consumed, not sent).
+    Skip,
+    /// It waits for the next packet: this one is full.
+    Full,
+}
+
+/// The next event of the buffer for a packet being built (with `wait`, the packet's first
+/// look, which waits up to that long for one); `Ok(None)` when there is none (yet), and, once
+/// the packet holds something (`started`), when the buffer fails: what it holds goes out, and
+/// the error comes with the next request.
 pub(super) fn packet_peek(
     reader: &mut SamplingReader,
     wait: Option<Duration>,
@@ -34,18 +44,31 @@ pub(super) fn next_peek(
 }
 
 impl Conn {
-    /// Whether event `evnr` is left out of the packet: in next mode one delivered before a
-    /// reconnect; one the client's age bound excludes (`stale`: the last such event number),
-    /// which is counted as skipped.
-    pub(super) fn skips(&mut self, evnr: u64, req: &Request, stale: u64) -> bool {
+    /// What becomes of the next event (`evnr`, `len` bytes) of a packet holding `n` events of
+    /// `payload` bytes so far: it waits for the next packet if it would take the payload past
+    /// `max_bytes` (the first event always goes; the packet is then full); it is left out in
+    /// next mode if it was delivered before a reconnect, or if the client's age bound excludes
+    /// it (`stale`: the last such event number; counted as skipped); else it goes in.
+    pub(super) fn admit(
+        &mut self,
+        (evnr, len): (u64, usize),
+        (n, payload): (u32, usize),
+        max_bytes: usize,
+        req: &Request,
+        stale: u64,
+    ) -> Admit {
+        if n > 0 && payload + len > max_bytes {
+            self.full = true;
+            return Admit::Full;
+        }
         if req.mode == Mode::Next && evnr <= self.last_sent {
-            return true;
+            return Admit::Skip;
         }
         if evnr <= stale {
             self.jumped += 1;
-            return true;
+            return Admit::Skip;
         }
-        false
+        Admit::Take
     }
 
     /// Notes the buffer's newest event number now.
@@ -98,15 +121,14 @@ impl Conn {
             let Some(p) = packet_peek(reader, first.take(), n > 0)? else {
                 break;
             };
-            let len = p.len();
-            if n > 0 && payload + len > max_bytes {
-                self.full = true;
-                break; // The event stays next.
-            }
-            let evnr = p.evnr();
-            if self.skips(evnr, req, stale) {
-                let _ = p.finish();
-                continue;
+            let (evnr, len) = (p.evnr(), p.len());
+            match self.admit((evnr, len), (n, payload), max_bytes, req, stale) {
+                Admit::Full => break, // The event stays next.
+                Admit::Skip => {
+                    let _ = p.finish();
+                    continue;
+                }
+                Admit::Take => {}
             }
             let at = self.buf.len();
             let need = at + EVENT_HEADER_SIZE + len;
@@ -177,15 +199,14 @@ impl Conn {
             else {
                 break;
             };
-            let len = p.len();
-            if n > 0 && payload + len > max_bytes {
-                self.full = true;
-                break; // The event stays next.
-            }
-            let evnr = p.evnr();
-            if self.skips(evnr, req, stale) {
-                let _ = p.finish();
-                continue;
+            let (evnr, len) = (p.evnr(), p.len());
+            match self.admit((evnr, len), (n, payload), max_bytes, req, stale) {
+                Admit::Full => break, // The event stays next.
+                Admit::Skip => {
+                    let _ = p.finish();
+                    continue;
+                }
+                Admit::Take => {}
             }
             if !started {
                 started = true;
