@@ -365,6 +365,16 @@ ASG(DEFAULT) {
 }
 ";
 
+/// Gateway `ca1` with the access file [`ACCESS`] (writes from loopback), once it serves two
+/// processes (the test's ticker `t1` and the gateway's own).
+fn start_gateway_with_access(env: &mut Env) -> Gw {
+    let acf = env.path("ca.acf");
+    std::fs::write(&acf, ACCESS).unwrap();
+    let gw = start_gateway(env, "ca1", &["--access", acf.to_str().unwrap()]);
+    gw.wait_serving(env, 2);
+    gw
+}
+
 const PUT_PY: &str = r#"
 import sys, epics
 name, value = sys.argv[1], sys.argv[2]
@@ -382,10 +392,7 @@ except Exception as e:
 fn puts_go_through_the_owner_and_refusals_reach_the_client() {
     let mut env = Env::new();
     env.ticker("t1", &["-c", "init", "-c", "start"]);
-    let acf = env.path("ca.acf");
-    std::fs::write(&acf, ACCESS).unwrap();
-    let gw = start_gateway(&mut env, "ca1", &["--access", acf.to_str().unwrap()]);
-    gw.wait_serving(&env, 2);
+    let gw = start_gateway_with_access(&mut env);
     let put = |args: &[&str]| {
         let mut o = gw.caproto(&env, "caproto-put", args);
         // caproto prints an error response on either stream, depending on the version.
@@ -475,10 +482,7 @@ fn beacons_announce_the_port_from_the_environment() {
 fn deadbands_and_the_alarm_mask_choose_which_changes_are_sent() {
     let mut env = Env::new();
     env.ticker("t1", &["-c", "init"]);
-    let acf = env.path("ca.acf");
-    std::fs::write(&acf, ACCESS).unwrap();
-    let gw = start_gateway(&mut env, "ca1", &["--access", acf.to_str().unwrap()]);
-    gw.wait_serving(&env, 2);
+    let gw = start_gateway_with_access(&mut env);
     let put = gw.caproto(&env, "caproto-put", &["--notify", "t1:rate.MDEL", "100"]);
     put.ok();
     // caproto prints the array as numpy does ("[100.]") or, without numpy, as

@@ -85,10 +85,7 @@ fn a_client_that_cannot_keep_up_gets_the_latest_value_not_a_backlog() {
 fn writes_waiting_for_a_stuck_owner_are_bounded() {
     let mut env = Env::new();
     env.ticker("t1", &["-c", "init"]);
-    let acf = env.path("ca.acf");
-    std::fs::write(&acf, ACCESS).unwrap();
-    let gw = start_gateway(&mut env, "ca1", &["--access", acf.to_str().unwrap()]);
-    gw.wait_serving(&env, 2);
+    let gw = start_gateway_with_access(&mut env);
     let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut req = header(0, 0, 0, 13, 0, 0);
