@@ -143,12 +143,20 @@ fn events_flow_end_to_end() {
 /// huge lookahead) unless `extra` sets lookahead itself: the low-load policy has its own test.
 /// rspydaemon `spy1` filling `L_1` from the farm on `port` of this machine, connected at start.
 pub fn connect_spy(env: &mut Env, port: u16) -> u32 {
-    start_spy(
-        env,
-        "spy1",
-        "L_1",
-        &["-c", &format!("start 127.0.0.1 {port}")],
-    )
+    start_spy_to(env, "spy1", "L_1", port, &[])
+}
+
+/// rspydaemon `name` on local buffer `lname` (as [`start_spy`]) whose start-up commands are
+/// `cmds` and then `start 127.0.0.1 PORT`: fetching from the farm of this machine on `port`.
+pub fn start_spy_to(env: &mut Env, name: &str, lname: &str, port: u16, cmds: &[&str]) -> u32 {
+    let start = format!("start 127.0.0.1 {port}");
+    let args: Vec<&str> = cmds
+        .iter()
+        .copied()
+        .chain([start.as_str()])
+        .flat_map(|c| ["-c", c])
+        .collect();
+    start_spy(env, name, lname, &args)
 }
 
 pub fn start_spy(env: &mut Env, name: &str, lname: &str, extra: &[&str]) -> u32 {
@@ -463,21 +471,13 @@ fn maxevents_takes_effect_while_running() {
         evnr
     };
     let port = start_farm(&mut env, "farm1", "B_1_1");
-    start_spy(
+    start_spy_to(
         &mut env,
         "spy1",
         "L_1",
-        &[
-            "-c",
-            "set circsize 8000000",
-            // The backlog is old by the time it is fetched: ask for old events.
-            "-c",
-            "set maxage_ms 0",
-            "-c",
-            "init",
-            "-c",
-            &format!("start 127.0.0.1 {port}"),
-        ],
+        port,
+        // The backlog is old by the time it is fetched: ask for old events.
+        &["set circsize 8000000", "set maxage_ms 0", "init"],
     );
     env.wait_until("connected", || env.get_int("spy1", "no_conn") == 0);
     // Paused, a backlog builds up in the farm buffer; after resume it comes in big packets.
@@ -522,21 +522,17 @@ fn counters_reset_on_start_and_ignored_counts_large_events() {
     let mut env = Env::new();
     let mut w = CircWriter::create(&env.path("B_1_1"), 4 << 20).unwrap();
     let port = start_farm(&mut env, "farm1", "B_1_1");
-    start_spy(
+    start_spy_to(
         &mut env,
         "spy1",
         "L_1",
+        port,
+        // No age bound: on a loaded machine the events below may be older than it by the
+        // time they are asked for, and would be skipped, not ignored.
         &[
-            "-c",
             "set timeout_us 1000",
-            "-c",
             "set timeoutcounts 3",
-            // No age bound: on a loaded machine the events below may be older than it by the
-            // time they are asked for, and would be skipped, not ignored.
-            "-c",
             "set maxage_ms 0",
-            "-c",
-            &format!("start 127.0.0.1 {port}"),
         ],
     );
     env.wait_until("connected", || env.get_int("spy1", "no_conn") == 0);
@@ -586,17 +582,7 @@ fn farm_killed_and_restarted_rspy_recovers_by_itself() {
     let port = free_port();
     start_farm_on(&mut env, "farm1", "B_1_1", port);
     // Old events welcome (no age bound): what the buffer holds stays readable meanwhile.
-    start_spy(
-        &mut env,
-        "spy1",
-        "L_1",
-        &[
-            "-c",
-            "set maxage_ms 0",
-            "-c",
-            &format!("start 127.0.0.1 {port}"),
-        ],
-    );
+    start_spy_to(&mut env, "spy1", "L_1", port, &["set maxage_ms 0"]);
     let mut r = SamplingReader::open_with(&env.path("L_1"), StartAt::Oldest).unwrap();
     let last = read_events(&env, &mut r, 50, 400, 0);
     env.kill9("farm1");
@@ -685,17 +671,7 @@ fn no_fetching_while_nobody_reads_beyond_the_lookahead() {
         &["--circsize", "64M", "--size", "1000", "--rate", "5000"],
     );
     let port = start_farm(&mut env, "farm1", "B_1_1");
-    start_spy(
-        &mut env,
-        "spy1",
-        "L_1_1",
-        &[
-            "-c",
-            "set lookahead 100000",
-            "-c",
-            &format!("start 127.0.0.1 {port}"),
-        ],
-    );
+    start_spy_to(&mut env, "spy1", "L_1_1", port, &["set lookahead 100000"]);
     env.wait_until("connected", || env.get_int("spy1", "no_conn") == 0);
     // Nobody reads: about 100 kB of events (100 of 1 kB) and then nothing more.
     std::thread::sleep(Duration::from_millis(500));

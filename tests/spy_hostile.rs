@@ -336,12 +336,7 @@ fn issue12_rspy_backs_off_from_a_farm_that_accepts_then_refuses() {
         h.extend_from_slice(msg);
         let _ = s.write_all(&h);
     });
-    crate::spy::start_spy(
-        &mut env,
-        "spy1",
-        "L_1",
-        &["-c", &format!("start 127.0.0.1 {port}")],
-    );
+    crate::spy::start_spy_to(&mut env, "spy1", "L_1", port, &[]);
     // Waits of 0.1, 0.2, 0.4, 0.8, 1.6 s between the six attempts.
     env.wait_until("six attempts", || accepted.load(Ordering::SeqCst) >= 6);
     let log = env.stderr_of("spy1");

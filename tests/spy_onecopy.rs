@@ -135,20 +135,12 @@ fn rspy_from_a_lapped_farm_buffer_commits_only_valid_events() {
         Duration::ZERO,
     );
     let port = start_farm(&mut env, "farm1", "B_1_1");
-    crate::spy::start_spy(
+    crate::spy::start_spy_to(
         &mut env,
         "spy1",
         "L_1",
-        &[
-            "-c",
-            "set circsize 16000000",
-            "-c",
-            "set maxage_ms 0",
-            "-c",
-            "init",
-            "-c",
-            &format!("start 127.0.0.1 {port}"),
-        ],
+        port,
+        &["set circsize 16000000", "set maxage_ms 0", "init"],
     );
     // The second `init` re-creates the local buffer at the new size: open it only once every
     // `-c` command ran (`start` makes it RUNNING), not between the two inits.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use shvars::circ::{CircWriter, SamplingReader, StartAt, TryReadError};
 
-use crate::spy::{cmd, connect_spy, read_events, start_farm, start_spy, Producer};
+use crate::spy::{cmd, connect_spy, read_events, start_farm, start_spy_to, Producer};
 use crate::spy_hostile::pid_of;
 use crate::util::Env;
 
@@ -60,21 +60,16 @@ fn issue12_statistics_keep_their_cadence_while_no_data_comes() {
     // A live producer that writes nothing.
     let _w = CircWriter::create(&env.path("B_1"), 1 << 20).unwrap();
     let port = start_farm(&mut env, "farm1", "B_1");
-    start_spy(
+    start_spy_to(
         &mut env,
         "spy1",
         "L_1",
+        port,
         &[
-            "-c",
             "set timeout_us 2000",
-            "-c",
             "set timeoutcounts 5",
-            "-c",
             "set upfreq 1",
-            "-c",
             "set upfreq_l 0",
-            "-c",
-            &format!("start 127.0.0.1 {port}"),
         ],
     );
     // Until the first update, the seed says 0.
@@ -111,18 +106,12 @@ fn issue12_update_times_are_zero_until_the_first_update() {
     let mut env = Env::new();
     let _p = Producer::start(env.path("B_1"), 1 << 20, 300, Duration::from_millis(1));
     let port = start_farm(&mut env, "farm1", "B_1");
-    start_spy(
+    start_spy_to(
         &mut env,
         "spy1",
         "L_1",
-        &[
-            "-c",
-            "set upfreq 0",
-            "-c",
-            "set upfreq_l 0",
-            "-c",
-            &format!("start 127.0.0.1 {port}"),
-        ],
+        port,
+        &["set upfreq 0", "set upfreq_l 0"],
     );
     env.wait_until("running", || env.get("spy1", "runstate") == "RUNNING_STATE");
     assert_eq!(env.get_int("spy1", "sg_uptime"), 0);
@@ -195,18 +184,12 @@ fn issue12_circfulls_count_how_often_the_buffers_went_full() {
         env.get_int("gen1", "circfulls") > 2
     });
     let port = start_farm(&mut env, "farm1", "B_1");
-    start_spy(
+    start_spy_to(
         &mut env,
         "spy1",
         "L_1",
-        &[
-            "-c",
-            "set circsize 65536",
-            "-c",
-            "init",
-            "-c",
-            &format!("start 127.0.0.1 {port}"),
-        ],
+        port,
+        &["set circsize 65536", "init"],
     );
     env.wait_until("the local buffer to go full", || {
         env.get_int("spy1", "circfulls") > 2

@@ -47,18 +47,12 @@ fn a_farm_that_never_answers() {
         let mut b = [0u8; 1024];
         while matches!(s.read(&mut b), Ok(n) if n > 0) {}
     });
-    start_spy(
+    start_spy_to(
         &mut env,
         "spy1",
         "L_1",
-        &[
-            "-c",
-            "set timeout_us 2000",
-            "-c",
-            "set timeoutcounts 5",
-            "-c",
-            &format!("start 127.0.0.1 {port}"),
-        ],
+        port,
+        &["set timeout_us 2000", "set timeoutcounts 5"],
     );
     env.wait_until("connected", || env.get_int("spy1", "no_conn") == 0);
     env.wait_until("timeouts to grow", || env.get_int("spy1", "timeouts") >= 5);

@@ -10,18 +10,12 @@ fn chain_delivers_verified(evgen_args: &[&str], local_size: u64, count: u64) -> 
     let mut env = Env::new();
     start_evgen(&mut env, "gen1", "B_1_1", evgen_args);
     let port = start_farm(&mut env, "farm1", "B_1_1");
-    start_spy(
+    start_spy_to(
         &mut env,
         "spy1",
         "L_1_1",
-        &[
-            "-c",
-            &format!("set circsize {local_size}"),
-            "-c",
-            "init",
-            "-c",
-            &format!("start 127.0.0.1 {port}"),
-        ],
+        port,
+        &[&format!("set circsize {local_size}"), "init"],
     );
     env.wait_until("connected", || env.get_int("spy1", "no_conn") == 0);
     let mut c = env.command("spycat");
@@ -64,16 +58,12 @@ fn each_serving_mode_delivers_verified_events() {
             &["--circsize", "8M", "--size", "100-3000", "--rate", "5000"],
         );
         let port = start_farm(&mut env, "farm1", "B_1_1");
-        start_spy(
+        start_spy_to(
             &mut env,
             "spy1",
             "L_1_1",
-            &[
-                "-c",
-                &format!("set mode {mode}"),
-                "-c",
-                &format!("start 127.0.0.1 {port}"),
-            ],
+            port,
+            &[&format!("set mode {mode}")],
         );
         assert_eq!(env.get("spy1", "mode"), mode);
         env.wait_until("connected", || env.get_int("spy1", "no_conn") == 0);
