@@ -74,6 +74,16 @@ impl IrcUser {
         self.w.write_all(format!("{line}\r\n").as_bytes()).unwrap();
     }
 
+    /// Joins a channel (`args`: its name, then its key if it has one) and waits for the server
+    /// to say so.
+    #[track_caller]
+    fn join(&mut self, args: &str) {
+        self.send(&format!("JOIN {args}"));
+        let me = format!(":{}!", self.nick);
+        let what = format!("{}'s join", self.nick);
+        self.expect(|l| l.starts_with(&me) && l.contains(" JOIN "), &what);
+    }
+
     fn say(&mut self, to: &str, text: &str) {
         self.send(&format!("PRIVMSG {to} :{text}"));
     }
@@ -135,11 +145,7 @@ fn the_irc_front_takes_the_seeds_commands_from_allowed_nicks_only() {
         );
     }
     let mut alice = IrcUser::connect(port, "alice");
-    alice.send("JOIN #share");
-    alice.expect(
-        |l| l.contains(" JOIN ") && l.starts_with(":alice!"),
-        "alice's join",
-    );
+    alice.join("#share");
     // Both bots in the channel.
     env.wait_until("both bots in #share", || {
         alice.send("NAMES #share");
@@ -171,11 +177,7 @@ fn the_irc_front_takes_the_seeds_commands_from_allowed_nicks_only() {
     alice.reply("bot1", "alice", "unknown command 'frobnicate'");
     // Someone else: .status yes, commands no (in the channel and in private).
     let mut mallory = IrcUser::connect(port, "mallory");
-    mallory.send("JOIN #share");
-    mallory.expect(
-        |l| l.starts_with(":mallory!") && l.contains(" JOIN "),
-        "mallory's join",
-    );
+    mallory.join("#share");
     mallory.say("#share", ".status");
     mallory.reply("bot2", "#share", "b (share): FORCED");
     mallory.say("#share", "bot2: pause");
@@ -224,11 +226,7 @@ fn with_a_channel_key_the_channel_commands_and_outsiders_are_refused() {
     let mut eve = IrcUser::connect(port, "eve");
     eve.send("JOIN #locked");
     eve.expect(|l| l.contains(" 475 "), "eve refused by the key");
-    dave.send("JOIN #locked sekret");
-    dave.expect(
-        |l| l.starts_with(":dave!") && l.contains(" JOIN "),
-        "dave's join",
-    );
+    dave.join("#locked sekret");
     dave.say("#locked", "keybot: enq x1");
     dave.reply("keybot", "#locked", "dave: queued x1: queue 1");
     // Private messages need --irc-allow: the key is no help there.
@@ -313,11 +311,7 @@ fn the_irc_front_comes_back_after_the_server_restarts() {
     ngircd_on(&mut env, port);
     env.wait_until("rbot to join again", || joins(&env) == 2);
     let mut u = IrcUser::connect(port, "alice");
-    u.send("JOIN #share");
-    u.expect(
-        |l| l.starts_with(":alice!") && l.contains(" JOIN "),
-        "alice's join",
-    );
+    u.join("#share");
     u.say("#share", ".version");
     u.reply("rbot", "#share", "svcshare ");
 }
