@@ -22,7 +22,9 @@
 //! Run: `cargo bench -p shvars --bench circ [-- ROUNDS] [CONFIG...]`, where CONFIG selects
 //! configurations by a part of their tag (`4096B/8MiB`, `64MiB`, `128B`). Environment:
 //! `CIRC_CASES=bcast,circ_sampling` runs only the cases named (for profiling one alone; the
-//! ratios need both sides), `CIRC_VERBOSE=1` prints every round's time to stderr.
+//! ratios need both sides), `CIRC_VERBOSE=1` prints every round's time to stderr,
+//! `CIRC_SIZES=128x1,128x8` measures other configurations (event bytes `x` ring MiB) instead of
+//! the three standard ones (a 1 MiB ring fits in L2: the writer's compute cost alone).
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -476,6 +478,31 @@ fn head_to_head(event: usize, ring: usize, rounds: usize) {
     }
 }
 
+/// The (event bytes, ring bytes) configurations: the standard three, or `CIRC_SIZES`.
+fn configurations() -> Vec<(usize, usize)> {
+    let Ok(spec) = std::env::var("CIRC_SIZES") else {
+        return vec![(4096, 8 * MIB), (4096, 64 * MIB), (128, 8 * MIB)];
+    };
+    spec.split(',')
+        .map(|c| {
+            let parsed = c.split_once('x').and_then(|(e, r)| {
+                let (e, r) = (
+                    e.trim().parse::<usize>().ok()?,
+                    r.trim().parse::<usize>().ok()?,
+                );
+                (e >= 8 && r >= 1 && e as u64 <= (r * MIB) as u64 / 2).then_some((e, r * MIB))
+            });
+            parsed.unwrap_or_else(|| {
+                eprintln!(
+                    "circ bench: CIRC_SIZES entry {c:?} is not EVENTxRING_MIB with an event of \
+                     at least 8 bytes and at most half the ring (e.g. 128x8)"
+                );
+                std::process::exit(2)
+            })
+        })
+        .collect()
+}
+
 fn main() {
     pin_writer();
     // `cargo bench` passes `--bench`; a number is the count of rounds.
@@ -496,7 +523,7 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-') && a.parse::<usize>().is_err())
         .collect();
-    for (event, ring) in [(4096, 8 * MIB), (4096, 64 * MIB), (128, 8 * MIB)] {
+    for (event, ring) in configurations() {
         let tag = format!("{event}B/{}MiB", ring / MIB);
         if filters.is_empty() || filters.iter().any(|f| tag.contains(f.as_str())) {
             head_to_head(event, ring, rounds);
