@@ -116,6 +116,28 @@ fn refusals_too_large_empty_not_increasing() {
 }
 
 #[test]
+fn event_number_zero_is_a_valid_first_event_and_only_once() {
+    let mem = HeapStorage::for_capacity(4096);
+    let mut w = CircWriter::on_storage(mem, &CircOptions::new(4096)).unwrap();
+    w.write(0, b"first").unwrap();
+    assert!(matches!(
+        w.write(0, b"again"),
+        Err(WriteError::NotIncreasing {
+            evnr: 0,
+            last: 0,
+            ..
+        })
+    ));
+    w.write(u64::MAX, b"last possible").unwrap();
+    assert!(matches!(
+        w.write(u64::MAX, b"no more"),
+        Err(WriteError::NotIncreasing { .. })
+    ));
+    assert_eq!(w.stats().events_written, 2);
+    assert_eq!(w.stats().last_evnr, Some(u64::MAX));
+}
+
+#[test]
 fn bad_capacities_are_refused_with_the_rule() {
     for cap in [0u64, 8, 100, 1001] {
         let mem = HeapStorage::for_capacity(4096);

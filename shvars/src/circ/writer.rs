@@ -155,7 +155,8 @@ pub struct CircWriter<S: Storage = FileStorage> {
     /// Some of the record starts in the ring, oldest first (private to the producer).
     starts: KeptStarts,
     seq: u64,
-    last_evnr: Option<u64>,
+    /// The latest event number written (meaningless while `seq` is 0).
+    last_evnr: u64,
     bytes: u64,
     overwritten: u64,
     refused: u64,
@@ -318,7 +319,7 @@ impl<S: Storage> CircWriter<S> {
             last: 0,
             starts: KeptStarts::new(ring),
             seq: 0,
-            last_evnr: None,
+            last_evnr: 0,
             bytes: 0,
             overwritten: 0,
             refused: 0,
@@ -405,7 +406,9 @@ impl<S: Storage> CircWriter<S> {
     /// As [`write`](CircWriter::write).
     #[inline]
     pub fn reserve(&mut self, evnr: u64, len: usize) -> Result<Reservation<'_, S>, WriteError> {
-        if len == 0 || len as u64 > self.max_event || self.last_evnr.is_some_and(|l| evnr <= l) {
+        if (len as u64).wrapping_sub(1) >= self.max_event
+            || (evnr <= self.last_evnr && self.seq != 0)
+        {
             return Err(self.refuse(evnr, len));
         }
         let rec = record_size(len as u64);
@@ -437,6 +440,13 @@ impl<S: Storage> CircWriter<S> {
     /// reader: a lossless reader a lap behind reads exactly those lines, and lost them to it.)
     #[inline(always)]
     fn prefetch_ahead(&self, off: u64, rec: u64) {
+        if rec <= 3 * 64 {
+            // Without a loop: the three lines from a record of at most 192 bytes' start reach
+            // every line it touches up to the one the next record starts in, which that
+            // record's prefetch covers.
+            super::layout::prefetch3(self.v.data(), self.ring, off + rec + PREFETCH_AHEAD);
+            return;
+        }
         super::layout::prefetch(
             self.v.data(),
             self.ring,
@@ -472,7 +482,7 @@ impl<S: Storage> CircWriter<S> {
         WriteError::NotIncreasing {
             buffer: self.name.clone(),
             evnr,
-            last: self.last_evnr.unwrap_or(0),
+            last: self.last_evnr,
         }
     }
 
@@ -542,29 +552,30 @@ impl<S: Storage> CircWriter<S> {
     #[inline(always)]
     fn commit(&mut self, evnr: u64, pos: u64, off: u64, len: usize) {
         let rec = record_size(len as u64);
+        let seq = self.seq;
         // SAFETY: off is 8-aligned and the record (header + payload) fits before the end of the
         // ring (checked in reserve).
         unsafe {
             write_record(
                 self.v.data(),
                 off as usize,
-                encode_event(pos, evnr, self.seq, len as u32),
+                encode_event(pos, evnr, seq, len as u32),
             )
         };
-        self.head = pos + rec;
-        self.head_off = off + rec;
-        if self.head_off == self.ring {
-            self.head_off = 0;
-        }
+        let head = pos + rec;
+        let head_off = off + rec;
+        let bytes = self.bytes + len as u64;
+        self.head = head;
+        self.head_off = if head_off == self.ring { 0 } else { head_off };
         self.last = pos;
-        self.starts.note(pos, self.seq);
-        self.seq += 1;
-        self.bytes += len as u64;
-        self.last_evnr = Some(evnr);
+        self.starts.note(pos, seq);
+        self.seq = seq + 1;
+        self.bytes = bytes;
+        self.last_evnr = evnr;
         let h = self.v.header();
         h.last.store(pos, Ordering::Relaxed);
-        h.events_written.store(self.seq, Ordering::Relaxed);
-        h.bytes_written.store(self.bytes, Ordering::Relaxed);
+        h.events_written.store(seq + 1, Ordering::Relaxed);
+        h.bytes_written.store(bytes, Ordering::Relaxed);
         h.last_evnr.store(evnr, Ordering::Relaxed);
         // Publish (release: the record and the counters become visible with it). This is a
         // plain store on purpose: a sequentially consistent one (a locked instruction on a line
@@ -572,7 +583,7 @@ impl<S: Storage> CircWriter<S> {
         // `waiters` may overtake the store, so a reader announcing itself in that instant may
         // not be seen; readers cover that window by making their first sleep short (see
         // reader.rs, `wait`), and every later commit sees them.
-        h.head.store(self.head, Ordering::Release);
+        h.head.store(head, Ordering::Release);
         if h.waiters.load(Ordering::Relaxed) != 0 {
             self.wake_readers();
         }
