@@ -5,12 +5,9 @@
 //! never a stale token accepted, a new holder within TTL + 0.5 s of the holder's death (TTL + 1 s
 //! with etcd, whose lessor looks for expired leases every 0.5 s).
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -46,184 +43,15 @@ fn state(env: &Env, name: &str) -> String {
     env.get(name, "state")
 }
 
-/// One access the fenced server accepted.
-#[derive(Debug, Clone)]
-struct Access {
-    token: u64,
-    peer: String,
-    at: Instant,
-}
-
-#[derive(Debug, Default)]
-struct Record {
-    accepted: Vec<Access>,
-    /// Accesses that came with a token older than one already seen: refused.
-    stale: u64,
-    /// Of those, the ones that came more than [`REORDER`] after the newer token's first access:
-    /// a holder that went on after its grant was over (a benign stale is one whose bytes were
-    /// sent before the new grant and read later by the server's other thread).
-    late: u64,
-    max: u64,
-    /// When the newest token was first accepted.
-    max_since: Option<Instant>,
-}
-
-/// How much later than a newer token a stale access may be read and still have been sent
-/// before it (two server threads reading in the other order).
-const REORDER: Duration = Duration::from_millis(200);
-
-/// A resource that checks fencing tokens: each connection starts with `SVCSHARE-TOKEN T PEER`
-/// (the proxy's stamp); each `access` line is answered `ok`, or `stale` (and the connection
-/// closed) when T is older than a token it has seen. Every accepted access is recorded.
-#[derive(Clone)]
-struct Fenced {
-    port: u16,
-    rec: Arc<Mutex<Record>>,
-}
-
-impl Fenced {
-    fn start() -> Fenced {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let rec = Arc::new(Mutex::new(Record::default()));
-        let r2 = rec.clone();
-        std::thread::spawn(move || {
-            for c in l.incoming().flatten() {
-                let rec = r2.clone();
-                std::thread::spawn(move || Fenced::serve(c, &rec));
-            }
-        });
-        Fenced { port, rec }
-    }
-
-    fn serve(c: TcpStream, rec: &Mutex<Record>) {
-        let mut w = c.try_clone().unwrap();
-        let mut r = BufReader::new(c);
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut it = line.split_whitespace();
-        let (Some("SVCSHARE-TOKEN"), Some(t), Some(peer)) = (it.next(), it.next(), it.next())
-        else {
-            let _ = w.write_all(b"unstamped\n");
-            return;
-        };
-        let token: u64 = t.parse().unwrap();
-        let peer = peer.to_owned();
-        loop {
-            line.clear();
-            if r.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            let mut g = rec.lock().unwrap();
-            if token < g.max {
-                g.stale += 1;
-                if g.max_since.is_some_and(|t| t.elapsed() > REORDER) {
-                    g.late += 1;
-                }
-                drop(g);
-                let _ = w.write_all(b"stale\n");
-                return;
-            }
-            if token > g.max {
-                g.max_since = Some(Instant::now());
-            }
-            g.max = token;
-            g.accepted.push(Access {
-                token,
-                peer: peer.clone(),
-                at: Instant::now(),
-            });
-            drop(g);
-            if w.write_all(b"ok\n").is_err() {
-                return;
-            }
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.rec.lock().unwrap().accepted.len()
-    }
-
-    fn last(&self) -> Option<Access> {
-        self.rec.lock().unwrap().accepted.last().cloned()
-    }
-
-    /// Overlaps: an access accepted under a token older than one accepted before it, one
-    /// token used by two peers, or an access that came late under an old token (see
-    /// [`Record::late`]).
-    fn overlaps(&self) -> usize {
-        let g = self.rec.lock().unwrap();
-        let mut owner: HashMap<u64, &str> = HashMap::new();
-        let mut max = 0;
-        let mut n = g.late as usize;
-        for a in &g.accepted {
-            if a.token < max {
-                n += 1;
-            }
-            max = max.max(a.token);
-            if *owner.entry(a.token).or_insert(&a.peer) != a.peer {
-                n += 1;
-            }
-        }
-        n
-    }
-}
-
-/// A client that uses the resource through one peer's proxy as fast as it is let through.
-struct User {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl User {
-    fn start(port: u16) -> User {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s2 = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !s2.load(Ordering::Relaxed) {
-                let Ok(c) = TcpStream::connect(("127.0.0.1", port)) else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                c.set_read_timeout(Some(Duration::from_millis(100)))
-                    .unwrap();
-                let mut w = c.try_clone().unwrap();
-                let mut r = BufReader::new(c);
-                let mut line = String::new();
-                'conn: while !s2.load(Ordering::Relaxed) {
-                    if w.write_all(b"access\n").is_err() {
-                        break;
-                    }
-                    loop {
-                        line.clear();
-                        match r.read_line(&mut line) {
-                            Ok(0) => break 'conn,
-                            Ok(_) if line == "ok\n" => break,
-                            Ok(_) => break 'conn,
-                            Err(_) if s2.load(Ordering::Relaxed) => break 'conn,
-                            Err(_) => {} // held by a paused proxy: keep waiting
-                        }
-                    }
-                }
-            }
-        });
-        User {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for User {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+/// The fenced resource and its users, shared with the soak (`tools/svcsoak`): a resource that
+/// checks fencing tokens (each connection starts with `SVCSHARE-TOKEN T PEER`, the proxy's
+/// stamp; each `access` line is answered `ok`, or `stale` and the connection closed when T is
+/// older than a token it has seen), and clients that use it through a proxy as fast as they
+/// are let through.
+#[path = "../tools/svcsoak/resource.rs"]
+#[allow(dead_code)] // the soak's report uses more of it
+mod resource;
+use resource::{Grant, Resource as Fenced, User};
 
 fn files_of(env: &Env, name: &str) -> (String, String) {
     (

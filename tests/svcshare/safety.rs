@@ -27,7 +27,7 @@ struct Cluster {
 
 impl Cluster {
     fn start(env: &mut Env, peering: &[&str], ttl: Duration) -> Cluster {
-        let server = Fenced::start();
+        let server = Fenced::start().expect("the fenced resource listens on loopback");
         let mut c = Cluster {
             names: (0..3).map(|i| format!("p{i}")).collect(),
             ports: (0..3).map(|_| free_port()).collect(),
@@ -72,16 +72,27 @@ impl Cluster {
         self.ttl + Duration::from_millis(if etcd { 1000 } else { 500 })
     }
 
+    /// Accesses the server accepted so far.
+    fn accepted(&self) -> u64 {
+        self.server.seen.lock().unwrap().accepted
+    }
+
     /// Waits until the server accepted `n` more accesses.
-    fn progress(&self, env: &Env, n: usize, what: &str) {
-        let base = self.server.count();
+    fn progress(&self, env: &Env, n: u64, what: &str) {
+        let base = self.accepted();
         env.wait_until(&format!("{n} accesses after {what}"), || {
-            self.server.count() >= base + n
+            self.accepted() >= base + n
         });
     }
 
-    fn holder(&self) -> Access {
-        self.server.last().expect("an access")
+    /// The newest grant: the holder's.
+    fn holder(&self) -> Grant {
+        let g = self.server.seen.lock().unwrap();
+        g.grants.last().cloned().expect("an access")
+    }
+
+    fn overlaps(&self) -> u64 {
+        self.server.seen.lock().unwrap().overlaps()
     }
 
     /// Makes peer `i` ask to run, unless it is halted.
@@ -104,19 +115,11 @@ impl Cluster {
             env.kill9(&h.peer);
         }
         env.wait_until("another peer to take over", || {
-            self.server.last().is_some_and(|a| a.token > h.token)
+            self.holder().token > h.token
         });
-        let first = self
-            .server
-            .rec
-            .lock()
-            .unwrap()
-            .accepted
-            .iter()
-            .find(|a| a.token > h.token)
-            .unwrap()
-            .at;
-        (h.peer, first.duration_since(t0))
+        let g = self.server.seen.lock().unwrap();
+        let next = g.grants.iter().find(|a| a.token > h.token).unwrap();
+        (h.peer, next.first.duration_since(t0))
     }
 
     fn random_ops(&self, env: &Env, rng: &mut Rng, n: usize) {
@@ -159,7 +162,7 @@ impl Cluster {
         env.signal(&stopped, Signal::SIGCONT);
         self.progress(env, 20, "the stopped holder woke");
         assert_eq!(
-            self.server.overlaps(),
+            self.overlaps(),
             0,
             "the woken holder went on using the resource"
         );
@@ -170,18 +173,17 @@ impl Cluster {
     }
 
     fn check(&self, failovers: &[Duration]) {
-        let g = self.server.rec.lock().unwrap();
-        let grants: std::collections::BTreeSet<u64> = g.accepted.iter().map(|a| a.token).collect();
+        let g = self.server.seen.lock().unwrap();
         eprintln!(
             "safety: {} accesses under {} grants, {} stale refused by the resource ({} late), failovers {:?}",
-            g.accepted.len(),
-            grants.len(),
+            g.accepted,
+            g.grants.len(),
             g.stale,
             g.late,
             failovers
         );
         drop(g);
-        assert_eq!(self.server.overlaps(), 0, "two holders overlapped");
+        assert_eq!(self.overlaps(), 0, "two holders overlapped");
         for f in failovers {
             assert!(
                 *f <= self.failover_bound(),
@@ -314,13 +316,13 @@ fn never_two_holders_with_etcd_peers_through_holder_death_stop_and_an_etcd_resta
     env.wait_until("p0 to report the etcd trouble in its status", || {
         ok(&env, "p0", "status").contains("etcd trouble: ")
     });
-    let before = cl.server.count();
+    let before = cl.accepted();
     etcd.spawn(&mut env);
     for i in 0..3 {
         cl.ask(&env, i);
     }
     env.wait_until("accesses again after the etcd restart", || {
-        cl.server.count() > before + 5
+        cl.accepted() > before + 5
     });
     cl.check(&failovers);
 }

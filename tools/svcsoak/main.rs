@@ -249,7 +249,7 @@ fn soak(
     // Let the users run a moment under the last grant, then read the verdict.
     let _ = wait_newer(&res, tok.saturating_sub(1), None, None);
     let g = res.seen.lock().unwrap();
-    let overlaps = g.late + g.shared_tokens;
+    let overlaps = g.overlaps();
     println!(
         "{label}: {n} grants in {:.1} s, {} accesses; overlaps {overlaps}; stale writes refused by the resource {}",
         started.elapsed().as_secs_f64(),

@@ -32,6 +32,28 @@ pub struct Seen {
     pub owners: HashMap<u64, String>,
     /// Tokens used by two peers.
     pub shared_tokens: u64,
+    /// Every token accepted, in order, with its peer and its first accepted access.
+    pub grants: Vec<Grant>,
+}
+
+/// A token the resource accepted: its peer and when its first access came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The fencing token.
+    pub token: u64,
+    /// The peer that stamped it.
+    pub peer: String,
+    /// When the resource accepted its first access.
+    pub first: Instant,
+}
+
+impl Seen {
+    /// Overlaps of two holders: a token used by two peers, or an access that came late under
+    /// an old token (see [`Seen::late`]). (An access under a token older than one accepted is
+    /// never accepted: `serve` refuses it under the same lock.)
+    pub fn overlaps(&self) -> u64 {
+        self.late + self.shared_tokens
+    }
 }
 
 /// The resource.
@@ -97,9 +119,15 @@ fn serve(c: TcpStream, seen: &Mutex<Seen>) {
             return;
         }
         if token > g.max {
+            let now = Instant::now();
             g.max = token;
             g.max_peer = peer.clone();
-            g.max_since = Some(Instant::now());
+            g.max_since = Some(now);
+            g.grants.push(Grant {
+                token,
+                peer: peer.clone(),
+                first: now,
+            });
         }
         g.accepted += 1;
         let prev = g
