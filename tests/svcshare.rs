@@ -49,7 +49,6 @@ fn state(env: &Env, name: &str) -> String {
 /// older than a token it has seen), and clients that use it through a proxy as fast as they
 /// are let through.
 #[path = "../tools/svcsoak/resource.rs"]
-#[allow(dead_code)] // the soak's report uses more of it
 mod resource;
 use resource::{Grant, Resource as Fenced, User};
 

@@ -87,8 +87,7 @@ impl Cluster {
 
     /// The newest grant: the holder's.
     fn holder(&self) -> Grant {
-        let g = self.server.seen.lock().unwrap();
-        g.grants.last().cloned().expect("an access")
+        self.server.newest().expect("an access")
     }
 
     fn overlaps(&self) -> u64 {

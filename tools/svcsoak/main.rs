@@ -161,11 +161,14 @@ fn wait_newer(
 ) -> Result<(u64, String, Instant), String> {
     let t0 = Instant::now();
     loop {
-        let (tok, peer, since) = r.newest();
-        if tok > after && want.is_none_or(|w| w == peer) && not.is_none_or(|n| n != peer) {
-            return Ok((tok, peer, since.unwrap_or_else(Instant::now)));
+        let newest = r.newest();
+        if let Some(g) = newest.as_ref().filter(|g| {
+            g.token > after && want.is_none_or(|w| w == g.peer) && not.is_none_or(|n| n != g.peer)
+        }) {
+            return Ok((g.token, g.peer.clone(), g.first));
         }
         if t0.elapsed() > STUCK {
+            let (tok, peer) = newest.map_or((0, "nobody".to_owned()), |g| (g.token, g.peer));
             return Err(format!(
                 "no new grant for {} s after token {after} (newest {tok} of {peer})",
                 STUCK.as_secs()
@@ -207,7 +210,7 @@ fn soak(
     let started = Instant::now();
     let mut n = 0u64;
     while n < grants {
-        let holder = res.newest().1;
+        let holder = res.newest().ok_or("no grant yet")?.peer;
         let h = peers.index(&holder);
         if fail_every > 0 && n > 0 && n.is_multiple_of(fail_every) {
             let stop = (n / fail_every).is_multiple_of(2);

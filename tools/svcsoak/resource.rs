@@ -2,7 +2,6 @@
 //! proxy's `SVCSHARE-TOKEN T PEER`; an `access` line under a token older than one seen is
 //! refused), and users that use it through their peer's proxy as fast as they are let through.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,15 +21,7 @@ pub struct Seen {
     pub stale: u64,
     /// Stale accesses that came later than [`REORDER`] after the newer token: overlaps.
     pub late: u64,
-    /// The newest token, its peer, and when it was first accepted.
-    pub max: u64,
-    /// Its peer.
-    pub max_peer: String,
-    /// When it was first accepted.
-    pub max_since: Option<Instant>,
-    /// Which peer used each token (one token, one peer).
-    pub owners: HashMap<u64, String>,
-    /// Tokens used by two peers.
+    /// Accesses under the newest token from a peer other than the one that first used it.
     pub shared_tokens: u64,
     /// Every token accepted, in order, with its peer and its first accepted access.
     pub grants: Vec<Grant>,
@@ -53,6 +44,11 @@ impl Seen {
     /// never accepted: `serve` refuses it under the same lock.)
     pub fn overlaps(&self) -> u64 {
         self.late + self.shared_tokens
+    }
+
+    /// The newest token accepted (0: none yet).
+    fn max(&self) -> u64 {
+        self.grants.last().map_or(0, |g| g.token)
     }
 }
 
@@ -81,10 +77,9 @@ impl Resource {
         Ok(Resource { port, seen })
     }
 
-    /// The newest token and its peer.
-    pub fn newest(&self) -> (u64, String, Option<Instant>) {
-        let g = self.seen.lock().unwrap();
-        (g.max, g.max_peer.clone(), g.max_since)
+    /// The newest grant: the holder's token and peer, and when its first access came.
+    pub fn newest(&self) -> Option<Grant> {
+        self.seen.lock().unwrap().grants.last().cloned()
     }
 }
 
@@ -109,35 +104,26 @@ fn serve(c: TcpStream, seen: &Mutex<Seen>) {
             return;
         }
         let mut g = seen.lock().unwrap();
-        if token < g.max {
+        if token < g.max() {
             g.stale += 1;
-            if g.max_since.is_some_and(|t| t.elapsed() > REORDER) {
+            if g.grants.last().is_some_and(|n| n.first.elapsed() > REORDER) {
                 g.late += 1;
             }
             drop(g);
             let _ = w.write_all(b"stale\n");
             return;
         }
-        if token > g.max {
-            let now = Instant::now();
-            g.max = token;
-            g.max_peer = peer.clone();
-            g.max_since = Some(now);
+        if token > g.max() {
             g.grants.push(Grant {
                 token,
                 peer: peer.clone(),
-                first: now,
+                first: Instant::now(),
             });
-        }
-        g.accepted += 1;
-        let prev = g
-            .owners
-            .entry(token)
-            .or_insert_with(|| peer.clone())
-            .clone();
-        if prev != peer {
+        } else if g.grants.last().is_some_and(|n| n.peer != peer) {
+            // The newest token, from a second peer: it was handed to two.
             g.shared_tokens += 1;
         }
+        g.accepted += 1;
         drop(g);
         if w.write_all(b"ok\n").is_err() {
             return;
