@@ -338,26 +338,6 @@ pub(crate) fn prefetch(data: *const u8, ring: u64, off: u64, bytes: u64, max_lin
     let _ = (data, ring, off, bytes, max_lines);
 }
 
-/// [`prefetch`] of the three lines from ring offset `off`, without a loop.
-#[inline(always)]
-pub(crate) fn prefetch3(data: *const u8, ring: u64, off: u64) {
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let off = if off < ring { off } else { off % ring };
-        let p = data.wrapping_add(off as usize);
-        // SAFETY: as in `prefetch`: a prefetch never faults and changes nothing the program can
-        // see, whatever the address.
-        unsafe {
-            _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64) as *const i8);
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(128) as *const i8);
-        }
-    }
-    #[cfg(any(not(target_arch = "x86_64"), miri))]
-    let _ = (data, ring, off);
-}
-
 /// Nanoseconds since the Unix epoch (0 if the clock is before it).
 /// The wall clock at the kernel tick's resolution (a few ms), for bookkeeping on every event:
 /// it costs a few nanoseconds where a precise reading costs tens.
