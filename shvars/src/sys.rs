@@ -196,3 +196,30 @@ mod pidfd_tests {
         assert!(super::pidfd_open(i32::MAX).is_err());
     }
 }
+
+/// Allows `send(2)` with `MSG_ZEROCOPY` on socket `fd` (`setsockopt(SO_ZEROCOPY, 1)`, Linux
+/// 4.14): the kernel may then reference the sender's pages instead of copying them, and reports
+/// on the socket's error queue when it released them. Used by `spybench --zerocopy` to measure
+/// what zero copy gives on this host; the daemons do not send this way (docs/spy-protocol.md,
+/// "Zero copy").
+///
+/// # Errors
+/// `ENOPROTOOPT` on kernels without it, `EOPNOTSUPP` for sockets that do not support it.
+pub fn enable_zerocopy(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: the descriptor is open for the duration of the call (borrowed); the option value
+    // points at a live c_int whose size is passed with it, and the kernel only reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ZEROCOPY,
+            std::ptr::from_ref(&one).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

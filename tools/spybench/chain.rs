@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -22,6 +22,40 @@ pub struct Measure {
     pub mb_per_s: f64,
     pub events_per_s: f64,
     pub events: u64,
+    /// Where the CPU went while it ran, seconds per 10^9 bytes delivered.
+    pub cpu: CpuPerGb,
+}
+
+/// CPU seconds per 10^9 bytes delivered through the chain, by part, over one measurement.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuPerGb {
+    pub farm: f64,
+    pub rspy: f64,
+    pub producer: f64,
+    pub verifier: f64,
+    /// Software interrupts (not charged to any of the above; on loopback, much of TCP).
+    pub softirq: f64,
+    /// Busy, but in none of the above (other processes, spybench's other threads).
+    pub other: f64,
+    /// Idle.
+    pub idle: f64,
+}
+
+impl CpuPerGb {
+    /// Busy CPU seconds per GB: what the chain's throughput is bound by when idle is near 0.
+    pub fn busy(&self) -> f64 {
+        self.farm + self.rspy + self.producer + self.verifier + self.softirq + self.other
+    }
+}
+
+/// CPU times of the chain's parts at one instant.
+#[derive(Debug, Clone, Copy)]
+struct Times {
+    farm: f64,
+    rspy: f64,
+    producer: f64,
+    verifier: f64,
+    machine: crate::procstat::Machine,
 }
 
 pub struct Chain {
@@ -33,6 +67,8 @@ pub struct Chain {
     bytes: Arc<AtomicU64>,
     errors: Arc<AtomicU64>,
     threads: Vec<JoinHandle<()>>,
+    /// Thread ids of the producer and the verifier (0 until they started).
+    tids: [Arc<AtomicI32>; 2],
     first_error: Arc<parking_lot::Mutex<Option<String>>>,
 }
 
@@ -109,6 +145,7 @@ impl Chain {
             bytes: Arc::new(AtomicU64::new(0)),
             errors: Arc::new(AtomicU64::new(0)),
             threads: Vec::new(),
+            tids: [Arc::new(AtomicI32::new(0)), Arc::new(AtomicI32::new(0))],
             first_error: Arc::new(parking_lot::Mutex::new(None)),
         };
         wait_for("farmspydaemon to listen", || {
@@ -147,12 +184,14 @@ impl Chain {
         // default 64 MiB), so the chain is not starved by the producer's own limit, and far
         // from overwriting events the farm has not sent.
         let window = ((cli.circsize as usize / 2) / (size + 64)).max(4) as u64;
-        let (stop, hold, delivered) = (
+        let (stop, hold, delivered, tid) = (
             chain.stop.clone(),
             chain.hold.clone(),
             chain.delivered.clone(),
+            chain.tids[0].clone(),
         );
         chain.threads.push(spawn_named("producer", move || {
+            tid.store(nix::unistd::gettid().as_raw(), Ordering::Relaxed);
             let mut evnr = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 if hold.load(Ordering::Relaxed) {
@@ -175,14 +214,16 @@ impl Chain {
             }
         }));
         // Reader: checks order and every byte.
-        let (stop, delivered, bytes, errors, first) = (
+        let (stop, delivered, bytes, errors, first, tid) = (
             chain.stop.clone(),
             chain.delivered.clone(),
             chain.bytes.clone(),
             chain.errors.clone(),
             chain.first_error.clone(),
+            chain.tids[1].clone(),
         );
         chain.threads.push(spawn_named("verifier", move || {
+            tid.store(nix::unistd::gettid().as_raw(), Ordering::Relaxed);
             let mut last = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 // In place: verify the bytes where they are, then release the event.
@@ -243,7 +284,27 @@ impl Chain {
         r
     }
 
+    /// The CPU times of the chain's parts now.
+    fn times(&self) -> anyhow::Result<Times> {
+        use crate::procstat::{cpu_seconds, Machine};
+        let process = |i: usize| cpu_seconds(&format!("/proc/{}/stat", self.children[i].id()));
+        let thread = |i: usize| {
+            cpu_seconds(&format!(
+                "/proc/self/task/{}/stat",
+                self.tids[i].load(Ordering::Relaxed)
+            ))
+        };
+        Ok(Times {
+            farm: process(0).context("farmspydaemon's CPU time")?,
+            rspy: process(1).context("rspydaemon's CPU time")?,
+            producer: thread(0).context("the producer's CPU time")?,
+            verifier: thread(1).context("the verifier's CPU time")?,
+            machine: Machine::now()?,
+        })
+    }
+
     fn measure_running(&mut self, dur: Duration) -> anyhow::Result<Measure> {
+        let c0 = self.times()?;
         let (e0, b0) = (
             self.delivered.load(Ordering::Relaxed),
             self.bytes.load(Ordering::Relaxed),
@@ -255,6 +316,7 @@ impl Chain {
             self.bytes.load(Ordering::Relaxed),
         );
         let secs = t0.elapsed().as_secs_f64();
+        let c1 = self.times()?;
         if self.errors.load(Ordering::Relaxed) > 0 {
             bail!(
                 "{} bad events; first: {}",
@@ -280,10 +342,25 @@ impl Chain {
                 show("bspy", "lasterror")
             );
         }
+        let gb = (b1 - b0) as f64 / 1e9;
+        let m = c1.machine.since(c0.machine);
+        let per = |a: f64, b: f64| (a - b) / gb;
+        let mut cpu = CpuPerGb {
+            farm: per(c1.farm, c0.farm),
+            rspy: per(c1.rspy, c0.rspy),
+            producer: per(c1.producer, c0.producer),
+            verifier: per(c1.verifier, c0.verifier),
+            softirq: m.softirq / gb,
+            other: 0.0,
+            idle: m.idle / gb,
+        };
+        let parts = cpu.busy();
+        cpu.other = ((m.total - m.idle) / gb - parts).max(0.0);
         Ok(Measure {
             mb_per_s: (b1 - b0) as f64 / secs / 1e6,
             events_per_s: (e1 - e0) as f64 / secs,
             events: e1 - e0,
+            cpu,
         })
     }
 

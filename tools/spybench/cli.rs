@@ -30,6 +30,11 @@ pub struct Cli {
     /// rspydaemon's maxage_ms (in both measurements; 0: no age bound)
     #[arg(long, default_value_t = 500)]
     pub maxage_ms: u64,
+    /// Measure what zero copy would give instead: raw TCP loopback with write, sendfile from a
+    /// shared-memory file and MSG_ZEROCOPY, and whether bytes rewritten after each call returned
+    /// reach the receiver (docs/spy-protocol.md, "Zero copy")
+    #[arg(long)]
+    pub zerocopy: bool,
     /// Measure the farm's CPU per MB served instead (clients in each mode, see --cpu-clients)
     #[arg(long)]
     pub cpu: bool,

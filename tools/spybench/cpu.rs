@@ -25,24 +25,7 @@ use crate::{median, spread};
 
 /// The farm's CPU time so far (user + system), in seconds.
 fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat (farmspydaemon gone?)"))?;
-    // The command name (field 2) is in parentheses and may hold spaces: count after it.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("unexpected /proc/PID/stat format")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the name.
-    let (ut, st): (u64, u64) = (
-        f.get(11).context("no utime")?.parse()?,
-        f.get(12).context("no stime")?.parse()?,
-    );
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
-    Ok((ut + st) as f64 / hz)
+    crate::procstat::cpu_seconds(&format!("/proc/{pid}/stat")).context("farmspydaemon's CPU time")
 }
 
 struct Farm {

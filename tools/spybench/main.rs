@@ -5,14 +5,20 @@
 //! reader verifying every event byte for byte. Prints, per size, the medians over the runs, the
 //! spread (min-max) of each and of the per-run ratio, the number of runs, and a warning when
 //! the ratio's spread is wider than its distance from 100% (the effect reported): then the
-//! run says little, and needs more runs or a quieter machine.
+//! run says little, and needs more runs or a quieter machine. Then where the chain's CPU went:
+//! each part's CPU seconds per GB delivered (farmspydaemon, rspydaemon, the producer, the
+//! verifier, software interrupts, idle), and the throughput those costs allow on this
+//! machine's CPUs with none idle. `--zerocopy` measures sendfile and MSG_ZEROCOPY against write
+//! instead (`zerocopy.rs`).
 #![forbid(unsafe_code)]
 
 mod chain;
 mod cli;
 mod cpu;
 mod fresh;
+mod procstat;
 mod tcp;
+mod zerocopy;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -54,6 +60,9 @@ fn run(cli: &cli::Cli) -> anyhow::Result<()> {
     if cli.cpu {
         return cpu::run(cli);
     }
+    if cli.zerocopy {
+        return zerocopy::run(cli);
+    }
     let dur = Duration::from_secs_f64(cli.duration);
     println!(
         "spybench: {} runs of {:.1} s each, interleaved; mode {}; medians",
@@ -69,6 +78,7 @@ fn run(cli: &cli::Cli) -> anyhow::Result<()> {
         "verified"
     );
     let mut warnings = Vec::new();
+    let mut cpu_rows = Vec::new();
     for &size in &cli.sizes {
         let mut chain = chain::Chain::start(size, cli)?;
         let mut base = Vec::new();
@@ -76,6 +86,7 @@ fn run(cli: &cli::Cli) -> anyhow::Result<()> {
         let mut evs = Vec::new();
         let mut ratios = Vec::new();
         let mut verified = 0;
+        let mut cpus = Vec::new();
         for _ in 0..cli.runs {
             base.push(tcp::measure(size, dur)?);
             let m = chain.measure(dur)?;
@@ -83,7 +94,9 @@ fn run(cli: &cli::Cli) -> anyhow::Result<()> {
             ours.push(m.mb_per_s);
             evs.push(m.events_per_s);
             verified += m.events;
+            cpus.push(m.cpu);
         }
+        cpu_rows.push((size, cpus));
         let (bs, os, rs) = (spread(&base), spread(&ours), spread(&ratios));
         let (b, o, e) = (median(&mut base), median(&mut ours), median(&mut evs));
         // The median of the per-run ratios (each run's chain against the baseline measured
@@ -106,8 +119,55 @@ fn run(cli: &cli::Cli) -> anyhow::Result<()> {
         chain.stop()?;
     }
     println!("({} runs per size; ratio = median of the per-run chain / raw TCP ratios, >100%: the chain is faster)", cli.runs);
+    print_cpu(&cpu_rows);
     for w in warnings {
         println!("warning: {w}");
     }
     Ok(())
+}
+
+/// Where the chain's CPU went, per size: medians over the runs of each part's CPU seconds per
+/// GB delivered, and the throughput those costs allow on this machine's CPUs with none idle.
+fn print_cpu(rows: &[(usize, Vec<chain::CpuPerGb>)]) {
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "\nwhere the chain's CPU went: CPU seconds per GB delivered (medians); bound = {ncpu} CPUs / busy"
+    );
+    println!(
+        "{:>8}  {:>5}  {:>5}  {:>8}  {:>8}  {:>7}  {:>5}  {:>5}  {:>5}  {:>11}",
+        "event",
+        "farm",
+        "rspy",
+        "producer",
+        "verifier",
+        "softirq",
+        "other",
+        "busy",
+        "idle",
+        "bound"
+    );
+    for (size, v) in rows {
+        let m = |f: fn(&chain::CpuPerGb) -> f64| {
+            let mut x: Vec<f64> = v.iter().map(f).collect();
+            median(&mut x)
+        };
+        let busy = m(chain::CpuPerGb::busy);
+        println!(
+            "{:>7}B  {:>5.2}  {:>5.2}  {:>8.2}  {:>8.2}  {:>7.2}  {:>5.2}  {:>5.2}  {:>5.2}  {:>6.0} MB/s",
+            size,
+            m(|c| c.farm),
+            m(|c| c.rspy),
+            m(|c| c.producer),
+            m(|c| c.verifier),
+            m(|c| c.softirq),
+            m(|c| c.other),
+            busy,
+            m(|c| c.idle),
+            ncpu as f64 / busy * 1e3
+        );
+    }
+    println!(
+        "(farm, rspy: farmspydaemon's and rspydaemon's utime+stime; producer, verifier: \
+         spybench's threads; softirq and idle from /proc/stat; other: the rest of the busy time)"
+    );
 }
