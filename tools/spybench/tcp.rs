@@ -25,8 +25,17 @@ pub fn measure(size: usize, dur: Duration) -> anyhow::Result<f64> {
         Ok(())
     });
     let (mut r, _) = l.accept()?;
+    let mb = receive(&mut r, size, dur)?;
+    stop.store(true, Ordering::Relaxed);
+    drop(r);
+    let _ = writer.join();
+    Ok(mb)
+}
+
+/// The receiving side of a measurement: reads chunks of `size` for 200 ms of warm-up, then
+/// for `dur`; returns MB/s (10^6 bytes) of the counted part.
+pub fn receive(r: &mut TcpStream, size: usize, dur: Duration) -> std::io::Result<f64> {
     let mut buf = vec![0u8; size];
-    // Warm up, then count.
     let warm = Instant::now() + Duration::from_millis(200);
     while Instant::now() < warm {
         r.read_exact(&mut buf)?;
@@ -37,9 +46,5 @@ pub fn measure(size: usize, dur: Duration) -> anyhow::Result<f64> {
         r.read_exact(&mut buf)?;
         bytes += size as u64;
     }
-    let secs = t0.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    drop(r);
-    let _ = writer.join();
-    Ok(bytes as f64 / secs / 1e6)
+    Ok(bytes as f64 / t0.elapsed().as_secs_f64() / 1e6)
 }

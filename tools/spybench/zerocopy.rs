@@ -232,21 +232,11 @@ fn throughput(way: Way, size: usize, dur: Duration) -> anyhow::Result<(f64, Comp
         }
         Ok(sender.completions)
     });
-    let mut buf = vec![0u8; size];
-    let warm = Instant::now() + Duration::from_millis(200);
-    while Instant::now() < warm {
-        rx.read_exact(&mut buf)?;
-    }
-    let t0 = Instant::now();
-    let mut bytes = 0u64;
-    while t0.elapsed() < dur {
-        rx.read_exact(&mut buf)?;
-        bytes += size as u64;
-    }
-    let secs = t0.elapsed().as_secs_f64();
+    let mb = crate::tcp::receive(&mut rx, size, dur)?;
     stop.store(true, Ordering::Relaxed);
     // Keep reading until the sender stopped (it may be blocked in a send).
     rx.set_read_timeout(Some(Duration::from_millis(50)))?;
+    let mut buf = vec![0u8; size];
     while !writer.is_finished() {
         let _ = rx.read(&mut buf);
     }
@@ -254,7 +244,7 @@ fn throughput(way: Way, size: usize, dur: Duration) -> anyhow::Result<(f64, Comp
     let c = writer
         .join()
         .map_err(|_| anyhow::anyhow!("the sender thread panicked"))??;
-    Ok((bytes as f64 / secs / 1e6, c))
+    Ok((mb, c))
 }
 
 /// Of `TRIES` chunks of `size` sent by `way` and rewritten as soon as the call returned,
