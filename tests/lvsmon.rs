@@ -13,34 +13,9 @@ use std::time::Duration;
 
 use crate::util::{free_port, Env};
 
-/// A server that runs `f` on each connection, on its own thread (lives as long as the test).
-fn serve(f: fn(TcpStream)) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let p = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for c in l.incoming().flatten() {
-            std::thread::spawn(move || f(c));
-        }
-    });
-    p
-}
-
-fn read_request(c: &mut TcpStream) {
-    let mut buf = [0u8; 4096];
-    let mut got = Vec::new();
-    let _ = c.set_read_timeout(Some(Duration::from_secs(3)));
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        match c.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
-fn answer(mut c: TcpStream, bytes: &[u8]) {
-    read_request(&mut c);
-    let _ = c.write_all(bytes);
-}
+#[path = "../src/daemons/lvsmon/fake_servers.rs"]
+mod fake_servers;
+use fake_servers::{answer, serve};
 
 /// The local targets of the side-by-side test.
 struct Targets {

@@ -785,4 +785,6 @@ impl App for Lvsmon {
 }
 
 #[cfg(test)]
+mod fake_servers;
+#[cfg(test)]
 mod tests;

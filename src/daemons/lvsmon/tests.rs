@@ -2,8 +2,8 @@
 //! thread over thousands of probes, failures and reloads included. (The daemon as a process is
 //! tested in tests/lvsmon.rs.)
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::io::Write;
+use std::net::{TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
 
 use shvars::region::{CreateOptions, RegionReader, VarRegion, VarSpec};
@@ -11,6 +11,7 @@ use shvars::{ProcName, RuntimeDir};
 
 use super::config::{self, Defaults};
 use super::engine::{CheckerVars, Engine, FromChecker, Handle, Table, ToChecker};
+use super::fake_servers::{answer, listener, read_request, serve};
 use super::plan::{Probe, Watched};
 use super::rows::Rows;
 
@@ -18,40 +19,6 @@ use super::rows::Rows;
 // increment per allocation), so the checker's count is real.
 #[global_allocator]
 static ALLOC: shvars::alloc::CountingAlloc = shvars::alloc::CountingAlloc;
-
-fn listener() -> (TcpListener, u16) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let p = l.local_addr().unwrap().port();
-    (l, p)
-}
-
-/// A server that runs `f` on every connection (one thread per connection).
-fn serve(f: fn(TcpStream)) -> u16 {
-    let (l, p) = listener();
-    std::thread::spawn(move || {
-        for c in l.incoming().flatten() {
-            std::thread::spawn(move || f(c));
-        }
-    });
-    p
-}
-
-fn read_request(c: &mut TcpStream) {
-    let mut buf = [0u8; 2048];
-    let mut got = Vec::new();
-    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        match c.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
-fn answer(mut c: TcpStream, bytes: &[u8]) {
-    read_request(&mut c);
-    let _ = c.write_all(bytes);
-}
 
 /// Local targets, one of each kind of behaviour.
 struct Targets {
