@@ -177,26 +177,6 @@ pub fn set_thread_nice(nice: i32) -> io::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod pidfd_tests {
-    #[test]
-    fn a_pidfd_follows_its_process_and_signals_it() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let fd = super::pidfd_open(child.id() as i32).unwrap();
-        super::pidfd_send_signal(&fd, libc::SIGKILL).unwrap();
-        let st = child.wait().unwrap();
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(st.signal(), Some(libc::SIGKILL));
-        // Reaped: the pidfd now refers to nothing, and says so.
-        let e = super::pidfd_send_signal(&fd, libc::SIGKILL).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(libc::ESRCH));
-        assert!(super::pidfd_open(i32::MAX).is_err());
-    }
-}
-
 /// Allows `send(2)` with `MSG_ZEROCOPY` on socket `fd` (`setsockopt(SO_ZEROCOPY, 1)`, Linux
 /// 4.14): the kernel may then reference the sender's pages instead of copying them, and reports
 /// on the socket's error queue when it released them. Used by `spybench --zerocopy` to measure
@@ -222,4 +202,35 @@ pub fn enable_zerocopy(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_pidfd_follows_its_process_and_signals_it() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let fd = super::pidfd_open(child.id() as i32).unwrap();
+        super::pidfd_send_signal(&fd, libc::SIGKILL).unwrap();
+        let st = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(st.signal(), Some(libc::SIGKILL));
+        // Reaped: the pidfd now refers to nothing, and says so.
+        let e = super::pidfd_send_signal(&fd, libc::SIGKILL).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ESRCH));
+        assert!(super::pidfd_open(i32::MAX).is_err());
+    }
+
+    #[test]
+    fn zerocopy_is_allowed_on_a_tcp_socket_and_refused_on_a_file() {
+        use std::os::fd::AsFd;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        super::enable_zerocopy(s.as_fd()).unwrap();
+        let f = std::fs::File::open("/proc/self/stat").unwrap();
+        let e = super::enable_zerocopy(f.as_fd()).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTSOCK));
+    }
 }

@@ -135,7 +135,13 @@ impl Sender {
                         Err(Errno::EINTR) => {}
                         // The socket's option memory is full of unreported completions.
                         Err(Errno::ENOBUFS) => {
+                            let before = self.completions.done;
                             self.reap(true)?;
+                            anyhow::ensure!(
+                                self.completions.done > before,
+                                "send(MSG_ZEROCOPY): no buffer space (ENOBUFS), and no \
+                                 completion came within a second to free it"
+                            );
                         }
                         Err(e) => return Err(e).context("send(MSG_ZEROCOPY)"),
                     }
@@ -146,11 +152,12 @@ impl Sender {
         Ok(())
     }
 
-    /// Reads the completions waiting on the error queue; with `wait`, at least one (polling
-    /// for it: an error queue wakes `poll` with `POLLERR`).
+    /// Reads the completions waiting on the error queue; with `wait`, at least one if one
+    /// comes within a second (polling for it: an error queue wakes `poll` with `POLLERR`).
     fn reap(&mut self, wait: bool) -> anyhow::Result<()> {
         let fd = self.sock.as_raw_fd();
         let mut wait = wait;
+        let deadline = Instant::now() + Duration::from_secs(1);
         loop {
             let mut cmsg = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in);
             let mut iov: [IoSliceMut<'_>; 0] = [];
@@ -162,7 +169,7 @@ impl Sender {
             );
             let msg = match r {
                 Ok(m) => m,
-                Err(Errno::EAGAIN) if wait => {
+                Err(Errno::EAGAIN) if wait && Instant::now() < deadline => {
                     let mut p = [nix::poll::PollFd::new(
                         self.sock.as_fd(),
                         nix::poll::PollFlags::empty(),
