@@ -15,6 +15,7 @@ use crate::util::{free_port, Env, Out};
 
 mod flow;
 mod monitors;
+mod pvlist;
 mod wire;
 
 /// Debian's Python, which has python3-pyepics.

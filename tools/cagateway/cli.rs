@@ -15,9 +15,13 @@ use daqproc::framework::ProcessArgs;
 #[derive(Debug, Parser)]
 #[command(name = "cagateway", version)]
 pub struct Cli {
-    /// The access file (UAG/HAG/ASG(DEFAULT) rules, see docs/ca.md); SIGHUP or `reload` reads it again
+    /// The access file (UAG/HAG/ASG rules, see docs/ca.md); SIGHUP or `reload` reads it again
     #[arg(short = 'a', long, value_name = "FILE")]
     pub access: Option<PathBuf>,
+    /// The PV list: which PVs are served and in which ASG of the access file (`PATTERN ALLOW
+    /// [ASG]`, `PATTERN DENY`, as the EPICS gateway's; see docs/ca.md); read again with it
+    #[arg(long, value_name = "FILE")]
+    pub pvlist: Option<PathBuf>,
     /// TCP and UDP port (overrides EPICS_CAS_SERVER_PORT)
     #[arg(short = 'p', long, value_name = "PORT")]
     pub port: Option<u16>,

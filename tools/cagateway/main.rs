@@ -11,6 +11,7 @@ fn main() -> ExitCode {
     let cli = daqproc::support::cli::parse::<cli::Cli>();
     let opts = Options {
         access: cli.access.clone(),
+        pvlist: cli.pvlist.clone(),
         port: cli.port,
         beacon_port: cli.beacon_port,
         tick_us: Some(cli.tick_us),

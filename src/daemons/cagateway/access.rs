@@ -18,7 +18,9 @@
 //! everyone; with a body it applies when the client's user is in one of its UAGs (if it names
 //! any) and its host is in one of its HAGs (if it names any). The rights are the union of the
 //! rules that apply; the access level number is read and ignored (every variable is level 0).
-//! Only `ASG(DEFAULT)` exists: it covers every PV.
+//! `ASG(DEFAULT)` covers every PV the PV list (`--pvlist`, [`super::pvlist`]) puts in no other
+//! group; other groups are named `ASG(NAME)` and given their PVs by the PV list. A group that
+//! is not defined grants nothing (EPICS does the same for an `ASG(DEFAULT)` left out).
 //!
 //! CA identity is asserted by the client: the user and host names are what the client sends
 //! (CLIENT_NAME, HOST_NAME), and anyone can send any name. A HAG entry that is an IP address
@@ -32,6 +34,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use super::proto::{ACCESS_READ, ACCESS_WRITE};
+use super::pvlist::PvList;
 
 /// What a rule grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,13 +51,21 @@ struct Rule {
     hags: Vec<String>,
 }
 
-/// A parsed access file.
+/// A parsed access file, with the PV list that puts PVs in its groups.
 #[derive(Debug, Clone)]
 pub struct Access {
     uags: HashMap<String, Vec<String>>,
     hags: HashMap<String, Vec<String>>,
-    rules: Vec<Rule>,
+    /// The access security groups and their rules; `DEFAULT` first, always (with no rules
+    /// if the file does not define it).
+    asgs: Vec<(String, Vec<Rule>)>,
+    /// Which PVs are served and in which group; `None`: all, in DEFAULT.
+    pvlist: Option<PvList>,
 }
+
+/// An access security group, by its place in [`Access`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Group(usize);
 
 /// Who a client says it is, and where it really connects from.
 #[derive(Debug, Clone, Copy)]
@@ -79,11 +90,56 @@ impl Access {
         Access {
             uags: HashMap::new(),
             hags: HashMap::new(),
-            rules: vec![Rule {
-                grant: Grant::Read,
-                uags: Vec::new(),
-                hags: Vec::new(),
-            }],
+            asgs: vec![(
+                "DEFAULT".to_owned(),
+                vec![Rule {
+                    grant: Grant::Read,
+                    uags: Vec::new(),
+                    hags: Vec::new(),
+                }],
+            )],
+            pvlist: None,
+        }
+    }
+
+    /// These rules with PV list `l`: its PVs in its groups, which must all be defined here.
+    ///
+    /// # Errors
+    /// A group the list names that this file does not define, with the list's line.
+    pub fn with_pvlist(mut self, l: PvList) -> Result<Access, String> {
+        for line in &l.lines {
+            if let Some(g) = &line.allow {
+                if self.group(g).is_none() {
+                    return Err(format!(
+                        "line {}: ASG({g}) is not defined in the access file (define it there, \
+                         or leave the ASG out for DEFAULT)",
+                        line.line
+                    ));
+                }
+            }
+        }
+        self.pvlist = Some(l);
+        Ok(self)
+    }
+
+    /// Whether a PV list chooses the PVs (without one every PV is served, in DEFAULT).
+    pub fn has_pvlist(&self) -> bool {
+        self.pvlist.is_some()
+    }
+
+    fn group(&self, name: &str) -> Option<Group> {
+        self.asgs.iter().position(|(n, _)| n == name).map(Group)
+    }
+
+    /// The group of PV `name` (given without its field), or `None` if the PV list does not
+    /// let the gateway serve it.
+    pub fn group_of(&self, name: &str) -> Option<Group> {
+        let Some(l) = &self.pvlist else {
+            return Some(Group(0));
+        };
+        match l.lookup(name)? {
+            None => Some(Group(0)),
+            Some(line) => self.group(line.allow.as_deref().unwrap_or("DEFAULT")),
         }
     }
 
@@ -107,9 +163,10 @@ impl Access {
         let mut a = Access {
             uags: HashMap::new(),
             hags: HashMap::new(),
-            rules: Vec::new(),
+            asgs: vec![("DEFAULT".to_owned(), Vec::new())],
+            pvlist: None,
         };
-        let mut saw_asg = false;
+        let mut saw_default = false;
         while let Some((line, t)) = p.peek() {
             let line = *line;
             let kw = t.clone();
@@ -129,18 +186,23 @@ impl Access {
                 }
                 "ASG" => {
                     let name = p.paren_word()?;
-                    if name != "DEFAULT" {
-                        return Err(format!(
-                            "line {line}: ASG({name}): only ASG(DEFAULT) is supported (it covers every PV)"
-                        ));
-                    }
-                    if saw_asg {
-                        return Err(format!("line {line}: ASG(DEFAULT) is defined twice"));
-                    }
-                    saw_asg = true;
+                    let at = if name == "DEFAULT" {
+                        if saw_default {
+                            return Err(format!("line {line}: ASG(DEFAULT) is defined twice"));
+                        }
+                        saw_default = true;
+                        0
+                    } else {
+                        if a.group(&name).is_some() {
+                            return Err(format!("line {line}: ASG({name}) is defined twice"));
+                        }
+                        a.asgs.push((name.clone(), Vec::new()));
+                        a.asgs.len() - 1
+                    };
                     p.expect("{")?;
                     while !p.eat("}") {
-                        p.rule(&mut a)?;
+                        let r = p.rule(&name)?;
+                        a.asgs[at].1.push(r);
                     }
                 }
                 other => {
@@ -150,7 +212,7 @@ impl Access {
                 }
             }
         }
-        for r in &a.rules {
+        for r in a.asgs.iter().flat_map(|(_, rules)| rules) {
             for u in &r.uags {
                 if !a.uags.contains_key(u) {
                     return Err(format!("a rule names UAG({u}), which is not defined"));
@@ -165,10 +227,10 @@ impl Access {
         Ok(a)
     }
 
-    /// The CA access rights bits (read 1, write 2) of a client.
-    pub fn rights(&self, who: &Identity<'_>) -> u32 {
+    /// The CA access rights bits (read 1, write 2) of a client to the PVs of group `g`.
+    pub fn rights(&self, g: Group, who: &Identity<'_>) -> u32 {
         let mut bits = 0;
-        for r in &self.rules {
+        for r in self.asgs.get(g.0).map_or(&[][..], |(_, rules)| rules) {
             let user_ok = r.uags.is_empty()
                 || r.uags
                     .iter()
@@ -320,12 +382,12 @@ impl Parser {
         Ok(v)
     }
 
-    fn rule(&mut self, a: &mut Access) -> Result<(), String> {
+    fn rule(&mut self, asg: &str) -> Result<Rule, String> {
         let line = self.line();
         let kw = self.word()?;
         if kw != "RULE" {
             return Err(format!(
-                "line {line}: expected RULE inside ASG(DEFAULT), found {kw:?}"
+                "line {line}: expected RULE inside ASG({asg}), found {kw:?}"
             ));
         }
         self.expect("(")?;
@@ -381,8 +443,7 @@ impl Parser {
                 }
             }
         }
-        a.rules.push(rule);
-        Ok(())
+        Ok(rule)
     }
 }
 
@@ -411,23 +472,25 @@ ASG(DEFAULT) {
         }
     }
 
+    const D: Group = Group(0);
+
     #[test]
     fn rules_apply_by_user_and_host() {
         let a = Access::parse(FILE).unwrap();
-        assert_eq!(a.rights(&who("alice", "console1", "127.0.0.1")), 3);
-        assert_eq!(a.rights(&who("alice", "CONSOLE1", "127.0.0.1")), 3);
-        assert_eq!(a.rights(&who("alice", "laptop", "10.1.2.3")), 3);
-        assert_eq!(a.rights(&who("alice", "laptop", "::ffff:10.1.2.3")), 3);
-        assert_eq!(a.rights(&who("alice", "laptop", "127.0.0.1")), 1);
-        assert_eq!(a.rights(&who("eve", "console1", "127.0.0.1")), 1);
-        assert_eq!(Access::read_only().rights(&who("alice", "x", "::1")), 1);
+        assert_eq!(a.rights(D, &who("alice", "console1", "127.0.0.1")), 3);
+        assert_eq!(a.rights(D, &who("alice", "CONSOLE1", "127.0.0.1")), 3);
+        assert_eq!(a.rights(D, &who("alice", "laptop", "10.1.2.3")), 3);
+        assert_eq!(a.rights(D, &who("alice", "laptop", "::ffff:10.1.2.3")), 3);
+        assert_eq!(a.rights(D, &who("alice", "laptop", "127.0.0.1")), 1);
+        assert_eq!(a.rights(D, &who("eve", "console1", "127.0.0.1")), 1);
+        assert_eq!(Access::read_only().rights(D, &who("alice", "x", "::1")), 1);
     }
 
     #[test]
     fn the_example_file_parses() {
         let a = Access::parse(include_str!("../../../docs/examples/ca.acf")).unwrap();
-        assert_eq!(a.rights(&who("anyone", "anywhere", "127.0.0.1")), 3);
-        assert_eq!(a.rights(&who("anyone", "localhost", "10.0.0.9")), 1);
+        assert_eq!(a.rights(D, &who("anyone", "anywhere", "127.0.0.1")), 3);
+        assert_eq!(a.rights(D, &who("anyone", "localhost", "10.0.0.9")), 1);
     }
 
     #[test]
@@ -436,10 +499,72 @@ ASG(DEFAULT) {
         assert!(e.contains("line 3") && e.contains("FLY"), "{e}");
         let e = Access::parse("ASG(DEFAULT) { RULE(1, WRITE) { UAG(nobody) } }").unwrap_err();
         assert!(e.contains("UAG(nobody)"), "{e}");
-        let e = Access::parse("ASG(other) { }").unwrap_err();
-        assert!(e.contains("only ASG(DEFAULT)"), "{e}");
+        let e = Access::parse("ASG(OPS) { }\nASG(OPS) { }").unwrap_err();
+        assert!(
+            e.contains("line 2") && e.contains("ASG(OPS) is defined twice"),
+            "{e}"
+        );
+        let e =
+            Access::parse("ASG(OPS) { RULE(1, READ) }\nASG(DEFAULT) { RULE(1, WRITE) { UAG(x) } }")
+                .unwrap_err();
+        assert!(e.contains("UAG(x)"), "{e}");
         let e = Access::parse("UAG(a) { x").unwrap_err();
         assert!(e.contains("ends"), "{e}");
         assert!(Access::parse("bogus").is_err());
+    }
+
+    #[test]
+    fn groups_from_the_pv_list_have_their_own_rules() {
+        let a = Access::parse(
+            "UAG(ops) { alice }\nASG(DEFAULT) { RULE(1, READ) }\nASG(RUNCTL) {\n RULE(1, READ)\n RULE(1, WRITE) { UAG(ops) }\n}\nASG(HIDDEN) { RULE(1, NONE) }\n",
+        )
+        .unwrap();
+        let l = PvList::parse(
+            ".* ALLOW\nspy1:cmd ALLOW RUNCTL\nspy1:secret ALLOW HIDDEN\ntest.*:.* DENY\n",
+        )
+        .unwrap();
+        let a = a.with_pvlist(l).unwrap();
+        let alice = who("alice", "h", "127.0.0.1");
+        let eve = who("eve", "h", "127.0.0.1");
+        let g = |n: &str| a.group_of(n);
+        assert_eq!(a.rights(g("spy1:cmd").unwrap(), &alice), 3);
+        assert_eq!(a.rights(g("spy1:cmd").unwrap(), &eve), 1);
+        assert_eq!(a.rights(g("spy1:rate").unwrap(), &alice), 1);
+        assert_eq!(a.rights(g("spy1:secret").unwrap(), &alice), 0);
+        assert_eq!(g("test1:rate"), None);
+        // Without a PV list: everything, in DEFAULT.
+        let a =
+            Access::parse("ASG(DEFAULT) { RULE(1, WRITE) }\nASG(OPS) { RULE(1, NONE) }").unwrap();
+        assert_eq!(a.group_of("any:thing"), Some(D));
+        assert_eq!(a.rights(D, &eve), 3);
+        // A file without ASG(DEFAULT) grants nothing to the PVs in it.
+        let a = Access::parse("ASG(OPS) { RULE(1, WRITE) }").unwrap();
+        assert_eq!(a.rights(a.group_of("t1:rate").unwrap(), &eve), 0);
+    }
+
+    #[test]
+    fn a_pv_list_naming_an_undefined_group_is_refused_with_its_line() {
+        let l = PvList::parse(".* ALLOW\nspy1:cmd ALLOW RUNCTL\n").unwrap();
+        let e = Access::read_only().with_pvlist(l.clone()).unwrap_err();
+        assert!(
+            e.contains("line 2") && e.contains("ASG(RUNCTL) is not defined"),
+            "{e}"
+        );
+        let a = Access::parse("ASG(RUNCTL) { RULE(1, READ) }").unwrap();
+        assert!(a.with_pvlist(l).is_ok());
+    }
+
+    #[test]
+    fn the_example_pv_list_parses() {
+        let l = PvList::parse(include_str!("../../../docs/examples/ca.pvlist")).unwrap();
+        let a = Access::parse("ASG(DEFAULT) { RULE(1, READ) }\nASG(RUNCTL) { RULE(1, WRITE) }")
+            .unwrap()
+            .with_pvlist(l)
+            .unwrap();
+        let w = who("anyone", "anywhere", "127.0.0.1");
+        assert_eq!(a.rights(a.group_of("spy1:cmd").unwrap(), &w), 3);
+        assert_eq!(a.rights(a.group_of("spy:maxevents").unwrap(), &w), 3);
+        assert_eq!(a.rights(a.group_of("spy1:rate").unwrap(), &w), 1);
+        assert_eq!(a.group_of("test3:rate"), None);
     }
 }

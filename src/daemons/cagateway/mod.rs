@@ -11,6 +11,7 @@
 //! - [`names`]: how a PV name maps to a process, a variable and a field;
 //! - [`pv`]: how a variable becomes each DBR type, and a client's write a `set` line;
 //! - [`access`]: the access file (UAG/HAG rules; read-only for everyone by default);
+//! - [`pvlist`]: the PV list (which PVs are served, in which access group);
 //! - [`source`]: where values and changes come from (today: a timer that compares values);
 //! - [`circuit`]: one client connection and the limits that protect the others;
 //! - [`search`]: UDP name searches, with a budget per source;
@@ -26,6 +27,7 @@ pub mod config;
 pub mod names;
 pub mod proto;
 pub mod pv;
+pub mod pvlist;
 pub mod search;
 pub mod server;
 pub mod source;
@@ -55,6 +57,8 @@ pub const SPEC: ProcessSpec = ProcessSpec {
 pub struct Options {
     /// The access file (none: read-only for everyone).
     pub access: Option<PathBuf>,
+    /// The PV list (none: every PV, in ASG DEFAULT).
+    pub pvlist: Option<PathBuf>,
     /// TCP and UDP port, overriding EPICS_CAS_SERVER_PORT.
     pub port: Option<u16>,
     /// Beacon destination port, overriding EPICS_CAS_BEACON_PORT.
@@ -70,6 +74,29 @@ pub struct Options {
 pub struct Gateway {
     server: Handle,
     access_file: Option<PathBuf>,
+    pvlist_file: Option<PathBuf>,
+}
+
+/// The access rules from the access file and the PV list, each optional.
+///
+/// # Errors
+/// What is wrong in which file, at which line.
+pub fn load_access(
+    access: Option<&std::path::Path>,
+    pvlist: Option<&std::path::Path>,
+) -> Result<Access, String> {
+    let a = match access {
+        Some(f) => Access::load(f)?,
+        None => Access::read_only(),
+    };
+    match pvlist {
+        Some(f) => {
+            let l = self::pvlist::PvList::load(f)?;
+            a.with_pvlist(l)
+                .map_err(|e| format!("PV list {}: {e}", f.display()))
+        }
+        None => Ok(a),
+    }
 }
 
 /// The configuration from the environment and the options.
@@ -98,9 +125,7 @@ pub fn config(opts: &Options, env: impl Fn(&str) -> Option<String>) -> Result<Co
         }
         cfg.echo_after = Duration::from_secs_f64(s);
     }
-    if let Some(f) = &opts.access {
-        cfg.access = Access::load(f)?;
-    }
+    cfg.access = load_access(opts.access.as_deref(), opts.pvlist.as_deref())?;
     Ok(cfg)
 }
 
@@ -170,16 +195,28 @@ impl Gateway {
         Ok(Gateway {
             server,
             access_file: opts.access,
+            pvlist_file: opts.pvlist,
         })
     }
 
     fn reload_access(&mut self) -> Result<String, String> {
-        let Some(f) = &self.access_file else {
+        if self.access_file.is_none() && self.pvlist_file.is_none() {
             return Ok("no access file: everyone may read, no one may write".to_owned());
-        };
-        let a = Access::load(f)?;
+        }
+        let a = load_access(self.access_file.as_deref(), self.pvlist_file.as_deref())?;
         self.server.set_access(a);
-        Ok(format!("access file {} read again", f.display()))
+        let files: Vec<String> = [
+            self.access_file
+                .as_ref()
+                .map(|f| format!("access file {}", f.display())),
+            self.pvlist_file
+                .as_ref()
+                .map(|f| format!("PV list {}", f.display())),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        Ok(format!("{} read again", files.join(" and ")))
     }
 }
 
@@ -199,7 +236,7 @@ impl App for Gateway {
     fn commands() -> Vec<Command<Self>> {
         vec![Command::new(
             "reload",
-            "Read the access file again (a bad file changes nothing); SIGHUP does the same",
+            "Read the access file and the PV list again (a bad file changes nothing); SIGHUP does the same",
         )
         .allowed(ANY)
         .handler(reload)]

@@ -143,6 +143,15 @@ fn clamp_float(v: f64, lo: i64, hi: i64) -> (i64, bool) {
 }
 
 impl Pv {
+    /// The PV's name without its field, as the PV list matches it: `PROCESS:VAR`, or
+    /// `PROCESS:cmd` for the command PV.
+    pub fn base_name(&self) -> String {
+        match &self.target {
+            Target::Var(b) => format!("{}:{}", b.process, b.spec().name),
+            Target::Command(b) => format!("{}:{}", b.process, super::names::COMMAND_PV),
+        }
+    }
+
     /// The binding it reads.
     pub fn binding(&self) -> &Binding {
         match &self.target {

@@ -442,13 +442,17 @@ impl<S: Source> Server<S> {
             let (sock, announce) = &self.udps[i];
             let core = &mut self.core;
             let source = &mut core.source;
+            let access = &core.access;
             let a = search::answer(
                 &buf[..n],
                 from.ip(),
                 port,
                 *announce,
                 &mut core.budget,
-                |name| resolve(source, name).is_some(),
+                |name| {
+                    resolve(source, name)
+                        .is_some_and(|pv| access.group_of(&pv.base_name()).is_some())
+                },
                 |reply| {
                     let _ = sock.send_to(reply, from);
                 },
@@ -624,6 +628,12 @@ impl<S: Source> Server<S> {
             .processes
             .set(self.core.source.processes() as i64);
     }
+}
+
+/// Whether the PV list lets us serve `pv` (without a list, every PV: no name is built then,
+/// searches stay as cheap as before).
+fn served(access: &Access, pv: &Pv) -> bool {
+    !access.has_pvlist() || access.group_of(&pv.base_name()).is_some()
 }
 
 /// The key of a variable's shared state (its deadbands).
