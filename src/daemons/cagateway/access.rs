@@ -567,4 +567,58 @@ ASG(DEFAULT) {
         assert_eq!(a.rights(a.group_of("spy1:rate").unwrap(), &w), 1);
         assert_eq!(a.group_of("test3:rate"), None);
     }
+
+    /// Mutated access files and PV lists: the parsers never panic, and whatever they accept
+    /// answers every lookup (no group or UAG/HAG a rule names is missing).
+    #[test]
+    fn fuzz_the_access_file_and_the_pv_list() {
+        use crate::support::fuzz::{mutate, Rng};
+        let mut rng = Rng::new(0x5eed_acf0_1157_u64);
+        let acf = FILE.to_owned() + "ASG(RUNCTL) {\n RULE(1, WRITE) { UAG(ops) }\n}\n";
+        let list = include_str!("../../../docs/examples/ca.pvlist");
+        let names = [
+            "spy1:cmd",
+            "spy:maxevents",
+            "test3:rate",
+            "t1:rate",
+            "",
+            ":",
+            ".",
+        ];
+        let people = [
+            who("alice", "console1", "127.0.0.1"),
+            who("eve", "", "::1"),
+            who("", "10.1.2.3", "10.1.2.3"),
+        ];
+        let (mut accepted, mut listed) = (0, 0);
+        for _ in 0..3_000 {
+            let mut a = acf.clone().into_bytes();
+            let mut l = list.to_owned().into_bytes();
+            mutate(&mut a, &mut rng, 4);
+            mutate(&mut l, &mut rng, 4);
+            let Ok(access) = Access::parse(&String::from_utf8_lossy(&a)) else {
+                continue;
+            };
+            accepted += 1;
+            let access = match PvList::parse(&String::from_utf8_lossy(&l)) {
+                Ok(pl) => match access.clone().with_pvlist(pl) {
+                    Ok(x) => {
+                        listed += 1;
+                        x
+                    }
+                    Err(_) => access,
+                },
+                Err(_) => access,
+            };
+            for n in names {
+                if let Some(g) = access.group_of(n) {
+                    for w in &people {
+                        assert!(access.rights(g, w) <= 3);
+                    }
+                }
+            }
+        }
+        // The mutations leave many inputs valid: the lookups were exercised.
+        assert!(accepted > 300 && listed > 150, "{accepted} {listed}");
+    }
 }
