@@ -107,7 +107,7 @@ pub fn render(mut cmd: Command) -> Vec<u8> {
     let _ = writeln!(out, "{}", see.join(", "));
     let _ = writeln!(
         out,
-        ".PP\nThe formats and protocols are described in the project's docs/: region.md (NAME.shv), control.md (NAME.ctl, NAME.sock), circ.md (circular buffers), operations.md."
+        ".PP\nThe formats and protocols are described in the project's docs/: region.md (NAME.shv), control.md (NAME.ctl, NAME.sock), circ.md (circular buffers), operations.md, performance.md."
     );
     out
 }

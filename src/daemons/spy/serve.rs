@@ -41,7 +41,7 @@ pub const SERVE_PACKET_BYTES: usize = 4 << 20;
 /// In streamed packets (protocol version 2), events at least this large go from the farm
 /// buffer to the socket with one copy (a vectored write straight from the buffer's mapping,
 /// then the verdict); smaller ones are copied into the packet, checked, and sent many per
-/// system call. Measured with spybench (docs/operations.md), one copy with its system call
+/// system call. Measured with spybench (docs/performance.md), one copy with its system call
 /// and its wait for the client per event was slower than copying 64 KiB events into 4 MiB
 /// packets, and no faster at 1 MiB: it is used where it saves memory, for events of 1 MiB
 /// and more (a copied event needs a packet buffer of its size per connection).
