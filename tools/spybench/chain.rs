@@ -123,6 +123,7 @@ impl Chain {
                 .spawn()
                 .with_context(|| format!("starting {bin}"))
         };
+        let nice = format!("set nice {}", cli.farm_nice);
         children.push(spawn(
             "farmspydaemon",
             &[
@@ -132,6 +133,8 @@ impl Chain {
                 "init FARM",
                 "-c",
                 "set port 0",
+                "-c",
+                &nice,
                 "-c",
                 "start",
             ],

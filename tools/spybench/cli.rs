@@ -17,6 +17,10 @@ pub struct Cli {
     /// Serving mode of rspydaemon: next, latest or push
     #[arg(long, default_value = "next")]
     pub mode: String,
+    /// farmspydaemon's nice value in the chain (its own default is 10: below the builder, as
+    /// KLOE ran it; 0 lets it compete with the bench's producer and verifier as an equal)
+    #[arg(long, default_value_t = 10, allow_hyphen_values = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub farm_nice: i32,
     /// Farm and local buffer size in bytes
     #[arg(long, default_value_t = 64 << 20)]
     pub circsize: u64,
