@@ -357,6 +357,14 @@ fn caproto_reads_status_time_graphic_and_control_forms() {
     o.stdout_has("Timed out while awaiting a response from the search");
 }
 
+/// Writes an access file or PV list as an administrator would leave it: mode 0644 whatever the
+/// umask (the gateway refuses one every user may write). Later writes keep the mode.
+fn write_policy(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
 const ACCESS: &str = "
 # Writes from this machine's loopback only (the address is the real one, not asserted).
 HAG(local) { 127.0.0.1 }
@@ -370,7 +378,7 @@ ASG(DEFAULT) {
 /// processes (the test's ticker `t1` and the gateway's own).
 fn start_gateway_with_access(env: &mut Env) -> Gw {
     let acf = env.path("ca.acf");
-    std::fs::write(&acf, ACCESS).unwrap();
+    write_policy(&acf, ACCESS);
     let gw = start_gateway(env, "ca1", &["--access", acf.to_str().unwrap()]);
     gw.wait_serving(env, 2);
     gw
@@ -540,11 +548,10 @@ fn the_access_file_is_read_again_on_reload_and_a_bad_one_changes_nothing() {
     env.ticker("t1", &["-c", "init"]);
     let acf = env.path("ca.acf");
     // Writes only for a user nobody here is.
-    std::fs::write(
+    write_policy(
         &acf,
         "UAG(ops) { nobody-here }\nASG(DEFAULT) {\n RULE(1, READ)\n RULE(1, WRITE) { UAG(ops) }\n}\n",
-    )
-    .unwrap();
+    );
     let gw = start_gateway(&mut env, "ca1", &["--access", acf.to_str().unwrap()]);
     gw.wait_serving(&env, 2);
     let put = |v: &str| {

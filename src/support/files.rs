@@ -207,9 +207,99 @@ pub fn check_fifo(path: &Path, f: &File, owner: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// Reads a file that says who may do what (cagateway's access file and PV list), refusing one
+/// that a local user other than root and us could have changed: not a regular file, writable by
+/// every user, or owned by someone else. A symbolic link is followed (an administrator may point
+/// at /etc); the file it leads to is what is checked. `what` names it in messages.
+///
+/// # Errors
+/// The file cannot be read, or could have been changed by another user (the message says how,
+/// and what to do).
+pub fn read_policy_file(path: &Path, what: &str) -> Result<String, String> {
+    use std::io::Read;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlag::O_NONBLOCK.bits() | OFlag::O_CLOEXEC.bits())
+        .open(path)
+        .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
+    let m = f
+        .metadata()
+        .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
+    if !m.file_type().is_file() {
+        return Err(format!(
+            "refusing the {what} {}: it is {}, not a regular file",
+            path.display(),
+            kind_text(m.file_type())
+        ));
+    }
+    if m.mode() & 0o002 != 0 {
+        return Err(format!(
+            "refusing the {what} {}: every user may write it (mode {:04o}), so anyone could change \
+             who may do what; `chmod o-w {}`",
+            path.display(),
+            m.mode() & 0o7777,
+            path.display()
+        ));
+    }
+    if m.uid() != 0 && m.uid() != euid() {
+        return Err(format!(
+            "refusing the {what} {}: it belongs to {}, not to root or to us ({}), so that user \
+             could change who may do what; `chown` it to root or to {}",
+            path.display(),
+            user_text(m.uid()),
+            user_text(euid()),
+            user_text(euid())
+        ));
+    }
+    let mut text = String::new();
+    f.read_to_string(&mut text)
+        .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy_files_that_another_user_could_change_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("ca.acf");
+        fs::write(&f, b"ASG(DEFAULT) { RULE(1, READ) }").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(
+            read_policy_file(&f, "access file").unwrap(),
+            "ASG(DEFAULT) { RULE(1, READ) }"
+        );
+        // Group-writable is an administrators' choice (a shared group): allowed.
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o664)).unwrap();
+        read_policy_file(&f, "access file").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o666)).unwrap();
+        let e = read_policy_file(&f, "access file").unwrap_err();
+        assert!(
+            e.contains("every user may write it (mode 0666)") && e.contains("chmod o-w"),
+            "{e}"
+        );
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+        // A link is followed; its target is what is checked.
+        let link = d.path().join("link.acf");
+        std::os::unix::fs::symlink(&f, &link).unwrap();
+        read_policy_file(&link, "access file").unwrap();
+        // A FIFO: refused at once, never waited on.
+        let fifo = d.path().join("fifo.acf");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = read_policy_file(&fifo, "PV list").unwrap_err();
+        assert!(e.contains("PV list") && e.contains("a FIFO"), "{e}");
+        let e = read_policy_file(&d.path().join("none"), "PV list").unwrap_err();
+        assert!(e.contains("cannot read the PV list"), "{e}");
+        // Another user's file (only root can make one here).
+        if euid() == 0 {
+            nix::unistd::chown(&f, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+            let e = read_policy_file(&f, "access file").unwrap_err();
+            assert!(e.contains("belongs to") && e.contains("uid 65534"), "{e}");
+        }
+    }
 
     #[test]
     fn log_files_refuse_links_and_non_files() {

@@ -29,8 +29,8 @@ fn the_pv_list_puts_pvs_in_groups_hides_denied_ones_and_is_read_again() {
     env.ticker("t1", &["-c", "init"]);
     let acf = env.path("ca.acf");
     let list = env.path("ca.pvlist");
-    std::fs::write(&acf, GROUPS).unwrap();
-    std::fs::write(&list, LIST).unwrap();
+    write_policy(&acf, GROUPS);
+    write_policy(&list, LIST);
     let gw = start_gateway(
         &mut env,
         "ca1",
@@ -105,7 +105,7 @@ fn a_bad_pv_list_stops_the_gateway_before_it_serves() {
     let env = Env::new();
     let list = env.path("bad.pvlist");
     let start_with = |text: &str| {
-        std::fs::write(&list, text).unwrap();
+        write_policy(&list, text);
         let mut c = env.command("cagateway");
         c.args(["-n", "ca1", "--pvlist"]).arg(&list);
         let o = env.run(c);
@@ -119,4 +119,19 @@ fn a_bad_pv_list_stops_the_gateway_before_it_serves() {
     start_with(".* ALLOW OPS\n")
         .stderr_has("line 1")
         .stderr_has("ASG(OPS) is not defined");
+}
+
+#[test]
+fn an_access_file_every_user_may_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let acf = env.path("open.acf");
+    write_policy(&acf, "ASG(DEFAULT) {\n RULE(1, WRITE)\n}\n");
+    std::fs::set_permissions(&acf, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut c = env.command("cagateway");
+    c.args(["-n", "ca1", "--access"]).arg(&acf);
+    let o = env.run(c);
+    assert_eq!(o.code, 2, "{o:?}");
+    o.stderr_has("every user may write it")
+        .stderr_has("chmod o-w");
 }

@@ -148,8 +148,7 @@ impl Access {
     /// # Errors
     /// What is wrong, with the file name and line.
     pub fn load(path: &Path) -> Result<Access, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the access file {}: {e}", path.display()))?;
+        let text = crate::support::files::read_policy_file(path, "access file")?;
         Access::parse(&text).map_err(|e| format!("access file {}: {e}", path.display()))
     }
 

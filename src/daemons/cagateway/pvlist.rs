@@ -70,8 +70,7 @@ impl PvList {
     /// # Errors
     /// What is wrong, with the file name and line.
     pub fn load(path: &std::path::Path) -> Result<PvList, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the PV list {}: {e}", path.display()))?;
+        let text = crate::support::files::read_policy_file(path, "PV list")?;
         PvList::parse(&text).map_err(|e| format!("PV list {}: {e}", path.display()))
     }
 
