@@ -357,8 +357,9 @@ fn caproto_reads_status_time_graphic_and_control_forms() {
     o.stdout_has("Timed out while awaiting a response from the search");
 }
 
-/// Writes an access file or PV list as an administrator would leave it: mode 0644 whatever the
-/// umask (the gateway refuses one every user may write). Later writes keep the mode.
+/// Writes an access file, PV list or lvsmon checks file as an administrator would leave it:
+/// mode 0644 whatever the umask (the daemons refuse one every user may write). Later writes
+/// keep the mode.
 fn write_policy(path: &std::path::Path, text: &str) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, text).unwrap();
@@ -595,11 +596,10 @@ fn structured_names_map_to_pvs_and_an_upper_case_suffix_is_a_field() {
     let mut env = Env::new();
     env.ticker("t1", &["-c", "init", "-c", "start"]);
     let conf = env.path("checks.conf");
-    std::fs::write(
+    write_policy(
         &conf,
         "[defaults]\ninterval = \"50ms\"\nrise = 1\nfall = 1\n[check.t1]\ntype = \"framework\"\nprocess = \"t1\"\ncondition = \"rate <= 100\"\n",
-    )
-    .unwrap();
+    );
     let mut c = env.command("lvsmon");
     c.args(["-n", "mon1", "--file"]).arg(&conf);
     let pid = env.spawn("mon1", c);

@@ -67,9 +67,12 @@ fn targets() -> Targets {
     }
 }
 
+/// A checks file as an administrator leaves it: mode 0644 whatever the umask (lvsmon refuses
+/// one every user may write: it names the commands lvsmon runs).
 fn write(env: &Env, name: &str, text: &str) -> PathBuf {
     let p = env.path(name);
     std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
     p
 }
 
@@ -123,6 +126,20 @@ fn a_bad_file_is_refused_at_start_with_its_line() {
     env.run(c)
         .expect_code(1)
         .stderr_has("/nonexistent/checks.conf: cannot read it");
+    // A file any local user could have changed (its commands run as lvsmon's user, root for
+    // ipvs actions): refused before anything starts.
+    let f = write(
+        &env,
+        "open.conf",
+        "[check.t]\ntype = \"tcp\"\naddress = \"127.0.0.1:1\"\n",
+    );
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut c = env.command("lvsmon");
+    c.args(["-n", "mon1", "--file"]).arg(&f);
+    env.run(c)
+        .expect_code(1)
+        .stderr_has("open.conf: refusing it: every user may write it (mode 0666)");
+    assert!(!env.path("mon1.ctl").exists());
 }
 
 #[test]

@@ -207,53 +207,48 @@ pub fn check_fifo(path: &Path, f: &File, owner: u32) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads a file that says who may do what (cagateway's access file and PV list), refusing one
-/// that a local user other than root and us could have changed: not a regular file, writable by
-/// every user, or owned by someone else. A symbolic link is followed (an administrator may point
-/// at /etc); the file it leads to is what is checked. `what` names it in messages.
+/// Reads a file whose contents decide what a daemon allows or runs (cagateway's access file and
+/// PV list, lvsmon's checks file with its commands), refusing one that a local user other than
+/// root and us could have changed: writable by every user, owned by someone else, or not a
+/// regular file. A symbolic link is followed (an administrator may point at /etc); the file it
+/// leads to is what is checked. Group-writable files are allowed (a group of administrators).
 ///
 /// # Errors
-/// The file cannot be read, or could have been changed by another user (the message says how,
-/// and what to do).
-pub fn read_policy_file(path: &Path, what: &str) -> Result<String, String> {
+/// Why it was not read, without the path (the caller names the file): "cannot read it: ..." or
+/// "refusing it: ..." with what to do.
+pub fn read_trusted_file(path: &Path) -> Result<String, String> {
     use std::io::Read;
     let mut f = OpenOptions::new()
         .read(true)
         .custom_flags(OFlag::O_NONBLOCK.bits() | OFlag::O_CLOEXEC.bits())
         .open(path)
-        .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
-    let m = f
-        .metadata()
-        .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    let m = f.metadata().map_err(|e| format!("cannot read it: {e}"))?;
     if !m.file_type().is_file() {
         return Err(format!(
-            "refusing the {what} {}: it is {}, not a regular file",
-            path.display(),
+            "refusing it: it is {}, not a regular file",
             kind_text(m.file_type())
         ));
     }
     if m.mode() & 0o002 != 0 {
         return Err(format!(
-            "refusing the {what} {}: every user may write it (mode {:04o}), so anyone could change \
-             who may do what; `chmod o-w {}`",
-            path.display(),
+            "refusing it: every user may write it (mode {:04o}), so any local user could change \
+             what it says; `chmod o-w {}`",
             m.mode() & 0o7777,
             path.display()
         ));
     }
     if m.uid() != 0 && m.uid() != euid() {
         return Err(format!(
-            "refusing the {what} {}: it belongs to {}, not to root or to us ({}), so that user \
-             could change who may do what; `chown` it to root or to {}",
-            path.display(),
+            "refusing it: it belongs to {}, not to root or to us ({}), so that user could change \
+             what it says; `chown` it to root or to us",
             user_text(m.uid()),
-            user_text(euid()),
             user_text(euid())
         ));
     }
     let mut text = String::new();
     f.read_to_string(&mut text)
-        .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
+        .map_err(|e| format!("cannot read it: {e}"))?;
     Ok(text)
 }
 
@@ -262,21 +257,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn policy_files_that_another_user_could_change_are_refused() {
+    fn trusted_files_that_another_user_could_change_are_refused() {
         use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("ca.acf");
         fs::write(&f, b"ASG(DEFAULT) { RULE(1, READ) }").unwrap();
         fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(
-            read_policy_file(&f, "access file").unwrap(),
+            read_trusted_file(&f).unwrap(),
             "ASG(DEFAULT) { RULE(1, READ) }"
         );
         // Group-writable is an administrators' choice (a shared group): allowed.
         fs::set_permissions(&f, fs::Permissions::from_mode(0o664)).unwrap();
-        read_policy_file(&f, "access file").unwrap();
+        read_trusted_file(&f).unwrap();
         fs::set_permissions(&f, fs::Permissions::from_mode(0o666)).unwrap();
-        let e = read_policy_file(&f, "access file").unwrap_err();
+        let e = read_trusted_file(&f).unwrap_err();
         assert!(
             e.contains("every user may write it (mode 0666)") && e.contains("chmod o-w"),
             "{e}"
@@ -285,18 +280,18 @@ mod tests {
         // A link is followed; its target is what is checked.
         let link = d.path().join("link.acf");
         std::os::unix::fs::symlink(&f, &link).unwrap();
-        read_policy_file(&link, "access file").unwrap();
+        read_trusted_file(&link).unwrap();
         // A FIFO: refused at once, never waited on.
         let fifo = d.path().join("fifo.acf");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let e = read_policy_file(&fifo, "PV list").unwrap_err();
-        assert!(e.contains("PV list") && e.contains("a FIFO"), "{e}");
-        let e = read_policy_file(&d.path().join("none"), "PV list").unwrap_err();
-        assert!(e.contains("cannot read the PV list"), "{e}");
+        let e = read_trusted_file(&fifo).unwrap_err();
+        assert!(e.contains("refusing it") && e.contains("a FIFO"), "{e}");
+        let e = read_trusted_file(&d.path().join("none")).unwrap_err();
+        assert!(e.contains("cannot read it"), "{e}");
         // Another user's file (only root can make one here).
         if euid() == 0 {
             nix::unistd::chown(&f, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
-            let e = read_policy_file(&f, "access file").unwrap_err();
+            let e = read_trusted_file(&f).unwrap_err();
             assert!(e.contains("belongs to") && e.contains("uid 65534"), "{e}");
         }
     }

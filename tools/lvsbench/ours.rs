@@ -60,6 +60,11 @@ impl Lvsmon {
         let dir = tempfile::Builder::new().prefix("lvsbench").tempdir()?;
         let file = dir.path().join("checks.conf");
         std::fs::write(&file, text)?;
+        // lvsmon refuses a checks file every user may write, whatever the umask left.
+        std::fs::set_permissions(
+            &file,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
+        )?;
         let log = std::fs::File::create(dir.path().join("lvsmon.log"))?;
         let child = Command::new(exe("lvsmon")?)
             .args(["-n", "bench", "--file"])

@@ -148,7 +148,8 @@ impl Access {
     /// # Errors
     /// What is wrong, with the file name and line.
     pub fn load(path: &Path) -> Result<Access, String> {
-        let text = crate::support::files::read_policy_file(path, "access file")?;
+        let text = crate::support::files::read_trusted_file(path)
+            .map_err(|e| format!("access file {}: {e}", path.display()))?;
         Access::parse(&text).map_err(|e| format!("access file {}: {e}", path.display()))
     }
 

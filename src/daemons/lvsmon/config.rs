@@ -326,10 +326,12 @@ pub fn load(
     rows: &mut Rows,
     region: &shvars::region::VarRegion,
 ) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    // The file names commands lvsmon runs (ipvsadm, notify), as root for ipvs actions: one
+    // another local user could have changed is refused.
+    let text = crate::support::files::read_trusted_file(path).map_err(|msg| ConfigError {
         path: path.to_owned(),
         line: None,
-        msg: format!("cannot read it: {e}"),
+        msg,
     })?;
     let specs = parse(path, &text, base, dir)?;
     let mut checks = Vec::with_capacity(specs.checks.len());

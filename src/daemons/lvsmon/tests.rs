@@ -244,6 +244,10 @@ impl World {
     fn load(&mut self, text: &str) {
         let path = self.dir.path().join("checks.conf");
         std::fs::write(&path, text).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
         let cfg = config::load(
             &path,
             &Defaults::with_interval(10_000),
