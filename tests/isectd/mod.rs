@@ -503,6 +503,7 @@ fn kill_9_of_isectd_and_a_new_one_adopts_its_workers() {
 
 #[test]
 fn a_script_configures_isectd_at_start_up() {
+    use std::os::unix::fs::PermissionsExt;
     let mut env = Env::new();
     let script = env.path("node.isd");
     std::fs::write(
@@ -510,6 +511,8 @@ fn a_script_configures_isectd_at_start_up() {
         "# the node\nconfig service echo\n\nconfig worker echo localhost /bin/sleep 1000\nclone 1\nstart echo\n",
     )
     .unwrap();
+    // As an administrator leaves it, whatever the umask (one every user may write is refused).
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
     isectd(&mut env, "isd7", &["--script", script.to_str().unwrap()]);
     env.wait_until("two running", || {
         pid_of(&env, "isd7", 1) > 0 && pid_of(&env, "isd7", 2) > 0
@@ -522,6 +525,19 @@ fn a_script_configures_isectd_at_start_up() {
     let o = env.run(c);
     o.expect_code(1)
         .stderr_has("--script: 'config worker nosuch localhost /bin/true': no service nosuch");
+    // A script any local user could have changed (it starts programs): refused, nothing runs.
+    std::fs::write(
+        &script,
+        "config service echo\nconfig worker echo localhost /bin/sleep 1000\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut c = env.command("isectd");
+    c.args(["-n", "isd9", "--script", script.to_str().unwrap()]);
+    env.run(c)
+        .expect_code(1)
+        .stderr_has("node.isd: refusing it: every user may write it (mode 0666)");
+    assert!(!env.path("isd9.ctl").exists());
 }
 
 fn key_file(env: &Env, name: &str, text: &str) -> String {

@@ -10,10 +10,11 @@ use daqproc::daemons::isectd::{Isectd, Options, SPEC};
 fn main() -> ExitCode {
     let cli = daqproc::support::cli::parse::<cli::Cli>();
     let script = match &cli.script {
-        Some(p) => match std::fs::read_to_string(p) {
+        // The script starts programs: one another local user could have changed is refused.
+        Some(p) => match daqproc::support::files::read_trusted_file(p) {
             Ok(s) => s.lines().map(str::to_owned).collect(),
             Err(e) => {
-                eprintln!("isectd: error: cannot read the script {}: {e}", p.display());
+                eprintln!("isectd: error: the script {}: {e}", p.display());
                 return ExitCode::FAILURE;
             }
         },
