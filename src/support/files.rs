@@ -208,7 +208,7 @@ pub fn check_fifo(path: &Path, f: &File, owner: u32) -> Result<(), String> {
 }
 
 /// Reads a file whose contents decide what a daemon allows or runs (cagateway's access file and
-/// PV list, lvsmon's checks file with its commands), refusing one that a local user other than
+/// PV list, lvsmon's checks file with its commands, isectd's start-up script), refusing one that a local user other than
 /// root and us could have changed: writable by every user, owned by someone else, or not a
 /// regular file. A symbolic link is followed (an administrator may point at /etc); the file it
 /// leads to is what is checked. Group-writable files are allowed (a group of administrators).

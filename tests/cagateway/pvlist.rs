@@ -76,8 +76,10 @@ fn the_pv_list_puts_pvs_in_groups_hides_denied_ones_and_is_read_again() {
     assert_eq!(&got[..2], &[0, 0], "VERSION first");
     assert_eq!(&got[16..18], &[0, 26], "then CREATE_CH_FAIL, not a channel");
     assert_eq!(&got[24..28], &7u32.to_be_bytes(), "for our cid");
-    // A field has its PV's group: the rate's .DESC is in TUNE (readable, as TUNE reads).
-    assert!(get("t1:rate.DESC").contains("t1:rate.DESC"));
+    // A field has its PV's group: a write to the rate's .VAL is a TUNE write (matched with
+    // its suffix, it would fall to `.*`, DEFAULT, and be refused).
+    assert!(put("t1:rate.VAL", "55").contains("[55]"));
+    assert_eq!(env.get_int("t1", "rate"), 55);
 
     // Read again: the label served, the rate back in DEFAULT.
     std::fs::write(&list, ".* ALLOW\n").unwrap();
@@ -87,7 +89,7 @@ fn the_pv_list_puts_pvs_in_groups_hides_denied_ones_and_is_read_again() {
         .stdout_has("read again");
     assert!(get("t1:label").contains("t1:label"));
     assert!(put("t1:rate", "60").contains("no write access"));
-    assert_eq!(env.get_int("t1", "rate"), 50);
+    assert_eq!(env.get_int("t1", "rate"), 55);
 
     // A list naming a group the access file does not define: refused with its line, and
     // the rules in force stay.
@@ -118,7 +120,8 @@ fn a_bad_pv_list_stops_the_gateway_before_it_serves() {
     // A group other than DEFAULT needs an access file that defines it.
     start_with(".* ALLOW OPS\n")
         .stderr_has("line 1")
-        .stderr_has("ASG(OPS) is not defined");
+        .stderr_has("ASG(OPS) is not defined")
+        .stderr_has("no --access file is given");
 }
 
 #[test]

@@ -34,7 +34,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use super::proto::{ACCESS_READ, ACCESS_WRITE};
-use super::pvlist::PvList;
+use super::pvlist::{PvList, Served};
 
 /// What a rule grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,13 +59,19 @@ pub struct Access {
     /// The access security groups and their rules; `DEFAULT` first, always (with no rules
     /// if the file does not define it).
     asgs: Vec<(String, Vec<Rule>)>,
-    /// Which PVs are served and in which group; `None`: all, in DEFAULT.
-    pvlist: Option<PvList>,
+    /// Which PVs are served, and the group of each of its lines (resolved once, when the list
+    /// is joined to the rules); `None`: all, in DEFAULT.
+    pvlist: Option<(PvList, Vec<Group>)>,
 }
 
 /// An access security group, by its place in [`Access`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Group(usize);
+
+impl Group {
+    /// `ASG(DEFAULT)`, always the first.
+    pub const DEFAULT: Group = Group(0);
+}
 
 /// Who a client says it is, and where it really connects from.
 #[derive(Debug, Clone, Copy)]
@@ -107,18 +113,22 @@ impl Access {
     /// # Errors
     /// A group the list names that this file does not define, with the list's line.
     pub fn with_pvlist(mut self, l: PvList) -> Result<Access, String> {
-        for line in &l.lines {
-            if let Some(g) = &line.allow {
-                if self.group(g).is_none() {
-                    return Err(format!(
+        let groups = l
+            .lines
+            .iter()
+            .map(|line| {
+                // A DENY line has no group; DEFAULT stands in, never used.
+                let g = line.allow.as_deref().unwrap_or("DEFAULT");
+                self.group(g).ok_or_else(|| {
+                    format!(
                         "line {}: ASG({g}) is not defined in the access file (define it there, \
                          or leave the ASG out for DEFAULT)",
                         line.line
-                    ));
-                }
-            }
-        }
-        self.pvlist = Some(l);
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.pvlist = Some((l, groups));
         Ok(self)
     }
 
@@ -134,12 +144,13 @@ impl Access {
     /// The group of PV `name` (given without its field), or `None` if the PV list does not
     /// let the gateway serve it.
     pub fn group_of(&self, name: &str) -> Option<Group> {
-        let Some(l) = &self.pvlist else {
-            return Some(Group(0));
+        let Some((l, groups)) = &self.pvlist else {
+            return Some(Group::DEFAULT);
         };
-        match l.lookup(name)? {
-            None => Some(Group(0)),
-            Some(line) => self.group(line.allow.as_deref().unwrap_or("DEFAULT")),
+        match l.lookup(name) {
+            Served::No => None,
+            Served::Default => Some(Group::DEFAULT),
+            Served::ByLine(i) => Some(groups[i]),
         }
     }
 
@@ -166,7 +177,7 @@ impl Access {
             asgs: vec![("DEFAULT".to_owned(), Vec::new())],
             pvlist: None,
         };
-        let mut saw_default = false;
+        let mut defined = std::collections::HashSet::new();
         while let Some((line, t)) = p.peek() {
             let line = *line;
             let kw = t.clone();
@@ -186,18 +197,16 @@ impl Access {
                 }
                 "ASG" => {
                     let name = p.paren_word()?;
-                    let at = if name == "DEFAULT" {
-                        if saw_default {
-                            return Err(format!("line {line}: ASG(DEFAULT) is defined twice"));
+                    if !defined.insert(name.clone()) {
+                        return Err(format!("line {line}: ASG({name}) is defined twice"));
+                    }
+                    // DEFAULT is there from the start (empty); any other is new.
+                    let at = match a.group(&name) {
+                        Some(Group(i)) => i,
+                        None => {
+                            a.asgs.push((name.clone(), Vec::new()));
+                            a.asgs.len() - 1
                         }
-                        saw_default = true;
-                        0
-                    } else {
-                        if a.group(&name).is_some() {
-                            return Err(format!("line {line}: ASG({name}) is defined twice"));
-                        }
-                        a.asgs.push((name.clone(), Vec::new()));
-                        a.asgs.len() - 1
                     };
                     p.expect("{")?;
                     while !p.eat("}") {
@@ -472,7 +481,7 @@ ASG(DEFAULT) {
         }
     }
 
-    const D: Group = Group(0);
+    const D: Group = Group::DEFAULT;
 
     #[test]
     fn rules_apply_by_user_and_host() {
@@ -499,6 +508,11 @@ ASG(DEFAULT) {
         assert!(e.contains("line 3") && e.contains("FLY"), "{e}");
         let e = Access::parse("ASG(DEFAULT) { RULE(1, WRITE) { UAG(nobody) } }").unwrap_err();
         assert!(e.contains("UAG(nobody)"), "{e}");
+        let e = Access::parse("ASG(DEFAULT) { }\n\nASG(DEFAULT) { }").unwrap_err();
+        assert!(
+            e.contains("line 3") && e.contains("ASG(DEFAULT) is defined twice"),
+            "{e}"
+        );
         let e = Access::parse("ASG(OPS) { }\nASG(OPS) { }").unwrap_err();
         assert!(
             e.contains("line 2") && e.contains("ASG(OPS) is defined twice"),

@@ -92,8 +92,14 @@ pub fn load_access(
     match pvlist {
         Some(f) => {
             let l = self::pvlist::PvList::load(f)?;
-            a.with_pvlist(l)
-                .map_err(|e| format!("PV list {}: {e}", f.display()))
+            a.with_pvlist(l).map_err(|e| {
+                let hint = if access.is_none() {
+                    "; no --access file is given, so only ASG(DEFAULT) exists (read-only)"
+                } else {
+                    ""
+                };
+                format!("PV list {}: {e}{hint}", f.display())
+            })
         }
         None => Ok(a),
     }

@@ -42,11 +42,20 @@ pub enum Order {
 pub struct Line {
     /// Line number in the file.
     pub line: usize,
-    /// The pattern as written.
-    pub pattern: String,
     regex: Regex,
     /// `Some(asg)` for ALLOW, `None` for DENY.
     pub allow: Option<String>,
+}
+
+/// Whether a PV is served, and by which line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// Not served.
+    No,
+    /// Served in DEFAULT (order DENY, ALLOW: no line matched).
+    Default,
+    /// Served in the ASG of the ALLOW line of this index in [`PvList::lines`].
+    ByLine(usize),
 }
 
 impl Line {
@@ -90,7 +99,7 @@ impl PvList {
             }
             let words: Vec<&str> = l.split_whitespace().collect();
             if words[0].eq_ignore_ascii_case("EVALUATION") {
-                let rest = words[1..].join(" ").replace(' ', "").to_ascii_uppercase();
+                let rest = words[1..].concat().to_ascii_uppercase();
                 let o = match rest.as_str() {
                     "ORDERALLOW,DENY" => Order::AllowDeny,
                     "ORDERDENY,ALLOW" => Order::DenyAllow,
@@ -111,7 +120,7 @@ impl PvList {
                     words[0]
                 ));
             };
-            let pattern = words[0].to_owned();
+            let pattern = words[0];
             let allow = match kw.to_ascii_uppercase().as_str() {
                 "ALLOW" => {
                     if words.len() > 4 {
@@ -153,12 +162,7 @@ impl PvList {
             // checking where a leftmost match ends).
             let regex = Regex::new(&format!("^(?:{pattern})$"))
                 .map_err(|e| format!("line {line}: pattern {pattern:?}: {e}"))?;
-            lines.push(Line {
-                line,
-                pattern,
-                regex,
-                allow,
-            });
+            lines.push(Line { line, regex, allow });
         }
         Ok(PvList {
             order: order.unwrap_or(Order::AllowDeny),
@@ -166,29 +170,23 @@ impl PvList {
         })
     }
 
-    /// Whether PV `name` (without its field) is served, and if so the ASG it belongs to:
-    /// `Some(None)` for DEFAULT, `Some(Some(line))` for the ASG of that ALLOW line.
-    pub fn lookup(&self, name: &str) -> Option<Option<&Line>> {
+    /// Whether PV `name` (without its field) is served, and in which line's ASG.
+    pub fn lookup(&self, name: &str) -> Served {
         let allow = self
             .lines
             .iter()
-            .rev()
-            .find(|l| l.allow.is_some() && l.matches(name));
+            .rposition(|l| l.allow.is_some() && l.matches(name));
         let denied = || {
             self.lines
                 .iter()
                 .any(|l| l.allow.is_none() && l.matches(name))
         };
-        match self.order {
-            Order::AllowDeny => match allow {
-                Some(l) if !denied() => Some(Some(l)),
-                _ => None,
-            },
-            Order::DenyAllow => match allow {
-                Some(l) => Some(Some(l)),
-                None if denied() => None,
-                None => Some(None),
-            },
+        match (self.order, allow) {
+            (Order::AllowDeny, Some(i)) if !denied() => Served::ByLine(i),
+            (Order::AllowDeny, _) => Served::No,
+            (Order::DenyAllow, Some(i)) => Served::ByLine(i),
+            (Order::DenyAllow, None) if denied() => Served::No,
+            (Order::DenyAllow, None) => Served::Default,
         }
     }
 }
@@ -198,8 +196,11 @@ mod tests {
     use super::*;
 
     fn asg(l: &PvList, name: &str) -> Option<String> {
-        l.lookup(name)
-            .map(|a| a.map_or("DEFAULT".to_owned(), |l| l.allow.clone().unwrap()))
+        match l.lookup(name) {
+            Served::No => None,
+            Served::Default => Some("DEFAULT".to_owned()),
+            Served::ByLine(i) => l.lines[i].allow.clone(),
+        }
     }
 
     #[test]

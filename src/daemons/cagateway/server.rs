@@ -25,7 +25,7 @@ use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFl
 use shvars::region::IntVar;
 use shvars::RuntimeDir;
 
-use super::access::{Access, Identity};
+use super::access::{Access, Group, Identity};
 use super::beacon::Beacons;
 use super::circuit::{
     Channel, Circuit, Closing, Fill, Sub, MAX_CHANNELS, MAX_PAYLOAD, MAX_PUTS_WAITING, MAX_SUBS,
@@ -449,10 +449,7 @@ impl<S: Source> Server<S> {
                 port,
                 *announce,
                 &mut core.budget,
-                |name| {
-                    resolve(source, name)
-                        .is_some_and(|pv| access.group_of(&pv.base_name()).is_some())
-                },
+                |name| resolve(source, name).is_some_and(|pv| pv_group(access, &pv).is_some()),
                 |reply| {
                     let _ = sock.send_to(reply, from);
                 },
@@ -630,10 +627,13 @@ impl<S: Source> Server<S> {
     }
 }
 
-/// Whether the PV list lets us serve `pv` (without a list, every PV: no name is built then,
-/// searches stay as cheap as before).
-fn served(access: &Access, pv: &Pv) -> bool {
-    !access.has_pvlist() || access.group_of(&pv.base_name()).is_some()
+/// The access group of `pv`, or `None` if the PV list does not let us serve it. Without a
+/// list every PV is in DEFAULT, and no name is built (searches stay as cheap as before).
+fn pv_group(access: &Access, pv: &Pv) -> Option<Group> {
+    if !access.has_pvlist() {
+        return Some(Group::DEFAULT);
+    }
+    access.group_of(&pv.base_name())
 }
 
 /// The key of a variable's shared state (its deadbands).

@@ -48,7 +48,7 @@ impl<S: Source> Core<S> {
     /// A client's rights to a PV: those of the PV's access group, none if the PV list no
     /// longer lets us serve it (after a reload), never write to a read-only variable.
     pub(super) fn rights_of(&self, c: &Circuit, pv: &Pv) -> u32 {
-        let Some(g) = self.access.group_of(&pv.base_name()) else {
+        let Some(g) = super::pv_group(&self.access, pv) else {
             return 0;
         };
         let mut r = self.access.rights(g, &Self::identity(c));
@@ -175,7 +175,7 @@ impl<S: Source> Core<S> {
         let pv = if c.channels.len() >= MAX_CHANNELS {
             None
         } else {
-            resolve(&mut self.source, name).filter(|pv| super::served(&self.access, pv))
+            resolve(&mut self.source, name).filter(|pv| super::pv_group(&self.access, pv).is_some())
         };
         let Some(mut pv) = pv else {
             Header::new(cmd::CREATE_CH_FAIL, 0, 0, 0, cid, 0).encode(&mut c.out);
