@@ -33,19 +33,19 @@ pub struct CpuPerGb {
     pub rspy: f64,
     pub producer: f64,
     pub verifier: f64,
-    /// Software interrupts (not charged to any of the above; on loopback, much of TCP).
+    /// Software interrupts (on loopback, much of TCP), from /proc/stat. Whether this time is
+    /// also in the tasks' utime+stime depends on the kernel (here it is: `other` came out as
+    /// minus this when it was added to the parts), so it is a share shown for information,
+    /// not a part added to the others.
     pub softirq: f64,
-    /// Busy, but in none of the above (other processes, spybench's other threads).
+    /// The whole machine busy (all CPUs, /proc/stat): what the throughput is bound by when
+    /// idle is near 0.
+    pub busy: f64,
+    /// Busy, but in none of the four tasks (other processes, spybench's other threads,
+    /// interrupt time the kernel charges to no task); near 0 when the tasks are all there is.
     pub other: f64,
     /// Idle.
     pub idle: f64,
-}
-
-impl CpuPerGb {
-    /// Busy CPU seconds per GB: what the chain's throughput is bound by when idle is near 0.
-    pub fn busy(&self) -> f64 {
-        self.farm + self.rspy + self.producer + self.verifier + self.softirq + self.other
-    }
 }
 
 /// CPU times of the chain's parts at one instant.
@@ -348,17 +348,19 @@ impl Chain {
         let gb = (b1 - b0) as f64 / 1e9;
         let m = c1.machine.since(c0.machine);
         let per = |a: f64, b: f64| (a - b) / gb;
-        let mut cpu = CpuPerGb {
-            farm: per(c1.farm, c0.farm),
-            rspy: per(c1.rspy, c0.rspy),
-            producer: per(c1.producer, c0.producer),
-            verifier: per(c1.verifier, c0.verifier),
+        let (farm, rspy) = (per(c1.farm, c0.farm), per(c1.rspy, c0.rspy));
+        let (producer, verifier) = (per(c1.producer, c0.producer), per(c1.verifier, c0.verifier));
+        let busy = (m.total - m.idle) / gb;
+        let cpu = CpuPerGb {
+            farm,
+            rspy,
+            producer,
+            verifier,
             softirq: m.softirq / gb,
-            other: 0.0,
+            busy,
+            other: busy - (farm + rspy + producer + verifier),
             idle: m.idle / gb,
         };
-        let parts = cpu.busy();
-        cpu.other = ((m.total - m.idle) / gb - parts).max(0.0);
         Ok(Measure {
             mb_per_s: (b1 - b0) as f64 / secs / 1e6,
             events_per_s: (e1 - e0) as f64 / secs,

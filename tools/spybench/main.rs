@@ -151,7 +151,7 @@ fn print_cpu(rows: &[(usize, Vec<chain::CpuPerGb>)]) {
             let mut x: Vec<f64> = v.iter().map(f).collect();
             median(&mut x)
         };
-        let busy = m(chain::CpuPerGb::busy);
+        let busy = m(|c| c.busy);
         println!(
             "{:>7}B  {:>5.2}  {:>5.2}  {:>8.2}  {:>8.2}  {:>7.2}  {:>5.2}  {:>5.2}  {:>5.2}  {:>6.0} MB/s",
             size,
@@ -168,6 +168,7 @@ fn print_cpu(rows: &[(usize, Vec<chain::CpuPerGb>)]) {
     }
     println!(
         "(farm, rspy: farmspydaemon's and rspydaemon's utime+stime; producer, verifier: \
-         spybench's threads; softirq and idle from /proc/stat; other: the rest of the busy time)"
+         spybench's threads; busy, idle and softirq: the whole machine, from /proc/stat; other: \
+         busy less the four; softirq is a share of busy, which may also be inside the tasks' times)"
     );
 }

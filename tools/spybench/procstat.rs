@@ -33,9 +33,9 @@ pub fn cpu_seconds(path: &str) -> anyhow::Result<f64> {
 pub struct Machine {
     /// Idle and waiting for I/O.
     pub idle: f64,
-    /// Serving software interrupts: with `CONFIG_IRQ_TIME_ACCOUNTING` (Debian's kernels) not
-    /// charged to the task it interrupted, so not in any process's time (on loopback, much of
-    /// the TCP receive path).
+    /// Serving software interrupts (on loopback, much of the TCP receive path). It may be in
+    /// the interrupted task's utime+stime as well: on the kernel measured (6.18) it was, so it
+    /// is not to be added to the tasks' times.
     pub softirq: f64,
     /// Everything.
     pub total: f64,
