@@ -76,6 +76,14 @@ fn the_pv_list_puts_pvs_in_groups_hides_denied_ones_and_is_read_again() {
     assert_eq!(&got[..2], &[0, 0], "VERSION first");
     assert_eq!(&got[16..18], &[0, 26], "then CREATE_CH_FAIL, not a channel");
     assert_eq!(&got[24..28], &7u32.to_be_bytes(), "for our cid");
+    // On the same circuit, a channel of a served PV (DEFAULT: read only), kept open below.
+    let mut req = super::wire::header(18, 16, 0, 0, 8, 13);
+    req.extend_from_slice(b"t1:ticks\0\0\0\0\0\0\0\0");
+    s.write_all(&req).unwrap();
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got[..2], &[0, 22], "ACCESS_RIGHTS");
+    assert_eq!(&got[8..16], &[0, 0, 0, 8, 0, 0, 0, 1], "cid 8: read");
+    assert_eq!(&got[16..18], &[0, 18], "then CREATE_CHAN");
     // A field has its PV's group: a write to the rate's .VAL is a TUNE write (matched with
     // its suffix, it would fall to `.*`, DEFAULT, and be refused).
     assert!(put("t1:rate.VAL", "55").contains("[55]"));
@@ -90,6 +98,18 @@ fn the_pv_list_puts_pvs_in_groups_hides_denied_ones_and_is_read_again() {
     assert!(get("t1:label").contains("t1:label"));
     assert!(put("t1:rate", "60").contains("no write access"));
     assert_eq!(env.get_int("t1", "rate"), 55);
+
+    // A reload that stops serving a PV takes every right from its open channels.
+    std::fs::write(&list, ".* ALLOW\nt1:ticks DENY\n").unwrap();
+    env.shvar(&["cmd", "ca1", "reload"]).ok();
+    let mut rights = [0u8; 16];
+    s.read_exact(&mut rights).unwrap();
+    assert_eq!(&rights[..2], &[0, 22], "ACCESS_RIGHTS again");
+    assert_eq!(
+        &rights[8..16],
+        &[0, 0, 0, 8, 0, 0, 0, 0],
+        "cid 8: no rights now"
+    );
 
     // A list naming a group the access file does not define: refused with its line, and
     // the rules in force stay.
