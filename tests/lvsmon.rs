@@ -140,6 +140,14 @@ fn a_bad_file_is_refused_at_start_with_its_line() {
         .expect_code(1)
         .stderr_has("open.conf: refusing it: every user may write it (mode 0666)");
     assert!(!env.path("mon1.ctl").exists());
+    // A FIFO in its place: refused at once (it used to hang start-up, read to size the region).
+    let fifo = env.path("fifo.conf");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let mut c = env.command("lvsmon");
+    c.args(["-n", "mon1", "--file"]).arg(&fifo);
+    env.run(c)
+        .expect_code(1)
+        .stderr_has("fifo.conf: refusing it: it is a FIFO, not a regular file");
 }
 
 #[test]

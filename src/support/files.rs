@@ -241,9 +241,10 @@ pub fn read_trusted_file(path: &Path) -> Result<String, String> {
     if m.uid() != 0 && m.uid() != euid() {
         return Err(format!(
             "refusing it: it belongs to {}, not to root or to us ({}), so that user could change \
-             what it says; `chown` it to root or to us",
+             what it says; `chown root {}` (or to our user)",
             user_text(m.uid()),
-            user_text(euid())
+            user_text(euid()),
+            path.display()
         ));
     }
     let mut text = String::new();
